@@ -1,0 +1,71 @@
+"""Configuration from the environment (and `.env` where present). Nothing needs a file to start."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+ROOT = Path(__file__).resolve().parent
+
+
+def default_instance_path() -> Path:
+    return Path(os.environ.get("LABTRACK_INSTANCE_PATH", ROOT / "instance")).resolve()
+
+
+def _secret_key(instance: Path) -> str:
+    """Generated once into the instance folder, readable by the owner only."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+@dataclass
+class Config:
+    INSTANCE_PATH: str
+    DATABASE_URL: str
+    CELERY_BROKER_URL: str
+    SECRET_KEY: str
+    LABTRACK_FIN: str = "A9999"
+    LABTRACK_TIMEZONE: str = "UTC"
+    LABTRACK_CUSTODY_GAP_MINUTES: int = 240
+    LABTRACK_EXPIRY_WARNING_MINUTES: int = 120
+    LABTRACK_TOKEN_HOURS: float = 12
+    SMTP_URL: str | None = None
+    MAX_CONTENT_LENGTH: int = 1024 * 1024
+    TESTING: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, instance_path: Path | None = None, **overrides: Any) -> Config:
+        load_dotenv(ROOT / ".env")
+        instance = (instance_path or default_instance_path()).resolve()
+        instance.mkdir(parents=True, exist_ok=True)
+        env = os.environ
+        values: dict[str, Any] = {
+            "INSTANCE_PATH": str(instance),
+            "DATABASE_URL": env.get("DATABASE_URL") or f"sqlite:///{instance / 'labtrack.sqlite'}",
+            "CELERY_BROKER_URL": env.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{instance / 'celery-broker.sqlite'}",
+            "SECRET_KEY": env.get("SECRET_KEY") or _secret_key(instance),
+            "LABTRACK_FIN": env.get("LABTRACK_FIN", "A9999"),
+            "LABTRACK_TIMEZONE": env.get("LABTRACK_TIMEZONE", "UTC"),
+            "LABTRACK_CUSTODY_GAP_MINUTES": int(env.get("LABTRACK_CUSTODY_GAP_MINUTES", 240)),
+            "LABTRACK_EXPIRY_WARNING_MINUTES": int(env.get("LABTRACK_EXPIRY_WARNING_MINUTES", 120)),
+            "LABTRACK_TOKEN_HOURS": float(env.get("LABTRACK_TOKEN_HOURS", 12)),
+            "SMTP_URL": env.get("SMTP_URL") or None,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    def as_mapping(self) -> dict[str, Any]:
+        mapping = asdict(self)
+        mapping.update(mapping.pop("extra"))
+        return mapping

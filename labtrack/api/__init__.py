@@ -1,0 +1,47 @@
+"""The HTTP API (v1): flask-smorest blueprints, OpenAPI 3 at /api/openapi.json, docs at /api/docs."""
+
+from __future__ import annotations
+
+from flask import Flask, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+
+from labtrack.api import errors
+from labtrack.api.common import close_read_session
+from labtrack.api.schemas import Problem
+from labtrack.extensions import api
+
+SWAGGER_STATIC = "/api/docs/static/"
+
+
+def init_app(app: Flask) -> None:
+    app.config.update(
+        API_TITLE="LabTrack",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_STATIC,  # served by the app: works on an offline lab network
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Batch tracking for autologous stem-cell products (SVF, BMAC). "
+                "Errors are application/problem+json with a stable `code`."
+            },
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    api.ERROR_SCHEMA = Problem
+    api.init_app(app)
+
+    from labtrack.api import admin, audit, auth, batches, patients
+
+    for module in (auth, admin, patients, batches, audit):
+        api.register_blueprint(module.blp, url_prefix="/api/v1")
+
+    errors.register(app)
+    app.teardown_appcontext(close_read_session)
+
+    @app.get(f"{SWAGGER_STATIC}<path:filename>")
+    def swagger_static(filename: str):
+        return send_from_directory(swagger_ui_path, filename)

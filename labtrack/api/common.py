@@ -1,0 +1,107 @@
+"""What every API view shares: the acting user, sessions, and the write unit of work."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import Response, current_app, g, json, request
+from marshmallow import Schema
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.db import Database
+from labtrack.domain.actors import Actor
+from labtrack.domain.errors import (
+    IdempotencyKeyReused,
+    Unauthenticated,
+    ValidationFailed,
+)
+from labtrack.models import IdempotencyRecord
+from labtrack.services import auth
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def database() -> Database:
+    return current_app.extensions["labtrack.db"]
+
+
+def read_session() -> Session:
+    """One read session per request, closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = database().reader()
+    return g.db_session
+
+
+def close_read_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def authenticate() -> None:
+    """Resolve the bearer token to the acting user; identity never comes from the body."""
+    token = bearer_token()
+    if token is None:
+        raise Unauthenticated("Send 'Authorization: Bearer <token>' (POST /api/v1/auth/token).")
+    g.actor = auth.actor_for_token(read_session(), token)
+    read_session().rollback()  # end the read transaction; the view starts its own
+
+
+def actor() -> Actor:
+    return g.actor
+
+
+def _json(payload: Any) -> str:
+    return json.dumps(payload)
+
+
+def write(work: Callable[[Session], Any], schema: Schema | None, status: int = 201) -> Response:
+    """Run a write as one unit of work and answer with ``schema``'s dump of its result.
+
+    With ``Idempotency-Key``, the same key and body within 24 h replays the first
+    response and writes nothing; the same key with another body is refused. The
+    key is stored in the write's own transaction, so a replay is never half-done.
+    """
+    key = request.headers.get("Idempotency-Key")
+    who = g.get("actor")
+    if key is not None and (not key.strip() or len(key) > 200):
+        raise ValidationFailed({"Idempotency-Key": ["must be 1 to 200 characters"]})
+    request_hash = hashlib.sha256(
+        request.method.encode() + b" " + request.path.encode() + b"\n" + request.get_data()
+    ).hexdigest()
+
+    def unit(session: Session) -> tuple[int, str]:
+        if key is not None and who is not None:
+            previous = session.execute(
+                select(IdempotencyRecord).where(IdempotencyRecord.user_id == who.id, IdempotencyRecord.key == key)
+            ).scalar_one_or_none()
+            if previous is not None and previous.created_at > utcnow() - IDEMPOTENCY_WINDOW:
+                if previous.request_hash != request_hash:
+                    raise IdempotencyKeyReused("This Idempotency-Key was used with a different request.")
+                return previous.status_code, previous.response_body
+            if previous is not None:
+                session.delete(previous)
+                session.flush()
+        result = work(session)
+        body = _json(schema.dump(result) if schema is not None else result)
+        if key is not None and who is not None:
+            session.add(
+                IdempotencyRecord(
+                    user_id=who.id, key=key, request_hash=request_hash, status_code=status, response_body=body
+                )
+            )
+        return status, body
+
+    code, body = database().write(unit)
+    return Response(body, status=code, mimetype="application/json")

@@ -1,0 +1,96 @@
+"""One error mapping for every blueprint: DomainError and HTTP errors become problem+json.
+
+No request answers 500 for bad input; an unexpected fault answers a 500 problem
+without internals, and is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_JSON)
+    response.headers.update(headers or {})
+    return response
+
+
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """webargs' ``{"json": {"field": [...]}}`` becomes ``{"field": [...]}``."""
+    out: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = str(key) if not prefix else f"{prefix}.{key}"
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                out[name] = value
+            else:
+                out.update(_flatten(value, name))
+    elif isinstance(messages, list):
+        out[prefix or "body"] = [str(m) for m in messages]
+    else:
+        out[prefix or "body"] = [str(messages)]
+    return out
+
+
+def _from_http(error: HTTPException) -> dict[str, Any]:
+    status = error.code or 500
+    if status == 413:
+        return PayloadTooLarge("The request body is larger than 1 MiB.").to_problem()
+    messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
+    if status in (400, 422) and messages is not None:
+        errors: dict[str, list[str]] = {}
+        for location, fields in messages.items():
+            errors.update(_flatten(fields) if location in ("json", "query", "form") else _flatten(fields, location))
+        return ValidationFailed(errors).to_problem()
+    return {
+        "type": f"https://labtrack.example/problems/{_HTTP_CODES.get(status, 'error')}",
+        "title": error.name,
+        "status": status,
+        "detail": error.description or error.name,
+        "code": _HTTP_CODES.get(status, "error"),
+    }
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def domain_error(error: DomainError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+        return problem_response(error.to_problem(), headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return problem_response(_from_http(error))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return problem_response(
+            {
+                "type": "https://labtrack.example/problems/internal_error",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "An unexpected error occurred; nothing was recorded. It has been logged.",
+                "code": "internal_error",
+            }
+        )

@@ -1,0 +1,32 @@
+"""Patients: registered by their clinic (or by the lab for a named clinic)."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.schemas import (
+    PatientCreateSchema,
+    PatientQueryArgsSchema,
+    PatientSchema,
+)
+from labtrack.services import patients
+
+blp = Blueprint("patients", __name__, description="Patients; identity is checked by MRN and birth date.")
+blp.before_request(authenticate)
+
+
+@blp.post("/patients")
+@blp.arguments(PatientCreateSchema)
+@blp.response(201, PatientSchema)
+def register_patient(body: dict):
+    """Register a patient (clinic: own clinic; technician: names the clinic)."""
+    return write(lambda s: patients.register(s, actor(), **body), PatientSchema())
+
+
+@blp.get("/patients")
+@blp.arguments(PatientQueryArgsSchema, location="query")
+@blp.response(200, PatientSchema(many=True))
+def search_patients(args: dict):
+    """Find patients by clinic and MRN (clinic users: own clinic only)."""
+    return patients.search(read_session(), actor(), **args)

@@ -1,0 +1,356 @@
+"""Marshmallow schemas, named by their job: ``XSchema`` (output), ``XCreateSchema`` (input),
+``XQueryArgsSchema`` (query string). Validation of a request's shape lives here; the
+rules about what it means live in ``labtrack.domain``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate
+
+from labtrack.domain.din import Din
+from labtrack.domain.hashing import iso_utc
+from labtrack.domain.lifecycle import Status, allowed_actions
+from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
+from labtrack.services.batches import state_of
+
+ROLES = ("technician", "qa", "clinic", "admin")
+TISSUES = tuple(t.value for t in TissueSource)
+STATUSES = tuple(s.value for s in Status)
+LOT_STATUSES = ("quarantined", "released", "rejected")
+EQUIPMENT_STATUSES = ("in_service", "out_of_service", "retired")
+KIND = validate.Regexp(r"^[a-z][a-z0-9_]{1,63}$", error="lower-case letters, digits and _ (e.g. collagenase)")
+
+
+def _text(max_length: int = 200, **kwargs: Any) -> fields.String:
+    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+class UTC(fields.DateTime):
+    """Responses give times in UTC with ``Z``."""
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else iso_utc(value)
+
+
+class Problem(Schema):
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    code = fields.String()
+    errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    blockers = fields.List(fields.Dict())
+    allowed_actions = fields.List(fields.String())
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+class TokenCreateSchema(Schema):
+    username = _text(64, required=True)
+    password = _text(1000, required=True)
+
+
+class UserSummarySchema(Schema):
+    username = fields.String()
+    full_name = fields.String()
+
+
+class UserSchema(UserSummarySchema):
+    role = fields.String()
+    clinic = fields.Function(lambda u: u.clinic.code if u.clinic else None)
+    active = fields.Boolean()
+    locked = fields.Function(lambda u: u.locked_at is not None)
+    created_at = UTC()
+
+
+class TokenSchema(Schema):
+    token = fields.String()
+    expires_at = UTC()
+    user = fields.Nested(UserSchema)
+
+
+# --- reference data -------------------------------------------------------------------------
+
+
+class ClinicCreateSchema(Schema):
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{2,16}$"))
+    name = _text(required=True)
+    webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"})
+    webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
+
+
+class ClinicSchema(Schema):
+    id = fields.Integer()
+    code = fields.String()
+    name = fields.String()
+    webhook_url = fields.String(allow_none=True)
+    webhook_secret_set = fields.Function(lambda c: bool(c.webhook_secret))
+    created_at = UTC()
+
+
+class UserCreateSchema(Schema):
+    username = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,63}$"))
+    full_name = _text(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    clinic = fields.String(load_default=None, allow_none=True)
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+
+
+class UserUpdateSchema(Schema):
+    active = fields.Boolean()
+    role = fields.String(validate=validate.OneOf(ROLES))
+    unlock = fields.Boolean(load_default=False)
+
+
+class LotCreateSchema(Schema):
+    kind = fields.String(required=True, validate=KIND)
+    name = _text(required=True)
+    lot_number = _text(64, required=True)
+    expires_on = fields.Date(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(LOT_STATUSES))
+
+
+class LotUpdateSchema(Schema):
+    name = _text()
+    expires_on = fields.Date()
+    status = fields.String(validate=validate.OneOf(LOT_STATUSES))
+
+
+class LotSchema(Schema):
+    id = fields.Integer()
+    kind = fields.String()
+    name = fields.String()
+    lot_number = fields.String()
+    expires_on = fields.Date()
+    status = fields.String()
+
+
+class EquipmentCreateSchema(Schema):
+    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$"))
+    kind = fields.String(required=True, validate=KIND)
+    name = _text(required=True)
+    calibration_due_on = fields.Date(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(EQUIPMENT_STATUSES))
+
+
+class EquipmentUpdateSchema(Schema):
+    name = _text()
+    calibration_due_on = fields.Date()
+    status = fields.String(validate=validate.OneOf(EQUIPMENT_STATUSES))
+
+
+class EquipmentSchema(Schema):
+    code = fields.String()
+    kind = fields.String()
+    name = fields.String()
+    calibration_due_on = fields.Date()
+    status = fields.String()
+
+
+class SpecificationSchema(Schema):
+    tissue_source = fields.String()
+    version = fields.Integer()
+    body = fields.Dict()
+    created_at = UTC()
+    created_by = fields.String()
+
+
+# --- patients and batches -------------------------------------------------------------------
+
+
+class PatientCreateSchema(Schema):
+    clinic = fields.String(load_default=None, allow_none=True)
+    mrn = _text(64, required=True)
+    family_name = _text(100, required=True)
+    given_name = _text(100, required=True)
+    birth_date = fields.Date(required=True)
+
+
+class PatientQueryArgsSchema(Schema):
+    clinic = fields.String()
+    mrn = fields.String()
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class PatientSchema(Schema):
+    id = fields.Integer()
+    clinic = fields.Function(lambda p: p.clinic.code)
+    mrn = fields.String()
+    family_name = fields.String()
+    given_name = fields.String()
+    birth_date = fields.Date()
+
+
+class BatchCreateSchema(Schema):
+    patient_id = fields.Integer(required=True, strict=True)
+    tissue_source = fields.String(required=True, validate=validate.OneOf(TISSUES))
+    planned_administration_at = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+class BatchQueryArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    clinic = fields.String()
+    tissue_source = fields.String(validate=validate.OneOf(TISSUES))
+    held = fields.Boolean()
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class PendingTransferSchema(Schema):
+    from_user = fields.Function(lambda b: b.transfer_from.username if b.transfer_from else None, data_key="from")
+    to = fields.Function(lambda b: b.transfer_to.username)
+    to_full_name = fields.Function(lambda b: b.transfer_to.full_name)
+    seal_id = fields.String(attribute="transfer_seal_id")
+    since = UTC(attribute="transfer_at")
+
+
+def _din(b: Any) -> Din:
+    return Din(b.din)
+
+
+class BatchSchema(Schema):
+    din = fields.String()
+    din_display = fields.Function(lambda b: _din(b).display)
+    check_character = fields.Function(lambda b: _din(b).check)
+    barcode_data = fields.Function(lambda b: _din(b).barcode_data)
+    status = fields.String()
+    tissue_source = fields.String()
+    product = fields.String()
+    patient = fields.Nested(PatientSchema)
+    clinic = fields.Function(lambda b: b.clinic.code)
+    custodian = fields.Nested(UserSummarySchema, allow_none=True)
+    pending_transfer = fields.Method("_transfer", allow_none=True)
+    held = fields.Boolean()
+    expires_at = UTC(allow_none=True)
+    released_at = UTC(allow_none=True)
+    conditional_release = fields.Boolean()
+    planned_administration_at = UTC(allow_none=True)
+    registered_at = UTC()
+    specification_version = fields.Function(lambda b: b.specification.version)
+    next_actions = fields.Method("_next_actions")
+    steps_done = fields.List(fields.String())
+    seq = fields.Integer()
+    head_hash = fields.String()
+
+    def _transfer(self, batch: Any) -> dict[str, Any] | None:
+        return PendingTransferSchema().dump(batch) if batch.transfer_to_id else None
+
+    def _next_actions(self, batch: Any) -> list[str]:
+        return allowed_actions(state_of(batch))
+
+
+class BatchPageSchema(Schema):
+    items = fields.List(fields.Nested(BatchSchema))
+    page = fields.Integer()
+    per_page = fields.Integer()
+    total = fields.Integer()
+
+
+class DeviationSchema(Schema):
+    id = fields.Integer()
+    din = fields.Function(lambda d: d.batch.din)
+    kind = fields.String()
+    description = fields.String()
+    status = fields.String()
+    opened_by = fields.Nested(UserSummarySchema)
+    opened_at = UTC()
+    decision = fields.String(allow_none=True)
+    justification = fields.String(allow_none=True)
+    closed_by = fields.Nested(UserSummarySchema, allow_none=True)
+    closed_at = UTC(allow_none=True)
+    signature = fields.Dict(allow_none=True)
+
+
+class BatchDetailSchema(BatchSchema):
+    deviations = fields.List(fields.Nested(DeviationSchema))
+
+
+class EventSchema(Schema):
+    seq = fields.Integer()
+    type = fields.String()
+    occurred_at = UTC()
+    recorded_at = UTC()
+    actor = fields.Nested(UserSummarySchema)
+    data = fields.Dict()
+    prev_hash = fields.String()
+    hash = fields.String()
+    canonical = fields.String()
+    signature = fields.Function(lambda e: e.data.get("signature"), allow_none=True)
+
+
+class BlockerSchema(Schema):
+    code = fields.String()
+    detail = fields.String()
+
+
+class ReadinessSchema(Schema):
+    din = fields.String()
+    status = fields.String()
+    ready = fields.Boolean()
+    held = fields.Boolean()
+    expires_at = UTC(allow_none=True)
+    released_at = UTC(allow_none=True)
+    conditional_release = fields.Boolean()
+    custodian = fields.Nested(UserSummarySchema, allow_none=True)
+    blockers = fields.List(fields.Nested(BlockerSchema))
+
+
+class InHandSchema(Schema):
+    """A write made with the product in hand: the container's DIN is scanned (R-COI-1)."""
+
+    scanned_din = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    late_entry_reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
+class StepCreateSchema(InHandSchema):
+    step = fields.String(required=True, validate=validate.OneOf(ALL_STEP_NAMES))
+    data = fields.Dict(required=True)
+    reagent_lots = fields.List(fields.Integer(strict=True), load_default=list, validate=validate.Length(max=20))
+    equipment = fields.List(
+        fields.String(validate=validate.Length(max=64)), load_default=list, validate=validate.Length(max=20)
+    )
+
+
+class HandoffCreateSchema(InHandSchema):
+    to_username = _text(64, required=True)
+    seal_id = _text(64, required=True)
+    temperature_c = fields.Float(
+        load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=-200, max=100)
+    )
+
+
+class ReceiptCreateSchema(InHandSchema):
+    seal_id = _text(64, required=True)
+    temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-200, max=100))
+    condition = fields.String(required=True, validate=validate.OneOf(("intact", "damaged")))
+
+
+class DeviationCreateSchema(Schema):
+    kind = fields.String(load_default="manual", validate=validate.OneOf(("manual",)))
+    description = _text(4000, required=True)
+
+
+class DeviationQueryArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    din = fields.String()
+
+
+class AuditQueryArgsSchema(Schema):
+    din = fields.String()
+
+
+class AuditFailureSchema(Schema):
+    din = fields.String()
+    seq = fields.Integer()
+    reason = fields.String()
+
+
+class AuditReportSchema(Schema):
+    ok = fields.Boolean()
+    batches_checked = fields.Integer()
+    events_checked = fields.Integer()
+    failures = fields.List(fields.Nested(AuditFailureSchema))

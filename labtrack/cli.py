@@ -1,0 +1,117 @@
+"""``flask --app wsgi labtrack ...``: thin adapters over the services.
+
+A user mistake exits non-zero with one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from labtrack.audit import chains
+from labtrack.db import Database
+from labtrack.domain.errors import DomainError
+from labtrack.migrate import upgrade
+from labtrack.services import reference, specifications
+
+labtrack = AppGroup("labtrack", help="LabTrack administration.")
+audit = AppGroup("audit", help="Audit trail verification.")
+labtrack.add_command(audit)
+
+
+def _db() -> Database:
+    return current_app.extensions["labtrack.db"]
+
+
+def _cli_actor():
+    return reference.system_actor(f"cli:{getpass.getuser()}")
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DomainError as error:
+            raise click.ClickException(error.detail) from None
+
+    return wrapper
+
+
+@labtrack.command("init-db")
+def init_db() -> None:
+    """Migrate to head and seed default specifications; safe to run again."""
+    upgrade(current_app.config["DATABASE_URL"])
+    added = _db().write(specifications.seed_defaults)
+    click.echo(f"Database at head; {added} default specification(s) seeded.")
+
+
+@labtrack.command("create-clinic")
+@click.argument("code")
+@click.option("--name", required=True)
+@user_errors
+def create_clinic(code: str, name: str) -> None:
+    """Add a clinic."""
+    clinic = _db().write(lambda s: reference.create_clinic(s, _cli_actor(), code=code, name=name))
+    click.echo(f"Clinic {clinic.code} created.")
+
+
+@labtrack.command("create-user")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["technician", "qa", "clinic", "admin"]))
+@click.option("--full-name", required=True)
+@click.option("--clinic", default=None, help="Clinic code (clinic users only).")
+@user_errors
+def create_user(username: str, role: str, full_name: str, clinic: str | None) -> None:
+    """Add a user; password from LABTRACK_PASSWORD, else a prompt."""
+    password = os.environ.get("LABTRACK_PASSWORD") or click.prompt(
+        "Password", hide_input=True, confirmation_prompt=True
+    )
+    _db().write(
+        lambda s: reference.create_user(
+            s, _cli_actor(), username=username, full_name=full_name, role=role, password=password, clinic=clinic
+        )
+    )
+    click.echo(f"User {username} ({role}) created.")
+
+
+@labtrack.command("demo-data")
+@user_errors
+def demo_data() -> None:
+    """Load demo clinic, users, materials and batches; idempotent."""
+    from labtrack.demo import DEMO_PASSWORD, load
+
+    summary = load(_db(), current_app.config["LABTRACK_FIN"])
+    click.echo(summary)
+    click.echo(f"Demo logins (password {DEMO_PASSWORD}): tech, tech2, qa, clinic, admin")
+
+
+@audit.command("verify")
+@click.option("--din", default=None, help="Verify one batch only.")
+@user_errors
+def audit_verify(din: str | None) -> None:
+    """Recompute every chain; exit 1 naming each failure."""
+    session = _db().reader()
+    try:
+        report = chains.verify(session, None, din)
+    finally:
+        session.close()
+    for failure in report.failures:
+        click.echo(f"FAIL {failure['din']} seq {failure['seq']}: {failure['reason']}", err=True)
+    click.echo(
+        f"{'OK' if report.ok else 'FAILED'}: {report.batches_checked} batch(es), "
+        f"{report.events_checked} event(s) checked, {len(report.failures)} failure(s)."
+    )
+    sys.exit(0 if report.ok else 1)
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(labtrack)

@@ -1,0 +1,115 @@
+"""Engines, sessions and the unit of work.
+
+The request (or task, or CLI command) is the unit of work: services never commit.
+``Database.write`` runs one piece of work in a transaction, commits once, and on a
+unique-constraint collision (two writers racing on one batch's ``(batch_id, seq)``
+or one idempotency key) rolls back and runs the work again, so the loser re-reads
+and re-validates. SQLite writes begin IMMEDIATE so concurrent writers queue on the
+busy timeout instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from labtrack.domain.errors import Conflict, DomainError, Unavailable
+
+T = TypeVar("T")
+WRITE_OPTION = "labtrack_write"
+MAX_ATTEMPTS = 8
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever the URL's scheme says."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection):
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
+    """Racing writers collide on a unique constraint; any other integrity error is a bug."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate == "23505"
+    return "UNIQUE constraint failed" in str(error.orig)
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.reader = sessionmaker(self.engine, expire_on_commit=False)
+        self.writer = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one write transaction; commit once; retry on collisions.
+
+        A DomainError rolls everything back. When the error carries a ``record``
+        callable (a refusal that must itself be recorded, R-COI-1 and R-SIG-1), it
+        runs in a transaction of its own after the rollback.
+        """
+        for attempt in range(MAX_ATTEMPTS):
+            session = self.writer()
+            try:
+                result = work(session)
+                session.commit()
+                return result
+            except IntegrityError as error:
+                session.rollback()
+                if not is_unique_violation(error):
+                    raise
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+            except DomainError as error:
+                session.rollback()
+                record = getattr(error, "record", None)
+                if record is not None:
+                    self.write(record)
+                raise
+            except OperationalError as error:
+                session.rollback()
+                raise Unavailable("The database is unavailable; nothing was recorded. Try again.") from error
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        raise Conflict("Too many concurrent changes to the same record; nothing was recorded. Try again.")
+
+    def dispose(self) -> None:
+        self.engine.dispose()

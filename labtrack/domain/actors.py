@@ -1,0 +1,110 @@
+"""Who is acting, and what each role may do (R-ACC-1..3).
+
+Permissions are decided here, from the actor alone and the clinic that owns the
+thing acted on, so they are testable without requests or a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from labtrack.domain.errors import Forbidden, NotFound
+
+
+class Role(StrEnum):
+    TECHNICIAN = "technician"
+    QA = "qa"
+    CLINIC = "clinic"
+    ADMIN = "admin"
+
+
+LAB_ROLES = frozenset({Role.TECHNICIAN, Role.QA, Role.ADMIN})
+CUSTODIAN_ROLES = frozenset({Role.TECHNICIAN, Role.QA, Role.CLINIC})
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: int
+    username: str
+    full_name: str
+    role: Role
+    clinic_id: int | None
+
+    @property
+    def is_lab(self) -> bool:
+        return self.role in (Role.TECHNICIAN, Role.QA)
+
+
+class Action(StrEnum):
+    MANAGE_REFERENCE = "manage_reference"  # users, clinics, lots, equipment, specifications
+    READ_MATERIALS = "read_materials"
+    READ_PATIENTS = "read_patients"
+    REGISTER_PATIENT = "register_patient"
+    REGISTER_BATCH = "register_batch"
+    READ_BATCH = "read_batch"
+    LOG_CLINIC_STEP = "log_clinic_step"  # harvest, administration
+    LOG_LAB_STEP = "log_lab_step"  # digestion, isolation, separation, concentration
+    CUSTODY = "custody"  # hand-off and receipt
+    OPEN_DEVIATION = "open_deviation"
+    LIST_DEVIATIONS = "list_deviations"
+    AUDIT = "audit"
+
+
+_ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.ADMIN: frozenset({Action.MANAGE_REFERENCE, Action.READ_MATERIALS, Action.AUDIT, Action.READ_BATCH}),
+    Role.TECHNICIAN: frozenset(
+        {
+            Action.READ_MATERIALS,
+            Action.READ_PATIENTS,
+            Action.REGISTER_PATIENT,
+            Action.REGISTER_BATCH,
+            Action.READ_BATCH,
+            Action.LOG_LAB_STEP,
+            Action.CUSTODY,
+            Action.OPEN_DEVIATION,
+            Action.LIST_DEVIATIONS,
+        }
+    ),
+    Role.QA: frozenset(
+        {
+            Action.READ_MATERIALS,
+            Action.READ_PATIENTS,
+            Action.READ_BATCH,
+            Action.CUSTODY,
+            Action.OPEN_DEVIATION,
+            Action.LIST_DEVIATIONS,
+            Action.AUDIT,
+        }
+    ),
+    Role.CLINIC: frozenset(
+        {
+            Action.READ_PATIENTS,
+            Action.REGISTER_PATIENT,
+            Action.REGISTER_BATCH,
+            Action.READ_BATCH,
+            Action.LOG_CLINIC_STEP,
+            Action.CUSTODY,
+            Action.OPEN_DEVIATION,
+        }
+    ),
+}
+
+
+def sees_clinic(actor: Actor, clinic_id: int) -> bool:
+    """R-ACC-1: clinic users see only their own clinic; lab users see every clinic."""
+    return actor.role != Role.CLINIC or actor.clinic_id == clinic_id
+
+
+def can(actor: Actor, action: Action, clinic_id: int | None = None) -> bool:
+    if action not in _ROLE_ACTIONS[actor.role]:
+        return False
+    return clinic_id is None or sees_clinic(actor, clinic_id)
+
+
+def require(actor: Actor, action: Action, clinic_id: int | None = None, *, what: str = "resource") -> None:
+    """Refuse with 404 when the thing belongs to another clinic (R-ACC-1), else 403."""
+    if clinic_id is not None and not sees_clinic(actor, clinic_id):
+        raise NotFound(f"No such {what}.")
+    if not can(actor, action):
+        raise Forbidden(f"The {actor.role} role may not {action.value.replace('_', ' ')}.")

@@ -1,0 +1,336 @@
+"""SQLAlchemy tables. The schema itself is made only by the Alembic migrations.
+
+``batch_events`` and ``admin_events`` are append-only (R-AUD-2: the migrations add
+triggers refusing UPDATE and DELETE); ``batches`` and ``deviations`` are
+projections of the batch streams, updated in the same transaction as the event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from labtrack.clock import utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always hands back timezone-aware UTC datetimes, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+ROLES = ("technician", "qa", "clinic", "admin")
+TISSUES = ("adipose", "bone_marrow")
+STATUSES = (
+    "registered", "collected", "in_transit", "received", "processing", "processed",
+    "awaiting_release", "released", "dispatched", "delivered", "administered",
+    "rejected", "expired", "discarded",
+)  # fmt: skip
+DEVIATION_KINDS = (
+    "qc_out_of_spec", "temperature_excursion", "seal_mismatch", "damaged_container",
+    "custody_overdue", "sterility_positive", "manual",
+)  # fmt: skip
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: Json}
+
+
+class Clinic(Base):
+    __tablename__ = "clinics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint("(role = 'clinic') = (clinic_id IS NOT NULL)", name="clinic_users_only_have_clinic"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    clinic: Mapped[Clinic | None] = relationship(lazy="joined")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (UniqueConstraint("clinic_id", "mrn", name="uq_patients_clinic_mrn"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
+    mrn: Mapped[str] = mapped_column(String(64))
+    family_name: Mapped[str] = mapped_column(String(100))
+    given_name: Mapped[str] = mapped_column(String(100))
+    birth_date: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    clinic: Mapped[Clinic] = relationship(lazy="joined")
+
+
+class Specification(Base):
+    __tablename__ = "specifications"
+    __table_args__ = (
+        UniqueConstraint("tissue_source", "version", name="uq_specifications_tissue_version"),
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint("version >= 1", name="version_positive"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class DinCounter(Base):
+    """Next DIN sequence per facility and year (R-DIN-1), advanced under a row lock."""
+
+    __tablename__ = "din_counters"
+    facility: Mapped[str] = mapped_column(String(5), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReagentLot(Base):
+    __tablename__ = "reagent_lots"
+    __table_args__ = (
+        UniqueConstraint("kind", "lot_number", name="uq_reagent_lots_kind_lot"),
+        CheckConstraint(_in("status", ("quarantined", "released", "rejected")), name="status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    lot_number: Mapped[str] = mapped_column(String(64))
+    expires_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Equipment(Base):
+    __tablename__ = "equipment"
+    __table_args__ = (CheckConstraint(_in("status", ("in_service", "out_of_service", "retired")), name="status"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    calibration_due_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """Projection of one batch's event stream, kept current in the event's transaction."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint("seq >= 0", name="seq_not_negative"),
+        CheckConstraint("length(din) = 13", name="din_length"),
+        Index("ix_batches_clinic_status", "clinic_id", "status"),
+        Index("ix_batches_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    din: Mapped[str] = mapped_column(String(13), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    product: Mapped[str] = mapped_column(String(8))
+    specification_id: Mapped[int] = mapped_column(ForeignKey("specifications.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    custodian_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    transfer_from_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    transfer_to_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    transfer_seal_id: Mapped[str | None] = mapped_column(String(64))
+    transfer_status_before: Mapped[str | None] = mapped_column(String(20))
+    transfer_at: Mapped[datetime | None]
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    steps_done: Mapped[list[str]] = mapped_column(JSON, default=list)
+    planned_administration_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    conditional_release: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_physical_at: Mapped[datetime | None]
+    registered_at: Mapped[datetime]
+    seq: Mapped[int] = mapped_column(Integer)
+    head_hash: Mapped[str] = mapped_column(String(64))
+
+    patient: Mapped[Patient] = relationship(lazy="joined")
+    clinic: Mapped[Clinic] = relationship(lazy="joined")
+    specification: Mapped[Specification] = relationship(lazy="joined")
+    custodian: Mapped[User | None] = relationship(foreign_keys=[custodian_id], lazy="joined")
+    transfer_to: Mapped[User | None] = relationship(foreign_keys=[transfer_to_id], lazy="joined")
+    transfer_from: Mapped[User | None] = relationship(foreign_keys=[transfer_from_id], lazy="joined")
+
+
+class BatchEvent(Base):
+    """One immutable fact about a batch, hash-chained within the batch (R-AUD-1)."""
+
+    __tablename__ = "batch_events"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "seq", name="uq_batch_events_batch_seq"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    data: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    canonical: Mapped[str] = mapped_column(Text)
+
+    actor: Mapped[User] = relationship(lazy="joined")
+
+
+class AdminEvent(Base):
+    """Audited changes to reference data (clinics, users, lots, equipment, specs): one chain."""
+
+    __tablename__ = "admin_events"
+    __table_args__ = (CheckConstraint("seq >= 1", name="seq_positive"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    canonical: Mapped[str] = mapped_column(Text)
+
+
+class Deviation(Base):
+    """Projection of a deviation's events; the batch is held while any is open (R-DEV-1)."""
+
+    __tablename__ = "deviations"
+    __table_args__ = (
+        CheckConstraint(_in("kind", DEVIATION_KINDS), name="kind"),
+        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        Index("ix_deviations_batch_status", "batch_id", "status"),
+        Index("ix_deviations_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    opened_at: Mapped[datetime]
+    opened_seq: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str | None] = mapped_column(String(8))
+    justification: Mapped[str | None] = mapped_column(Text)
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None]
+    signature: Mapped[dict[str, Any] | None]
+
+    batch: Mapped[Batch] = relationship(lazy="joined")
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+
+
+class OutboxMessage(Base):
+    """Work for after the commit (notifications, webhooks), written in the event's transaction."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
+        Index("ix_outbox_status_next", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(40))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    """A replayable response for ``Idempotency-Key`` (24 h), stored in the write's transaction."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("user_id", "key", name="uq_idempotency_user_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

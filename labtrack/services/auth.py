@@ -1,0 +1,86 @@
+"""Passwords (Argon2), bearer tokens (stored only as SHA-256 hashes) and the acting user."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain.actors import Actor, Role
+from labtrack.domain.errors import AccountLocked, InvalidCredentials, Unauthenticated
+from labtrack.models import ApiToken, User
+
+_hasher = PasswordHasher()
+# Verifying against this keeps unknown usernames as slow as known ones.
+_DUMMY_HASH = _hasher.hash("labtrack-timing-equaliser")
+MIN_PASSWORD_LENGTH = 10
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def password_matches(user: User | None, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def actor_of(user: User) -> Actor:
+    return Actor(
+        id=user.id,
+        username=user.username,
+        full_name=user.full_name,
+        role=Role(user.role),
+        clinic_id=user.clinic_id,
+    )
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, username: str, password: str, lifetime: timedelta) -> tuple[str, datetime, User]:
+    """Exchange a username and password for a bearer token (shown once, stored hashed)."""
+    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if not password_matches(user, password) or user is None or not user.active:
+        raise InvalidCredentials("Unknown username, wrong password, or deactivated account.")
+    if user.locked_at is not None:
+        raise AccountLocked("This account is locked after repeated failed signatures; an admin must unlock it.")
+    token = secrets.token_urlsafe(32)
+    expires_at = utcnow() + lifetime
+    session.add(ApiToken(token_hash=_token_hash(token), user_id=user.id, expires_at=expires_at))
+    return token, expires_at, user
+
+
+def actor_for_token(session: Session, token: str) -> Actor:
+    """The active user behind a live token; deactivation takes effect on the next request."""
+    row = session.execute(
+        select(User)
+        .join(ApiToken, ApiToken.user_id == User.id)
+        .where(
+            ApiToken.token_hash == _token_hash(token),
+            ApiToken.revoked_at.is_(None),
+            ApiToken.expires_at > utcnow(),
+            User.active.is_(True),
+            User.locked_at.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise Unauthenticated("The bearer token is missing, expired or revoked, or its user is deactivated or locked.")
+    return actor_of(row)
+
+
+def revoke_token(session: Session, token: str) -> None:
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )

@@ -1,0 +1,202 @@
+"""Batches: registration with DIN allocation, reads scoped by clinic, and the state snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.din import Din, format_din, parse_din
+from labtrack.domain.errors import NotFound, ValidationFailed
+from labtrack.domain.hashing import GENESIS_HASH
+from labtrack.domain.lifecycle import BatchState, PendingTransfer, Status, side_of
+from labtrack.domain.process import PROCESSES, Performer, TissueSource
+from labtrack.domain.release import readiness_blockers
+from labtrack.models import Batch, BatchEvent, Clinic, Deviation, DinCounter, Patient
+from labtrack.services import specifications
+from labtrack.services.streams import append_batch_event
+
+
+def allocate_din(session: Session, facility: str, year: int) -> Din:
+    """Next DIN for the facility and year (R-DIN-1); the counter row's lock keeps it unique."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(DinCounter).values(facility=facility, year=year, last_sequence=0).on_conflict_do_nothing())
+    sequence = session.execute(
+        update(DinCounter)
+        .where(DinCounter.facility == facility, DinCounter.year == year)
+        .values(last_sequence=DinCounter.last_sequence + 1)
+        .returning(DinCounter.last_sequence)
+    ).scalar_one()
+    return format_din(facility, year, sequence)
+
+
+def register(
+    session: Session,
+    actor: Actor,
+    *,
+    facility: str,
+    patient_id: int,
+    tissue_source: str,
+    planned_administration_at: datetime | None = None,
+) -> Batch:
+    """Register one autologous product for one patient; the registration opens its stream."""
+    require(actor, Action.REGISTER_BATCH)
+    patient = session.get(Patient, patient_id)
+    if patient is None or (actor.role == Role.CLINIC and patient.clinic_id != actor.clinic_id):
+        raise ValidationFailed({"patient_id": ["no such patient"]})
+    source = TissueSource(tissue_source)
+    if planned_administration_at is not None and planned_administration_at.tzinfo is None:
+        raise ValidationFailed({"planned_administration_at": ["must carry a timezone offset"]})
+    now = utcnow()
+    spec = specifications.current(session, source)
+    din = allocate_din(session, facility, now.year)
+    batch = Batch(
+        din=din.value,
+        patient_id=patient.id,
+        clinic_id=patient.clinic_id,
+        tissue_source=source.value,
+        product=PROCESSES[source].product,
+        specification_id=spec.id,
+        status=Status.REGISTERED.value,
+        steps_done=[],
+        planned_administration_at=planned_administration_at,
+        registered_at=now,
+        seq=0,
+        head_hash=GENESIS_HASH,
+    )
+    session.add(batch)
+    session.flush()
+    append_batch_event(
+        session,
+        batch,
+        actor,
+        "registered",
+        {
+            "patient_id": patient.id,
+            "clinic": patient.clinic.code,
+            "tissue_source": source.value,
+            "product": batch.product,
+            "specification_version": spec.version,
+            "planned_administration_at": planned_administration_at,
+        },
+        recorded_at=now,
+    )
+    return batch
+
+
+def find(session: Session, din_text: str, *, for_update: bool = False) -> Batch | None:
+    """The batch with this DIN (any R-DIN-3 form), unscoped: callers check access."""
+    din = parse_din(din_text)
+    query = select(Batch).where(Batch.din == din.value)
+    if for_update:
+        # A per-batch row lock on PostgreSQL: writers on one batch queue, others never wait.
+        query = query.with_for_update(of=Batch)
+    return session.execute(query).unique().scalar_one_or_none()
+
+
+def get(session: Session, actor: Actor, din_text: str, *, for_update: bool = False) -> Batch:
+    """The batch an actor may see; another clinic's batch is 404, not 403 (R-ACC-1)."""
+    batch = find(session, din_text, for_update=for_update)
+    if batch is None:
+        raise NotFound("No such batch.")
+    require(actor, Action.READ_BATCH, batch.clinic_id, what="batch")
+    return batch
+
+
+def state_of(batch: Batch) -> BatchState:
+    transfer = None
+    if batch.transfer_to_id is not None and batch.transfer_to is not None:
+        transfer = PendingTransfer(
+            from_user_id=batch.transfer_from_id or 0,
+            to_user_id=batch.transfer_to_id,
+            to_side=side_of(batch.transfer_to.role),
+            seal_id=batch.transfer_seal_id or "",
+            status_before=Status(batch.transfer_status_before),
+        )
+    return BatchState(
+        status=Status(batch.status),
+        tissue_source=TissueSource(batch.tissue_source),
+        clinic_id=batch.clinic_id,
+        steps_done=tuple(batch.steps_done or ()),
+        custodian_id=batch.custodian_id,
+        custodian_side=side_of(batch.custodian.role) if batch.custodian else None,
+        transfer=transfer,
+        held=batch.held,
+        expires_at=batch.expires_at,
+        last_physical_at=batch.last_physical_at,
+    )
+
+
+@dataclass(frozen=True)
+class BatchFilter:
+    status: str | None = None
+    clinic: str | None = None
+    tissue_source: str | None = None
+    held: bool | None = None
+    page: int = 1
+    per_page: int = 50
+
+
+def search(session: Session, actor: Actor, filters: BatchFilter) -> tuple[list[Batch], int]:
+    """Batches the actor may see, newest first, with the total for pagination."""
+    require(actor, Action.READ_BATCH)
+    query = select(Batch)
+    if actor.role == Role.CLINIC:
+        query = query.where(Batch.clinic_id == actor.clinic_id)
+    if filters.clinic:
+        query = query.join(Clinic, Clinic.id == Batch.clinic_id).where(Clinic.code == filters.clinic.upper())
+    if filters.status:
+        query = query.where(Batch.status == filters.status)
+    if filters.tissue_source:
+        query = query.where(Batch.tissue_source == filters.tissue_source)
+    if filters.held is not None:
+        query = query.where(Batch.held.is_(filters.held))
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = (
+        session.execute(
+            query.order_by(Batch.id.desc()).offset((filters.page - 1) * filters.per_page).limit(filters.per_page)
+        )
+        .unique()
+        .scalars()
+    )
+    return list(rows), total
+
+
+def lab_custody(batch: Batch) -> bool:
+    return batch.custodian is not None and side_of(batch.custodian.role) == Performer.LAB
+
+
+def events(session: Session, batch: Batch) -> list[BatchEvent]:
+    return list(
+        session.execute(select(BatchEvent).where(BatchEvent.batch_id == batch.id).order_by(BatchEvent.seq)).scalars()
+    )
+
+
+def readiness(session: Session, batch: Batch) -> dict[str, object]:
+    """R-RDY-1: ready for the clinic, or every reason why not."""
+    open_ids = list(
+        session.execute(
+            select(Deviation.id)
+            .where(Deviation.batch_id == batch.id, Deviation.status == "open")
+            .order_by(Deviation.id)
+        ).scalars()
+    )
+    blockers = readiness_blockers(state_of(batch), now=utcnow(), open_deviation_ids=open_ids)
+    return {
+        "din": batch.din,
+        "status": batch.status,
+        "ready": not blockers,
+        "held": batch.held,
+        "expires_at": batch.expires_at,
+        "released_at": batch.released_at,
+        "conditional_release": batch.conditional_release,
+        "custodian": batch.custodian,
+        "blockers": [b.as_dict() for b in blockers],
+    }

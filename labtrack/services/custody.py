@@ -1,0 +1,128 @@
+"""Chain of custody (R-CUS-1..4): one custodian at a time, hand-off to a named user, receipt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain import timing
+from labtrack.domain.actors import Action, Actor
+from labtrack.domain.errors import InvalidTransition, ValidationFailed
+from labtrack.domain.lifecycle import (
+    Status,
+    allowed_actions,
+    check_handoff,
+    check_receipt,
+)
+from labtrack.domain.specifications import receipt_deviations
+from labtrack.models import BatchEvent, User
+from labtrack.services import deviations, outbox
+from labtrack.services.auth import actor_of
+from labtrack.services.steps import in_hand
+from labtrack.services.streams import append_batch_event
+
+
+def handoff(
+    session: Session,
+    actor: Actor,
+    din: str,
+    *,
+    scanned_din: str | None,
+    to_username: str,
+    seal_id: str,
+    temperature_c: float | None = None,
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+) -> BatchEvent:
+    """The custodian hands the sealed container to one named, active user."""
+    batch, state = in_hand(session, actor, din, scanned_din, Action.CUSTODY, "handoff")
+    recipient_row = session.execute(
+        select(User).where(User.username == to_username, User.active.is_(True))
+    ).scalar_one_or_none()
+    if recipient_row is None:
+        raise ValidationFailed({"to_username": ["no active user with this username"]})
+    recipient = actor_of(recipient_row)
+    new_status = check_handoff(state, actor, recipient)
+    now = utcnow()
+    occurred_at = occurred_at or now
+    if new_status == Status.DISPATCHED and state.is_expired(occurred_at):
+        raise InvalidTransition("The batch has expired and cannot be dispatched.", allowed=allowed_actions(state))
+    timing.check_occurred_at(
+        occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
+    )
+    data = {
+        "scanned_din": scanned_din,
+        "to": recipient.username,
+        "to_full_name": recipient.full_name,
+        "seal_id": seal_id,
+        "temperature_c": temperature_c,
+    }
+    if late_entry_reason:
+        data["late_entry_reason"] = late_entry_reason.strip()
+    event = append_batch_event(session, batch, actor, "handoff", data, occurred_at=occurred_at, recorded_at=now)
+    batch.transfer_from_id = actor.id
+    batch.transfer_to_id = recipient.id
+    batch.transfer_seal_id = seal_id
+    batch.transfer_status_before = state.status.value
+    batch.transfer_at = occurred_at
+    batch.status = new_status.value
+    batch.last_physical_at = occurred_at
+    if new_status == Status.DISPATCHED:
+        outbox.enqueue(session, "batch.dispatched", batch, {"to": recipient.username, "seq": event.seq})
+    session.flush()
+    return event
+
+
+def receipt(
+    session: Session,
+    actor: Actor,
+    din: str,
+    *,
+    scanned_din: str | None,
+    seal_id: str,
+    temperature_c: float,
+    condition: str,
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+) -> BatchEvent:
+    """The named recipient receives; a broken seal, damage or excursion opens a deviation (R-CUS-4)."""
+    batch, state = in_hand(session, actor, din, scanned_din, Action.CUSTODY, "receipt")
+    new_status = check_receipt(state, actor)
+    now = utcnow()
+    occurred_at = occurred_at or now
+    timing.check_occurred_at(
+        occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
+    )
+    assert state.transfer is not None  # check_receipt refused otherwise
+    data = {
+        "scanned_din": scanned_din,
+        "from": batch.transfer_from.username if batch.transfer_from else None,
+        "seal_id": seal_id,
+        "handoff_seal_id": state.transfer.seal_id,
+        "temperature_c": temperature_c,
+        "condition": condition,
+    }
+    if late_entry_reason:
+        data["late_entry_reason"] = late_entry_reason.strip()
+    event = append_batch_event(session, batch, actor, "receipt", data, occurred_at=occurred_at, recorded_at=now)
+    batch.custodian_id = actor.id
+    batch.transfer_from_id = batch.transfer_to_id = None
+    batch.transfer_seal_id = batch.transfer_status_before = None
+    batch.transfer_at = None
+    batch.status = new_status.value
+    batch.last_physical_at = occurred_at
+    session.flush()
+    session.refresh(batch, ["custodian"])
+    found = receipt_deviations(
+        handoff_seal=state.transfer.seal_id,
+        seal_id=seal_id,
+        condition=condition,
+        temperature_c=temperature_c,
+        spec=batch.specification.body,
+    )
+    for kind, description in found:
+        deviations.open_on(session, batch, actor, kind, description, occurred_at=occurred_at)
+    return event

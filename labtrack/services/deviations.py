@@ -1,0 +1,78 @@
+"""Deviations: opened on the batch's stream, holding the batch while open (R-DEV-1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.errors import ValidationFailed
+from labtrack.models import Batch, Deviation
+from labtrack.services import batches, outbox
+from labtrack.services.streams import append_batch_event
+
+MANUAL_KINDS = ("manual",)
+
+
+def open_on(
+    session: Session, batch: Batch, actor: Actor, kind: str, description: str, *, occurred_at: datetime | None = None
+) -> Deviation:
+    """Open a deviation inside the current unit of work; the batch becomes held."""
+    event = append_batch_event(
+        session,
+        batch,
+        actor,
+        "deviation_opened",
+        {"kind": kind, "description": description},
+        occurred_at=occurred_at,
+    )
+    deviation = Deviation(
+        batch_id=batch.id,
+        kind=kind,
+        description=description,
+        status="open",
+        opened_by_id=actor.id,
+        opened_at=event.recorded_at,
+        opened_seq=event.seq,
+    )
+    session.add(deviation)
+    batch.held = True
+    session.flush()
+    outbox.enqueue(
+        session,
+        "deviation.opened",
+        batch,
+        {"deviation_id": deviation.id, "kind": kind, "description": description, "seq": event.seq},
+    )
+    return deviation
+
+
+def open_manual(session: Session, actor: Actor, din: str, *, kind: str, description: str) -> Deviation:
+    require(actor, Action.OPEN_DEVIATION)
+    batch = batches.get(session, actor, din, for_update=True)
+    if kind not in MANUAL_KINDS:
+        raise ValidationFailed({"kind": ["only manual deviations are opened by hand; the others open themselves"]})
+    if not description.strip():
+        raise ValidationFailed({"description": ["is required"]})
+    return open_on(session, batch, actor, kind, description.strip())
+
+
+def for_batch(session: Session, batch_id: int) -> list[Deviation]:
+    return list(
+        session.execute(select(Deviation).where(Deviation.batch_id == batch_id).order_by(Deviation.id)).scalars()
+    )
+
+
+def search(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> list[Deviation]:
+    require(actor, Action.LIST_DEVIATIONS)
+    query = select(Deviation).order_by(Deviation.id.desc())
+    if actor.role == Role.CLINIC:
+        query = query.join(Batch).where(Batch.clinic_id == actor.clinic_id)
+    if status:
+        query = query.where(Deviation.status == status)
+    if din:
+        batch = batches.get(session, actor, din)
+        query = query.where(Deviation.batch_id == batch.id)
+    return list(session.execute(query).unique().scalars())

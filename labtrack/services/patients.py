@@ -1,0 +1,80 @@
+"""Patients, registered by their clinic (or by the lab for a clinic)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
+from labtrack.models import Patient
+from labtrack.services.reference import clinic_by_code
+
+
+def register(
+    session: Session,
+    actor: Actor,
+    *,
+    mrn: str,
+    family_name: str,
+    given_name: str,
+    birth_date: date,
+    clinic: str | None = None,
+) -> Patient:
+    """A clinic user registers for their own clinic; a technician names the clinic."""
+    require(actor, Action.REGISTER_PATIENT)
+    if actor.role == Role.CLINIC:
+        clinic_id = actor.clinic_id
+        if clinic and clinic_by_code(session, clinic).id != clinic_id:
+            raise ValidationFailed({"clinic": ["clinic users register patients for their own clinic only"]})
+    else:
+        if not clinic:
+            raise ValidationFailed({"clinic": ["is required when lab staff register a patient"]})
+        clinic_id = clinic_by_code(session, clinic).id
+    if birth_date > utcnow().date():
+        raise ValidationFailed({"birth_date": ["is in the future"]})
+    mrn = mrn.strip()
+    if session.execute(select(Patient.id).where(Patient.clinic_id == clinic_id, Patient.mrn == mrn)).first():
+        raise Conflict(f"A patient with MRN {mrn} is already registered at this clinic.")
+    patient = Patient(
+        clinic_id=clinic_id,
+        mrn=mrn,
+        family_name=family_name.strip(),
+        given_name=given_name.strip(),
+        birth_date=birth_date,
+        created_by_id=actor.id,
+    )
+    session.add(patient)
+    session.flush()
+    return patient
+
+
+def get(session: Session, actor: Actor, patient_id: int) -> Patient:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound("No such patient.")
+    require(actor, Action.READ_PATIENTS, patient.clinic_id, what="patient")
+    return patient
+
+
+def search(
+    session: Session,
+    actor: Actor,
+    *,
+    clinic: str | None = None,
+    mrn: str | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> list[Patient]:
+    require(actor, Action.READ_PATIENTS)
+    query = select(Patient).order_by(Patient.id)
+    if actor.role == Role.CLINIC:
+        query = query.where(Patient.clinic_id == actor.clinic_id)
+    elif clinic:
+        query = query.where(Patient.clinic_id == clinic_by_code(session, clinic).id)
+    if mrn:
+        query = query.where(Patient.mrn == mrn.strip())
+    return list(session.execute(query.offset((page - 1) * per_page).limit(per_page)).scalars())

@@ -1,0 +1,220 @@
+"""Reference data managed by admins: clinics, users, reagent lots, equipment (R-ACC-2).
+
+Every change is an event on the admin chain carrying the old and new values.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
+from labtrack.domain.hashing import jsonable
+from labtrack.models import Clinic, Equipment, ReagentLot, User
+from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password
+from labtrack.services.streams import append_admin_event
+
+
+def _snapshot(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: jsonable(getattr(row, name)) for name in fields}
+
+
+CLINIC_FIELDS = ("code", "name", "webhook_url")
+USER_FIELDS = ("username", "full_name", "role", "clinic_id", "active", "locked_at")
+LOT_FIELDS = ("kind", "name", "lot_number", "expires_on", "status")
+EQUIPMENT_FIELDS = ("code", "kind", "name", "calibration_due_on", "status")
+
+
+def system_actor(name: str) -> Actor:
+    """The actor for command-line administration (recorded by its OS user name)."""
+    return Actor(id=0, username=name, full_name=name, role=Role.ADMIN, clinic_id=None)
+
+
+def _audit(session: Session, actor_name: str, type: str, key: str, old: dict | None, new: dict) -> None:
+    append_admin_event(session, actor_name, type, {"key": key, "old": old, "new": new})
+
+
+def create_clinic(
+    session: Session,
+    actor: Actor,
+    *,
+    code: str,
+    name: str,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> Clinic:
+    require(actor, Action.MANAGE_REFERENCE)
+    code = code.strip().upper()
+    if session.execute(select(Clinic.id).where(Clinic.code == code)).first():
+        raise Conflict(f"A clinic with code {code} already exists.")
+    clinic = Clinic(code=code, name=name.strip(), webhook_url=webhook_url, webhook_secret=webhook_secret)
+    session.add(clinic)
+    session.flush()
+    new = _snapshot(clinic, CLINIC_FIELDS) | {"webhook_secret_set": bool(webhook_secret)}
+    _audit(session, actor.username, "clinic_created", code, None, new)
+    return clinic
+
+
+def list_clinics(session: Session, actor: Actor) -> list[Clinic]:
+    require(actor, Action.MANAGE_REFERENCE)
+    return list(session.execute(select(Clinic).order_by(Clinic.code)).scalars())
+
+
+def clinic_by_code(session: Session, code: str) -> Clinic:
+    clinic = session.execute(select(Clinic).where(Clinic.code == code.strip().upper())).scalar_one_or_none()
+    if clinic is None:
+        raise ValidationFailed({"clinic": [f"no clinic with code {code!r}"]})
+    return clinic
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed({"password": [f"must be at least {MIN_PASSWORD_LENGTH} characters"]})
+
+
+def create_user(
+    session: Session,
+    actor: Actor,
+    *,
+    username: str,
+    full_name: str,
+    role: str,
+    password: str,
+    clinic: str | None = None,
+) -> User:
+    require(actor, Action.MANAGE_REFERENCE)
+    username = username.strip()
+    role = Role(role)
+    _check_password(password)
+    if role == Role.CLINIC and not clinic:
+        raise ValidationFailed({"clinic": ["a clinic user needs a clinic"]})
+    if role != Role.CLINIC and clinic:
+        raise ValidationFailed({"clinic": ["only clinic users belong to a clinic"]})
+    clinic_row = clinic_by_code(session, clinic) if clinic else None
+    if session.execute(select(User.id).where(User.username == username)).first():
+        raise Conflict(f"The username {username} is taken (users are deactivated, never deleted).")
+    user = User(
+        username=username,
+        full_name=full_name.strip(),
+        role=role.value,
+        clinic_id=clinic_row.id if clinic_row else None,
+        password_hash=hash_password(password),
+        active=True,
+    )
+    session.add(user)
+    session.flush()
+    _audit(session, actor.username, "user_created", username, None, _snapshot(user, USER_FIELDS))
+    return user
+
+
+def list_users(session: Session, actor: Actor) -> list[User]:
+    require(actor, Action.MANAGE_REFERENCE)
+    return list(session.execute(select(User).order_by(User.username)).scalars())
+
+
+def user_by_username(session: Session, username: str) -> User:
+    user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"No user {username!r}.")
+    return user
+
+
+def update_user(
+    session: Session,
+    actor: Actor,
+    username: str,
+    *,
+    active: bool | None = None,
+    role: str | None = None,
+    unlock: bool = False,
+) -> User:
+    require(actor, Action.MANAGE_REFERENCE)
+    user = user_by_username(session, username)
+    old = _snapshot(user, USER_FIELDS)
+    if active is not None:
+        if not active and user.id == actor.id:
+            raise ValidationFailed({"active": ["you cannot deactivate your own account"]})
+        user.active = active
+    if role is not None and Role(role) != Role(user.role):
+        if Role.CLINIC in (Role(role), Role(user.role)):
+            raise ValidationFailed({"role": ["clinic and lab roles cannot be swapped; create a new user"]})
+        user.role = Role(role).value
+    if unlock:
+        user.locked_at = None
+    session.flush()
+    new = _snapshot(user, USER_FIELDS)
+    if new != old:
+        _audit(session, actor.username, "user_updated", username, old, new)
+    return user
+
+
+def create_lot(
+    session: Session, actor: Actor, *, kind: str, name: str, lot_number: str, expires_on: date, status: str
+) -> ReagentLot:
+    require(actor, Action.MANAGE_REFERENCE)
+    if session.execute(
+        select(ReagentLot.id).where(ReagentLot.kind == kind, ReagentLot.lot_number == lot_number)
+    ).first():
+        raise Conflict(f"Reagent lot {lot_number} of kind {kind} already exists.")
+    lot = ReagentLot(kind=kind, name=name, lot_number=lot_number, expires_on=expires_on, status=status)
+    session.add(lot)
+    session.flush()
+    _audit(session, actor.username, "reagent_lot_created", str(lot.id), None, _snapshot(lot, LOT_FIELDS))
+    return lot
+
+
+def update_lot(session: Session, actor: Actor, lot_id: int, changes: dict[str, Any]) -> ReagentLot:
+    require(actor, Action.MANAGE_REFERENCE)
+    lot = session.get(ReagentLot, lot_id)
+    if lot is None:
+        raise NotFound(f"No reagent lot {lot_id}.")
+    return _apply(session, actor, lot, changes, LOT_FIELDS, "reagent_lot_updated", str(lot.id))
+
+
+def list_lots(session: Session, actor: Actor) -> list[ReagentLot]:
+    require(actor, Action.READ_MATERIALS)
+    return list(session.execute(select(ReagentLot).order_by(ReagentLot.kind, ReagentLot.expires_on)).scalars())
+
+
+def create_equipment(
+    session: Session, actor: Actor, *, code: str, kind: str, name: str, calibration_due_on: date, status: str
+) -> Equipment:
+    require(actor, Action.MANAGE_REFERENCE)
+    if session.execute(select(Equipment.id).where(Equipment.code == code)).first():
+        raise Conflict(f"Equipment {code} already exists.")
+    item = Equipment(code=code, kind=kind, name=name, calibration_due_on=calibration_due_on, status=status)
+    session.add(item)
+    session.flush()
+    _audit(session, actor.username, "equipment_created", code, None, _snapshot(item, EQUIPMENT_FIELDS))
+    return item
+
+
+def update_equipment(session: Session, actor: Actor, code: str, changes: dict[str, Any]) -> Equipment:
+    require(actor, Action.MANAGE_REFERENCE)
+    item = session.execute(select(Equipment).where(Equipment.code == code)).scalar_one_or_none()
+    if item is None:
+        raise NotFound(f"No equipment {code!r}.")
+    return _apply(session, actor, item, changes, EQUIPMENT_FIELDS, "equipment_updated", code)
+
+
+def list_equipment(session: Session, actor: Actor) -> list[Equipment]:
+    require(actor, Action.READ_MATERIALS)
+    return list(session.execute(select(Equipment).order_by(Equipment.code)).scalars())
+
+
+def _apply(
+    session: Session, actor: Actor, row: Any, changes: dict[str, Any], fields: tuple[str, ...], type: str, key: str
+) -> Any:
+    old = _snapshot(row, fields)
+    for name, value in changes.items():
+        if name in fields and name not in ("code", "lot_number", "kind"):
+            setattr(row, name, value)
+    session.flush()
+    new = _snapshot(row, fields)
+    if new != old:
+        _audit(session, actor.username, type, key, old, new)
+    return row

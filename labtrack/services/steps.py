@@ -1,0 +1,113 @@
+"""Logging process steps with the product in hand (R-COI-1..2, R-SEQ-1..2, R-MAT-1..3, R-CUS-2..3)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain import timing
+from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.errors import EquipmentNotUsable, ReagentNotUsable
+from labtrack.domain.lifecycle import BatchState, check_step
+from labtrack.domain.materials import Equipment as EquipmentView
+from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials
+from labtrack.domain.process import Performer, validate_step_data
+from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
+from labtrack.services import batches, identity
+from labtrack.services.streams import append_batch_event
+
+
+def in_hand(
+    session: Session,
+    actor: Actor,
+    din: str,
+    scanned_din: str | None,
+    action: Action | Callable[[BatchState], Action],
+    what: str,
+) -> tuple[Batch, BatchState]:
+    """Load and lock the batch for a write made with the product in hand: access, then the scan."""
+    batch = batches.get(session, actor, din, for_update=True)
+    state = batches.state_of(batch)
+    require(actor, action(state) if callable(action) else action, batch.clinic_id, what="batch")
+    identity.check_scan(batch, actor, scanned_din, what)
+    return batch, state
+
+
+def _step_action(step: str) -> Callable[[BatchState], Action]:
+    def action(state: BatchState) -> Action:
+        definition = state.process.step(step)
+        clinic_step = definition is not None and definition.performer == Performer.CLINIC
+        return Action.LOG_CLINIC_STEP if clinic_step else Action.LOG_LAB_STEP
+
+    return action
+
+
+def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[list[ReagentLot], list[Equipment]]:
+    lots = list(session.execute(select(ReagentLot).where(ReagentLot.id.in_(lot_ids))).scalars()) if lot_ids else []
+    missing = sorted(set(lot_ids) - {lot.id for lot in lots})
+    if missing:
+        raise ReagentNotUsable(f"No reagent lot with id {', '.join(map(str, missing))}.")
+    items = list(session.execute(select(Equipment).where(Equipment.code.in_(codes))).scalars()) if codes else []
+    unknown = sorted(set(codes) - {item.code for item in items})
+    if unknown:
+        raise EquipmentNotUsable(f"No equipment with code {', '.join(unknown)}.")
+    return lots, items
+
+
+def log_step(
+    session: Session,
+    actor: Actor,
+    din: str,
+    *,
+    step: str,
+    scanned_din: str | None,
+    data: dict[str, Any],
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+    reagent_lot_ids: list[int] | None = None,
+    equipment_codes: list[str] | None = None,
+) -> BatchEvent:
+    """Record one process step as an event and advance the batch's projection."""
+    batch, state = in_hand(session, actor, din, scanned_din, _step_action(step), step)
+    definition, new_status = check_step(state, step, actor)
+    clean = validate_step_data(definition, data)
+    now = utcnow()
+    if step == "harvest":
+        identity.check_patient(batch, actor, clean["patient_mrn"], clean["patient_birth_date"], step)
+        timing.check_harvest_window(clean["started_at"], clean["ended_at"], now=now)
+        occurred_at = occurred_at or clean["ended_at"]
+    occurred_at = occurred_at or now
+    timing.check_occurred_at(
+        occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
+    )
+    lots, items = _materials(
+        session, list(dict.fromkeys(reagent_lot_ids or [])), list(dict.fromkeys(equipment_codes or []))
+    )
+    check_materials(
+        definition,
+        [Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on) for lot in lots],
+        [EquipmentView(i.code, i.kind, EquipmentStatus(i.status), i.calibration_due_on) for i in items],
+        occurred_at.date(),
+    )
+    payload: dict[str, Any] = {"step": step, "scanned_din": scanned_din, "values": clean}
+    if lots:
+        payload["reagent_lots"] = [{"id": lot.id, "kind": lot.kind, "lot_number": lot.lot_number} for lot in lots]
+    if items:
+        payload["equipment"] = [{"code": i.code, "kind": i.kind} for i in items]
+    if late_entry_reason:
+        payload["late_entry_reason"] = late_entry_reason.strip()
+    event = append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    batch.status = new_status.value
+    batch.steps_done = [*batch.steps_done, step]
+    batch.last_physical_at = occurred_at
+    if step == "harvest":
+        batch.custodian_id = actor.id
+        stability = batch.specification.body.get("stability_hours", 24)
+        batch.expires_at = timing.expiry(clean["ended_at"], stability)
+    session.flush()
+    return event

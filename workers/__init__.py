@@ -1,0 +1,10 @@
+"""Celery entry point: ``celery -A workers worker --beat`` (embedded) or separate worker/beat.
+
+The Flask app is created here, in the worker process, not at import of the
+services; tasks are defined with ``@shared_task`` and take ids, never ORM objects.
+"""
+
+from labtrack import create_app
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
