@@ -40,6 +40,8 @@ class Config:
     LABTRACK_EXPIRY_WARNING_MINUTES: int = 120
     LABTRACK_TOKEN_HOURS: float = 12
     SMTP_URL: str | None = None
+    ARGON2_TIME_COST: int = 3
+    ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
     TESTING: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +63,8 @@ class Config:
             "LABTRACK_EXPIRY_WARNING_MINUTES": int(env.get("LABTRACK_EXPIRY_WARNING_MINUTES", 120)),
             "LABTRACK_TOKEN_HOURS": float(env.get("LABTRACK_TOKEN_HOURS", 12)),
             "SMTP_URL": env.get("SMTP_URL") or None,
+            "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
+            "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }
         values.update(overrides)
         return cls(**values)

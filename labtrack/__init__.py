@@ -8,6 +8,7 @@ from flask import Flask
 
 from config import Config
 from labtrack.db import Database
+from labtrack.services import auth
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -18,6 +19,7 @@ def create_app(config: Config | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     app.extensions["labtrack.db"] = Database(app.config["DATABASE_URL"])
+    auth.configure_hashing(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_KIB"])
 
     from labtrack import api, cli
     from labtrack.extensions import celery_init_app

@@ -18,7 +18,17 @@ from labtrack.models import ApiToken, User
 
 _hasher = PasswordHasher()
 # Verifying against this keeps unknown usernames as slow as known ones.
-_DUMMY_HASH = _hasher.hash("labtrack-timing-equaliser")
+_dummy_hash = _hasher.hash("labtrack-timing-equaliser")
+
+
+def configure_hashing(time_cost: int, memory_kib: int) -> None:
+    """Argon2 cost, from configuration (tests lower it; stored hashes carry their own parameters)."""
+    global _hasher, _dummy_hash
+    if (time_cost, memory_kib) != (_hasher.time_cost, _hasher.memory_cost):
+        _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        _dummy_hash = _hasher.hash("labtrack-timing-equaliser")
+
+
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -28,7 +38,7 @@ def hash_password(password: str) -> str:
 
 def password_matches(user: User | None, password: str) -> bool:
     try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        return _hasher.verify(user.password_hash if user else _dummy_hash, password) and user is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -1,0 +1,203 @@
+"""Factories for test data: reference data through the services, everything else through the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from labtrack.db import Database
+from labtrack.services import reference
+
+PASSWORD = "correct-horse-battery"
+USERS = {
+    "admin": ("Ada Admin", "admin", None),
+    "tech": ("Tomas Bench", "technician", None),
+    "tech2": ("Tara Second", "technician", None),
+    "qa": ("Quinn Assurance", "qa", None),
+    "qa2": ("Quincy Reviewer", "qa", None),
+    "clinic": ("Clara Clinic", "clinic", "C1"),
+    "clinic_b": ("Carl Colleague", "clinic", "C1"),
+    "other": ("Olga Elsewhere", "clinic", "C2"),
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+@dataclass
+class Lab:
+    app: Flask
+    client: FlaskClient
+    db: Database
+    tokens: dict[str, str] = field(default_factory=dict)
+    lots: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, app: Flask, client: FlaskClient) -> Lab:
+        database: Database = app.extensions["labtrack.db"]
+        lab = cls(app=app, client=client, db=database)
+
+        def work(session) -> None:  # noqa: ANN001
+            system = reference.system_actor("test-setup")
+            reference.create_clinic(session, system, code="C1", name="First Clinic")
+            reference.create_clinic(session, system, code="C2", name="Second Clinic")
+            for username, (full_name, role, clinic) in USERS.items():
+                reference.create_user(
+                    session,
+                    system,
+                    username=username,
+                    full_name=full_name,
+                    role=role,
+                    password=PASSWORD,
+                    clinic=clinic,
+                )
+            today = date.today()
+            for key, kind, number, expires, status in (
+                ("collagenase", "collagenase", "CG-1", today + timedelta(days=90), "released"),
+                ("separation_kit", "separation_kit", "SK-1", today + timedelta(days=90), "released"),
+                ("quarantined", "collagenase", "CG-Q", today + timedelta(days=90), "quarantined"),
+                ("expired", "collagenase", "CG-X", today - timedelta(days=1), "released"),
+            ):
+                lot = reference.create_lot(
+                    session,
+                    system,
+                    kind=kind,
+                    name=f"{kind} lot",
+                    lot_number=number,
+                    expires_on=expires,
+                    status=status,
+                )
+                lab.lots[key] = lot.id
+            for code, kind, due, status in (
+                ("INC-1", "incubator", today + timedelta(days=30), "in_service"),
+                ("CEN-1", "centrifuge", today + timedelta(days=30), "in_service"),
+                ("CEN-OUT", "centrifuge", today + timedelta(days=30), "out_of_service"),
+                ("CEN-DUE", "centrifuge", today - timedelta(days=1), "in_service"),
+            ):
+                reference.create_equipment(
+                    session,
+                    system,
+                    code=code,
+                    kind=kind,
+                    name=f"{kind} {code}",
+                    calibration_due_on=due,
+                    status=status,
+                )
+
+        database.write(work)
+        return lab
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    def headers(self, username: str) -> dict[str, str]:
+        if username not in self.tokens:
+            response = self.client.post("/api/v1/auth/token", json={"username": username, "password": PASSWORD})
+            assert response.status_code == 200, response.get_json()
+            self.tokens[username] = response.get_json()["token"]
+        return {"Authorization": f"Bearer {self.tokens[username]}"}
+
+    def post(self, username: str, path: str, body: Any = None, **headers: str):  # noqa: ANN201
+        return self.client.post(f"/api/v1{path}", json=body, headers=self.headers(username) | headers)
+
+    def patch(self, username: str, path: str, body: Any = None):  # noqa: ANN201
+        return self.client.patch(f"/api/v1{path}", json=body, headers=self.headers(username))
+
+    def get(self, username: str, path: str, **query: Any):  # noqa: ANN201
+        return self.client.get(f"/api/v1{path}", query_string=query, headers=self.headers(username))
+
+    def ok(self, response, status: int = 201) -> Any:  # noqa: ANN001
+        assert response.status_code == status, (response.status_code, response.get_json())
+        return response.get_json()
+
+    # --- the journey ------------------------------------------------------------------------
+
+    def patient(self, mrn: str = "MRN-1", *, by: str = "clinic", birth_date: str = "1980-05-17", **extra: Any) -> dict:
+        body = {"mrn": mrn, "family_name": "Doe", "given_name": "Jane", "birth_date": birth_date} | extra
+        return self.ok(self.post(by, "/patients", body))
+
+    def batch(self, tissue_source: str = "adipose", *, mrn: str = "MRN-1", by: str = "clinic") -> str:
+        patient = self.patient(mrn, by=by) if by == "clinic" else self.patient(mrn, by=by, clinic="C1")
+        return self.ok(self.post(by, "/batches", {"patient_id": patient["id"], "tissue_source": tissue_source}))["din"]
+
+    def harvest_data(self, tissue_source: str = "adipose", **overrides: Any) -> dict:
+        ended = now() - timedelta(minutes=10)
+        data = {
+            "patient_mrn": "MRN-1",
+            "patient_birth_date": "1980-05-17",
+            "weight_kg": 80,
+            "volume_ml": 150 if tissue_source == "adipose" else 60,
+            "site": "abdomen" if tissue_source == "adipose" else "posterior_iliac_crest",
+            "started_at": iso(ended - timedelta(minutes=40)),
+            "ended_at": iso(ended),
+        }
+        if tissue_source == "bone_marrow":
+            data["anticoagulant"] = "heparin"
+        return data | overrides
+
+    def harvest(self, din: str, tissue_source: str = "adipose", *, by: str = "clinic", **overrides: Any):  # noqa: ANN201
+        return self.post(
+            by,
+            f"/batches/{din}/steps",
+            {"step": "harvest", "scanned_din": din, "data": self.harvest_data(tissue_source, **overrides)},
+        )
+
+    def handoff(self, din: str, *, by: str = "clinic", to: str = "tech", seal: str = "SEAL-1", **extra: Any):  # noqa: ANN201
+        body = {"scanned_din": din, "to_username": to, "seal_id": seal, "temperature_c": 6} | extra
+        return self.post(by, f"/batches/{din}/custody/handoff", body)
+
+    def receive(
+        self,
+        din: str,
+        *,
+        by: str = "tech",
+        seal: str = "SEAL-1",
+        temperature_c: float = 6,
+        condition: str = "intact",
+        **extra: Any,
+    ):  # noqa: ANN201
+        body = {"scanned_din": din, "seal_id": seal, "temperature_c": temperature_c, "condition": condition} | extra
+        return self.post(by, f"/batches/{din}/custody/receipt", body)
+
+    def step(self, din: str, step: str, *, by: str = "tech", **body: Any):  # noqa: ANN201
+        return self.post(by, f"/batches/{din}/steps", {"step": step, "scanned_din": din} | LAB_STEPS[step] | body)
+
+    def at_lab(self, tissue_source: str = "adipose") -> str:
+        """A batch harvested, handed to the lab and received by ``tech``."""
+        din = self.batch(tissue_source)
+        self.ok(self.harvest(din, tissue_source))
+        self.ok(self.handoff(din))
+        self.ok(self.receive(din))
+        return din
+
+    def processed(self, tissue_source: str = "adipose") -> str:
+        din = self.at_lab(tissue_source)
+        for name in PROCESS_ORDER[tissue_source]:
+            self.ok(self.step(din, name))
+        return din
+
+    def lot(self, key: str) -> int:
+        return self.lots[key]
+
+    def sql(self, statement: str, **params: Any) -> list:
+        with self.db.engine.begin() as connection:
+            result = connection.execute(text(statement), params)
+            return list(result) if result.returns_rows else []
+
+
+LAB_STEPS: dict[str, dict[str, Any]] = {
+    "digestion": {"data": {"duration_min": 45, "temperature_c": 37}, "reagent_lots": [1], "equipment": ["INC-1"]},
+    "isolation": {"data": {"g_force": 400, "duration_min": 10}, "equipment": ["CEN-1"]},
+    "separation": {"data": {"duration_min": 15}, "reagent_lots": [2], "equipment": ["CEN-1"]},
+    "concentration": {"data": {"final_volume_ml": 8}, "equipment": ["CEN-1"]},
+}
+PROCESS_ORDER = {"adipose": ("digestion", "isolation", "concentration"), "bone_marrow": ("separation", "concentration")}
