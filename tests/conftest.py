@@ -107,7 +107,7 @@ def database_url(_template: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path: Path):  # noqa: ANN201
+def app(database_url: str, tmp_path: Path):
     config = Config.from_env(
         instance_path=tmp_path / "instance",
         DATABASE_URL=database_url,
@@ -123,16 +123,16 @@ def app(database_url: str, tmp_path: Path):  # noqa: ANN201
 
 
 @pytest.fixture
-def db(app) -> Database:  # noqa: ANN001
+def db(app) -> Database:
     return app.extensions["labtrack.db"]
 
 
 @pytest.fixture
-def client(app):  # noqa: ANN001, ANN201
+def client(app):
     return app.test_client()
 
 
 @pytest.fixture
-def lab(app, client) -> Lab:  # noqa: ANN001
+def lab(app, client) -> Lab:
     """A clinic (C1) and another (C2), a user per role, usable and unusable materials."""
     return Lab.build(app, client)

@@ -47,7 +47,7 @@ class Lab:
         database: Database = app.extensions["labtrack.db"]
         lab = cls(app=app, client=client, db=database)
 
-        def work(session) -> None:  # noqa: ANN001
+        def work(session) -> None:
             system = reference.system_actor("test-setup")
             reference.create_clinic(session, system, code="C1", name="First Clinic")
             reference.create_clinic(session, system, code="C2", name="Second Clinic")
@@ -106,16 +106,16 @@ class Lab:
             self.tokens[username] = response.get_json()["token"]
         return {"Authorization": f"Bearer {self.tokens[username]}"}
 
-    def post(self, username: str, path: str, body: Any = None, **headers: str):  # noqa: ANN201
+    def post(self, username: str, path: str, body: Any = None, **headers: str):
         return self.client.post(f"/api/v1{path}", json=body, headers=self.headers(username) | headers)
 
-    def patch(self, username: str, path: str, body: Any = None):  # noqa: ANN201
+    def patch(self, username: str, path: str, body: Any = None):
         return self.client.patch(f"/api/v1{path}", json=body, headers=self.headers(username))
 
-    def get(self, username: str, path: str, **query: Any):  # noqa: ANN201
+    def get(self, username: str, path: str, **query: Any):
         return self.client.get(f"/api/v1{path}", query_string=query, headers=self.headers(username))
 
-    def ok(self, response, status: int = 201) -> Any:  # noqa: ANN001
+    def ok(self, response, status: int = 201) -> Any:
         assert response.status_code == status, (response.status_code, response.get_json())
         return response.get_json()
 
@@ -144,14 +144,14 @@ class Lab:
             data["anticoagulant"] = "heparin"
         return data | overrides
 
-    def harvest(self, din: str, tissue_source: str = "adipose", *, by: str = "clinic", **overrides: Any):  # noqa: ANN201
+    def harvest(self, din: str, tissue_source: str = "adipose", *, by: str = "clinic", **overrides: Any):
         return self.post(
             by,
             f"/batches/{din}/steps",
             {"step": "harvest", "scanned_din": din, "data": self.harvest_data(tissue_source, **overrides)},
         )
 
-    def handoff(self, din: str, *, by: str = "clinic", to: str = "tech", seal: str = "SEAL-1", **extra: Any):  # noqa: ANN201
+    def handoff(self, din: str, *, by: str = "clinic", to: str = "tech", seal: str = "SEAL-1", **extra: Any):
         body = {"scanned_din": din, "to_username": to, "seal_id": seal, "temperature_c": 6} | extra
         return self.post(by, f"/batches/{din}/custody/handoff", body)
 
@@ -164,11 +164,11 @@ class Lab:
         temperature_c: float = 6,
         condition: str = "intact",
         **extra: Any,
-    ):  # noqa: ANN201
+    ):
         body = {"scanned_din": din, "seal_id": seal, "temperature_c": temperature_c, "condition": condition} | extra
         return self.post(by, f"/batches/{din}/custody/receipt", body)
 
-    def step(self, din: str, step: str, *, by: str = "tech", **body: Any):  # noqa: ANN201
+    def step(self, din: str, step: str, *, by: str = "tech", **body: Any):
         return self.post(by, f"/batches/{din}/steps", {"step": step, "scanned_din": din} | LAB_STEPS[step] | body)
 
     def at_lab(self, tissue_source: str = "adipose") -> str:
