@@ -20,9 +20,13 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    broker_url = app.config["CELERY_BROKER_URL"]
+    # kombu's SQLAlchemy transport hands every transport option to create_engine(), and has no
+    # visibility timeout to set: a fetched message is marked invisible and never redelivered.
+    transport_options = {} if broker_url.startswith("sqla+") else {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.conf.update(
-        broker_url=app.config["CELERY_BROKER_URL"],
+        broker_url=broker_url,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -30,7 +34,7 @@ def celery_init_app(app: Flask) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         beat_schedule_filename=f"{app.config['INSTANCE_PATH']}/celerybeat-schedule",
         timezone="UTC",

@@ -109,6 +109,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     locked_at: Mapped[datetime | None]
+    email: Mapped[str | None] = mapped_column(String(254))  # for notifications when SMTP_URL is set
+    # Signature failures before this moment no longer count toward a lockout (set on unlock).
+    failures_reset_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     clinic: Mapped[Clinic | None] = relationship(lazy="joined")
 
@@ -296,10 +299,54 @@ class Deviation(Base):
     closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     closed_at: Mapped[datetime | None]
     signature: Mapped[dict[str, Any] | None]
+    qc_result_id: Mapped[int | None] = mapped_column(ForeignKey("qc_results.id"))
 
     batch: Mapped[Batch] = relationship(lazy="joined")
     opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
     closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+
+
+class QcResult(Base):
+    """Projection of one QC result's events: entry, corrections, verification (R-QC-2..5)."""
+
+    __tablename__ = "qc_results"
+    __table_args__ = (
+        Index("ix_qc_results_batch", "batch_id", "test"),
+        CheckConstraint("verified_by_id IS NULL OR verified_by_id <> entered_by_id", name="second_person"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    test: Mapped[str] = mapped_column(String(32))
+    value: Mapped[dict[str, Any]]  # {"v": number | text}: one column for both kinds of result
+    unit: Mapped[str | None] = mapped_column(String(16))
+    method: Mapped[str | None] = mapped_column(String(100))
+    within_spec: Mapped[bool] = mapped_column(Boolean)
+    limit: Mapped[str] = mapped_column(String(200))
+    entered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    entered_at: Mapped[datetime]
+    entered_seq: Mapped[int] = mapped_column(Integer)
+    record_seq: Mapped[int] = mapped_column(Integer)  # the event whose hash a verification signs
+    record_hash: Mapped[str] = mapped_column(String(64))
+    verified_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    verified_at: Mapped[datetime | None]
+    verified_seq: Mapped[int | None] = mapped_column(Integer)
+    corrected: Mapped[bool] = mapped_column(Boolean, default=False)
+    original_value: Mapped[dict[str, Any] | None]
+
+    entered_by: Mapped[User] = relationship(foreign_keys=[entered_by_id], lazy="joined")
+    verified_by: Mapped[User | None] = relationship(foreign_keys=[verified_by_id], lazy="joined")
+
+
+class SignatureFailure(Base):
+    """A failed signature attempt (R-SIG-1): five within 15 minutes lock the account."""
+
+    __tablename__ = "signature_failures"
+    __table_args__ = (Index("ix_signature_failures_user_at", "user_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime]
+    meaning: Mapped[str] = mapped_column(String(16))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
 
 
 class OutboxMessage(Base):
@@ -309,6 +356,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
+        Index("ix_outbox_batch_topic", "batch_id", "topic"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     topic: Mapped[str] = mapped_column(String(40))
@@ -320,6 +368,13 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+    # Per-channel completion and the sweeper's lease (migration 0002, labtrack.services.outbox).
+    notified_at: Mapped[datetime | None]
+    emailed_at: Mapped[datetime | None]
+    webhook_delivered_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class IdempotencyRecord(Base):
@@ -334,3 +389,67 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+# --- Workers (issue 4): notifications, delivery log, signed checkpoints (migration 0002) ---------
+
+
+class Notification(Base):
+    """One in-app notification for one user; unique per (outbox row, user), so re-dispatch adds none."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "user_id", name="uq_notifications_outbox_user"),
+        Index("ix_notifications_user", "user_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    outbox_id: Mapped[int] = mapped_column(BigId, ForeignKey("outbox.id"))
+    topic: Mapped[str] = mapped_column(String(40))
+    batch_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("batches.id"))
+    din: Mapped[str | None] = mapped_column(String(13))
+    message: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None]
+
+
+class OutboxDelivery(Base):
+    """The delivery log: one row per attempt to reach a webhook or an e-mail recipient."""
+
+    __tablename__ = "outbox_deliveries"
+    __table_args__ = (Index("ix_outbox_deliveries_outbox", "outbox_id", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(BigId, ForeignKey("outbox.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # webhook | email
+    attempt: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(500))
+    at: Mapped[datetime]
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(100))
+
+
+class Checkpoint(Base):
+    """A signed Merkle root over every stream head (R-AUD-4); ``statement`` is the exact signed text."""
+
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime]
+    tree_size: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(64))
+    statement: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))
+
+
+class CheckpointLeaf(Base):
+    """A stream head as first seen by a checkpoint; checkpoint N's leaves are each stream's row with id <= N."""
+
+    __tablename__ = "checkpoint_leaves"
+    stream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

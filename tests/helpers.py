@@ -185,6 +185,45 @@ class Lab:
             self.ok(self.step(din, name))
         return din
 
+    def qc(self, din: str, test: str, value: Any, *, by: str = "tech", **extra: Any):
+        return self.post(by, f"/batches/{din}/qc", {"scanned_din": din, "test": test, "value": value} | extra)
+
+    def verify(self, din: str, qc_id: int, *, by: str = "tech2", password: str = PASSWORD):
+        return self.post(by, f"/batches/{din}/qc/{qc_id}/verify", {"signature": signature("verified", password)})
+
+    def release(self, din: str, *, by: str = "qa", password: str = PASSWORD):
+        return self.post(by, f"/batches/{din}/release", {"signature": signature("approved", password)})
+
+    def awaiting_release(self, tissue_source: str = "adipose", results: dict[str, Any] | None = None) -> str:
+        """A processed batch with every required QC result entered by tech and verified by tech2."""
+        din = self.processed(tissue_source)
+        for test, value in (GOOD_RESULTS[tissue_source] | (results or {})).items():
+            entered = self.ok(self.qc(din, test, value))
+            self.ok(self.verify(din, entered["id"]), 200)
+        return din
+
+    def released(self, tissue_source: str = "adipose") -> str:
+        din = self.awaiting_release(tissue_source)
+        self.ok(self.release(din), 200)
+        return din
+
+    def delivered(self, tissue_source: str = "adipose") -> str:
+        """Released, dispatched by tech to the clinic user and received at the clinic."""
+        din = self.released(tissue_source)
+        self.ok(self.handoff(din, by="tech", to="clinic", seal="SEAL-2"))
+        self.ok(self.receive(din, by="clinic", seal="SEAL-2"))
+        return din
+
+    def administration(self, din: str, *, by: str = "clinic", **overrides: Any):
+        data = {
+            "patient_mrn": "MRN-1",
+            "patient_birth_date": "1980-05-17",
+            "volume_ml": 6,
+            "injection_sites": ["frontal scalp", "vertex"],
+            "physician": "Dr. Ines Marlow",
+        } | overrides
+        return self.post(by, f"/batches/{din}/steps", {"step": "administration", "scanned_din": din, "data": data})
+
     def lot(self, key: str) -> int:
         return self.lots[key]
 
@@ -200,4 +239,28 @@ LAB_STEPS: dict[str, dict[str, Any]] = {
     "separation": {"data": {"duration_min": 15}, "reagent_lots": [2], "equipment": ["CEN-1"]},
     "concentration": {"data": {"final_volume_ml": 8}, "equipment": ["CEN-1"]},
 }
+GOOD_RESULTS: dict[str, dict[str, Any]] = {
+    "adipose": {
+        "viability_pct": 88,
+        "tnc_total": 4.2e7,
+        "gram_stain": "no_organisms_seen",
+        "endotoxin_eu_per_ml": 0.5,
+        "sterility_culture": "pending",
+        "cd34_pct": 3.1,
+    },
+    "bone_marrow": {
+        "viability_pct": 92,
+        "tnc_total": 1.5e9,
+        "gram_stain": "no_organisms_seen",
+        "endotoxin_eu_per_ml": 0.5,
+        "sterility_culture": "pending",
+        "cd34_pct": 1.2,
+    },
+}
+
+
+def signature(meaning: str, password: str = PASSWORD) -> dict[str, str]:
+    return {"password": password, "meaning": meaning}
+
+
 PROCESS_ORDER = {"adipose": ("digestion", "isolation", "concentration"), "bone_marrow": ("separation", "concentration")}

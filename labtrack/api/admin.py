@@ -15,10 +15,12 @@ from labtrack.api.schemas import (
     LotSchema,
     LotUpdateSchema,
     SpecificationSchema,
+    SpecificationUpdateSchema,
     UserCreateSchema,
     UserSchema,
     UserUpdateSchema,
 )
+from labtrack.domain.errors import NotFound
 from labtrack.services import reference, specifications
 
 blp = Blueprint("reference", __name__, description="Reference data managed by admins; every change is audited.")
@@ -114,3 +116,13 @@ def update_equipment(body: dict, code: str):
 def list_specifications():
     """The specification version in force for each tissue source (any signed-in user)."""
     return specifications.list_current(read_session())
+
+
+@blp.put("/specifications/<string:tissue_source>")
+@blp.arguments(SpecificationUpdateSchema)
+@blp.response(200, SpecificationSchema)
+def publish_specification(body: dict, tissue_source: str):
+    """Publish a new specification version for a tissue source (admin); batches keep theirs (R-QC-1)."""
+    if tissue_source not in ("adipose", "bone_marrow"):
+        raise NotFound("No such tissue source.")
+    return write(lambda s: specifications.publish(s, actor(), tissue_source, body), SpecificationSchema(), status=200)

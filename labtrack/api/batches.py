@@ -12,16 +12,22 @@ from labtrack.api.schemas import (
     BatchPageSchema,
     BatchQueryArgsSchema,
     BatchSchema,
+    CorrectionCreateSchema,
     DeviationCreateSchema,
     DeviationQueryArgsSchema,
     DeviationSchema,
+    DispositionCreateSchema,
     EventSchema,
     HandoffCreateSchema,
+    QcCreateSchema,
+    QcResultSchema,
     ReadinessSchema,
     ReceiptCreateSchema,
+    RejectCreateSchema,
+    SignedSchema,
     StepCreateSchema,
 )
-from labtrack.services import batches, custody, deviations, steps
+from labtrack.services import batches, corrections, custody, deviations, qc, release, steps
 
 blp = Blueprint("batches", __name__, description="Batches from registration through processing.")
 blp.before_request(authenticate)
@@ -53,6 +59,7 @@ def get_batch(din: str):
     session = read_session()
     batch = batches.get(session, actor(), din)
     batch.deviations = deviations.for_batch(session, batch.id)
+    batch.qc = qc.results(session, batch)
     return batch
 
 
@@ -69,7 +76,7 @@ def list_events(din: str):
 def readiness(din: str):
     """Ready for the clinic, or every blocker with its stable code (R-RDY-1)."""
     session = read_session()
-    return batches.readiness(session, batches.get(session, actor(), din))
+    return release.readiness(session, batches.get(session, actor(), din))
 
 
 @blp.post("/batches/<string:din>/steps")
@@ -124,3 +131,51 @@ def open_deviation(body: dict, din: str):
 def list_deviations(args: dict):
     """Deviations, newest first (QA and technicians)."""
     return deviations.search(read_session(), actor(), **args)
+
+
+@blp.post("/batches/<string:din>/qc")
+@blp.arguments(QcCreateSchema)
+@blp.response(201, QcResultSchema)
+def record_qc(body: dict, din: str):
+    """Record a QC result with the sample's DIN scanned; evaluated against the batch's spec (R-QC-2)."""
+    return write(lambda s: qc.record(s, actor(), din, **body), QcResultSchema())
+
+
+@blp.post("/batches/<string:din>/qc/<int:qc_id>/verify")
+@blp.arguments(SignedSchema)
+@blp.response(200, QcResultSchema)
+def verify_qc(body: dict, din: str, qc_id: int):
+    """A second person verifies a result with a signature meaning `verified` (R-QC-3, R-SIG-1)."""
+    return write(lambda s: qc.verify(s, actor(), din, qc_id, **body), QcResultSchema(), status=200)
+
+
+@blp.post("/deviations/<int:deviation_id>/disposition")
+@blp.arguments(DispositionCreateSchema)
+@blp.response(200, DeviationSchema)
+def dispose_deviation(body: dict, deviation_id: int):
+    """QA closes a deviation: accept (use as is) or reject (the batch is rejected), signed (R-DEV-2)."""
+    return write(lambda s: release.dispose(s, actor(), deviation_id, **body), DeviationSchema(), status=200)
+
+
+@blp.post("/batches/<string:din>/release")
+@blp.arguments(SignedSchema)
+@blp.response(200, BatchSchema)
+def release_batch(body: dict, din: str):
+    """QA releases with a signature meaning `approved`, or gets 409 release_blocked listing every blocker."""
+    return write(lambda s: release.release(s, actor(), din, **body), BatchSchema(), status=200)
+
+
+@blp.post("/batches/<string:din>/reject")
+@blp.arguments(RejectCreateSchema)
+@blp.response(200, BatchSchema)
+def reject_batch(body: dict, din: str):
+    """QA rejects the batch with a reason and a signature meaning `rejected`; terminal (R-REL-3)."""
+    return write(lambda s: release.reject(s, actor(), din, **body), BatchSchema(), status=200)
+
+
+@blp.post("/batches/<string:din>/corrections")
+@blp.arguments(CorrectionCreateSchema)
+@blp.response(201, EventSchema)
+def correct(body: dict, din: str):
+    """Correct an earlier entry with a reason; the original stays readable (R-COR-1)."""
+    return write(lambda s: corrections.correct(s, actor(), din, **body), EventSchema())

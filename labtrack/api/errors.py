@@ -82,6 +82,11 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         return problem_response(_from_http(error))
 
+    @app.errorhandler(RecursionError)
+    def too_deep(_error: RecursionError) -> Response:
+        # JSON nested thousands deep exhausts the parser's (and the hasher's) recursion: bad input, not a fault
+        return problem_response(ValidationFailed({"body": ["is nested too deeply"]}).to_problem())
+
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unhandled error", exc_info=error)

@@ -12,6 +12,7 @@ from labtrack.domain.din import Din
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
+from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.services.batches import state_of
 
 ROLES = ("technician", "qa", "clinic", "admin")
@@ -264,8 +265,27 @@ class DeviationSchema(Schema):
     signature = fields.Dict(allow_none=True)
 
 
+class QcResultSchema(Schema):
+    id = fields.Integer()
+    test = fields.String()
+    value = fields.Function(lambda r: r.value["v"])
+    unit = fields.String(allow_none=True)
+    method = fields.String(allow_none=True)
+    within_spec = fields.Boolean()
+    spec = fields.String(attribute="limit")
+    verified = fields.Function(lambda r: r.verified_by_id is not None)
+    entered_by = fields.Nested(UserSummarySchema)
+    entered_at = UTC()
+    verified_by = fields.Nested(UserSummarySchema, allow_none=True)
+    verified_at = UTC(allow_none=True)
+    corrected = fields.Boolean()
+    original_value = fields.Function(lambda r: r.original_value["v"] if r.original_value else None)
+    record_seq = fields.Integer()
+
+
 class BatchDetailSchema(BatchSchema):
     deviations = fields.List(fields.Nested(DeviationSchema))
+    qc = fields.List(fields.Nested(QcResultSchema))
 
 
 class EventSchema(Schema):
@@ -279,6 +299,7 @@ class EventSchema(Schema):
     hash = fields.String()
     canonical = fields.String()
     signature = fields.Function(lambda e: e.data.get("signature"), allow_none=True)
+    corrected_by = fields.List(fields.Integer(), dump_default=list)
 
 
 class BlockerSchema(Schema):
@@ -332,6 +353,46 @@ class ReceiptCreateSchema(InHandSchema):
 class DeviationCreateSchema(Schema):
     kind = fields.String(load_default="manual", validate=validate.OneOf(("manual",)))
     description = _text(4000, required=True)
+
+
+class SignatureSchema(Schema):
+    """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
+
+    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+    meaning = fields.String(required=True, validate=validate.OneOf(("verified", "approved", "rejected")))
+
+
+class SignedSchema(Schema):
+    signature = fields.Nested(SignatureSchema, required=True)
+
+
+class QcCreateSchema(InHandSchema):
+    test = fields.String(required=True, validate=validate.OneOf(QC_TESTS))
+    value = fields.Raw(
+        required=True, metadata={"description": "a number, or for gram_stain / sterility_culture a word"}
+    )
+    method = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+
+class DispositionCreateSchema(SignedSchema):
+    decision = fields.String(required=True, validate=validate.OneOf(("accept", "reject")))
+    justification = _text(4000, required=True)
+
+
+class RejectCreateSchema(SignedSchema):
+    reason = _text(4000, required=True)
+
+
+class CorrectionCreateSchema(Schema):
+    event_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    reason = _text(4000, required=True)
+    data = fields.Dict(required=True)
+
+
+class SpecificationUpdateSchema(Schema):
+    stability_hours = fields.Float(required=True, allow_nan=False)
+    transport_temperature_c = fields.Dict(required=True)
+    tests = fields.Dict(required=True)
 
 
 class DeviationQueryArgsSchema(Schema):

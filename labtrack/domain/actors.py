@@ -48,6 +48,11 @@ class Action(StrEnum):
     CUSTODY = "custody"  # hand-off and receipt
     OPEN_DEVIATION = "open_deviation"
     LIST_DEVIATIONS = "list_deviations"
+    QC_ENTRY = "qc_entry"
+    QC_VERIFY = "qc_verify"
+    DISPOSITION = "disposition"
+    RELEASE = "release"  # and reject
+    CORRECT = "correct"
     AUDIT = "audit"
 
 
@@ -64,6 +69,9 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CUSTODY,
             Action.OPEN_DEVIATION,
             Action.LIST_DEVIATIONS,
+            Action.QC_ENTRY,
+            Action.QC_VERIFY,
+            Action.CORRECT,
         }
     ),
     Role.QA: frozenset(
@@ -74,6 +82,11 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CUSTODY,
             Action.OPEN_DEVIATION,
             Action.LIST_DEVIATIONS,
+            Action.QC_ENTRY,
+            Action.QC_VERIFY,
+            Action.DISPOSITION,
+            Action.RELEASE,
+            Action.CORRECT,
             Action.AUDIT,
         }
     ),
@@ -86,6 +99,7 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.LOG_CLINIC_STEP,
             Action.CUSTODY,
             Action.OPEN_DEVIATION,
+            Action.CORRECT,
         }
     ),
 }

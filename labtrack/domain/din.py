@@ -14,7 +14,7 @@ from labtrack.domain.errors import InvalidDin
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
 FIN_PATTERN = re.compile(r"^[A-NP-Z][0-9]{4}$")
-DIN_PATTERN = re.compile(r"^[A-Z0-9]{5}[0-9]{2}[0-9]{6}$")
+DIN_PATTERN = re.compile(r"^[A-NP-Z][0-9]{4}[0-9]{2}[0-9]{6}$")  # FIN (as above) + year + sequence
 MAX_SEQUENCE = 999_999
 BARCODE_FLAGS = "00"
 

@@ -97,7 +97,8 @@ def verify_links(links: list[StoredLink]) -> BrokenLink | None:
     expected_prev = GENESIS_HASH
     for position, link in enumerate(links, start=1):
         if link.seq != position:
-            return BrokenLink(link.seq, f"sequence gap: expected seq {position}, found {link.seq}")
+            # Name the missing seq, as the head check does for a missing tail (audit/chains.py).
+            return BrokenLink(position, f"sequence gap: expected seq {position}, found {link.seq}")
         if link.prev_hash != expected_prev:
             return BrokenLink(link.seq, "prev_hash does not match the previous event's hash")
         if link.expected_canonical is not None and link.expected_canonical != link.canonical:

@@ -96,8 +96,10 @@ def allowed_actions(state: BatchState) -> list[str]:
             if nxt is not None:
                 actions.append(nxt.name)
             actions.append("handoff")
-        case Status.PROCESSED | Status.AWAITING_RELEASE:
-            actions.append("handoff")
+        case Status.PROCESSED:
+            actions.extend(["qc", "handoff"])
+        case Status.AWAITING_RELEASE:
+            actions.extend(["release", "handoff"])
         case Status.RELEASED:
             actions.append("handoff")
         case Status.DELIVERED:
@@ -125,6 +127,10 @@ def check_step(state: BatchState, step_name: str, actor: Actor) -> tuple[StepDef
     step = state.process.step(step_name)
     if step is None:
         raise _refuse_order(state, f"Step {step_name!r} (not part of the {state.process.product} process)")
+    # R-CUS-3 before R-SEQ-1: when this lab step is next in the process and only custody is missing
+    # (the clinic still holds the harvested product), custody is the reason to give.
+    if step.performer == Performer.LAB and state.custodian_side == Performer.CLINIC and step == state.next_lab_step():
+        raise CustodyViolation("Lab steps need the batch in lab custody: the clinic must hand it off to the lab first.")
     if step_name not in allowed_actions(state):
         raise _refuse_order(state, f"Step {step_name!r}")
     if step.performer == Performer.LAB:
@@ -134,9 +140,9 @@ def check_step(state: BatchState, step_name: str, actor: Actor) -> tuple[StepDef
         return step, (Status.PROCESSED if step.name == final else Status.PROCESSING)
     if step.name == "harvest":
         return step, Status.COLLECTED
-    # administration: at the bedside, in the clinic's custody
-    if state.custodian_side != Performer.CLINIC or state.custodian_id != actor.id:
-        raise CustodyViolation("Administration needs the batch in the administering clinic user's custody.")
+    # administration: at the bedside, in the custody of the batch's clinic (R-CUS-3)
+    if state.custodian_side != Performer.CLINIC:
+        raise CustodyViolation("Administration needs the batch in the clinic's custody.")
     if state.held:
         raise BatchHeld("The batch is held by an open deviation and cannot be administered.")
     return step, Status.ADMINISTERED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -17,8 +18,7 @@ from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
 from labtrack.domain.lifecycle import BatchState, PendingTransfer, Status, side_of
 from labtrack.domain.process import PROCESSES, Performer, TissueSource
-from labtrack.domain.release import readiness_blockers
-from labtrack.models import Batch, BatchEvent, Clinic, Deviation, DinCounter, Patient
+from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient
 from labtrack.services import specifications
 from labtrack.services.streams import append_batch_event
 
@@ -174,29 +174,31 @@ def lab_custody(batch: Batch) -> bool:
 
 
 def events(session: Session, batch: Batch) -> list[BatchEvent]:
-    return list(
+    """The stream in order; each event carries ``corrected_by``: the seqs of corrections to it (R-COR-1)."""
+    stream = list(
         session.execute(select(BatchEvent).where(BatchEvent.batch_id == batch.id).order_by(BatchEvent.seq)).scalars()
     )
+    corrections: dict[int, list[int]] = {}
+    for event in stream:
+        if event.type == "correction":
+            corrections.setdefault(event.data["corrects_seq"], []).append(event.seq)
+    for event in stream:
+        event.corrected_by = corrections.get(event.seq, [])
+    return stream
 
 
-def readiness(session: Session, batch: Batch) -> dict[str, object]:
-    """R-RDY-1: ready for the clinic, or every reason why not."""
-    open_ids = list(
-        session.execute(
-            select(Deviation.id)
-            .where(Deviation.batch_id == batch.id, Deviation.status == "open")
-            .order_by(Deviation.id)
-        ).scalars()
-    )
-    blockers = readiness_blockers(state_of(batch), now=utcnow(), open_deviation_ids=open_ids)
-    return {
-        "din": batch.din,
-        "status": batch.status,
-        "ready": not blockers,
-        "held": batch.held,
-        "expires_at": batch.expires_at,
-        "released_at": batch.released_at,
-        "conditional_release": batch.conditional_release,
-        "custodian": batch.custodian,
-        "blockers": [b.as_dict() for b in blockers],
-    }
+def step_values(session: Session, batch: Batch, step: str) -> dict[str, Any] | None:
+    """A step's recorded values with every later correction applied (R-COR-1), or None if not done."""
+    rows = session.execute(
+        select(BatchEvent)
+        .where(BatchEvent.batch_id == batch.id, BatchEvent.type.in_((step, "correction")))
+        .order_by(BatchEvent.seq)
+    ).scalars()
+    values: dict[str, Any] | None = None
+    step_seq = None
+    for event in rows:
+        if event.type == step:
+            values, step_seq = dict(event.data.get("values", {})), event.seq
+        elif values is not None and event.data.get("corrects_seq") == step_seq:
+            values.update({name: change["new"] for name, change in event.data["changes"].items()})
+    return values

@@ -17,17 +17,20 @@ MANUAL_KINDS = ("manual",)
 
 
 def open_on(
-    session: Session, batch: Batch, actor: Actor, kind: str, description: str, *, occurred_at: datetime | None = None
+    session: Session,
+    batch: Batch,
+    actor: Actor,
+    kind: str,
+    description: str,
+    *,
+    occurred_at: datetime | None = None,
+    qc_result_id: int | None = None,
 ) -> Deviation:
-    """Open a deviation inside the current unit of work; the batch becomes held."""
-    event = append_batch_event(
-        session,
-        batch,
-        actor,
-        "deviation_opened",
-        {"kind": kind, "description": description},
-        occurred_at=occurred_at,
-    )
+    """Open a deviation inside the current unit of work; the batch is held unless already administered."""
+    data: dict[str, object] = {"kind": kind, "description": description}
+    if qc_result_id is not None:
+        data["qc_result_id"] = qc_result_id
+    event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
     deviation = Deviation(
         batch_id=batch.id,
         kind=kind,
@@ -36,9 +39,10 @@ def open_on(
         opened_by_id=actor.id,
         opened_at=event.recorded_at,
         opened_seq=event.seq,
+        qc_result_id=qc_result_id,
     )
     session.add(deviation)
-    batch.held = True
+    batch.held = batch.status != "administered"
     session.flush()
     outbox.enqueue(
         session,

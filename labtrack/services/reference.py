@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
@@ -145,6 +146,7 @@ def update_user(
         user.role = Role(role).value
     if unlock:
         user.locked_at = None
+        user.failures_reset_at = utcnow()
     session.flush()
     new = _snapshot(user, USER_FIELDS)
     if new != old:

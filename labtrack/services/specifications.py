@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.process import TissueSource
+from labtrack.domain.qc import validate_specification
 from labtrack.domain.specifications import default_specification
 from labtrack.models import Specification
+from labtrack.services.streams import append_admin_event
 
 
 def current(session: Session, tissue_source: TissueSource | str) -> Specification:
@@ -43,3 +48,25 @@ def seed_defaults(session: Session) -> int:
             added += 1
     session.flush()
     return added
+
+
+def publish(session: Session, actor: Actor, tissue_source: str, body: dict[str, Any]) -> Specification:
+    """An admin edit makes a new version; batches keep the version in force at registration (R-QC-1)."""
+    require(actor, Action.MANAGE_REFERENCE)
+    source = TissueSource(tissue_source)
+    body = validate_specification(body)
+    previous = current(session, source)
+    spec = Specification(tissue_source=source.value, version=previous.version + 1, body=body, created_by=actor.username)
+    session.add(spec)
+    session.flush()
+    append_admin_event(
+        session,
+        actor.username,
+        "specification_published",
+        {
+            "key": source.value,
+            "old": {"version": previous.version, "body": previous.body},
+            "new": {"version": spec.version, "body": body},
+        },
+    )
+    return spec

@@ -1,0 +1,177 @@
+"""QA's decisions: release, rejection and deviation disposition, all signed (R-REL-1..3, R-DEV-2),
+and the clinic's view of readiness (R-RDY-1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.errors import Conflict, InvalidTransition, NotFound, ReleaseBlocked, ValidationFailed
+from labtrack.domain.lifecycle import TERMINAL, Status
+from labtrack.domain.process import ALL_STEP_NAMES
+from labtrack.domain.qc import STERILITY, STERILITY_PENDING, required_tests
+from labtrack.domain.release import readiness_blockers, release_blockers
+from labtrack.domain.signatures import Meaning
+from labtrack.models import Batch, BatchEvent, Deviation
+from labtrack.services import batches, outbox, qc, signatures
+from labtrack.services.streams import append_batch_event
+
+# Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
+PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
+
+
+def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
+    return list(
+        session.execute(
+            select(Deviation.id)
+            .where(Deviation.batch_id == batch.id, Deviation.status == "open")
+            .order_by(Deviation.id)
+        ).scalars()
+    )
+
+
+def took_part(session: Session, batch: Batch, actor: Actor) -> bool:
+    return (
+        session.execute(
+            select(BatchEvent.id)
+            .where(
+                BatchEvent.batch_id == batch.id,
+                BatchEvent.actor_id == actor.id,
+                BatchEvent.type.in_(PARTICIPATION),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def blockers_for_release(session: Session, batch: Batch, releaser: Actor) -> list[dict[str, str]]:
+    found = release_blockers(
+        batches.state_of(batch),
+        now=utcnow(),
+        required=required_tests(batch.specification.body),
+        results=qc.views(session, batch),
+        open_deviation_ids=open_deviation_ids(session, batch),
+        releaser_took_part=took_part(session, batch, releaser),
+    )
+    return [b.as_dict() for b in found]
+
+
+def readiness(session: Session, batch: Batch) -> dict[str, Any]:
+    """R-RDY-1: ready for the clinic, or every reason why not."""
+    blockers = readiness_blockers(
+        batches.state_of(batch),
+        now=utcnow(),
+        required=required_tests(batch.specification.body),
+        results=qc.views(session, batch),
+        open_deviation_ids=open_deviation_ids(session, batch),
+    )
+    return {
+        "din": batch.din,
+        "status": batch.status,
+        "ready": not blockers,
+        "held": batch.held,
+        "expires_at": batch.expires_at,
+        "released_at": batch.released_at,
+        "conditional_release": batch.conditional_release,
+        "custodian": batch.custodian,
+        "blockers": [b.as_dict() for b in blockers],
+    }
+
+
+def release(session: Session, actor: Actor, din: str, *, signature: dict[str, Any]) -> Batch:
+    """QA releases with meaning `approved`, or is told every blocker at once (R-REL-1)."""
+    batch = batches.get(session, actor, din, for_update=True)
+    require(actor, Action.RELEASE, batch.clinic_id, what="batch")
+    blockers = blockers_for_release(session, batch, actor)
+    if blockers:
+        raise ReleaseBlocked(
+            f"Release refused: {len(blockers)} blocker(s): {', '.join(b['code'] for b in blockers)}.",
+            blockers=blockers,
+        )
+    signed = signatures.sign(session, actor, signature, Meaning.APPROVED, batch.head_hash, batch)
+    sterility_final = [
+        r for r in qc.results(session, batch) if r.test == STERILITY and r.value["v"] != STERILITY_PENDING
+    ]
+    conditional = not any(r.within_spec and r.verified_by_id for r in sterility_final)
+    event = append_batch_event(
+        session, batch, actor, "released", {"conditional_release": conditional, "signature": signed}
+    )
+    batch.status = Status.RELEASED.value
+    batch.released_at = event.recorded_at
+    batch.conditional_release = conditional
+    outbox.enqueue(session, "batch.released", batch, {"conditional_release": conditional, "seq": event.seq})
+    return batch
+
+
+def reject(session: Session, actor: Actor, din: str, *, reason: str, signature: dict[str, Any]) -> Batch:
+    """QA rejects with meaning `rejected` and a reason; terminal (R-REL-3)."""
+    batch = batches.get(session, actor, din, for_update=True)
+    require(actor, Action.RELEASE, batch.clinic_id, what="batch")
+    if Status(batch.status) in TERMINAL:
+        raise InvalidTransition(f"The batch is already {batch.status}.", allowed=[])
+    if not reason.strip():
+        raise ValidationFailed({"reason": ["is required"]})
+    signed = signatures.sign(session, actor, signature, Meaning.REJECTED, batch.head_hash, batch)
+    _reject(session, batch, actor, {"reason": reason.strip(), "signature": signed})
+    return batch
+
+
+def _reject(session: Session, batch: Batch, actor: Actor, data: dict[str, Any]) -> None:
+    event = append_batch_event(session, batch, actor, "rejected", data)
+    batch.status = Status.REJECTED.value
+    outbox.enqueue(session, "batch.rejected", batch, {"seq": event.seq, "reason": data.get("reason")})
+
+
+def dispose(
+    session: Session,
+    actor: Actor,
+    deviation_id: int,
+    *,
+    decision: str,
+    justification: str,
+    signature: dict[str, Any],
+) -> Deviation:
+    """R-DEV-2: QA closes a deviation, accept (use as is) or reject (the batch is rejected), signed."""
+    require(actor, Action.DISPOSITION)
+    found = session.get(Deviation, deviation_id)
+    if found is None:
+        raise NotFound("No such deviation.")
+    batch = batches.get(session, actor, found.batch.din, for_update=True)
+    deviation = session.get(Deviation, deviation_id, populate_existing=True)
+    assert deviation is not None
+    if deviation.status != "open":
+        raise Conflict(f"Deviation {deviation_id} is already closed ({deviation.decision}).")
+    if not justification.strip():
+        raise ValidationFailed({"justification": ["is required"]})
+    opened = session.execute(
+        select(BatchEvent.hash).where(BatchEvent.batch_id == batch.id, BatchEvent.seq == deviation.opened_seq)
+    ).scalar_one()
+    signed = signatures.sign(session, actor, signature, Meaning.APPROVED, opened, batch)
+    event = append_batch_event(
+        session,
+        batch,
+        actor,
+        "deviation_closed",
+        {
+            "deviation_id": deviation.id,
+            "decision": decision,
+            "justification": justification.strip(),
+            "signature": signed,
+        },
+    )
+    deviation.status = "closed"
+    deviation.decision = decision
+    deviation.justification = justification.strip()
+    deviation.closed_by_id = actor.id
+    deviation.closed_at = event.recorded_at
+    deviation.signature = signed
+    session.flush()
+    batch.held = bool(open_deviation_ids(session, batch))
+    if decision == "reject" and Status(batch.status) not in TERMINAL:
+        _reject(session, batch, actor, {"reason": f"deviation {deviation.id} rejected", "deviation_id": deviation.id})
+    return deviation
