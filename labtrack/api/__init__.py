@@ -34,9 +34,9 @@ def init_app(app: Flask) -> None:
     api.ERROR_SCHEMA = Problem
     api.init_app(app)
 
-    from labtrack.api import admin, audit, auth, batches, patients
+    from labtrack.api import admin, audit, auth, batches, documents, patients
 
-    for module in (auth, admin, patients, batches, audit):
+    for module in (auth, admin, patients, batches, documents, audit):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
 
     errors.register(app)

@@ -53,6 +53,8 @@ class Action(StrEnum):
     DISPOSITION = "disposition"
     RELEASE = "release"  # and reject
     CORRECT = "correct"
+    PRINT_LABEL = "print_label"
+    READ_RECORD = "read_record"  # the batch record PDF and the audit export
     AUDIT = "audit"
 
 
@@ -72,6 +74,7 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.QC_ENTRY,
             Action.QC_VERIFY,
             Action.CORRECT,
+            Action.PRINT_LABEL,
         }
     ),
     Role.QA: frozenset(
@@ -87,6 +90,8 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.DISPOSITION,
             Action.RELEASE,
             Action.CORRECT,
+            Action.PRINT_LABEL,
+            Action.READ_RECORD,
             Action.AUDIT,
         }
     ),
@@ -100,6 +105,8 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CUSTODY,
             Action.OPEN_DEVIATION,
             Action.CORRECT,
+            Action.PRINT_LABEL,
+            Action.READ_RECORD,
         }
     ),
 }
