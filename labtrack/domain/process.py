@@ -186,7 +186,7 @@ def _coerce(spec: DataField, value: Any) -> Any:
                 raise ValueError("must be non-empty text")
             if len(value) > spec.max_length:
                 raise ValueError(f"must be at most {spec.max_length} characters")
-            if spec.choices and value not in spec.choices:
+            if spec.choices and value.strip() not in spec.choices:
                 raise ValueError(f"must be one of: {', '.join(spec.choices)}")
             return value.strip()
         case FieldKind.TEXT_LIST:
