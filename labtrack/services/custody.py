@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain import timing
-from labtrack.domain.actors import Action, Actor
-from labtrack.domain.errors import InvalidTransition, ValidationFailed
+from labtrack.domain.actors import Action, Actor, Role
+from labtrack.domain.errors import DomainError, InvalidTransition, ValidationFailed
 from labtrack.domain.lifecycle import (
     Status,
     allowed_actions,
@@ -18,11 +18,30 @@ from labtrack.domain.lifecycle import (
     check_receipt,
 )
 from labtrack.domain.specifications import receipt_deviations
-from labtrack.models import BatchEvent, User
-from labtrack.services import deviations, outbox
+from labtrack.models import Batch, BatchEvent, User
+from labtrack.services import batches, deviations, outbox
 from labtrack.services.auth import actor_of
 from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
+
+
+def recipients(session: Session, actor: Actor, batch: Batch) -> list[User]:
+    """The active users ``actor`` may hand this batch to now (R-CUS-1), for a picker; ``handoff`` checks again."""
+    state = batches.state_of(batch)
+    candidates = session.execute(
+        select(User)
+        .where(User.active.is_(True), User.role != Role.ADMIN.value, User.id != actor.id)
+        .where((User.role != Role.CLINIC.value) | (User.clinic_id == batch.clinic_id))
+        .order_by(User.role, User.full_name)
+    ).scalars()
+    allowed = []
+    for user in candidates:
+        try:
+            check_handoff(state, actor, actor_of(user))
+        except DomainError:
+            continue
+        allowed.append(user)
+    return allowed
 
 
 def handoff(

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labtrack.domain.actors import Actor
+from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.din import parse_din
 from labtrack.domain.errors import IdentityMismatch, ValidationFailed
-from labtrack.models import Batch
+from labtrack.models import Batch, BatchEvent
 from labtrack.services import outbox
 from labtrack.services.streams import append_batch_event
 
@@ -73,3 +73,16 @@ def check_patient(batch: Batch, actor: Actor, mrn: str, birth_date: date, action
                 "scanned": {"patient_mrn": mrn, "patient_birth_date": birth_date.isoformat()},
             },
         )
+
+
+def recent_mismatches(session: Session, actor: Actor, limit: int = 20) -> list[tuple[BatchEvent, str]]:
+    """The latest refused identity checks across batches with their DINs, newest first: near-misses for QA."""
+    require(actor, Action.LIST_DEVIATIONS)
+    query = (
+        select(BatchEvent, Batch.din)
+        .join(Batch, Batch.id == BatchEvent.batch_id)
+        .where(BatchEvent.type == "identity_mismatch")
+        .order_by(BatchEvent.id.desc())
+        .limit(limit)
+    )
+    return [(event, din) for event, din in session.execute(query).unique()]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -15,8 +15,8 @@ from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
 from labtrack.domain.lifecycle import BatchState, check_step
 from labtrack.domain.materials import Equipment as EquipmentView
-from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials
-from labtrack.domain.process import Performer, validate_step_data
+from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials, equipment_usable, lot_usable
+from labtrack.domain.process import Performer, StepDefinition, validate_step_data
 from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
 from labtrack.services import batches, identity
 from labtrack.services.streams import append_batch_event
@@ -59,6 +59,36 @@ def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[
     return lots, items
 
 
+def lot_view(lot: ReagentLot) -> Lot:
+    return Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on)
+
+
+def equipment_view(item: Equipment) -> EquipmentView:
+    return EquipmentView(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
+
+
+def usable_materials(
+    session: Session, actor: Actor, step: StepDefinition, on: date
+) -> tuple[list[ReagentLot], list[Equipment]]:
+    """The lots and equipment a step may use on ``on``: of its required kinds and usable (R-MAT-1..3).
+
+    For pickers that offer only what the step would accept; ``log_step`` checks again.
+    """
+    require(actor, Action.READ_MATERIALS)
+    lots = session.execute(
+        select(ReagentLot)
+        .where(ReagentLot.kind.in_(step.reagent_kinds))
+        .order_by(ReagentLot.kind, ReagentLot.expires_on)
+    ).scalars()
+    items = session.execute(
+        select(Equipment).where(Equipment.kind.in_(step.equipment_kinds)).order_by(Equipment.kind, Equipment.code)
+    ).scalars()
+    return (
+        [lot for lot in lots if lot_usable(lot_view(lot), on) is None],
+        [item for item in items if equipment_usable(equipment_view(item), on) is None],
+    )
+
+
 def log_step(
     session: Session,
     actor: Actor,
@@ -91,12 +121,7 @@ def log_step(
     lots, items = _materials(
         session, list(dict.fromkeys(reagent_lot_ids or [])), list(dict.fromkeys(equipment_codes or []))
     )
-    check_materials(
-        definition,
-        [Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on) for lot in lots],
-        [EquipmentView(i.code, i.kind, EquipmentStatus(i.status), i.calibration_due_on) for i in items],
-        occurred_at.date(),
-    )
+    check_materials(definition, [lot_view(lot) for lot in lots], [equipment_view(i) for i in items], occurred_at.date())
     payload: dict[str, Any] = {"step": step, "scanned_din": scanned_din, "values": clean}
     if lots:
         payload["reagent_lots"] = [{"id": lot.id, "kind": lot.kind, "lot_number": lot.lot_number} for lot in lots]

@@ -1,0 +1,158 @@
+"""Signing in and out, and the acting user of every page.
+
+A web session is a token from the same ``auth`` service the API uses (Argon2
+password check, stored only as a SHA-256 hash), issued with the inactivity
+timeout as its lifetime and extended on use. The session cookie holds the token,
+signed; the server decides: logging out revokes the token, so a copied cookie
+stops working, and a deactivated user's next request is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import Any
+
+from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
+
+from labtrack.api.common import database, read_session
+from labtrack.domain.actors import Actor, Role
+from labtrack.domain.errors import AccountLocked, DomainError, Unauthenticated, ValidationFailed
+from labtrack.extensions import csrf
+from labtrack.services import auth, notifications
+from labtrack.web import bp
+from labtrack.web.forms import NO_FAILURE, Failure
+
+PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static"})
+REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not on every request
+HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
+NAVIGATION = {
+    Role.TECHNICIAN: (("web.bench", "Bench"),),
+    Role.QA: (("web.qa_queue", "Review queue"), ("web.bench", "Bench"), ("web.audit", "Audit")),
+    Role.CLINIC: (("web.board", "Readiness"), ("web.patients_page", "Patients")),
+    Role.ADMIN: (
+        ("web.admin_users", "Users"),
+        ("web.admin_clinics", "Clinics"),
+        ("web.admin_lots", "Reagent lots"),
+        ("web.admin_equipment", "Equipment"),
+        ("web.admin_specifications", "Specifications"),
+        ("web.audit", "Audit"),
+    ),
+}
+
+
+def actor() -> Actor:
+    return g.actor
+
+
+def home_url(who: Actor) -> str:
+    return url_for(HOMES[who.role])
+
+
+def roles(*allowed: Role) -> Callable:
+    """A page area for some roles; the services still decide every action."""
+
+    def decorate(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if actor().role not in allowed:
+                abort(403, description=f"This page is for {' and '.join(r.value for r in allowed)} users.")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _signed_out(message: str):
+    session.clear()
+    flash(message, "error")
+    return redirect(url_for("web.login", next=request.full_path if request.method == "GET" else None))
+
+
+@bp.before_request
+def authenticate():
+    """Resolve the session to an active user (server-side, every request), then check CSRF on writes."""
+    if request.endpoint not in PUBLIC_ENDPOINTS:
+        token = session.get("token")
+        if not token:
+            return redirect(url_for("web.login", next=request.full_path if request.method == "GET" else None))
+        try:
+            g.actor = auth.actor_for_token(read_session(), token)
+        except AccountLocked:
+            return _signed_out("Your account is locked after repeated failed signatures; an admin must unlock it.")
+        except Unauthenticated:
+            return _signed_out("Your session has ended (signed out, inactive too long, or account deactivated).")
+        finally:
+            read_session().rollback()  # end the read transaction; a write starts its own
+        _keep_alive(token)
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
+    return None
+
+
+def _keep_alive(token: str) -> None:
+    now = time.time()
+    if now - session.get("refreshed", 0) < REFRESH_AFTER_S:
+        return
+    config = current_app.config
+    idle = timedelta(minutes=config["LABTRACK_SESSION_IDLE_MINUTES"])
+    absolute = timedelta(hours=config["LABTRACK_SESSION_MAX_HOURS"])
+    database().write(lambda s: auth.extend_token(s, token, idle=idle, absolute=absolute))
+    session["refreshed"] = now
+
+
+@bp.context_processor
+def page_context() -> dict[str, Any]:
+    """What the layout needs; ``failure`` is the empty one unless a view passes its own."""
+    who = g.get("actor")
+    if who is None:
+        return {"actor": None, "navigation": (), "unread": 0, "failure": NO_FAILURE}
+    unread = len(notifications.for_user(read_session(), who, unread_only=True, limit=100))
+    return {"actor": who, "navigation": NAVIGATION[who.role], "unread": unread, "failure": NO_FAILURE}
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only a path on this site, never another host (open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    failure = NO_FAILURE
+    if request.method == "POST":
+        username = request.form.get("username", "").strip()
+        password = request.form.get("password", "")
+        lifetime = timedelta(minutes=current_app.config["LABTRACK_SESSION_IDLE_MINUTES"])
+        try:
+            if not username or not password:
+                raise ValidationFailed({"password": ["enter your username and password"]})
+            token, _expires, user = database().write(lambda s: auth.issue_token(s, username, password, lifetime))
+        except DomainError as error:
+            failure = Failure.of(error, "login", field="password")
+        else:
+            session.clear()  # a fresh session (and CSRF token) at every sign-in: no fixation
+            session.permanent = True
+            session["token"] = token
+            session["refreshed"] = time.time()
+            return redirect(_safe_next(request.form.get("next")) or home_url(auth.actor_of(user)), 303)
+    next_url = _safe_next(request.values.get("next"))
+    return render_template("login.html", failure=failure, next_url=next_url), failure.status
+
+
+@bp.post("/logout")
+def logout():
+    token = session.get("token")
+    database().write(lambda s: auth.revoke_token(s, token))
+    session.clear()
+    flash("You are signed out.", "success")
+    return redirect(url_for("web.login"), 303)
+
+
+@bp.get("/")
+def index():
+    return redirect(home_url(actor()))
