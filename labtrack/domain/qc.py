@@ -80,7 +80,9 @@ def evaluate(
         return Evaluation(value == rule["equals"], f"= {rule['equals']}", unit)
     low, high = rule.get("min"), rule.get("max")
     within = (low is None or float(value) >= low) and (high is None or float(value) <= high)
-    words = " and ".join(w for w in (f"≥ {low:g}" if low is not None else "", f"≤ {high:g}" if high else "") if w)
+    words = " and ".join(
+        w for w in (f"≥ {low:g}" if low is not None else "", f"≤ {high:g}" if high is not None else "") if w
+    )
     return Evaluation(within, words or "no limit", unit)
 
 

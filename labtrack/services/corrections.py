@@ -17,12 +17,16 @@ from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Forbidden, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
+from labtrack.domain.lifecycle import Status
 from labtrack.domain.process import PROCESSES, TissueSource, validate_step_data
 from labtrack.domain.qc import parse_value
 from labtrack.models import Batch, BatchEvent, QcResult
-from labtrack.services import batches, qc
+from labtrack.services import batches, deviations, qc
 from labtrack.services.streams import append_batch_event
 
+# Data a release was judged on; a correction of it after release goes to QA as a deviation.
+RELEASE_INPUTS = ("qc_recorded", "harvest", "concentration")
+AFTER_RELEASE = frozenset({Status.RELEASED, Status.DISPATCHED, Status.DELIVERED, Status.ADMINISTERED})
 # Identity read off the patient is never "corrected": a wrong patient is a deviation, not a typo.
 IDENTITY_FIELDS = ("patient_mrn", "patient_birth_date")
 
@@ -66,6 +70,16 @@ def correct(
     elif original.type in ("harvest", "concentration"):
         # weight and final volume set the endotoxin limit
         qc.reevaluate(session, batch, actor, "endotoxin_eu_per_ml")
+    if Status(batch.status) in AFTER_RELEASE and original.type in RELEASE_INPUTS:
+        # The release was signed on the data as it stood: QA reviews the change before the product moves on.
+        deviations.open_on(
+            session,
+            batch,
+            actor,
+            "manual",
+            f"Correction after release (seq {event.seq} corrects seq {event_seq}, {original.type}): "
+            f"{reason.strip()}. QA must review it before the product is dispatched or administered.",
+        )
     return event
 
 

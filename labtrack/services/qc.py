@@ -193,6 +193,7 @@ def verify(session: Session, actor: Actor, din: str, qc_id: int, *, signature: d
     result.verified_at = event.recorded_at
     result.verified_seq = event.seq
     session.flush()
+    session.refresh(result, ["verified_by"])  # the response names the verifier; the FK alone leaves it stale
     advance_after_qc(session, batch)
     if result.test == STERILITY and result.value["v"] != STERILITY_PENDING and result.within_spec:
         batch.conditional_release = False
@@ -200,7 +201,8 @@ def verify(session: Session, actor: Actor, din: str, qc_id: int, *, signature: d
 
 
 def reevaluate(session: Session, batch: Batch, actor: Actor, test: str) -> None:
-    """After a correction changed what a limit depends on: evaluate again; a changed verdict needs verifying."""
+    """After a correction changed what a limit depends on: evaluate again; a result whose verdict or limit
+    changed is no longer verified, since its verifier checked it against another limit."""
     for result in results(session, batch):
         if result.test != test:
             continue

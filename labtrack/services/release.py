@@ -171,6 +171,7 @@ def dispose(
     deviation.closed_at = event.recorded_at
     deviation.signature = signed
     session.flush()
+    session.refresh(deviation, ["closed_by"])  # the response names who closed it; the FK alone leaves it stale
     batch.held = bool(open_deviation_ids(session, batch))
     if decision == "reject" and Status(batch.status) not in TERMINAL:
         _reject(session, batch, actor, {"reason": f"deviation {deviation.id} rejected", "deviation_id": deviation.id})
