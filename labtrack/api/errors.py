@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, json
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
@@ -86,6 +87,15 @@ def register(app: Flask) -> None:
     def too_deep(_error: RecursionError) -> Response:
         # JSON nested thousands deep exhausts the parser's (and the hasher's) recursion: bad input, not a fault
         return problem_response(ValidationFailed({"body": ["is nested too deeply"]}).to_problem())
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(OverflowError)
+    def unstorable(error: Exception) -> Response:
+        # A number past the column's range (an id of 10**20, page 2**62) or a NUL character in text: the
+        # database refuses the value itself. Logged, since a computed value could also land here.
+        log.warning("value refused by the database: %s", error)
+        problem = ValidationFailed({"body": ["a value is out of range or contains characters that cannot be stored"]})
+        return problem_response(problem.to_problem())
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

@@ -16,7 +16,7 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
 from labtrack.models import Clinic, Equipment, ReagentLot, User
-from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password
+from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password, revoke_user_tokens
 from labtrack.services.streams import append_admin_event
 
 
@@ -140,6 +140,8 @@ def update_user(
         if not active and user.id == actor.id:
             raise ValidationFailed({"active": ["you cannot deactivate your own account"]})
         user.active = active
+        if not active:
+            revoke_user_tokens(session, user.id)
     if role is not None and Role(role) != Role(user.role):
         if Role.CLINIC in (Role(role), Role(user.role)):
             raise ValidationFailed({"role": ["clinic and lab roles cannot be swapped; create a new user"]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -14,6 +14,7 @@ from labtrack.domain.hashing import GENESIS_HASH, canonical_body, chain, jsonabl
 from labtrack.models import AdminEvent, Batch, BatchEvent
 
 ADMIN_STREAM = "admin"
+_ADMIN_CHAIN_LOCK = 0x4C54_4144  # "LTAD"; the checkpoint lock is "LTCK"
 
 
 def append_batch_event(
@@ -66,6 +67,11 @@ def append_batch_event(
 
 def append_admin_event(session: Session, actor_name: str, type: str, data: dict[str, Any]) -> AdminEvent:
     """Append to the reference-data chain: who changed what, with old and new values."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One chain for all admin changes and no row to lock: concurrent admins queue here until the
+        # holder commits, instead of colliding on seq until the unit of work runs out of retries.
+        # (SQLite write transactions are serialised already.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMIN_CHAIN_LOCK})
     head = session.execute(select(AdminEvent).order_by(AdminEvent.seq.desc()).limit(1)).scalar_one_or_none()
     now = utcnow()
     seq = head.seq + 1 if head else 1
