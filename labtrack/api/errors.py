@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response, current_app, json, request
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
@@ -17,6 +17,7 @@ from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFaile
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+HTML_ERROR_PAGE = "labtrack.html_error_page"  # set by the web pages, when they are installed
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -81,6 +82,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        # An unknown URL outside the API (a mistyped page in a browser) gets the web's HTML page.
+        page = current_app.extensions.get(HTML_ERROR_PAGE)
+        if page is not None and not request.path.startswith("/api/"):
+            return page(error.code or 500, error.name, error.description or error.name)
         return problem_response(_from_http(error))
 
     @app.errorhandler(RecursionError)

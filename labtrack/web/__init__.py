@@ -16,6 +16,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from labtrack.api.errors import HTML_ERROR_PAGE
 from labtrack.domain.errors import DomainError
 from labtrack.extensions import csrf
 
@@ -55,6 +56,7 @@ def init_app(app: Flask) -> None:
     from labtrack.web import admin, auth, batch, clinic, pages, qa  # noqa: F401  (routes register on bp)
 
     app.register_blueprint(bp)
+    app.extensions[HTML_ERROR_PAGE] = _error_page
 
 
 def _error_page(status: int, title: str, detail: str):
