@@ -165,9 +165,15 @@ def test_body_over_one_mib_is_413_payload_too_large(lab):
     assert lab.ok(lab.get("clinic", "/patients"), 200) == []
 
 
-@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v2/batches", "/nothing", "/api/v1/batches/x/y/z"])
+@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v2/batches", "/api/v1/batches/x/y/z"])
 def test_unknown_route_is_a_404_problem(lab, path):
     assert_problem(lab.client.get(path, headers=lab.headers("tech")), 404, "not_found")
+
+
+def test_unknown_page_outside_the_api_is_an_html_404(lab):
+    response = lab.client.get("/nothing")
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
 
 
 # --- Idempotency-Key --------------------------------------------------------------------------
