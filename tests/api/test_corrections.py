@@ -203,4 +203,5 @@ def test_r_cor_1_correction_after_release_opens_a_deviation_and_holds_the_batch(
     assert batch["held"] is True
     assert any(d["kind"] == "manual" and "after release" in d["description"] for d in batch["deviations"])
     refused = lab.handoff(din, by="tech", to="clinic", seal="SEAL-2")
-    assert refused.status_code == 409 and refused.get_json()["code"] == "batch_held"
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "batch_held"
