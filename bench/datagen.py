@@ -1,0 +1,117 @@
+"""Fast generation of many batches with valid hash chains, by COPY (readiness and audit benchmarks).
+
+Each generated batch is an adipose batch at ``processed``, in the lab's custody, with
+``events_per_batch`` events: registration, harvest, hand-off, receipt, the three lab
+steps, then label prints. Every event's canonical text and hash are computed with
+``labtrack.domain.hashing`` exactly as ``append_batch_event`` does, so
+``labtrack.audit.chains.verify`` accepts the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import count
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine
+
+from labtrack.clock import utcnow
+from labtrack.domain.din import format_din
+from labtrack.domain.hashing import GENESIS_HASH, canonical_body, chain, jsonable
+
+FACILITY = "A9998"  # not the app's own FIN, so generated DINs never meet allocated ones
+LAB_STEPS = ("digestion", "isolation", "concentration")
+BATCH_COLUMNS = (
+    "id, din, patient_id, clinic_id, tissue_source, product, specification_id, status, custodian_id, held, "
+    "steps_done, expires_at, conditional_release, last_physical_at, registered_at, seq, head_hash"
+)
+CHUNK = 2000
+EVENT_COLUMNS = "batch_id, seq, type, occurred_at, recorded_at, actor_id, data, prev_hash, hash, canonical"
+
+
+@dataclass(frozen=True)
+class People:
+    patient_id: int
+    clinic_id: int
+    specification_id: int
+    clinic_user: tuple[int, str]
+    tech: tuple[int, str]
+
+
+def _events(din: str, start: datetime, people: People, total: int):
+    clinic, tech = people.clinic_user, people.tech
+    yield "registered", clinic, {"clinic": "C1", "tissue_source": "adipose", "product": "SVF"}
+    yield "harvest", clinic, {"step": "harvest", "scanned_din": din, "values": {"volume_ml": 150, "weight_kg": 80}}
+    yield "handoff", clinic, {"to": tech[1], "seal_id": "SEAL-G", "temperature_c": 6}
+    yield "receipt", tech, {"seal_id": "SEAL-G", "temperature_c": 6, "condition": "intact"}
+    for step in LAB_STEPS:
+        yield step, tech, {"step": step, "scanned_din": din, "values": {"duration_min": 10}}
+    for copy in range(total - 7):
+        yield "label_printed", tech, {"copy": copy + 1, "at": start + timedelta(minutes=copy)}
+
+
+def _chunk(people: People, ids: list[int], first_sequence: int, events_per_batch: int):
+    """Rows for one chunk of batches: the projections (with their heads) and the chained events."""
+    now = utcnow()
+    start = now - timedelta(hours=2)
+    batch_rows, event_rows = [], []
+    for batch_id, sequence in zip(ids, count(first_sequence), strict=False):
+        din = format_din(FACILITY, now.year, sequence).value
+        prev = GENESIS_HASH
+        seq = 0
+        for seq, (kind, (actor_id, actor_name), data) in enumerate(
+            _events(din, start, people, events_per_batch), start=1
+        ):
+            moment = start + timedelta(seconds=seq)
+            body = canonical_body(
+                stream_key=din, seq=seq, type=kind, occurred_at=moment, recorded_at=moment, actor=actor_name, data=data
+            )
+            link = chain(prev, body)
+            event_rows.append(
+                (batch_id, seq, kind, moment, moment, actor_id, Jsonb(jsonable(data)), prev, link.hash, body)
+            )
+            prev = link.hash
+        batch_rows.append(
+            (batch_id, din, people.patient_id, people.clinic_id, "adipose", "SVF", people.specification_id,
+             "processed", people.tech[0], False, Jsonb(list(LAB_STEPS)), now + timedelta(hours=20), False,
+             start + timedelta(seconds=7), start, seq, prev)
+        )  # fmt: skip
+    return batch_rows, event_rows
+
+
+def generate(engine: Engine, people: People, batches: int, events_per_batch: int, first_sequence: int) -> int:
+    """Insert ``batches`` batches of ``events_per_batch`` events; returns the next free DIN sequence.
+
+    Batches go in before their events (the foreign key), so each chunk is computed in
+    memory first; one transaction per chunk keeps memory flat.
+    """
+    if events_per_batch < 7:
+        raise ValueError("a generated batch has at least its 7 journey events")
+    connection = engine.raw_connection()
+    try:
+        pg = connection.driver_connection
+        done = 0
+        while done < batches:
+            size = min(CHUNK, batches - done)
+            with pg.cursor() as cursor:
+                cursor.execute(
+                    "SELECT nextval(pg_get_serial_sequence('batches', 'id')) FROM generate_series(1, %s)", [size]
+                )
+                ids = [row[0] for row in cursor.fetchall()]
+                batch_rows, event_rows = _chunk(people, ids, first_sequence + done, events_per_batch)
+                with cursor.copy(f"COPY batches ({BATCH_COLUMNS}) FROM STDIN") as copy:
+                    for row in batch_rows:
+                        copy.write_row(row)
+                with cursor.copy(f"COPY batch_events ({EVENT_COLUMNS}) FROM STDIN") as copy:
+                    for row in event_rows:
+                        copy.write_row(row)
+            pg.commit()
+            done += size
+        with pg.cursor() as cursor:
+            cursor.execute("ANALYZE batches")
+            cursor.execute("ANALYZE batch_events")
+        pg.commit()
+        return first_sequence + batches
+    finally:
+        connection.close()
