@@ -40,6 +40,12 @@ class Config:
     LABTRACK_EXPIRY_WARNING_MINUTES: int = 120
     LABTRACK_TOKEN_HOURS: float = 12
     SMTP_URL: str | None = None
+    # Workers (docs/workers.md): the outbox sweep's period, how long a sweeper's claim on a row
+    # lasts, the first retry delay (doubling up to 24 h), and the Celery queue to use.
+    LABTRACK_OUTBOX_SWEEP_SECONDS: float = 30
+    LABTRACK_OUTBOX_LEASE_SECONDS: float = 300
+    LABTRACK_WEBHOOK_RETRY_SECONDS: float = 10
+    LABTRACK_TASK_QUEUE: str = "labtrack"
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -63,6 +69,10 @@ class Config:
             "LABTRACK_EXPIRY_WARNING_MINUTES": int(env.get("LABTRACK_EXPIRY_WARNING_MINUTES", 120)),
             "LABTRACK_TOKEN_HOURS": float(env.get("LABTRACK_TOKEN_HOURS", 12)),
             "SMTP_URL": env.get("SMTP_URL") or None,
+            "LABTRACK_OUTBOX_SWEEP_SECONDS": float(env.get("LABTRACK_OUTBOX_SWEEP_SECONDS", 30)),
+            "LABTRACK_OUTBOX_LEASE_SECONDS": float(env.get("LABTRACK_OUTBOX_LEASE_SECONDS", 300)),
+            "LABTRACK_WEBHOOK_RETRY_SECONDS": float(env.get("LABTRACK_WEBHOOK_RETRY_SECONDS", 10)),
+            "LABTRACK_TASK_QUEUE": env.get("LABTRACK_TASK_QUEUE") or "labtrack",
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }

@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from config import Config
+from labtrack.audit import keys
 from labtrack.db import Database
 from labtrack.services import auth
 
@@ -17,14 +18,18 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_mapping(config.as_mapping())
     app.instance_path = config.INSTANCE_PATH
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Set before labtrack.cli imports alembic, which logs its plugin set-up at INFO on import.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
     app.extensions["labtrack.db"] = Database(app.config["DATABASE_URL"])
     auth.configure_hashing(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_KIB"])
+    keys.load_or_create(str(config.INSTANCE_PATH))  # the checkpoint signing key, made on first start
 
-    from labtrack import api, cli
+    from labtrack import api, cli, web
     from labtrack.extensions import celery_init_app
 
     api.init_app(app)
+    web.init_app(app)
     cli.register(app)
     celery_init_app(app)
     return app

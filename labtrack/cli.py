@@ -16,7 +16,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from labtrack.audit import chains
+from labtrack.audit import chains, checkpoints, keys
 from labtrack.db import Database
 from labtrack.domain.errors import DomainError
 from labtrack.migrate import upgrade
@@ -69,15 +69,23 @@ def create_clinic(code: str, name: str) -> None:
 @click.option("--role", required=True, type=click.Choice(["technician", "qa", "clinic", "admin"]))
 @click.option("--full-name", required=True)
 @click.option("--clinic", default=None, help="Clinic code (clinic users only).")
+@click.option("--email", default=None, help="Address for e-mail notifications (when SMTP_URL is set).")
 @user_errors
-def create_user(username: str, role: str, full_name: str, clinic: str | None) -> None:
+def create_user(username: str, role: str, full_name: str, clinic: str | None, email: str | None) -> None:
     """Add a user; password from LABTRACK_PASSWORD, else a prompt."""
     password = os.environ.get("LABTRACK_PASSWORD") or click.prompt(
         "Password", hide_input=True, confirmation_prompt=True
     )
     _db().write(
         lambda s: reference.create_user(
-            s, _cli_actor(), username=username, full_name=full_name, role=role, password=password, clinic=clinic
+            s,
+            _cli_actor(),
+            username=username,
+            full_name=full_name,
+            role=role,
+            password=password,
+            clinic=clinic,
+            email=email,
         )
     )
     click.echo(f"User {username} ({role}) created.")
@@ -111,6 +119,18 @@ def audit_verify(din: str | None) -> None:
         f"{report.events_checked} event(s) checked, {len(report.failures)} failure(s)."
     )
     sys.exit(0 if report.ok else 1)
+
+
+@audit.command("checkpoint")
+@user_errors
+def audit_checkpoint() -> None:
+    """Sign a checkpoint of every stream head now (R-AUD-4)."""
+    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
+    checkpoint = _db().write(lambda s: checkpoints.create(s, key, origin))
+    click.echo(
+        f"Checkpoint {checkpoint.id}: {checkpoint.tree_size} stream(s), "
+        f"root {checkpoint.root}, key {checkpoint.key_id}."
+    )
 
 
 def register(app: Flask) -> None:

@@ -10,6 +10,7 @@ busy timeout instead of failing with "database is locked".
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +26,25 @@ from labtrack.domain.errors import Conflict, DomainError, Unavailable
 T = TypeVar("T")
 WRITE_OPTION = "labtrack_write"
 MAX_ATTEMPTS = 8
+AFTER_COMMIT = "labtrack_after_commit"
+log = logging.getLogger(__name__)
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this unit of work has committed; never if it rolls back or is retried.
+
+    For work outside the transaction (enqueueing a Celery task): its failure is
+    logged and swallowed, since the commit has already happened.
+    """
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop(AFTER_COMMIT, []):
+        try:
+            callback()
+        except Exception:
+            log.exception("after-commit callback failed (the commit stands)")
 
 
 def normalise_url(url: str) -> str:
@@ -89,6 +109,7 @@ class Database:
             try:
                 result = work(session)
                 session.commit()
+                _run_after_commit(session)
                 return result
             except IntegrityError as error:
                 session.rollback()
@@ -103,6 +124,7 @@ class Database:
                 raise
             except OperationalError as error:
                 session.rollback()
+                log.exception("database operational error (unreachable, read-only, full, or schema behind the code)")
                 raise Unavailable("The database is unavailable; nothing was recorded. Try again.") from error
             except BaseException:
                 session.rollback()

@@ -5,11 +5,35 @@ from __future__ import annotations
 from celery import Celery, Task
 from flask import Flask
 from flask_smorest import Api
+from flask_wtf.csrf import CSRFProtect
 
 api = Api()
+csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
 
 # Longer than any task may run, so the broker never hands a running task to a second worker.
 VISIBILITY_TIMEOUT_S = 3 * 3600
+# Publishing after a commit must not hang a request on a dead Redis (the outbox sweep catches up).
+BROKER_CONNECT_TIMEOUT_S = 2
+
+# Task names (workers/tasks.py), stable so the web process can send them by name.
+TASK_DISPATCH = "labtrack.outbox.dispatch"
+TASK_SWEEP = "labtrack.outbox.sweep"
+TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
+TASK_CUSTODY_WATCH = "labtrack.watch.custody"
+TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+
+
+def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
+    """SPEC §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
+    periods = {
+        TASK_SWEEP: sweep_seconds,
+        TASK_EXPIRY_WATCH: 60.0,
+        TASK_CUSTODY_WATCH: 300.0,
+        TASK_CHECKPOINT: 600.0,
+    }
+    return {
+        name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()
+    }
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -23,10 +47,18 @@ def celery_init_app(app: Flask) -> Celery:
     broker_url = app.config["CELERY_BROKER_URL"]
     # kombu's SQLAlchemy transport hands every transport option to create_engine(), and has no
     # visibility timeout to set: a fetched message is marked invisible and never redelivered.
-    transport_options = {} if broker_url.startswith("sqla+") else {"visibility_timeout": VISIBILITY_TIMEOUT_S}
+    transport_options = (
+        {}
+        if broker_url.startswith("sqla+")
+        else {"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S}
+    )
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.conf.update(
         broker_url=broker_url,
+        # Celery lets the CELERY_BROKER_URL environment variable beat broker_url; the read and write
+        # URLs are looked up before it, so the app's own configuration is what counts.
+        broker_read_url=broker_url,
+        broker_write_url=broker_url,
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -37,6 +69,9 @@ def celery_init_app(app: Flask) -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         beat_schedule_filename=f"{app.config['INSTANCE_PATH']}/celerybeat-schedule",
+        beat_schedule=beat_schedule(float(app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"])),
+        task_default_queue=app.config["LABTRACK_TASK_QUEUE"],
+        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
         timezone="UTC",
         enable_utc=True,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +9,6 @@ from alembic.config import Config as AlembicConfig
 
 from labtrack.db import normalise_url
 
-logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines drown the CLI
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

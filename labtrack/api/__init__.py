@@ -34,9 +34,9 @@ def init_app(app: Flask) -> None:
     api.ERROR_SCHEMA = Problem
     api.init_app(app)
 
-    from labtrack.api import admin, audit, auth, batches, documents, patients
+    from labtrack.api import admin, audit, auth, batches, documents, notifications, patients
 
-    for module in (auth, admin, patients, batches, documents, audit):
+    for module in (auth, admin, patients, batches, documents, audit, notifications):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
 
     errors.register(app)

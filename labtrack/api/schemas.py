@@ -63,6 +63,7 @@ class UserSchema(UserSummarySchema):
     clinic = fields.Function(lambda u: u.clinic.code if u.clinic else None)
     active = fields.Boolean()
     locked = fields.Function(lambda u: u.locked_at is not None)
+    email = fields.String(allow_none=True)
     created_at = UTC()
 
 
@@ -97,12 +98,14 @@ class UserCreateSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     clinic = fields.String(load_default=None, allow_none=True)
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+    email = fields.Email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
 
 
 class UserUpdateSchema(Schema):
     active = fields.Boolean()
     role = fields.String(validate=validate.OneOf(ROLES))
     unlock = fields.Boolean(load_default=False)
+    email = fields.Email(allow_none=True, metadata={"description": "null removes it"})
 
 
 class LotCreateSchema(Schema):
@@ -410,8 +413,21 @@ class AuditFailureSchema(Schema):
     reason = fields.String()
 
 
+class AuditCheckpointSummarySchema(Schema):
+    id = fields.Integer()
+    created_at = UTC()
+    tree_size = fields.Integer()
+    root = fields.String()
+    ok = fields.Boolean(metadata={"description": "signature and stored leaves verify"})
+
+
 class AuditReportSchema(Schema):
     ok = fields.Boolean()
     batches_checked = fields.Integer()
     events_checked = fields.Integer()
     failures = fields.List(fields.Nested(AuditFailureSchema))
+    checkpoint = fields.Nested(
+        AuditCheckpointSummarySchema,
+        allow_none=True,
+        metadata={"description": "the latest signed checkpoint the chains were checked against (R-AUD-4)"},
+    )

@@ -183,6 +183,8 @@ def check_receipt(state: BatchState, actor: Actor) -> Status:
         raise _refuse_order(state, "A receipt (no hand-off pending)")
     if state.transfer.to_user_id != actor.id:
         raise CustodyViolation("Only the user named in the hand-off can receive the batch.")
+    if state.status in TERMINAL:  # expired or rejected in transit: custody is recorded, the status stays
+        return state.status
     match state.transfer.status_before, state.transfer.to_side:
         case Status.COLLECTED, Performer.LAB:
             return Status.RECEIVED

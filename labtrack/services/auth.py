@@ -80,11 +80,12 @@ def actor_for_token(session: Session, token: str) -> Actor:
             ApiToken.revoked_at.is_(None),
             ApiToken.expires_at > utcnow(),
             User.active.is_(True),
-            User.locked_at.is_(None),
         )
     ).scalar_one_or_none()
     if row is None:
-        raise Unauthenticated("The bearer token is missing, expired or revoked, or its user is deactivated or locked.")
+        raise Unauthenticated("The bearer token is missing, expired or revoked, or its user is deactivated.")
+    if row.locked_at is not None:  # R-SIG-1: say why (423), so the client does not just sign in again
+        raise AccountLocked("This account is locked after repeated failed signatures; an admin must unlock it.")
     return actor_of(row)
 
 
@@ -94,3 +95,25 @@ def revoke_token(session: Session, token: str) -> None:
         .where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
+
+
+def revoke_user_tokens(session: Session, user_id: int) -> None:
+    """Deactivation ends every token for good: reactivating the account later does not revive them."""
+    session.execute(
+        update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
+def extend_token(session: Session, token: str, *, idle: timedelta, absolute: timedelta) -> None:
+    """Slide a live token's expiry to ``idle`` from now, never past ``absolute`` after it was issued.
+
+    Web sessions are tokens issued with the inactivity timeout as lifetime; each use
+    extends them, so an unused session ends on its own, and a busy one after ``absolute``.
+    """
+    row = session.execute(
+        select(ApiToken).where(
+            ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None), ApiToken.expires_at > utcnow()
+        )
+    ).scalar_one_or_none()
+    if row is not None:
+        row.expires_at = max(row.expires_at, min(utcnow() + idle, row.created_at + absolute))

@@ -25,7 +25,9 @@ def _snapshot(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 CLINIC_FIELDS = ("code", "name", "webhook_url")
-USER_FIELDS = ("username", "full_name", "role", "clinic_id", "active", "locked_at")
+USER_FIELDS = ("username", "full_name", "role", "clinic_id", "active", "locked_at", "email")
+RESERVED_USERNAMES = ("system",)  # the author of automatic events (labtrack.services.watchers)
+_KEEP: Any = object()  # "not given" in a PATCH, where None clears a value
 LOT_FIELDS = ("kind", "name", "lot_number", "expires_on", "status")
 EQUIPMENT_FIELDS = ("code", "kind", "name", "calibration_due_on", "status")
 
@@ -86,9 +88,12 @@ def create_user(
     role: str,
     password: str,
     clinic: str | None = None,
+    email: str | None = None,
 ) -> User:
     require(actor, Action.MANAGE_REFERENCE)
     username = username.strip()
+    if username in RESERVED_USERNAMES:
+        raise Conflict(f"The username {username} is reserved for LabTrack's automatic tasks.")
     role = Role(role)
     _check_password(password)
     if role == Role.CLINIC and not clinic:
@@ -105,6 +110,7 @@ def create_user(
         clinic_id=clinic_row.id if clinic_row else None,
         password_hash=hash_password(password),
         active=True,
+        email=email,
     )
     session.add(user)
     session.flush()
@@ -132,6 +138,7 @@ def update_user(
     active: bool | None = None,
     role: str | None = None,
     unlock: bool = False,
+    email: str | None = _KEEP,
 ) -> User:
     require(actor, Action.MANAGE_REFERENCE)
     user = user_by_username(session, username)
@@ -149,6 +156,8 @@ def update_user(
     if unlock:
         user.locked_at = None
         user.failures_reset_at = utcnow()
+    if email is not _KEEP:
+        user.email = email
     session.flush()
     new = _snapshot(user, USER_FIELDS)
     if new != old:

@@ -1,0 +1,44 @@
+"""The signed-in user's own notifications (SPEC §6), written by the outbox dispatcher."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.schemas import UTC
+from labtrack.services import notifications
+
+blp = Blueprint("notifications", __name__, description="In-app notifications of the signed-in user.")
+blp.before_request(authenticate)
+
+
+class NotificationSchema(Schema):
+    id = fields.Integer()
+    topic = fields.String()
+    din = fields.String(allow_none=True)
+    message = fields.String()
+    data = fields.Dict(attribute="payload")
+    created_at = UTC()
+    read = fields.Function(lambda n: n.read_at is not None)
+    read_at = UTC(allow_none=True)
+
+
+class NotificationQueryArgsSchema(Schema):
+    unread = fields.Boolean(load_default=False)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+@blp.get("/notifications")
+@blp.arguments(NotificationQueryArgsSchema, location="query")
+@blp.response(200, NotificationSchema(many=True))
+def list_notifications(args: dict):
+    """The signed-in user's notifications, newest first; `?unread=true` for unread ones only."""
+    return notifications.for_user(read_session(), actor(), unread_only=args["unread"], limit=args["limit"])
+
+
+@blp.post("/notifications/<int:notification_id>/read")
+@blp.response(200, NotificationSchema)
+def mark_read(notification_id: int):
+    """Mark one of your notifications read (someone else's answers 404)."""
+    return write(lambda s: notifications.mark_read(s, actor(), notification_id), NotificationSchema(), status=200)

@@ -1,0 +1,110 @@
+"""The lab's Ed25519 signing key for checkpoints (R-AUD-4).
+
+Created on first start as ``<instance>/checkpoint-ed25519.pem`` (PKCS#8, readable
+by its owner only) and never stored in the database: someone who can rewrite the
+database still cannot sign a checkpoint. Every process that signs or serves the
+public key (web, worker) must see the same file; on several machines, copy it or
+mount it, like ``SECRET_KEY``.
+
+``key_id`` is the hex SHA-256 of the raw 32-byte public key, so an auditor can
+tell which key signed a checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flask import current_app
+
+KEY_FILE = "checkpoint-ed25519.pem"
+ALGORITHM = "Ed25519"
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def public_pem(public_key: Ed25519PublicKey) -> str:
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(
+        "ascii"
+    )
+
+
+def load_public_pem(pem: bytes) -> Ed25519PublicKey:
+    """Parse a PEM public key; ValueError when it is not an Ed25519 key."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+def signature_valid(public_key: Ed25519PublicKey, signature_hex: str, message: bytes) -> bool:
+    try:
+        public_key.verify(bytes.fromhex(signature_hex), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class LabKey:
+    private_key: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public_key)
+
+    @property
+    def public_pem(self) -> str:
+        return public_pem(self.public_key)
+
+    def sign(self, message: bytes) -> str:
+        return self.private_key.sign(message).hex()
+
+
+def _create(path: Path) -> None:
+    """Write a new key atomically: web and worker starting together must end up with one key."""
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(temporary, path)  # fails if another process won the race; its key stands
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+
+
+@cache
+def load_or_create(instance_path: str) -> LabKey:
+    path = Path(instance_path) / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _create(path)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError(f"{path} does not hold an Ed25519 private key")
+    return LabKey(key)
+
+
+def lab_key() -> LabKey:
+    """The key of the running app's instance folder."""
+    return load_or_create(str(current_app.config["INSTANCE_PATH"]))

@@ -1,0 +1,166 @@
+"""Periodic watchers run by Celery beat: expiry (R-SEQ-3) and custody gaps (R-CUS-5).
+
+Each watcher finds candidates with a plain read, then handles each batch in a
+unit of work of its own that locks the batch row (``FOR UPDATE`` on PostgreSQL;
+SQLite write transactions are serial) and re-checks the condition under the
+lock. Two runs at once (two beats by mistake, or a slow run overlapping the next)
+therefore have the effect of one: the second finds the work done.
+
+Their events are written by the ``system`` user: ``batch_events.actor_id`` must
+name a user, so an inactive admin account with no usable password is created on
+first need, through the audited admin chain like any other user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.db import Database
+from labtrack.domain.actors import Actor, Role
+from labtrack.domain.hashing import iso_utc
+from labtrack.domain.lifecycle import TERMINAL, Status
+from labtrack.models import Batch, BatchEvent, Deviation, OutboxMessage, User
+from labtrack.services import batches, deviations, outbox
+from labtrack.services.auth import actor_of
+from labtrack.services.streams import append_admin_event, append_batch_event
+
+SYSTEM_USERNAME = "system"
+UNUSABLE_PASSWORD = "!"  # not an Argon2 hash: no password ever matches it
+TERMINAL_VALUES = tuple(status.value for status in TERMINAL)
+
+
+def system_actor(session: Session) -> Actor:
+    """The ``system`` user that signs the watchers' events; created (audited) on first need."""
+    user = session.execute(select(User).where(User.username == SYSTEM_USERNAME)).unique().scalar_one_or_none()
+    if user is None:
+        user = User(
+            username=SYSTEM_USERNAME,
+            full_name="LabTrack automatic tasks",
+            role=Role.ADMIN.value,
+            clinic_id=None,
+            password_hash=UNUSABLE_PASSWORD,
+            active=False,
+        )
+        session.add(user)
+        session.flush()
+        new = {"username": SYSTEM_USERNAME, "full_name": user.full_name, "role": user.role, "active": False}
+        append_admin_event(session, SYSTEM_USERNAME, "user_created", {"key": SYSTEM_USERNAME, "old": None, "new": new})
+    elif user.active or user.role != Role.ADMIN.value:
+        raise RuntimeError(f"the username {SYSTEM_USERNAME!r} is reserved for LabTrack's automatic tasks")
+    return actor_of(user)
+
+
+@dataclass
+class Outcome:
+    expired: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
+    overdue: list[str] = field(default_factory=list)
+
+
+def _candidates(database: Database, query) -> list[str]:
+    session = database.reader()
+    try:
+        return list(session.execute(query).scalars())
+    finally:
+        session.close()
+
+
+# --- expiry (R-SEQ-3) -----------------------------------------------------------------------
+
+
+def _expire(session: Session, din: str, now: datetime) -> bool:
+    batch = batches.find(session, din, for_update=True)
+    if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None or batch.expires_at > now:
+        return False
+    data = {"expires_at": iso_utc(batch.expires_at), "status_before": batch.status}
+    append_batch_event(session, batch, system_actor(session), "expired", data, occurred_at=batch.expires_at)
+    batch.status = Status.EXPIRED.value
+    outbox.enqueue(session, "batch.expired", batch, data)
+    return True
+
+
+def _warned_already(batch_id: int):
+    return exists().where(OutboxMessage.batch_id == batch_id, OutboxMessage.topic == "batch.expiring")
+
+
+def _warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool:
+    batch = batches.find(session, din, for_update=True)
+    if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None:
+        return False
+    if not now < batch.expires_at <= now + warning or session.execute(select(_warned_already(batch.id))).scalar():
+        return False
+    minutes_left = int((batch.expires_at - now).total_seconds() // 60)
+    payload = {"expires_at": iso_utc(batch.expires_at), "minutes_left": minutes_left, "status": batch.status}
+    outbox.enqueue(session, "batch.expiring", batch, payload)
+    return True
+
+
+def expiry_watch(database: Database, *, warning: timedelta, now: datetime | None = None) -> Outcome:
+    """Expire unadministered batches past ``expires_at``; warn each batch's clinic once, ``warning`` before."""
+    now = now or utcnow()
+    outcome = Outcome()
+    due = select(Batch.din).where(
+        Batch.expires_at.is_not(None),
+        Batch.expires_at <= now + warning,
+        Batch.status.not_in(TERMINAL_VALUES),
+    )
+    for din in _candidates(database, due.where(Batch.expires_at <= now).order_by(Batch.expires_at)):
+        if database.write(lambda s, din=din: _expire(s, din, now)):
+            outcome.expired.append(din)
+    not_warned = due.where(Batch.expires_at > now, ~_warned_already(Batch.id)).order_by(Batch.expires_at)
+    for din in _candidates(database, not_warned):
+        if database.write(lambda s, din=din: _warn(s, din, now, warning)):
+            outcome.warned.append(din)
+    return outcome
+
+
+# --- custody gaps (R-CUS-5) -----------------------------------------------------------------
+
+
+def _overdue(session: Session, din: str, now: datetime, gap: timedelta) -> bool:
+    batch = batches.find(session, din, for_update=True)
+    if batch is None or batch.transfer_to_id is None or batch.transfer_at is None or batch.transfer_at > now - gap:
+        return False
+    handoff_seq = session.execute(
+        select(func.max(BatchEvent.seq)).where(BatchEvent.batch_id == batch.id, BatchEvent.type == "handoff")
+    ).scalar_one()
+    already = session.execute(
+        select(
+            exists().where(
+                Deviation.batch_id == batch.id,
+                Deviation.kind == "custody_overdue",
+                Deviation.opened_seq > (handoff_seq or 0),
+            )
+        )
+    ).scalar()
+    if already:
+        return False
+    waited = int((now - batch.transfer_at).total_seconds() // 60)
+    sender = batch.transfer_from.username if batch.transfer_from else "?"
+    recipient = batch.transfer_to.username if batch.transfer_to else "?"
+    description = (
+        f"Hand-off from {sender} to {recipient} (seal {batch.transfer_seal_id}) at {iso_utc(batch.transfer_at)} "
+        f"not received after {waited} minutes (limit {int(gap.total_seconds() // 60)})."
+    )
+    deviations.open_on(session, batch, system_actor(session), "custody_overdue", description)
+    return True
+
+
+def custody_watch(database: Database, *, gap: timedelta, now: datetime | None = None) -> Outcome:
+    """Open one ``custody_overdue`` deviation per hand-off left unreceived longer than ``gap``."""
+    now = now or utcnow()
+    outcome = Outcome()
+    pending = (
+        select(Batch.din)
+        .where(Batch.transfer_to_id.is_not(None), Batch.transfer_at <= now - gap)
+        .order_by(Batch.transfer_at)
+    )
+    for din in _candidates(database, pending):
+        if database.write(lambda s, din=din: _overdue(s, din, now, gap)):
+            outcome.overdue.append(din)
+    return outcome

@@ -1,0 +1,87 @@
+"""Celery tasks: thin adapters over the services, taking ids (never ORM objects).
+
+Every task is idempotent (running it twice has the effect of running it once):
+dispatch claims rows under a lease and in-app notifications are unique per row
+and user; the watchers re-check their condition under the batch's row lock; a
+second checkpoint signs the same heads again. Each runs inside the Flask app
+context (``labtrack.extensions.celery_init_app``), one unit of work per step.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from flask import current_app
+
+from labtrack.audit import checkpoints, keys
+from labtrack.db import Database
+from labtrack.extensions import (
+    TASK_CHECKPOINT,
+    TASK_CUSTODY_WATCH,
+    TASK_DISPATCH,
+    TASK_EXPIRY_WATCH,
+    TASK_SWEEP,
+)
+from labtrack.services import outbox, watchers
+
+log = logging.getLogger(__name__)
+
+
+def _database() -> Database:
+    return current_app.extensions["labtrack.db"]
+
+
+def _settings() -> outbox.Settings:
+    return outbox.Settings.of(current_app.config)
+
+
+def _sweep_budget() -> float:
+    return max(float(current_app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"]) - 1, 1.0)
+
+
+@shared_task(name=TASK_DISPATCH)
+def dispatch_outbox(ids: list[int]) -> int:
+    """Deliver the rows a commit just wrote, then whatever else is due.
+
+    Rows already claimed or delivered are skipped. Going on with the due rows lets a
+    worker drain a burst at its own pace instead of one broker message at a time (the
+    embedded broker hands out a message per poll, once a second).
+    """
+    database, settings = _database(), _settings()
+    handled = sum(
+        outbox.dispatch(database, settings, ids[start : start + outbox.CHUNK])
+        for start in range(0, len(ids), outbox.CHUNK)
+    )
+    return handled + outbox.sweep(database, settings, budget_s=_sweep_budget())
+
+
+@shared_task(name=TASK_SWEEP)
+def sweep_outbox() -> int:
+    """Deliver every due row: retries, and rows whose after-commit request never reached a worker."""
+    delivered = outbox.sweep(_database(), _settings(), budget_s=_sweep_budget())
+    if delivered:
+        log.info("outbox sweep: %s row(s) handled", delivered)
+    return delivered
+
+
+@shared_task(name=TASK_EXPIRY_WATCH)
+def expiry_watch() -> dict[str, list[str]]:
+    warning = timedelta(minutes=int(current_app.config["LABTRACK_EXPIRY_WARNING_MINUTES"]))
+    outcome = watchers.expiry_watch(_database(), warning=warning)
+    return {"expired": outcome.expired, "warned": outcome.warned}
+
+
+@shared_task(name=TASK_CUSTODY_WATCH)
+def custody_watch() -> list[str]:
+    gap = timedelta(minutes=int(current_app.config["LABTRACK_CUSTODY_GAP_MINUTES"]))
+    return watchers.custody_watch(_database(), gap=gap).overdue
+
+
+@shared_task(name=TASK_CHECKPOINT)
+def make_checkpoint() -> int:
+    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
+    checkpoint = _database().write(lambda session: checkpoints.create(session, key, origin))
+    log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
+    return checkpoint.id
