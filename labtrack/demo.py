@@ -14,18 +14,19 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.models import Clinic
-from labtrack.services import (
-    batches,
-    custody,
-    patients,
-    reference,
-    specifications,
-    steps,
-)
+from labtrack.services import batches, custody, patients, qc, reference, release, specifications, steps
 from labtrack.services.auth import actor_of
 
 DEMO_PASSWORD = "labtrack-demo"
 CLINIC = "RHC"
+RELEASE_RESULTS = {
+    "viability_pct": 91,
+    "tnc_total": 3.6e7,
+    "gram_stain": "no_organisms_seen",
+    "endotoxin_eu_per_ml": 0.4,
+    "sterility_culture": "pending",
+    "cd34_pct": 2.8,
+}
 USERS = (
     ("admin", "Ada Admin", "admin", None),
     ("tech", "Tomas Bench", "technician", None),
@@ -159,6 +160,7 @@ def load(database: Database, facility: str) -> str:
         ben = patient("MRN-1002", "Lindqvist", "Ben", date(1968, 11, 3))
         cara = patient("MRN-1003", "Moreau", "Cara", date(1990, 2, 27))
         dev = patient("MRN-1004", "Haddad", "Dev", date(1985, 7, 19))
+        eve = patient("MRN-1005", "Novak", "Eve", date(1972, 9, 8))
 
         def new_batch(who, source: str) -> str:
             return batches.register(
@@ -181,6 +183,23 @@ def load(database: Database, facility: str) -> str:
         to_lab(processing)
         receive(processing)
         lab(processing, "separation", {"duration_min": 15}, [kit.id], ["CEN-01"])
-        return f"Demo data loaded: clinic {CLINIC}, 5 users, 4 patients, 4 batches."
+        released = new_batch(eve, "adipose")  # released with sterility pending: prints a product label
+        harvest(released, eve, "adipose")
+        to_lab(released)
+        receive(released)
+        lab(released, "digestion", {"duration_min": 45, "temperature_c": 37}, [collagenase.id], ["INC-01"])
+        lab(released, "isolation", {"g_force": 400, "duration_min": 10}, (), ["CEN-01"])
+        lab(released, "concentration", {"final_volume_ml": 8}, (), ["CEN-01"])
+        for test, value in RELEASE_RESULTS.items():
+            result = qc.record(session, tech, released, scanned_din=released, test=test, value=value)
+            qc.verify(
+                session,
+                people["tech2"],
+                released,
+                result.id,
+                signature={"password": DEMO_PASSWORD, "meaning": "verified"},
+            )
+        release.release(session, people["qa"], released, signature={"password": DEMO_PASSWORD, "meaning": "approved"})
+        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 patients, 5 batches (one released)."
 
     return database.write(work)
