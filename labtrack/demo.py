@@ -152,8 +152,8 @@ def load(database: Database, facility: str) -> str:
                 step=step,
                 scanned_din=din,
                 data=data,
-                reagent_lot_ids=list(lots),
-                equipment_codes=list(equipment),
+                reagent_lots=list(lots),
+                equipment=list(equipment),
             )
 
         ann = patient("MRN-1001", "Okafor", "Ann", date(1979, 4, 12))
@@ -171,25 +171,24 @@ def load(database: Database, facility: str) -> str:
         in_transit = new_batch(ben, "bone_marrow")
         harvest(in_transit, ben, "bone_marrow")
         to_lab(in_transit)
-        processed = new_batch(cara, "adipose")
-        harvest(processed, cara, "adipose")
-        to_lab(processed)
-        receive(processed)
-        lab(processed, "digestion", {"duration_min": 45, "temperature_c": 37}, [collagenase.id], ["INC-01"])
-        lab(processed, "isolation", {"g_force": 400, "duration_min": 10}, (), ["CEN-01"])
-        lab(processed, "concentration", {"final_volume_ml": 8}, (), ["CEN-01"])
+
+        def processed_svf(who) -> str:
+            din = new_batch(who, "adipose")
+            harvest(din, who, "adipose")
+            to_lab(din)
+            receive(din)
+            lab(din, "digestion", {"duration_min": 45, "temperature_c": 37}, [collagenase.id], ["INC-01"])
+            lab(din, "isolation", {"g_force": 400, "duration_min": 10}, (), ["CEN-01"])
+            lab(din, "concentration", {"final_volume_ml": 8}, (), ["CEN-01"])
+            return din
+
+        processed_svf(cara)
         processing = new_batch(dev, "bone_marrow")
         harvest(processing, dev, "bone_marrow")
         to_lab(processing)
         receive(processing)
         lab(processing, "separation", {"duration_min": 15}, [kit.id], ["CEN-01"])
-        released = new_batch(eve, "adipose")  # released with sterility pending: prints a product label
-        harvest(released, eve, "adipose")
-        to_lab(released)
-        receive(released)
-        lab(released, "digestion", {"duration_min": 45, "temperature_c": 37}, [collagenase.id], ["INC-01"])
-        lab(released, "isolation", {"g_force": 400, "duration_min": 10}, (), ["CEN-01"])
-        lab(released, "concentration", {"final_volume_ml": 8}, (), ["CEN-01"])
+        released = processed_svf(eve)  # then released with sterility pending: prints a product label
         for test, value in RELEASE_RESULTS.items():
             result = qc.record(session, tech, released, scanned_din=released, test=test, value=value)
             qc.verify(

@@ -85,18 +85,7 @@ def readiness(din: str):
 def log_step(body: dict, din: str):
     """Record a process step with the container scanned (R-COI-1, R-SEQ-1..2, R-MAT-1..3)."""
     return write(
-        lambda s: steps.log_step(
-            s,
-            actor(),
-            din,
-            step=body["step"],
-            scanned_din=body["scanned_din"],
-            data=body["data"],
-            occurred_at=body["occurred_at"],
-            late_entry_reason=body["late_entry_reason"],
-            reagent_lot_ids=body["reagent_lots"],
-            equipment_codes=body["equipment"],
-        ),
+        lambda s: steps.log_step(s, actor(), din, **body),
         EventSchema(),
     )
 

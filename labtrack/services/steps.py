@@ -99,8 +99,8 @@ def log_step(
     data: dict[str, Any],
     occurred_at: datetime | None = None,
     late_entry_reason: str | None = None,
-    reagent_lot_ids: list[int] | None = None,
-    equipment_codes: list[str] | None = None,
+    reagent_lots: list[int] | None = None,
+    equipment: list[str] | None = None,
 ) -> BatchEvent:
     """Record one process step as an event and advance the batch's projection."""
     batch, state = in_hand(session, actor, din, scanned_din, _step_action(step), step)
@@ -118,9 +118,7 @@ def log_step(
     timing.check_occurred_at(
         occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
     )
-    lots, items = _materials(
-        session, list(dict.fromkeys(reagent_lot_ids or [])), list(dict.fromkeys(equipment_codes or []))
-    )
+    lots, items = _materials(session, list(dict.fromkeys(reagent_lots or [])), list(dict.fromkeys(equipment or [])))
     check_materials(definition, [lot_view(lot) for lot in lots], [equipment_view(i) for i in items], occurred_at.date())
     payload: dict[str, Any] = {"step": step, "scanned_din": scanned_din, "values": clean}
     if lots:

@@ -209,20 +209,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
             **in_hand(form),
         },
     )
-    event = database().write(
-        lambda s: steps.log_step(
-            s,
-            who,
-            din,
-            step=body["step"],
-            scanned_din=body["scanned_din"],
-            data=body["data"],
-            occurred_at=body["occurred_at"],
-            late_entry_reason=body["late_entry_reason"],
-            reagent_lot_ids=body["reagent_lots"],
-            equipment_codes=body["equipment"],
-        )
-    )
+    event = database().write(lambda s: steps.log_step(s, who, din, **body))
     return f"{name.capitalize()} recorded (event {event.seq})."
 
 
