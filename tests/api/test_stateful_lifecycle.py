@@ -53,15 +53,19 @@ PATIENTS = {"C1": ("MRN-1", "1980-05-17"), "C2": ("MRN-2", "1975-02-03")}
 # ones are not), up to MAX_BATCHES in all.
 MAX_LIVE, MAX_BATCHES = 3, 8
 
-# SPEC §2 "Process definitions" and "Status": the milestones of a lifecycle, in order.
-PROCESS = {t: ("harvest", *PROCESS_ORDER[t], "administration") for t in TISSUES}
-STEP_TYPES = frozenset(s for steps in PROCESS.values() for s in steps)
+# SPEC §2 "Process definitions" and "Status": the milestones of a lifecycle, in order; hand-off
+# and receipt count where they cross between clinic and lab.
+STEP_TYPES = frozenset({"harvest", *LAB_STEPS, "administration"})
 LIFECYCLE = {
     t: ("harvest", "to_lab", "at_lab", *PROCESS_ORDER[t], "released", "dispatched", "delivered", "administration")
     for t in TISSUES
 }
-LAST_MILESTONE = {"released": "released", "dispatched": "dispatched", "delivered": "delivered"}
-LAST_MILESTONE["administered"] = "administration"
+LAST_MILESTONE = {
+    "released": "released",
+    "dispatched": "dispatched",
+    "delivered": "delivered",
+    "administered": "administration",
+}
 # R-REL-1 "performed or verified a step or result on this batch"; a correction re-enters a value.
 PARTICIPATION = STEP_TYPES | {"qc_recorded", "qc_verified", "correction"}
 STERILITY = "sterility_culture"
@@ -113,15 +117,19 @@ STEP_CORRECTIONS = {
 }
 
 
+def expired_window() -> dict[str, str]:
+    """A harvest that ended 25 h ago: past the stability window, so the batch is expired (R-SEQ-3)."""
+    ended = datetime.now(UTC) - STABILITY - timedelta(hours=1)
+    return {"started_at": (ended - timedelta(hours=1)).isoformat(), "ended_at": ended.isoformat()}
+
+
 def corrections_of(event_type: str) -> tuple[dict[str, Any], ...]:
-    """New values for a recorded step; a harvest that in truth ended 25 h ago makes the batch expired."""
+    """New values for a recorded step, the harvest's possibly making the batch expired."""
     if event_type not in STEP_CORRECTIONS:
         return ({"note": "typo"},)  # not a step: the correction is refused
     if event_type != "harvest":
         return STEP_CORRECTIONS[event_type]
-    ended = datetime.now(UTC) - STABILITY - timedelta(hours=1)
-    window = {"started_at": (ended - timedelta(hours=1)).isoformat(), "ended_at": ended.isoformat()}
-    return (*STEP_CORRECTIONS["harvest"], window)
+    return (*STEP_CORRECTIONS["harvest"], expired_window())
 
 
 def side(username: str) -> str:
@@ -181,10 +189,6 @@ class StreamReplay:
         self.rejected = False
         self.released = False
 
-    def check_all(self, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            self.apply(event)
-
     def apply(self, event: dict[str, Any]) -> None:
         kind, data, actor = event["type"], event["data"], event["actor"]["username"]
         if kind == "released":
@@ -192,7 +196,7 @@ class StreamReplay:
         if kind in PARTICIPATION:
             self.participants.add(actor)
         if kind in STEP_TYPES:
-            self.milestone(kind)
+            self.milestone(kind, event)
             self.values[kind] = dict(data["values"])
             self.step_seqs[event["seq"]] = kind
             if kind == "harvest":
@@ -202,13 +206,13 @@ class StreamReplay:
             assert self.pending_to is None, f"seq {event['seq']}: a second hand-off while one is pending"
             assert not self.rejected, f"seq {event['seq']}: hand-off of a rejected batch"
             if side(actor) != side(data["to"]):
-                self.milestone("to_lab" if side(data["to"]) == "lab" else "dispatched")
+                self.milestone("to_lab" if side(data["to"]) == "lab" else "dispatched", event)
             self.pending_to = data["to"]
         elif kind == "receipt":
             assert actor == self.pending_to, f"seq {event['seq']}: receipt by {actor}, handed to {self.pending_to}"
             # a product rejected in transit still arrives: custody is recorded, the lifecycle does not move
             if side(actor) != side(self.custodian or actor) and not self.rejected:
-                self.milestone("at_lab" if side(actor) == "lab" else "delivered")
+                self.milestone("at_lab" if side(actor) == "lab" else "delivered", event)
             self.custodian, self.pending_to = actor, None
         elif kind == "qc_recorded":
             self.record_qc(event)
@@ -230,14 +234,21 @@ class StreamReplay:
             self.rejected = True
         if kind == "released":
             self.released = True
-            self.milestone("released")
+            self.milestone("released", event)
 
-    def milestone(self, name: str) -> None:
-        """R-SEQ-1: milestones happen in the process order of the tissue source, none skipped or repeated."""
+    def milestone(self, name: str, event: dict[str, Any]) -> None:
+        """R-SEQ-1: milestones happen in the process order of the tissue source, none skipped or repeated;
+        nothing goes to the patient while held (R-DEV-1) or after expiry (R-SEQ-3)."""
         order = LIFECYCLE[self.tissue]
         assert not self.rejected, f"{name} after the batch was rejected"
         self.milestones.append(name)
         assert tuple(self.milestones) == order[: len(self.milestones)], f"out of order: {self.milestones}"
+        if name in ("dispatched", "administration"):
+            assert self.opened == len(self.closed), f"seq {event['seq']}: {name} while a deviation is open"
+            assert not self.expired(event), f"seq {event['seq']}: {name} after expiry"
+
+    def expired(self, event: dict[str, Any]) -> bool:
+        return when(event["recorded_at"]) >= when(self.values["harvest"]["ended_at"]) + STABILITY
 
     def record_qc(self, event: dict[str, Any]) -> None:
         data = event["data"]
@@ -296,7 +307,7 @@ class StreamReplay:
         assert not self.rejected, f"{at}: the batch was rejected"
         assert self.pending_to is None, f"{at}: a hand-off to {self.pending_to} is pending"
         assert self.custodian in LAB_USERS, f"{at}: custody with {self.custodian}"
-        assert when(event["recorded_at"]) < when(self.values["harvest"]["ended_at"]) + STABILITY, f"{at}: expired"
+        assert not self.expired(event), f"{at}: expired"
         final = [r for r in self.results.values() if r.test == STERILITY and r.value != "pending"]
         conditional = not any(r.verified and r.within_spec for r in final)
         assert event["data"]["conditional_release"] is conditional, f"{at}: conditional_release (R-REL-2)"
@@ -313,7 +324,8 @@ def check_stream(tissue: str, status: str, events: list[dict[str, Any]]) -> None
         if signed is not None:
             assert signed["username"] == event["actor"]["username"], f"seq {event['seq']}: signature of another user"
     replay = StreamReplay(tissue)
-    replay.check_all(events)
+    for event in events:
+        replay.apply(event)
     assert status == "rejected" or not replay.rejected, f"rejected, then {status} (R-REL-3: terminal)"
     if status in LAST_MILESTONE:
         assert replay.released, f"{status} without a release"
@@ -356,7 +368,7 @@ WRONG_PATIENT = ({}, {}, {}, {}, {"patient_mrn": "MRN-9"}, {"patient_birth_date"
 # Which batches an action is due on, judged from the batch list.
 DUE: dict[str, Callable[[dict[str, Any]], bool]] = {
     "harvest": lambda b: b["status"] == "registered",
-    "handoff": lambda b: b["pending_transfer"] is None and b["status"] in ("collected", "released"),
+    "handoff": lambda b: "handoff" in b["next_actions"],
     "receipt": lambda b: b["pending_transfer"] is not None,
     "lab_step": lambda b: any(a in LAB_STEPS for a in b["next_actions"]),
     "qc": lambda b: b["status"] == "processed",
@@ -493,29 +505,39 @@ class LifecycleMachine(RuleBasedStateMachine):
     def advance(self, din: str, tissue: str, clinic: str, level: int, data: st.DataObject) -> None:
         """The good path up to ``LEVELS[level]``, by users chosen at random among those allowed.
 
-        The receipt at the lab is now and then too warm: the deviation it opens holds the batch
-        until QA accepts it, which this path does only when it goes on to release."""
+        Some batches carry a trap for release: a harvest entered late that ended over 24 h ago
+        (the batch is expired), a too warm receipt at the lab (its deviation holds the batch
+        until QA accepts it), or at "entered" one QC result left unverified."""
         if level < LEVELS.index("collected"):
             return
         collector = data.draw(st.sampled_from(CLINIC_STAFF[clinic]), label="collector")
         mrn, born = PATIENTS[clinic]
-        self.lab.ok(self.lab.harvest(din, tissue, by=collector, patient_mrn=mrn, patient_birth_date=born))
+        harvest = {"step": "harvest", "scanned_din": din}
+        harvest["data"] = self.lab.harvest_data(tissue, patient_mrn=mrn, patient_birth_date=born)
+        if level <= LEVELS.index("verified") and self.rarely(data, "expired harvest"):
+            harvest["data"] |= expired_window()
+            harvest["late_entry_reason"] = "Paper record from the clinic entered late."
+        self.lab.ok(self.lab.post(collector, f"/batches/{din}/steps", harvest))
         if level < LEVELS.index("at_lab"):
             return
         receiver = data.draw(st.sampled_from(LAB_USERS), label="receiver")
         self.lab.ok(self.lab.handoff(din, by=collector, to=receiver))
-        warm = self.rarely(data, "warm receipt")
-        self.lab.ok(self.lab.receive(din, by=receiver, temperature_c=30 if warm else 6))
-        for step in PROCESS_ORDER[tissue][: level - LEVELS.index("at_lab")]:
+        temperature = data.draw(st.sampled_from((6, 6, 30)), label="receipt temperature")
+        self.lab.ok(self.lab.receive(din, by=receiver, temperature_c=temperature))
+        if level < LEVELS.index("processing"):
+            return
+        steps = PROCESS_ORDER[tissue][:1] if level == LEVELS.index("processing") else PROCESS_ORDER[tissue]
+        for step in steps:
             self.lab.ok(self.lab.step(din, step, by=data.draw(st.sampled_from(TECHNICIANS), label=step)))
         if level < LEVELS.index("entered"):
             return
         releaser = data.draw(st.sampled_from(QA_USERS), label="releaser")
         others = [u for u in LAB_USERS if u != releaser]  # or the release is blocked: segregation_of_duties
+        unverified = None if level >= LEVELS.index("verified") else data.draw(st.sampled_from(tuple(BAD_RESULTS)))
         for test, value in GOOD_RESULTS[tissue].items():
             enterer = data.draw(st.sampled_from(others), label=f"{test} by")
             entered = self.lab.ok(self.lab.qc(din, test, value, by=enterer))
-            if level >= LEVELS.index("verified") or data.draw(st.booleans(), label=f"verify {test}"):
+            if test != unverified:
                 verifier = data.draw(st.sampled_from([u for u in others if u != enterer]), label=f"{test} verifier")
                 self.lab.ok(self.lab.verify(din, entered["id"], by=verifier), 200)
         if level < LEVELS.index("released"):
@@ -663,6 +685,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             ready.append("register")
         if self.locked:
             ready.append("unlock")
+        if "release" in ready:
+            ready.append("release")  # what R-REL-1 is about: tried twice as often
         getattr(self, self.mostly(data, ready, BATCH_ACTIONS, "action"))(data)
 
     # --- invariants ----------------------------------------------------------------------------
