@@ -10,8 +10,9 @@ recorded refusals of R-COI-1 and R-SIG-1.
 
 After every step each stream is read back and checked from its events alone, with
 rules written from SPEC rather than from labtrack's code: the release conditions of
-R-REL-1 held at the moment of release, no step was skipped (R-SEQ-1), seqs are gapless
-and linked, and the audit verification of R-AUD-3 passes.
+R-REL-1 held at the moment of release, no step was skipped (R-SEQ-1) and nothing went
+to the patient while held or expired, a rejected batch stays rejected (R-REL-3), seqs
+are gapless and linked, and the audit verification of R-AUD-3 passes.
 """
 
 from __future__ import annotations
@@ -432,14 +433,15 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     # --- choices -------------------------------------------------------------------------------
 
+    # Both shrink towards the likely case, so that a minimal failing run has few odd choices.
     @staticmethod
     def rarely(data: st.DataObject, label: str) -> bool:
-        return data.draw(st.integers(0, 5), label=label) == 0
+        return data.draw(st.integers(0, 5), label=label) == 5
 
     @staticmethod
     def mostly(data: st.DataObject, likely: Sequence[Any], others: Sequence[Any], label: str) -> Any:
         """One of ``likely`` four times in five, else any of ``others``."""
-        pool = likely if likely and data.draw(st.integers(0, 4), label=f"{label}: likely") else others
+        pool = likely if likely and data.draw(st.integers(0, 4), label=f"{label}: odd") < 4 else others
         return data.draw(st.sampled_from(tuple(pool)), label=label)
 
     def someone(self, data: st.DataObject, plausible: Sequence[str], label: str = "user") -> str:
@@ -533,7 +535,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         releaser = data.draw(st.sampled_from(QA_USERS), label="releaser")
         others = [u for u in LAB_USERS if u != releaser]  # or the release is blocked: segregation_of_duties
-        unverified = None if level >= LEVELS.index("verified") else data.draw(st.sampled_from(tuple(BAD_RESULTS)))
+        tests = tuple(GOOD_RESULTS[tissue])
+        unverified = None if level >= LEVELS.index("verified") else data.draw(st.sampled_from(tests), "unverified")
         for test, value in GOOD_RESULTS[tissue].items():
             enterer = data.draw(st.sampled_from(others), label=f"{test} by")
             entered = self.lab.ok(self.lab.qc(din, test, value, by=enterer))
@@ -701,7 +704,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             key = (batch["seq"], batch["head_hash"], batch["status"], batch["held"])
             if self.checked.get(batch["din"]) == key:
                 continue
-            check_stream(batch["tissue_source"], batch["status"], self.read(f"/batches/{batch['din']}/events"))
+            events = self.read(f"/batches/{batch['din']}/events")
+            try:
+                check_stream(batch["tissue_source"], batch["status"], events)
+            except AssertionError as error:
+                error.add_note(f"batch {batch['din']}: " + ", ".join(f"{e['seq']} {e['type']}" for e in events))
+                raise
             self.checked[batch["din"]] = key
 
     @invariant()
@@ -712,7 +720,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert report["ok"] is True, report["failures"]
 
 
-SETTINGS = settings(max_examples=15, stateful_step_count=30, deadline=None)
+# Measured on the 2-core machine: about 30-45 s on SQLite and 55-65 s on PostgreSQL.
+SETTINGS = settings(max_examples=20, stateful_step_count=30, deadline=None)
 
 
 def test_r_rel_1_r_seq_1_r_aud_3_random_users_and_actions_keep_the_lifecycle_lawful(request, tmp_path_factory):
