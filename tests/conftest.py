@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -104,28 +105,39 @@ def _reset_postgres(url: str) -> None:
     _seed(url)
 
 
+def fresh_database(template: str, directory: Path) -> str:
+    """The URL of an emptied, migrated, seeded database: a copy of the template, or the emptied server one."""
+    if ON_POSTGRES:
+        _reset_postgres(template)
+        return template
+    path = directory / "labtrack.sqlite"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+def make_app(database_url: str, directory: Path) -> Flask:
+    """The app as tests run it: its own instance folder and broker file, cheap Argon2."""
+    return create_app(
+        Config.from_env(
+            instance_path=directory / "instance",
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{directory / 'broker.sqlite'}",
+            SECRET_KEY="test-secret",
+            TESTING=True,
+            ARGON2_TIME_COST=1,
+            ARGON2_MEMORY_KIB=1024,
+        )
+    )
+
+
 @pytest.fixture
 def database_url(_template: str, tmp_path: Path) -> str:
-    if ON_POSTGRES:
-        _reset_postgres(_template)
-        return _template
-    path = tmp_path / "labtrack.sqlite"
-    shutil.copyfile(_template, path)
-    return f"sqlite:///{path}"
+    return fresh_database(_template, tmp_path)
 
 
 @pytest.fixture
 def app(database_url: str, tmp_path: Path):
-    config = Config.from_env(
-        instance_path=tmp_path / "instance",
-        DATABASE_URL=database_url,
-        CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
-        SECRET_KEY="test-secret",
-        TESTING=True,
-        ARGON2_TIME_COST=1,
-        ARGON2_MEMORY_KIB=1024,
-    )
-    application = create_app(config)
+    application = make_app(database_url, tmp_path)
     yield application
     application.extensions["labtrack.db"].dispose()
 

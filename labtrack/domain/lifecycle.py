@@ -116,8 +116,8 @@ def _refuse_order(state: BatchState, what: str) -> InvalidTransition:
     )
 
 
-def check_step(state: BatchState, step_name: str, actor: Actor) -> tuple[StepDefinition, Status]:
-    """Decide whether ``actor`` may record ``step_name`` now; return its definition and the next status.
+def check_step(state: BatchState, step_name: str) -> tuple[StepDefinition, Status]:
+    """Decide whether ``step_name`` may be recorded now; return its definition and the next status.
 
     R-CUS-2 (nothing while in transit), R-SEQ-1 (order, repetition, tissue source),
     R-CUS-3 (custody side), R-DEV-1 (administration refused while held).

@@ -104,7 +104,7 @@ def log_step(
 ) -> BatchEvent:
     """Record one process step as an event and advance the batch's projection."""
     batch, state = in_hand(session, actor, din, scanned_din, _step_action(step), step)
-    definition, new_status = check_step(state, step, actor)
+    definition, new_status = check_step(state, step)
     clean = validate_step_data(definition, data)
     now = utcnow()
     if definition.performer == Performer.CLINIC:  # harvest and administration: R-COI-2, R-COI-3

@@ -17,8 +17,6 @@ are gapless and linked, and the audit verification of R-AUD-3 passes.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,9 +36,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from config import Config
-from labtrack import create_app
-from tests.conftest import ON_POSTGRES, _reset_postgres
+from tests.conftest import fresh_database, make_app
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, PROCESS_ORDER, USERS, Lab, signature
 
 TISSUES = ("adipose", "bone_marrow")
@@ -338,24 +334,7 @@ def check_stream(tissue: str, status: str, events: list[dict[str, Any]]) -> None
 
 def fresh_app(template: str, directory: Path) -> Flask:
     """An app on an emptied database, as conftest's ``app`` fixture builds one per test."""
-    if ON_POSTGRES:
-        _reset_postgres(template)
-        url = template
-    else:
-        path = directory / "labtrack.sqlite"
-        shutil.copyfile(template, path)
-        url = f"sqlite:///{path}"
-    return create_app(
-        Config.from_env(
-            instance_path=directory / "instance",
-            DATABASE_URL=url,
-            CELERY_BROKER_URL=os.environ.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{directory / 'broker.sqlite'}",
-            SECRET_KEY="test-secret",
-            TESTING=True,
-            ARGON2_TIME_COST=1,
-            ARGON2_MEMORY_KIB=1024,
-        )
-    )
+    return make_app(fresh_database(template, directory), directory)
 
 
 # Where a new batch starts, brought there through the API; later stages are likelier, so that
