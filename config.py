@@ -28,6 +28,11 @@ def _secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def _ratelimit_storage(broker_url: str) -> str:
+    """The Redis broker holds the sign-in counters too; without Redis, each process counts in memory."""
+    return broker_url if broker_url.startswith(("redis://", "rediss://")) else "memory://"
+
+
 @dataclass
 class Config:
     INSTANCE_PATH: str
@@ -40,12 +45,20 @@ class Config:
     LABTRACK_EXPIRY_WARNING_MINUTES: int = 120
     LABTRACK_TOKEN_HOURS: float = 12
     SMTP_URL: str | None = None
+    # A PEM file with the lab's published checkpoint key, kept out of the instance folder (labtrack/audit/keys.py).
+    LABTRACK_CHECKPOINT_PUBLIC_KEY: str | None = None
     # Workers (docs/workers.md): the outbox sweep's period, how long a sweeper's claim on a row
     # lasts, the first retry delay (doubling up to 24 h), and the Celery queue to use.
     LABTRACK_OUTBOX_SWEEP_SECONDS: float = 30
     LABTRACK_OUTBOX_LEASE_SECONDS: float = 300
     LABTRACK_WEBHOOK_RETRY_SECONDS: float = 10
     LABTRACK_TASK_QUEUE: str = "labtrack"
+    # Sign-in throttling (labtrack/security.py), Flask-Limiter rate strings. The counters live in
+    # LABTRACK_RATELIMIT_STORAGE_URL, shared by every web worker: the Redis broker when there is one.
+    LABTRACK_LOGIN_LIMIT_PER_USERNAME: str = "10/minute"
+    LABTRACK_LOGIN_LIMIT_PER_ADDRESS: str = "30/minute"
+    LABTRACK_RATELIMIT_STORAGE_URL: str = "memory://"
+    LABTRACK_RATELIMIT_KEY_PREFIX: str = "labtrack"
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -69,14 +82,22 @@ class Config:
             "LABTRACK_EXPIRY_WARNING_MINUTES": int(env.get("LABTRACK_EXPIRY_WARNING_MINUTES", 120)),
             "LABTRACK_TOKEN_HOURS": float(env.get("LABTRACK_TOKEN_HOURS", 12)),
             "SMTP_URL": env.get("SMTP_URL") or None,
+            "LABTRACK_CHECKPOINT_PUBLIC_KEY": env.get("LABTRACK_CHECKPOINT_PUBLIC_KEY") or None,
             "LABTRACK_OUTBOX_SWEEP_SECONDS": float(env.get("LABTRACK_OUTBOX_SWEEP_SECONDS", 30)),
             "LABTRACK_OUTBOX_LEASE_SECONDS": float(env.get("LABTRACK_OUTBOX_LEASE_SECONDS", 300)),
             "LABTRACK_WEBHOOK_RETRY_SECONDS": float(env.get("LABTRACK_WEBHOOK_RETRY_SECONDS", 10)),
             "LABTRACK_TASK_QUEUE": env.get("LABTRACK_TASK_QUEUE") or "labtrack",
+            "LABTRACK_LOGIN_LIMIT_PER_USERNAME": env.get("LABTRACK_LOGIN_LIMIT_PER_USERNAME") or "10/minute",
+            "LABTRACK_LOGIN_LIMIT_PER_ADDRESS": env.get("LABTRACK_LOGIN_LIMIT_PER_ADDRESS") or "30/minute",
+            "LABTRACK_RATELIMIT_KEY_PREFIX": env.get("LABTRACK_RATELIMIT_KEY_PREFIX") or "labtrack",
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }
         values.update(overrides)
+        values.setdefault(
+            "LABTRACK_RATELIMIT_STORAGE_URL",
+            env.get("LABTRACK_RATELIMIT_STORAGE_URL") or _ratelimit_storage(values["CELERY_BROKER_URL"]),
+        )
         return cls(**values)
 
     def as_mapping(self) -> dict[str, Any]:

@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -229,7 +230,26 @@ def stop_servers(bench: Bench) -> None:
 # --- benchmarks -----------------------------------------------------------------------------------------
 
 
-def step_requests(bench: Bench, dins: list[str]) -> Iterator[load.Request]:
+class SharedDins:
+    """One level's batches, handed out one at a time to whichever client asks next (thread-safe).
+
+    Fixed shares ran out unevenly: gunicorn does not spread keep-alive connections evenly
+    over its workers, so a client served alone by a worker went several times faster.
+    """
+
+    def __init__(self, dins: list[str]) -> None:
+        self._dins = iter(dins)
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> SharedDins:
+        return self
+
+    def __next__(self) -> str:
+        with self._lock:
+            return next(self._dins)
+
+
+def step_requests(bench: Bench, dins: Iterable[str]) -> Iterator[load.Request]:
     headers = bench.bearer("tech")
     for din in dins:
         for name, body in LAB_STEPS.items():
@@ -256,12 +276,10 @@ def bench_steps(bench: Bench, profile: Profile, pool: list[str]) -> None:
     levels = []
     for clients in CLIENT_LEVELS:
         floor = load.run(bench.ports["floor"], [floor_requests(bench) for _ in range(clients)], profile.seconds)
-        mine = [[] for _ in range(clients)]
-        for i, din in enumerate(pool[: level_pool(profile, clients)]):
-            mine[i % clients].append(din)
+        shared = SharedDins(pool[: level_pool(profile, clients)])
         del pool[: level_pool(profile, clients)]
         sampler = RssSampler(bench)
-        app = load.run(bench.ports["app"], [step_requests(bench, m) for m in mine], profile.seconds)
+        app = load.run(bench.ports["app"], [step_requests(bench, shared) for _ in range(clients)], profile.seconds)
         sampler.stop()
         entry = {
             "clients": clients,
@@ -287,8 +305,6 @@ class RssSampler:
     """Samples the app's worker RSS every 0.25 s in a thread while a load runs."""
 
     def __init__(self, bench: Bench) -> None:
-        import threading
-
         self.bench, self.done = bench, threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()

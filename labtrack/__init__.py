@@ -24,12 +24,15 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["labtrack.db"] = Database(app.config["DATABASE_URL"])
     auth.configure_hashing(app.config["ARGON2_TIME_COST"], app.config["ARGON2_MEMORY_KIB"])
     keys.load_or_create(str(config.INSTANCE_PATH))  # the checkpoint signing key, made on first start
+    if config.LABTRACK_CHECKPOINT_PUBLIC_KEY:  # a wrong pin stops the start, not a later verification
+        keys.load_pinned(config.LABTRACK_CHECKPOINT_PUBLIC_KEY)
 
-    from labtrack import api, cli, web
+    from labtrack import api, cli, security, web
     from labtrack.extensions import celery_init_app
 
     api.init_app(app)
     web.init_app(app)
+    security.init_app(app)  # after the blueprints: it throttles their sign-in views
     cli.register(app)
     celery_init_app(app)
     return app

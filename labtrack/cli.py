@@ -10,12 +10,13 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from labtrack import privileges
 from labtrack.audit import chains, checkpoints, keys
 from labtrack.db import Database
 from labtrack.domain.errors import DomainError
@@ -91,6 +92,19 @@ def create_user(username: str, role: str, full_name: str, clinic: str | None, em
     click.echo(f"User {username} ({role}) created.")
 
 
+@labtrack.command("grant-app-role")
+@click.argument("role")
+@user_errors
+def grant_app_role(role: str) -> None:
+    """PostgreSQL: give ROLE what the app needs and no UPDATE or DELETE on history (run as the owner, after init-db)."""
+    with _db().engine.begin() as connection:
+        grants = privileges.grant_app_role(connection, role)
+    click.echo(
+        f"Role {role}: SELECT, INSERT on {', '.join(grants.append_only)}; SELECT on {', '.join(grants.read_only)}; "
+        f"SELECT, INSERT, UPDATE, DELETE on {len(grants.read_write)} other table(s); sequences usable."
+    )
+
+
 @labtrack.command("demo-data")
 @user_errors
 def demo_data() -> None:
@@ -104,12 +118,22 @@ def demo_data() -> None:
 
 @audit.command("verify")
 @click.option("--din", default=None, help="Verify one batch only.")
+@click.option(
+    "--public-key",
+    type=click.File("rb"),
+    default=None,
+    help="Check checkpoints against this PEM public key (the lab's published one) instead of the configured key.",
+)
 @user_errors
-def audit_verify(din: str | None) -> None:
+def audit_verify(din: str | None, public_key: BinaryIO | None) -> None:
     """Recompute every chain; exit 1 naming each failure."""
+    try:
+        trusted = keys.load_public_pem(public_key.read()) if public_key else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--public-key") from None
     session = _db().reader()
     try:
-        report = chains.verify(session, None, din)
+        report = chains.verify(session, None, din, trusted)
     finally:
         session.close()
     for failure in report.failures:

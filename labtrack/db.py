@@ -6,6 +6,10 @@ unique-constraint collision (two writers racing on one batch's ``(batch_id, seq)
 or one idempotency key) rolls back and runs the work again, so the loser re-reads
 and re-validates. SQLite writes begin IMMEDIATE so concurrent writers queue on the
 busy timeout instead of failing with "database is locked".
+
+A database out of service (unreachable, restarting, read-only, out of space) is
+not a fault of the request: ``outage`` turns the driver's error into a 503
+``unavailable`` saying which, for writes here and for reads in the error handlers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from labtrack.domain.errors import Conflict, DomainError, Unavailable
@@ -81,6 +85,62 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+# SQLite's primary result codes (the low byte of ``sqlite3.Error.sqlite_errorcode``).
+_SQLITE_READONLY, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 13, 14
+_OUTAGES = {
+    "read_only": "The database is read-only at the moment; nothing was recorded. Try again later.",
+    "full": "The database is out of storage space; nothing was recorded. Tell the system administrator.",
+    "unreachable": "The database cannot be reached; nothing was recorded. Try again in a moment.",
+    "unavailable": "The database is unavailable; nothing was recorded. Try again.",
+}
+
+
+def _outage_reason(error: DBAPIError) -> str | None:
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None) or ""
+    sqlite_code = (getattr(original, "sqlite_errorcode", None) or 0) & 0xFF
+    if sqlstate == "25006" or sqlite_code == _SQLITE_READONLY:  # read_only_sql_transaction
+        return "read_only"
+    if sqlstate == "53100" or sqlite_code == _SQLITE_FULL:  # disk_full
+        return "full"
+    # connection exceptions (08), the server shutting down or starting up (57P), or no answer at all
+    if error.connection_invalidated or sqlstate.startswith(("08", "57P")) or sqlite_code == _SQLITE_CANTOPEN:
+        return "unreachable"
+    if isinstance(error, OperationalError):
+        no_answer = not sqlstate and not hasattr(original, "sqlite_errorcode")
+        return "unreachable" if no_answer else "unavailable"
+    return None
+
+
+def outage(error: DBAPIError) -> Unavailable | None:
+    """The 503 for a database out of service, saying which when the error tells; None for any other error.
+
+    psycopg raises a read-only transaction as an InternalError, not an OperationalError,
+    hence the look at SQLSTATEs (and SQLite's result codes) rather than at classes only.
+    """
+    reason = _outage_reason(error)
+    if reason is None:
+        return None
+    return Unavailable(_OUTAGES[reason], extra={"reason": reason})
+
+
+def close_session(session: Session) -> None:
+    """Close a session at the end of a request or task, whose answer is already made.
+
+    When the database went away meanwhile, the rollback that closing does fails: the
+    connection is dropped instead (the pool replaces it), rather than turning the
+    answer into an error.
+    """
+    try:
+        session.close()
+    except DBAPIError as error:
+        unavailable = outage(error)
+        if unavailable is None:
+            raise
+        log.warning("database out of service at the end of a unit of work (%s)", unavailable.extra["reason"])
+        session.invalidate()
+
+
 def is_unique_violation(error: IntegrityError) -> bool:
     """Racing writers collide on a unique constraint; any other integrity error is a bug."""
     sqlstate = getattr(error.orig, "sqlstate", None)
@@ -122,10 +182,14 @@ class Database:
                 if record is not None:
                     self.write(record)
                 raise
-            except OperationalError as error:
+            except DBAPIError as error:
                 session.rollback()
-                log.exception("database operational error (unreachable, read-only, full, or schema behind the code)")
-                raise Unavailable("The database is unavailable; nothing was recorded. Try again.") from error
+                unavailable = outage(error)
+                if unavailable is None:
+                    raise
+                # one line per refused write: during an outage, a traceback each would drown the log
+                log.warning("database out of service (%s): %s", unavailable.extra["reason"], error.orig)
+                raise unavailable from error
             except BaseException:
                 session.rollback()
                 raise

@@ -349,6 +349,34 @@ class SignatureFailure(Base):
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
 
 
+AUTH_EVENTS = ("sign_in", "sign_out", "lockout")
+
+
+class AuthEvent(Base):
+    """Who signed in, failed to, signed out or was locked out, from where (append-only, migration 0004).
+
+    ``username`` is what was typed (the user may not exist); ``at`` is the server's clock.
+    """
+
+    __tablename__ = "auth_events"
+    __table_args__ = (
+        CheckConstraint(_in("event", AUTH_EVENTS), name="event"),
+        CheckConstraint(_in("outcome", ("success", "failure")), name="outcome"),
+        Index("ix_auth_events_user_at", "user_id", "at"),
+        Index("ix_auth_events_at", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime]
+    event: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    username: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # api | web | signature
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
 class OutboxMessage(Base):
     """Work for after the commit (notifications, webhooks), written in the event's transaction."""
 

@@ -126,6 +126,7 @@ def make_app(database_url: str, directory: Path) -> Flask:
             TESTING=True,
             ARGON2_TIME_COST=1,
             ARGON2_MEMORY_KIB=1024,
+            LABTRACK_RATELIMIT_KEY_PREFIX=f"labtrack-test-{uuid.uuid4().hex[:12]}",  # sign-in counts per app
         )
     )
 

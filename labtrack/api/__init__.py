@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, send_from_directory
+from flask_smorest import Blueprint
 from swagger_ui_bundle import swagger_ui_path
 
 from labtrack.api import errors
@@ -32,7 +33,12 @@ def init_app(app: Flask) -> None:
         },
     )
     api.ERROR_SCHEMA = Problem
+    api.DEFAULT_ERROR_RESPONSE_NAME = None  # no catch-all: each view names its refusals (errors.refusals)
+    # Unknown query parameters are refused (422) like unknown body fields: a mistyped filter
+    # (``?stauts=open``) must not answer with every batch. None: each schema's own ``unknown`` (RAISE).
+    Blueprint.ARGUMENTS_PARSER.unknown = None
     api.init_app(app)
+    errors.document_problems(api.spec)
 
     from labtrack.api import admin, audit, auth, batches, documents, notifications, patients
 

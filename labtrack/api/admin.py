@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
     ClinicCreateSchema,
     ClinicSchema,
@@ -30,6 +31,7 @@ blp.before_request(authenticate)
 @blp.post("/clinics")
 @blp.arguments(ClinicCreateSchema)
 @blp.response(201, ClinicSchema)
+@refusals(blp, 403, 409, 413)
 def create_clinic(body: dict):
     """Add a clinic (admin)."""
     return write(lambda s: reference.create_clinic(s, actor(), **body), ClinicSchema())
@@ -37,6 +39,7 @@ def create_clinic(body: dict):
 
 @blp.get("/clinics")
 @blp.response(200, ClinicSchema(many=True))
+@refusals(blp, 403)
 def list_clinics():
     """All clinics (admin)."""
     return reference.list_clinics(read_session(), actor())
@@ -45,6 +48,7 @@ def list_clinics():
 @blp.post("/users")
 @blp.arguments(UserCreateSchema)
 @blp.response(201, UserSchema)
+@refusals(blp, 403, 409, 413)
 def create_user(body: dict):
     """Add a user (admin). Clinic users name their clinic's code."""
     return write(lambda s: reference.create_user(s, actor(), **body), UserSchema())
@@ -52,6 +56,7 @@ def create_user(body: dict):
 
 @blp.get("/users")
 @blp.response(200, UserSchema(many=True))
+@refusals(blp, 403)
 def list_users():
     """All users, active or not (admin)."""
     return reference.list_users(read_session(), actor())
@@ -60,6 +65,7 @@ def list_users():
 @blp.patch("/users/<string:username>")
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
+@refusals(blp, 403, 404, 409, 413)
 def update_user(body: dict, username: str):
     """Deactivate or reactivate, change a lab role, or unlock (admin). Users are never deleted."""
     return write(lambda s: reference.update_user(s, actor(), username, **body), UserSchema(), status=200)
@@ -68,6 +74,7 @@ def update_user(body: dict, username: str):
 @blp.post("/reagent-lots")
 @blp.arguments(LotCreateSchema)
 @blp.response(201, LotSchema)
+@refusals(blp, 403, 409, 413)
 def create_lot(body: dict):
     """Register a reagent lot (admin)."""
     return write(lambda s: reference.create_lot(s, actor(), **body), LotSchema())
@@ -75,6 +82,7 @@ def create_lot(body: dict):
 
 @blp.get("/reagent-lots")
 @blp.response(200, LotSchema(many=True))
+@refusals(blp, 403)
 def list_lots():
     """All reagent lots (lab staff)."""
     return reference.list_lots(read_session(), actor())
@@ -83,6 +91,7 @@ def list_lots():
 @blp.patch("/reagent-lots/<int:lot_id>")
 @blp.arguments(LotUpdateSchema)
 @blp.response(200, LotSchema)
+@refusals(blp, 403, 404, 409, 413)
 def update_lot(body: dict, lot_id: int):
     """Release, quarantine or reject a lot, or correct its expiry (admin)."""
     return write(lambda s: reference.update_lot(s, actor(), lot_id, body), LotSchema(), status=200)
@@ -91,6 +100,7 @@ def update_lot(body: dict, lot_id: int):
 @blp.post("/equipment")
 @blp.arguments(EquipmentCreateSchema)
 @blp.response(201, EquipmentSchema)
+@refusals(blp, 403, 409, 413)
 def create_equipment(body: dict):
     """Register equipment (admin)."""
     return write(lambda s: reference.create_equipment(s, actor(), **body), EquipmentSchema())
@@ -98,6 +108,7 @@ def create_equipment(body: dict):
 
 @blp.get("/equipment")
 @blp.response(200, EquipmentSchema(many=True))
+@refusals(blp, 403)
 def list_equipment():
     """All equipment (lab staff)."""
     return reference.list_equipment(read_session(), actor())
@@ -106,6 +117,7 @@ def list_equipment():
 @blp.patch("/equipment/<string:code>")
 @blp.arguments(EquipmentUpdateSchema)
 @blp.response(200, EquipmentSchema)
+@refusals(blp, 403, 404, 409, 413)
 def update_equipment(body: dict, code: str):
     """Record a calibration or change service status (admin)."""
     return write(lambda s: reference.update_equipment(s, actor(), code, body), EquipmentSchema(), status=200)
@@ -113,6 +125,7 @@ def update_equipment(body: dict, code: str):
 
 @blp.get("/specifications")
 @blp.response(200, SpecificationSchema(many=True))
+@refusals(blp)
 def list_specifications():
     """The specification version in force for each tissue source (any signed-in user)."""
     return specifications.list_current(read_session())
@@ -121,6 +134,7 @@ def list_specifications():
 @blp.put("/specifications/<string:tissue_source>")
 @blp.arguments(SpecificationUpdateSchema)
 @blp.response(200, SpecificationSchema)
+@refusals(blp, 403, 404, 409, 413)
 def publish_specification(body: dict, tissue_source: str):
     """Publish a new specification version for a tissue source (admin); batches keep theirs (R-QC-1)."""
     if tissue_source not in ("adipose", "bone_marrow"):

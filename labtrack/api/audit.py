@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from labtrack.api.common import actor, authenticate, database, read_session, write
+from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, AuditQueryArgsSchema, AuditReportSchema
 from labtrack.audit import chains, checkpoints, export, keys
 from labtrack.domain.din import parse_din
@@ -29,6 +30,7 @@ class CheckpointSchema(Schema):
 @blp.get("/audit/verify")
 @blp.arguments(AuditQueryArgsSchema, location="query")
 @blp.response(200, AuditReportSchema)
+@refusals(blp, 403, 404)
 def verify(args: dict):
     """Recompute every chain (or one DIN's), check them against the latest checkpoint, name each failure (QA, admin)."""
     return chains.verify(read_session(), actor(), args.get("din")).as_dict()
@@ -36,6 +38,7 @@ def verify(args: dict):
 
 @blp.get("/audit/checkpoints")
 @blp.response(200, CheckpointSchema(many=True))
+@refusals(blp, 403)
 def list_checkpoints():
     """Signed checkpoints, newest first (QA, admin)."""
     return [checkpoints.as_dict(c) for c in checkpoints.listing(read_session(), actor())]
@@ -43,6 +46,7 @@ def list_checkpoints():
 
 @blp.post("/audit/checkpoints")
 @blp.response(201, CheckpointSchema)
+@refusals(blp, 403, 409, 422)
 def make_checkpoint():
     """Sign a checkpoint of every stream head now (QA, admin)."""
     key, origin, who = keys.lab_key(), current_app.config["LABTRACK_FIN"], actor()
@@ -51,6 +55,7 @@ def make_checkpoint():
 
 @blp.get("/audit/public-key")
 @blp.response(200, description="The lab's Ed25519 public key (PEM).", content_type="application/x-pem-file")
+@refusals(blp)
 def public_key():
     """The key that signs checkpoints, for offline verification (any signed-in user)."""
     key = keys.lab_key()
@@ -61,6 +66,7 @@ def public_key():
 @blp.response(
     200, description="JSON lines: header, events, checkpoint, inclusion proof.", content_type="application/x-ndjson"
 )
+@refusals(blp, 403, 404, 422)
 def audit_export(din: str):
     """A batch's events with their canonical bytes, a signed checkpoint and the inclusion proof (QA; clinic: own)."""
     lines = export.export(database(), actor(), din, keys.lab_key(), current_app.config["LABTRACK_FIN"])

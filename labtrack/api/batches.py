@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import current_app
 from flask_smorest import Blueprint
 
-from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.common import actor, authenticate, autocommit_read, read_session, write
+from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
     BatchCreateSchema,
     BatchDetailSchema,
@@ -36,6 +37,7 @@ blp.before_request(authenticate)
 @blp.post("/batches")
 @blp.arguments(BatchCreateSchema)
 @blp.response(201, BatchSchema)
+@refusals(blp, 403, 409, 413)
 def register_batch(body: dict):
     """Register a batch for a patient; allocates its DIN (clinic: own patients; technician)."""
     facility = current_app.config["LABTRACK_FIN"]
@@ -45,6 +47,7 @@ def register_batch(body: dict):
 @blp.get("/batches")
 @blp.arguments(BatchQueryArgsSchema, location="query")
 @blp.response(200, BatchPageSchema)
+@refusals(blp, 403)
 def list_batches(args: dict):
     """Batches, newest first, filtered and paginated (clinic users: own clinic)."""
     filters = batches.BatchFilter(**args)
@@ -54,6 +57,7 @@ def list_batches(args: dict):
 
 @blp.get("/batches/<string:din>")
 @blp.response(200, BatchDetailSchema)
+@refusals(blp, 404, 422)
 def get_batch(din: str):
     """One batch with custody, deviations, steps done and the next allowed actions."""
     session = read_session()
@@ -65,6 +69,7 @@ def get_batch(din: str):
 
 @blp.get("/batches/<string:din>/events")
 @blp.response(200, EventSchema(many=True))
+@refusals(blp, 404, 422)
 def list_events(din: str):
     """The batch's event stream with its hash chain and canonical text (R-AUD-1)."""
     session = read_session()
@@ -73,15 +78,18 @@ def list_events(din: str):
 
 @blp.get("/batches/<string:din>/readiness")
 @blp.response(200, ReadinessSchema)
+@refusals(blp, 404, 422)
+@autocommit_read
 def readiness(din: str):
     """Ready for the clinic, or every blocker with its stable code (R-RDY-1)."""
     session = read_session()
-    return release.readiness(session, batches.get(session, actor(), din))
+    return release.readiness(session, batches.get(session, actor(), din, with_specification=True))
 
 
 @blp.post("/batches/<string:din>/steps")
 @blp.arguments(StepCreateSchema)
 @blp.response(201, EventSchema)
+@refusals(blp, 403, 404, 409, 413)
 def log_step(body: dict, din: str):
     """Record a process step with the container scanned (R-COI-1, R-SEQ-1..2, R-MAT-1..3)."""
     return write(
@@ -93,6 +101,7 @@ def log_step(body: dict, din: str):
 @blp.post("/batches/<string:din>/custody/handoff")
 @blp.arguments(HandoffCreateSchema)
 @blp.response(201, EventSchema)
+@refusals(blp, 403, 404, 409, 413)
 def handoff(body: dict, din: str):
     """The custodian hands the sealed batch to one named user (R-CUS-1)."""
     return write(lambda s: custody.handoff(s, actor(), din, **body), EventSchema())
@@ -101,6 +110,7 @@ def handoff(body: dict, din: str):
 @blp.post("/batches/<string:din>/custody/receipt")
 @blp.arguments(ReceiptCreateSchema)
 @blp.response(201, EventSchema)
+@refusals(blp, 403, 404, 409, 413)
 def receipt(body: dict, din: str):
     """The named recipient receives; seal, condition and temperature are checked (R-CUS-4)."""
     return write(lambda s: custody.receipt(s, actor(), din, **body), EventSchema())
@@ -109,6 +119,7 @@ def receipt(body: dict, din: str):
 @blp.post("/batches/<string:din>/deviations")
 @blp.arguments(DeviationCreateSchema)
 @blp.response(201, DeviationSchema)
+@refusals(blp, 403, 404, 409, 413)
 def open_deviation(body: dict, din: str):
     """Open a manual deviation; the batch is held while it is open (R-DEV-1)."""
     return write(lambda s: deviations.open_manual(s, actor(), din, **body), DeviationSchema())
@@ -117,6 +128,7 @@ def open_deviation(body: dict, din: str):
 @blp.get("/deviations")
 @blp.arguments(DeviationQueryArgsSchema, location="query")
 @blp.response(200, DeviationSchema(many=True))
+@refusals(blp, 403)
 def list_deviations(args: dict):
     """Deviations, newest first (QA and technicians)."""
     return deviations.search(read_session(), actor(), **args)
@@ -125,6 +137,7 @@ def list_deviations(args: dict):
 @blp.post("/batches/<string:din>/qc")
 @blp.arguments(QcCreateSchema)
 @blp.response(201, QcResultSchema)
+@refusals(blp, 403, 404, 409, 413)
 def record_qc(body: dict, din: str):
     """Record a QC result with the sample's DIN scanned; evaluated against the batch's spec (R-QC-2)."""
     return write(lambda s: qc.record(s, actor(), din, **body), QcResultSchema())
@@ -133,6 +146,7 @@ def record_qc(body: dict, din: str):
 @blp.post("/batches/<string:din>/qc/<int:qc_id>/verify")
 @blp.arguments(SignedSchema)
 @blp.response(200, QcResultSchema)
+@refusals(blp, 403, 404, 409, 413)
 def verify_qc(body: dict, din: str, qc_id: int):
     """A second person verifies a result with a signature meaning `verified` (R-QC-3, R-SIG-1)."""
     return write(lambda s: qc.verify(s, actor(), din, qc_id, **body), QcResultSchema(), status=200)
@@ -141,6 +155,7 @@ def verify_qc(body: dict, din: str, qc_id: int):
 @blp.post("/deviations/<int:deviation_id>/disposition")
 @blp.arguments(DispositionCreateSchema)
 @blp.response(200, DeviationSchema)
+@refusals(blp, 403, 404, 409, 413)
 def dispose_deviation(body: dict, deviation_id: int):
     """QA closes a deviation: accept (use as is) or reject (the batch is rejected), signed (R-DEV-2)."""
     return write(lambda s: release.dispose(s, actor(), deviation_id, **body), DeviationSchema(), status=200)
@@ -149,6 +164,7 @@ def dispose_deviation(body: dict, deviation_id: int):
 @blp.post("/batches/<string:din>/release")
 @blp.arguments(SignedSchema)
 @blp.response(200, BatchSchema)
+@refusals(blp, 403, 404, 409, 413)
 def release_batch(body: dict, din: str):
     """QA releases with a signature meaning `approved`, or gets 409 release_blocked listing every blocker."""
     return write(lambda s: release.release(s, actor(), din, **body), BatchSchema(), status=200)
@@ -157,6 +173,7 @@ def release_batch(body: dict, din: str):
 @blp.post("/batches/<string:din>/reject")
 @blp.arguments(RejectCreateSchema)
 @blp.response(200, BatchSchema)
+@refusals(blp, 403, 404, 409, 413)
 def reject_batch(body: dict, din: str):
     """QA rejects the batch with a reason and a signature meaning `rejected`; terminal (R-REL-3)."""
     return write(lambda s: release.reject(s, actor(), din, **body), BatchSchema(), status=200)
@@ -165,6 +182,7 @@ def reject_batch(body: dict, din: str):
 @blp.post("/batches/<string:din>/corrections")
 @blp.arguments(CorrectionCreateSchema)
 @blp.response(201, EventSchema)
+@refusals(blp, 403, 404, 409, 413)
 def correct(body: dict, din: str):
     """Correct an earlier entry with a reason; the original stays readable (R-COR-1)."""
     return write(lambda s: corrections.correct(s, actor(), din, **body), EventSchema())

@@ -7,6 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from labtrack.api.common import actor, authenticate, database, read_session
+from labtrack.api.errors import refusals
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.services import documents
@@ -26,6 +27,7 @@ def _pdf(content: bytes, name: str) -> Response:
 @blp.get("/batches/<string:din>/label.pdf")
 @blp.arguments(LabelQueryArgsSchema, location="query")
 @blp.response(200, description="A 4 × 2 inch label (PDF).", content_type="application/pdf")
+@refusals(blp, 403, 404, 409)
 def label(args: dict, din: str):
     """Print a label: `product` for a released batch, `collection` before it leaves the clinic. Recorded as an event."""
     config = current_app.config
@@ -39,6 +41,7 @@ def label(args: dict, din: str):
 
 @blp.get("/batches/<string:din>/record.pdf")
 @blp.response(200, description="The batch record (PDF).", content_type="application/pdf")
+@refusals(blp, 403, 404, 422)
 def record(din: str):
     """The whole batch record for QA and inspectors: events, QC, custody, deviations, signatures, verification."""
     view = documents.record_view(read_session(), actor(), din, zone=current_app.config["LABTRACK_TIMEZONE"])

@@ -7,16 +7,25 @@ without internals, and is logged with its traceback.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, TypeVar
 
+from apispec import APISpec
 from flask import Flask, Response, current_app, json, request
-from sqlalchemy.exc import DataError
+from flask_smorest import Blueprint
+from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from labtrack.db import outage
 from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+# Any request can meet these: no valid token (or, for POST /auth/token, wrong credentials); the account
+# locked (R-SIG-1: its tokens answer 423 until an admin unlocks it); the database out of service.
+ALWAYS = (401, 423, 503)
+View = TypeVar("View", bound=Callable[..., Any])
 HTML_ERROR_PAGE = "labtrack.html_error_page"  # set by the web pages, when they are installed
 
 _HTTP_CODES = {
@@ -102,6 +111,15 @@ def register(app: Flask) -> None:
         problem = ValidationFailed({"body": ["a value is out of range or contains characters that cannot be stored"]})
         return problem_response(problem.to_problem())
 
+    @app.errorhandler(DBAPIError)
+    def database_error(error: DBAPIError) -> Response:
+        # A read (outside Database.write) while the database is down, read-only or full: 503, not 500.
+        unavailable = outage(error)
+        if unavailable is None:
+            return unexpected(error)
+        log.warning("database out of service (%s): %s", unavailable.extra["reason"], error.orig)
+        return problem_response(unavailable.to_problem())
+
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         log.exception("unhandled error", exc_info=error)
@@ -114,3 +132,27 @@ def register(app: Flask) -> None:
                 "code": "internal_error",
             }
         )
+
+
+def document_problems(spec: APISpec) -> None:
+    """flask-smorest describes its error responses as application/json; ours are problem+json."""
+    for name, response in spec.components.responses_lazy.items():
+        status = HTTPStatus.__members__.get(name)
+        content = response.get("content", {})
+        if status is not None and status >= 400 and "application/json" in content:
+            content[PROBLEM_JSON] = content.pop("application/json")
+
+
+def refusals(blp: Blueprint, *statuses: int) -> Callable[[View], View]:
+    """Document the problem+json answers a view can give besides its success (and ``ALWAYS``).
+
+    The 422 of a view's own arguments is documented by ``@blp.arguments``; name 422 here too when
+    the view refuses for other reasons (a malformed DIN in the path, an ``Idempotency-Key`` reused).
+    """
+
+    def document(view: View) -> View:
+        for status in sorted(set(ALWAYS + statuses), reverse=True):
+            view = blp.alt_response(status, response=HTTPStatus(status).name)(view)
+        return view
+
+    return document

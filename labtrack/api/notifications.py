@@ -6,6 +6,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC
 from labtrack.services import notifications
 
@@ -32,6 +33,7 @@ class NotificationQueryArgsSchema(Schema):
 @blp.get("/notifications")
 @blp.arguments(NotificationQueryArgsSchema, location="query")
 @blp.response(200, NotificationSchema(many=True))
+@refusals(blp)
 def list_notifications(args: dict):
     """The signed-in user's notifications, newest first; `?unread=true` for unread ones only."""
     return notifications.for_user(read_session(), actor(), unread_only=args["unread"], limit=args["limit"])
@@ -39,6 +41,7 @@ def list_notifications(args: dict):
 
 @blp.post("/notifications/<int:notification_id>/read")
 @blp.response(200, NotificationSchema)
+@refusals(blp, 404, 409, 422)
 def mark_read(notification_id: int):
     """Mark one of your notifications read (someone else's answers 404)."""
     return write(lambda s: notifications.mark_read(s, actor(), notification_id), NotificationSchema(), status=200)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint
 
 from labtrack.api.common import actor, authenticate, read_session, write
+from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
     PatientCreateSchema,
     PatientQueryArgsSchema,
@@ -19,6 +20,7 @@ blp.before_request(authenticate)
 @blp.post("/patients")
 @blp.arguments(PatientCreateSchema)
 @blp.response(201, PatientSchema)
+@refusals(blp, 403, 409, 413)
 def register_patient(body: dict):
     """Register a patient (clinic: own clinic; technician: names the clinic)."""
     return write(lambda s: patients.register(s, actor(), **body), PatientSchema())
@@ -27,6 +29,7 @@ def register_patient(body: dict):
 @blp.get("/patients")
 @blp.arguments(PatientQueryArgsSchema, location="query")
 @blp.response(200, PatientSchema(many=True))
+@refusals(blp, 403)
 def search_patients(args: dict):
     """Find patients by clinic and MRN (clinic users: own clinic only)."""
     return patients.search(read_session(), actor(), **args)

@@ -4,9 +4,11 @@ rules about what it means live in ``labtrack.domain``."""
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from labtrack.domain.din import Din
 from labtrack.domain.hashing import iso_utc
@@ -23,8 +25,74 @@ EQUIPMENT_STATUSES = ("in_service", "out_of_service", "retired")
 KIND = validate.Regexp(r"^[a-z][a-z0-9_]{1,63}$", error="lower-case letters, digits and _ (e.g. collagenase)")
 
 
-def _text(max_length: int = 200, **kwargs: Any) -> fields.String:
-    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+# Text refuses control characters (NUL, BEL, ESC, DEL, the C1 range...) and lone UTF-16 surrogates: NUL
+# is refused by PostgreSQL but kept by SQLite, a surrogate cannot be encoded at all, and the others
+# garble printed records and logs. Free text (a description, a reason) keeps tab and line breaks.
+_CONTROL = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f"  # regex text, for Python and OpenAPI
+_SURROGATES = r"\ud800-\udfff"
+
+
+class Printable(validate.Validator):
+    """Refuses control characters in a string, or in every key and string nested in a dict or list."""
+
+    def __init__(self, *, multiline: bool = False) -> None:
+        refused = _CONTROL if multiline else r"\t\n\r" + _CONTROL
+        self.pattern = f"^[^{refused}]*$"  # documented in OpenAPI (JSON Schema has no surrogates to exclude)
+        self.refused = re.compile(f"[{refused}{_SURROGATES}]")
+        self.error = "must not contain control characters" + (" (tab and line breaks are allowed)" if multiline else "")
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                self(key)
+                self(item)
+        elif isinstance(value, list):
+            for item in value:
+                self(item)
+        elif isinstance(value, str) and self.refused.search(value):
+            raise ValidationError(self.error)
+        return value
+
+
+class Text(fields.String):
+    """A string of printable characters; ``multiline`` allows tab and line breaks."""
+
+    def __init__(self, *, multiline: bool = False, validate: Any = None, **kwargs: Any) -> None:
+        printable = Printable(multiline=multiline)
+        super().__init__(
+            validate=[printable] if validate is None else [printable, validate],
+            metadata={"pattern": printable.pattern},
+            **kwargs,
+        )
+
+
+class Data(fields.Dict):
+    """A JSON object given as is (step data, a correction, a specification): its text is printable too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=Printable(multiline=True), **kwargs)
+
+
+def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
+    return Text(multiline=multiline, validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+# A date or time outside these years is a typing slip, not a lab record (and iso_utc would give
+# year 792 as "792-...", not ISO 8601).
+YEARS = range(1900, 2200)
+
+
+def _plausible(moment: date) -> None:
+    if moment.year not in YEARS:
+        raise ValidationError(f"must be between the years {YEARS.start} and {YEARS.stop - 1}")
+
+
+def _day(**kwargs: Any) -> fields.Date:
+    return fields.Date(validate=_plausible, **kwargs)
+
+
+def _moment(**kwargs: Any) -> fields.AwareDateTime:
+    return fields.AwareDateTime(validate=_plausible, load_default=None, allow_none=True, **kwargs)
 
 
 class UTC(fields.DateTime):
@@ -43,6 +111,8 @@ class Problem(Schema):
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
     blockers = fields.List(fields.Dict())
     allowed_actions = fields.List(fields.String())
+    retry_after = fields.Integer(metadata={"description": "429: seconds to wait (also the Retry-After header)"})
+    reason = fields.String(metadata={"description": "503: why the database is out of service"})
 
 
 # --- auth -----------------------------------------------------------------------------------
@@ -79,8 +149,8 @@ class TokenSchema(Schema):
 class ClinicCreateSchema(Schema):
     code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{2,16}$"))
     name = _text(required=True)
-    webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"})
-    webhook_secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
+    webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, validate=Printable())
+    webhook_secret = Text(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
 
 
 class ClinicSchema(Schema):
@@ -96,8 +166,8 @@ class UserCreateSchema(Schema):
     username = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,63}$"))
     full_name = _text(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    clinic = fields.String(load_default=None, allow_none=True)
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+    clinic = Text(load_default=None, allow_none=True)
+    password = _text(1000, required=True, load_only=True)
     email = fields.Email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
 
 
@@ -112,13 +182,13 @@ class LotCreateSchema(Schema):
     kind = fields.String(required=True, validate=KIND)
     name = _text(required=True)
     lot_number = _text(64, required=True)
-    expires_on = fields.Date(required=True)
+    expires_on = _day(required=True)
     status = fields.String(required=True, validate=validate.OneOf(LOT_STATUSES))
 
 
 class LotUpdateSchema(Schema):
     name = _text()
-    expires_on = fields.Date()
+    expires_on = _day()
     status = fields.String(validate=validate.OneOf(LOT_STATUSES))
 
 
@@ -135,13 +205,13 @@ class EquipmentCreateSchema(Schema):
     code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$"))
     kind = fields.String(required=True, validate=KIND)
     name = _text(required=True)
-    calibration_due_on = fields.Date(required=True)
+    calibration_due_on = _day(required=True)
     status = fields.String(required=True, validate=validate.OneOf(EQUIPMENT_STATUSES))
 
 
 class EquipmentUpdateSchema(Schema):
     name = _text()
-    calibration_due_on = fields.Date()
+    calibration_due_on = _day()
     status = fields.String(validate=validate.OneOf(EQUIPMENT_STATUSES))
 
 
@@ -165,16 +235,16 @@ class SpecificationSchema(Schema):
 
 
 class PatientCreateSchema(Schema):
-    clinic = fields.String(load_default=None, allow_none=True)
+    clinic = Text(load_default=None, allow_none=True)
     mrn = _text(64, required=True)
     family_name = _text(100, required=True)
     given_name = _text(100, required=True)
-    birth_date = fields.Date(required=True)
+    birth_date = _day(required=True)
 
 
 class PatientQueryArgsSchema(Schema):
-    clinic = fields.String()
-    mrn = fields.String()
+    clinic = Text()
+    mrn = Text()
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
@@ -191,12 +261,12 @@ class PatientSchema(Schema):
 class BatchCreateSchema(Schema):
     patient_id = fields.Integer(required=True, strict=True)
     tissue_source = fields.String(required=True, validate=validate.OneOf(TISSUES))
-    planned_administration_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    planned_administration_at = _moment()
 
 
 class BatchQueryArgsSchema(Schema):
     status = fields.String(validate=validate.OneOf(STATUSES))
-    clinic = fields.String()
+    clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
     held = fields.Boolean()
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
@@ -325,18 +395,16 @@ class ReadinessSchema(Schema):
 class InHandSchema(Schema):
     """A write made with the product in hand: the container's DIN is scanned (R-COI-1)."""
 
-    scanned_din = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    occurred_at = fields.AwareDateTime(load_default=None, allow_none=True)
-    late_entry_reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    scanned_din = _text(40, required=True)
+    occurred_at = _moment()
+    late_entry_reason = Text(multiline=True, load_default=None, allow_none=True, validate=validate.Length(max=1000))
 
 
 class StepCreateSchema(InHandSchema):
     step = fields.String(required=True, validate=validate.OneOf(ALL_STEP_NAMES))
-    data = fields.Dict(required=True)
+    data = Data(required=True)
     reagent_lots = fields.List(fields.Integer(strict=True), load_default=list, validate=validate.Length(max=20))
-    equipment = fields.List(
-        fields.String(validate=validate.Length(max=64)), load_default=list, validate=validate.Length(max=20)
-    )
+    equipment = fields.List(Text(validate=validate.Length(max=64)), load_default=list, validate=validate.Length(max=20))
 
 
 class HandoffCreateSchema(InHandSchema):
@@ -355,13 +423,13 @@ class ReceiptCreateSchema(InHandSchema):
 
 class DeviationCreateSchema(Schema):
     kind = fields.String(load_default="manual", validate=validate.OneOf(("manual",)))
-    description = _text(4000, required=True)
+    description = _text(4000, multiline=True, required=True)
 
 
 class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=1000))
+    password = _text(1000, required=True, load_only=True)
     meaning = fields.String(required=True, validate=validate.OneOf(("verified", "approved", "rejected")))
 
 
@@ -372,39 +440,41 @@ class SignedSchema(Schema):
 class QcCreateSchema(InHandSchema):
     test = fields.String(required=True, validate=validate.OneOf(QC_TESTS))
     value = fields.Raw(
-        required=True, metadata={"description": "a number, or for gram_stain / sterility_culture a word"}
+        required=True,
+        validate=Printable(),
+        metadata={"description": "a number, or for gram_stain / sterility_culture a word"},
     )
-    method = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    method = Text(load_default=None, allow_none=True, validate=validate.Length(max=100))
 
 
 class DispositionCreateSchema(SignedSchema):
     decision = fields.String(required=True, validate=validate.OneOf(("accept", "reject")))
-    justification = _text(4000, required=True)
+    justification = _text(4000, multiline=True, required=True)
 
 
 class RejectCreateSchema(SignedSchema):
-    reason = _text(4000, required=True)
+    reason = _text(4000, multiline=True, required=True)
 
 
 class CorrectionCreateSchema(Schema):
     event_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    reason = _text(4000, required=True)
-    data = fields.Dict(required=True)
+    reason = _text(4000, multiline=True, required=True)
+    data = Data(required=True)
 
 
 class SpecificationUpdateSchema(Schema):
     stability_hours = fields.Float(required=True, allow_nan=False)
-    transport_temperature_c = fields.Dict(required=True)
-    tests = fields.Dict(required=True)
+    transport_temperature_c = Data(required=True)
+    tests = Data(required=True)
 
 
 class DeviationQueryArgsSchema(Schema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
-    din = fields.String()
+    din = Text()
 
 
 class AuditQueryArgsSchema(Schema):
-    din = fields.String()
+    din = Text()
 
 
 class AuditFailureSchema(Schema):
@@ -419,6 +489,10 @@ class AuditCheckpointSummarySchema(Schema):
     tree_size = fields.Integer()
     root = fields.String()
     ok = fields.Boolean(metadata={"description": "signature and stored leaves verify"})
+    anchored_on = fields.Integer(
+        allow_none=True,
+        metadata={"description": "id of the newest checkpoint that verifies, which the chains were checked against"},
+    )
 
 
 class AuditReportSchema(Schema):

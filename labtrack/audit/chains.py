@@ -13,10 +13,14 @@ leaf for that batch no longer matches the stored event.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
+from queue import Full, Queue
 
-from sqlalchemy import ColumnElement, Select, cast, func, literal_column, select
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import ColumnElement, DateTime, Result, Row, Select, cast, func, literal_column, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
@@ -24,7 +28,7 @@ from sqlalchemy.orm import Session
 from labtrack.audit import checkpoints, keys
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
-from labtrack.domain.hashing import BrokenLink, StoredLink, canonical_body, verify_links
+from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
 from labtrack.models import AdminEvent, Batch, BatchEvent, User
 from labtrack.services import batches
 from labtrack.services.streams import ADMIN_STREAM
@@ -130,39 +134,115 @@ def _batch_links(session: Session, rows: list) -> list[StoredLink]:
     ]
 
 
+def _links_hold(rows: list[Row]) -> bool:
+    """The common case, checked without building a ``StoredLink`` per event: seqs 1..n, each
+    ``prev_hash`` the previous hash, the columns equal to the canonical text (the database
+    compared them), each hash right. On any doubt ``verify_links`` names the first break."""
+    expected_prev = GENESIS_HASH
+    for position, (_batch_id, seq, _recorded_at, prev_hash, digest, canonical, fields_match) in enumerate(rows, 1):
+        if (
+            seq != position
+            or prev_hash != expected_prev
+            or not fields_match
+            or link_hash(prev_hash, canonical) != digest
+        ):
+            return False
+        expected_prev = digest
+    return True
+
+
+PREFETCH_ROWS = 5000
+
+
+def _prefetched(result: Result) -> Iterator[Row]:
+    """The rows of a streamed result, fetched by a reader thread a chunk ahead of the caller.
+
+    The database builds the next chunk (the column comparison is most of its work) while
+    Python hashes this one, instead of each waiting for the other. The caller must not use
+    the connection until the iterator is exhausted or closed; an error in the reader
+    (``DataError`` for a canonical text that is not JSON) is raised here.
+    """
+    chunks: Queue[list[Row] | BaseException | None] = Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item: list[Row] | BaseException | None) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in result.partitions(PREFETCH_ROWS):
+                if not hand_over(chunk):
+                    return
+            hand_over(None)
+        except BaseException as error:  # handed to the caller's thread, which raises it
+            hand_over(error)
+
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
+    try:
+        while (chunk := chunks.get()) is not None:
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield from chunk
+    finally:
+        stop.set()
+        reader.join()
+        result.close()
+
+
 def _check_head(batch_seq: int, head_hash: str, links: list[StoredLink]) -> BrokenLink | None:
     last = links[-1] if links else None
+    if last is not None and last.seq > batch_seq:
+        return BrokenLink(batch_seq + 1, "the batch's head does not match its last stored event (events added?)")
     if last is None or last.seq != batch_seq or last.hash != head_hash:
         return BrokenLink(batch_seq, "the batch's head does not match its last stored event (events missing?)")
     return None
 
 
-def _anchored(anchor: checkpoints.Anchor, stream: str, links: list[StoredLink]) -> BrokenLink | None:
-    found = anchor.mismatch(stream, {link.seq: link.hash for link in links})
+def _anchored(anchor: checkpoints.Anchor, stream: str, links: list[StoredLink], rows: list) -> BrokenLink | None:
+    if stream not in anchor.leaves:  # nothing signed for this stream: no lookup tables to build
+        return None
+    recorded = ((row.seq, row.recorded_at) for row in rows)
+    found = anchor.mismatch(stream, {link.seq: link.hash for link in links}, recorded)
     return BrokenLink(*found) if found else None
 
 
-def verify(session: Session, actor: Actor | None = None, din: str | None = None) -> Report:
-    """Verify batch chains (all, or one DIN) and, for a full run, the admin chain; then the checkpoint."""
+def verify(
+    session: Session, actor: Actor | None = None, din: str | None = None, public_key: Ed25519PublicKey | None = None
+) -> Report:
+    """Verify batch chains (all, or one DIN) and, for a full run, the admin chain; then the checkpoints.
+
+    Checkpoints are checked against ``public_key`` (an auditor's copy of the lab's key) or
+    else the trusted key (``keys.trusted_public_key``).
+    """
     if actor is not None:
         require(actor, Action.AUDIT)
+    trusted = public_key or keys.trusted_public_key()
     if session.get_bind().dialect.name == "postgresql":
         try:
-            return _verify(session, actor, din, in_database=True)
+            return _verify(session, actor, din, trusted, in_database=True)
         except DataError:
             # A stored canonical text that is not even JSON stops the in-database comparison;
             # the Python comparison names the event instead.
             session.rollback()
-    return _verify(session, actor, din, in_database=False)
+    return _verify(session, actor, din, trusted, in_database=False)
 
 
-def _verify(session: Session, actor: Actor | None, din: str | None, *, in_database: bool) -> Report:
+def _verify(
+    session: Session, actor: Actor | None, din: str | None, public_key: Ed25519PublicKey, *, in_database: bool
+) -> Report:
     report = Report()
-    anchor = checkpoints.anchor(session, keys.lab_key().public_key)
+    anchor = checkpoints.anchor(session, public_key)
     report.checkpoint = anchor.summary()
-    if anchor.checkpoint is not None and anchor.problem is not None:
-        reason = f"checkpoint {anchor.checkpoint.id}: {anchor.problem}"
-        report.failures.append({"din": "checkpoint", "seq": anchor.checkpoint.id, "reason": reason})
+    for checkpoint_id, problem in anchor.rejected:
+        reason = f"checkpoint {checkpoint_id}: {problem}"
+        report.failures.append({"din": "checkpoint", "seq": checkpoint_id, "reason": reason})
     heads = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).order_by(Batch.id)
     if din is not None:
         batch = batches.get(session, actor, din) if actor else batches.find(session, din)
@@ -172,9 +252,11 @@ def _verify(session: Session, actor: Actor | None, din: str | None, *, in_databa
     head_rows = {row.id: row for row in session.execute(heads)}
     if in_database:
         events = (
-            select(
+            select(  # in the order _links_hold unpacks
                 BatchEvent.batch_id,
                 BatchEvent.seq,
+                # The driver's aware datetime as is: the checkpoint comparison needs no UTC conversion.
+                type_coerce(BatchEvent.recorded_at, DateTime(timezone=True)).label("recorded_at"),
                 BatchEvent.prev_hash,
                 BatchEvent.hash,
                 BatchEvent.canonical,
@@ -188,22 +270,38 @@ def _verify(session: Session, actor: Actor | None, din: str | None, *, in_databa
     events = (
         events.where(BatchEvent.batch_id.in_(list(head_rows)) if din is not None else True)
         .order_by(BatchEvent.batch_id, BatchEvent.seq)
-        .execution_options(yield_per=5000)
+        .execution_options(yield_per=PREFETCH_ROWS)
     )
     seen: set[int] = set()
-    # Core rows through the session's connection: the ORM's row processing cost more than the hashing.
-    for batch_id, rows in groupby(session.connection().execute(events), key=lambda r: r.batch_id):
-        rows = list(rows)
-        links = _batch_links(session, rows)
-        head = head_rows[batch_id]
-        seen.add(batch_id)
-        report.batches_checked += 1
-        report.events_checked += len(links)
+    suspects: list[list[Row]] = []
+
+    def check(rows: list, *, sound: bool) -> None:
+        """One batch's chain; ``sound`` when ``_links_hold`` found every link right (the rows serve as links)."""
+        head = head_rows[rows[0].batch_id]
+        links = rows if sound else _batch_links(session, rows)
         broken = (
-            verify_links(links) or _check_head(head.seq, head.head_hash, links) or _anchored(anchor, head.din, links)
+            (None if sound else verify_links(links))
+            or _check_head(head.seq, head.head_hash, links)
+            or _anchored(anchor, head.din, links, rows)
         )
         if broken:
             report.failures.append({"din": head.din, "seq": broken.seq, "reason": broken.reason})
+
+    # Core rows through the session's connection: the ORM's row processing cost more than the hashing.
+    result = session.connection().execute(events)
+    for batch_id, group in groupby(_prefetched(result) if in_database else result, key=lambda r: r.batch_id):
+        rows = list(group)
+        seen.add(batch_id)
+        report.batches_checked += 1
+        report.events_checked += len(rows)
+        if not in_database:
+            check(rows, sound=False)
+        elif _links_hold(rows):
+            check(rows, sound=True)
+        else:
+            suspects.append(rows)  # after the scan, when the connection is free to re-read the columns
+    for rows in suspects:
+        check(rows, sound=False)
     for batch_id, head in head_rows.items():
         if batch_id not in seen:
             report.batches_checked += 1
@@ -234,7 +332,7 @@ def _verify(session: Session, actor: Actor | None, din: str | None, *, in_databa
             for row in admin_rows
         ]
         report.events_checked += len(admin_links)
-        broken = verify_links(admin_links) or _anchored(anchor, ADMIN_STREAM, admin_links)
+        broken = verify_links(admin_links) or _anchored(anchor, ADMIN_STREAM, admin_links, admin_rows)
         if broken:
             report.failures.append({"din": ADMIN_STREAM, "seq": broken.seq, "reason": broken.reason})
     report.failures.sort(key=lambda f: (str(f["din"]), int(f["seq"])))

@@ -15,8 +15,14 @@ changed-heads delta is computed against its true predecessor.
 A checkpoint never launders a rewrite. Before building on its predecessor it
 checks that checkpoint's signature and that its stored leaves still produce its
 root (else it refuses: 409); and a stream whose previously signed head is no
-longer in its chain (events rewritten, hashes recomputed) keeps that signed head
-in the new checkpoint, so verification keeps naming the batch.
+longer in its chain (events rewritten, hashes recomputed), or whose events after
+that head claim to have been recorded before the predecessor was signed (events
+inserted later, backdated), keeps that signed head in the new checkpoint, so
+verification keeps naming the batch.
+
+Verification anchors on the newest checkpoint that is sound under the trusted key
+(``keys.trusted_public_key``): a forged or altered newer one is reported, and the
+genuine one before it still exposes what the forger rewrote.
 
 The signed statement, one item per line, is::
 
@@ -31,10 +37,12 @@ A verifier checks the Ed25519 signature over exactly these UTF-8 bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import and_, func, insert, select, text, tuple_
+from sqlalchemy import and_, func, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
@@ -48,6 +56,10 @@ from labtrack.services.streams import ADMIN_STREAM
 
 STATEMENT_TITLE = "LabTrack checkpoint v1"
 _ADVISORY_LOCK = 0x4C54_434B  # "LTCK": one checkpoint at a time
+# An event is stamped (recorded_at) before its transaction commits, so one recorded just before a
+# checkpoint may commit just after it and be left out. One recorded earlier than this before a
+# checkpoint that does not cover it was inserted afterwards.
+COMMIT_MARGIN = timedelta(minutes=5)
 
 
 def statement_text(origin: str, tree_size: int, root: str, created_at: str) -> str:
@@ -96,18 +108,27 @@ def latest(session: Session) -> Checkpoint | None:
     return session.execute(select(Checkpoint).order_by(Checkpoint.id.desc()).limit(1)).scalar_one_or_none()
 
 
-def soundness(checkpoint: Checkpoint, leaves: list[Leaf], public_key: Ed25519PublicKey) -> str | None:
-    """What is wrong with a stored checkpoint (its key, signature, statement, leaves), or None."""
+def _signed_soundness(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> str | None:
+    """What is wrong with a checkpoint's key, signature or statement (cheap: no leaves read), or None."""
     fields = parse_statement(checkpoint.statement)
     if checkpoint.key_id != key_id_of(public_key):
         return f"signed by key {checkpoint.key_id[:16]}…, not this lab's key {key_id_of(public_key)[:16]}…"
     if not signature_valid(public_key, checkpoint.signature, checkpoint.statement.encode()):
-        return "its signature does not verify: the signed statement was altered"
+        return "its signature does not verify: the signed statement was altered or signed with another key"
     if fields is None or fields["tree_size"] != checkpoint.tree_size or fields["root"] != checkpoint.root:
         return "its stored size or root differ from the signed statement"
+    return None
+
+
+def _leaves_soundness(checkpoint: Checkpoint, leaves: list[Leaf]) -> str | None:
     if len(leaves) != checkpoint.tree_size or MerkleTree([leaf.data for leaf in leaves]).root.hex() != checkpoint.root:
         return "its stored leaves no longer produce the signed root: checkpoint data was altered"
     return None
+
+
+def soundness(checkpoint: Checkpoint, leaves: list[Leaf], public_key: Ed25519PublicKey) -> str | None:
+    """What is wrong with a stored checkpoint (its key, signature, statement, leaves), or None."""
+    return _signed_soundness(checkpoint, public_key) or _leaves_soundness(checkpoint, leaves)
 
 
 def _hashes_at(session: Session, leaves: list[Leaf]) -> dict[str, str]:
@@ -129,13 +150,39 @@ def _hashes_at(session: Session, leaves: list[Leaf]) -> dict[str, str]:
     return found
 
 
-def _signable_heads(session: Session, before: dict[str, Leaf]) -> list[Leaf]:
-    """Current heads, except that a stream whose signed head left its chain keeps the signed head."""
+def _recorded_before(session: Session, leaves: list[Leaf], cutoff: datetime) -> set[str]:
+    """The streams with an event after the given head that claims to have been recorded before ``cutoff``."""
+    found: set[str] = set()
+    batch_leaves = [leaf for leaf in leaves if leaf.stream != ADMIN_STREAM]
+    for start in range(0, len(batch_leaves), 500):
+        after_heads = or_(
+            *(and_(Batch.din == leaf.stream, BatchEvent.seq > leaf.seq) for leaf in batch_leaves[start : start + 500])
+        )
+        found.update(
+            session.execute(
+                select(Batch.din)
+                .join(BatchEvent, BatchEvent.batch_id == Batch.id)
+                .where(after_heads, BatchEvent.recorded_at < cutoff)
+                .distinct()
+            ).scalars()
+        )
+    for leaf in leaves:
+        if leaf.stream == ADMIN_STREAM:
+            later = select(AdminEvent.id).where(AdminEvent.seq > leaf.seq, AdminEvent.recorded_at < cutoff).limit(1)
+            if session.execute(later).first() is not None:
+                found.add(ADMIN_STREAM)
+    return found
+
+
+def _signable_heads(session: Session, before: dict[str, Leaf], signed_at: datetime | None) -> list[Leaf]:
+    """Current heads, except that a stream keeps its signed head when that head left its chain
+    (rewritten) or when events after it claim to be older than the previous checkpoint (inserted)."""
     heads = {leaf.stream: leaf for leaf in current_heads(session)}
     moved = [leaf for stream, leaf in before.items() if heads.get(stream) != leaf]
     still_there = _hashes_at(session, moved)
+    backdated = _recorded_before(session, moved, signed_at - COMMIT_MARGIN) if signed_at else set()
     for leaf in moved:
-        if still_there.get(leaf.stream) != leaf.hash:
+        if still_there.get(leaf.stream) != leaf.hash or leaf.stream in backdated:
             heads[leaf.stream] = leaf
     return sort_leaves(list(heads.values()))
 
@@ -154,7 +201,7 @@ def create(session: Session, key: LabKey, origin: str, actor: Actor | None = Non
         if problem is not None:
             raise Conflict(f"Checkpoint {previous.id} cannot be built on: {problem}. Investigate before signing more.")
         before = {leaf.stream: leaf for leaf in signed}
-    heads = _signable_heads(session, before)
+    heads = _signable_heads(session, before, previous.created_at if previous is not None else None)
     root = MerkleTree([leaf.data for leaf in heads]).root.hex()
     now = utcnow()
     statement = statement_text(origin, len(heads), root, iso_utc(now))
@@ -223,11 +270,19 @@ def as_dict(checkpoint: Checkpoint) -> dict[str, object]:
 
 @dataclass
 class Anchor:
-    """The latest checkpoint as verification sees it: its own soundness, and the heads it vouches for."""
+    """The checkpoints as verification sees them.
+
+    ``checkpoint`` is the latest one and ``problem`` what is wrong with it. Verification
+    anchors on ``trusted``, the newest checkpoint that is sound under the trusted key, and
+    its leaves: a forged or altered newer checkpoint (listed in ``rejected``) is reported
+    but never hides a rewrite that an older, genuine one still exposes.
+    """
 
     checkpoint: Checkpoint | None = None
     problem: str | None = None
+    trusted: Checkpoint | None = None
     leaves: dict[str, Leaf] = field(default_factory=dict)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> dict[str, object] | None:
         if self.checkpoint is None:
@@ -238,28 +293,73 @@ class Anchor:
             "tree_size": self.checkpoint.tree_size,
             "root": self.checkpoint.root,
             "ok": self.problem is None,
+            "anchored_on": self.trusted.id if self.trusted is not None else None,
         }
 
-    def mismatch(self, stream: str, hashes_by_seq: dict[int, str]) -> tuple[int, str] | None:
-        """Whether a stream's stored events still contain the head this checkpoint signed."""
+    def mismatch(
+        self, stream: str, hashes_by_seq: dict[int, str], recorded: Iterable[tuple[int, datetime]]
+    ) -> tuple[int, str] | None:
+        """Whether a stream's stored events still contain the head the trusted checkpoint signed,
+        and none after it claims to have been recorded before that checkpoint."""
         leaf = self.leaves.get(stream)
-        if leaf is None or self.checkpoint is None:
+        if leaf is None or self.trusted is None:
             return None
+        name = f"checkpoint {self.trusted.id}"
         stored = hashes_by_seq.get(leaf.seq)
         if stored is None:
-            return leaf.seq, f"event {leaf.seq}, signed by checkpoint {self.checkpoint.id}, is missing"
+            return leaf.seq, f"event {leaf.seq}, signed by {name}, is missing"
         if stored != leaf.hash:
             return leaf.seq, (
-                f"event {leaf.seq} differs from the head signed by checkpoint {self.checkpoint.id}: "
+                f"event {leaf.seq} differs from the head signed by {name}: "
                 "the history was rewritten after it was checkpointed"
+            )
+        if max(hashes_by_seq) == leaf.seq:
+            return None
+        cutoff = self.trusted.created_at - COMMIT_MARGIN
+        backdated = sorted(seq for seq, at in recorded if seq > leaf.seq and at < cutoff)
+        if backdated:
+            return backdated[0], (
+                f"event {backdated[0]} claims to have been recorded before {name}, which signed seq {leaf.seq} "
+                "as the head: it was inserted afterwards"
             )
         return None
 
 
 def anchor(session: Session, public_key: Ed25519PublicKey) -> Anchor:
-    """Check the latest checkpoint against the lab's key and its own leaves (R-AUD-3, R-AUD-4)."""
-    checkpoint = latest(session)
-    if checkpoint is None:
-        return Anchor()
-    leaves = leaves_of(session, checkpoint.id)
-    return Anchor(checkpoint, soundness(checkpoint, leaves, public_key), {leaf.stream: leaf for leaf in leaves})
+    """Check the checkpoints, newest first, against the trusted key and their own leaves (R-AUD-3, R-AUD-4).
+
+    The walk stops at the first sound one; key, signature and statement are checked before
+    any leaves are read, so forged checkpoints cost little. Older checkpoints signed by
+    another key mean the signing key was replaced: each is reported too.
+    """
+    found = Anchor()
+    newest_first = select(Checkpoint).order_by(Checkpoint.id.desc()).execution_options(yield_per=50)
+    with session.execute(newest_first) as result:
+        for checkpoint in result.scalars():
+            problem = _signed_soundness(checkpoint, public_key)
+            leaves: list[Leaf] = []
+            if problem is None:
+                leaves = leaves_of(session, checkpoint.id)
+                problem = _leaves_soundness(checkpoint, leaves)
+            if found.checkpoint is None:
+                found.checkpoint, found.problem = checkpoint, problem
+            if problem is not None:
+                found.rejected.append((checkpoint.id, problem))
+                continue
+            found.trusted, found.leaves = checkpoint, {leaf.stream: leaf for leaf in leaves}
+            break
+    if found.trusted is not None:
+        older = session.execute(
+            select(Checkpoint)
+            .where(Checkpoint.id < found.trusted.id, Checkpoint.key_id != found.trusted.key_id)
+            .order_by(Checkpoint.id)
+        ).scalars()
+        found.rejected.extend(
+            (
+                checkpoint.id,
+                f"signed by key {checkpoint.key_id[:16]}…, but checkpoint {found.trusted.id} by the trusted key "
+                f"{found.trusted.key_id[:16]}…: the lab's signing key was replaced",
+            )
+            for checkpoint in older
+        )
+    return found

@@ -8,6 +8,14 @@ mount it, like ``SECRET_KEY``.
 
 ``key_id`` is the hex SHA-256 of the raw 32-byte public key, so an auditor can
 tell which key signed a checkpoint.
+
+Which key verification trusts: someone who can replace the key file can sign a
+checkpoint over a rewritten history with their own key, so the file alone is no
+proof. Pin the published public key where the attacker of the instance folder
+cannot reach it: ``LABTRACK_CHECKPOINT_PUBLIC_KEY`` (a PEM file) for the API and
+the CLI, ``flask labtrack audit verify --public-key FILE`` for an auditor, and the
+offline verifier's ``--public-key``. Without a pin, a replaced key still shows:
+the checkpoints signed before the swap carry the old ``key_id``.
 """
 
 from __future__ import annotations
@@ -108,3 +116,22 @@ def load_or_create(instance_path: str) -> LabKey:
 def lab_key() -> LabKey:
     """The key of the running app's instance folder."""
     return load_or_create(str(current_app.config["INSTANCE_PATH"]))
+
+
+@cache
+def load_pinned(path: str) -> Ed25519PublicKey:
+    """The published key named by ``LABTRACK_CHECKPOINT_PUBLIC_KEY``, read once; checked at start-up."""
+    try:
+        return load_public_pem(Path(path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise RuntimeError(
+            f"LABTRACK_CHECKPOINT_PUBLIC_KEY={path}: not a readable Ed25519 public key ({error})"
+        ) from error
+
+
+def trusted_public_key() -> Ed25519PublicKey:
+    """The key checkpoints must be signed with: the pinned one when configured, else the lab's own."""
+    pinned = current_app.config.get("LABTRACK_CHECKPOINT_PUBLIC_KEY")
+    if pinned:
+        return load_pinned(pinned)
+    return lab_key().public_key

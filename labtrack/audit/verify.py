@@ -11,7 +11,9 @@ or from ``GET /api/v1/audit/public-key``. The verifier checks that:
    their canonical text claims;
 2. the checkpoint's statement is signed by that key and states the root and size;
 3. the checkpoint's leaf for this batch is ``din:seq:hash`` of an exported event,
-   and the inclusion proof leads from that leaf to the signed root (RFC 6962).
+   and the inclusion proof leads from that leaf to the signed root (RFC 6962);
+4. no event after that leaf claims to have been recorded before the checkpoint was
+   signed (beyond ``COMMIT_MARGIN``): such an event was inserted afterwards.
 
 Exit status 0 when everything verifies (events recorded after the checkpoint are
 reported as a warning: only their chain vouches for them), 1 when anything fails,
@@ -24,10 +26,11 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labtrack.audit.checkpoints import parse_statement
+from labtrack.audit.checkpoints import COMMIT_MARGIN, parse_statement
 from labtrack.audit.keys import key_id_of, load_public_pem, signature_valid
 from labtrack.domain.hashing import StoredLink, verify_links
 from labtrack.domain.merkle import Leaf, root_from_proof
@@ -126,7 +129,49 @@ def _check_checkpoint(checkpoint: dict[str, Any], public_key: Any, outcome: Outc
     return True
 
 
-def _check_proof(proof: dict[str, Any], checkpoint: dict[str, Any], hashes: dict[int, str], outcome: Outcome) -> None:
+def _utc(text: object) -> datetime | None:
+    """An ISO 8601 time with its offset (as hashed and signed), or None."""
+    try:
+        moment = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _recorded_at(events: list[dict[str, Any]]) -> dict[int, datetime]:
+    """seq -> recorded_at as the hashed canonical text states it (events whose text does not parse are left out)."""
+    found: dict[int, datetime] = {}
+    for event in events:
+        try:
+            moment = _utc(json.loads(event["canonical"])["recorded_at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if moment is not None and isinstance(event.get("seq"), int):
+            found[event["seq"]] = moment
+    return found
+
+
+def _check_backdated(checkpoint: dict[str, Any], head: int, recorded: dict[int, datetime], outcome: Outcome) -> None:
+    fields = parse_statement(str(checkpoint.get("statement")))
+    signed_at = _utc(fields["created_at"]) if fields else None
+    if signed_at is None:
+        outcome.problems.append(f"checkpoint {checkpoint.get('id')}: its signed statement has no valid time")
+        return
+    backdated = sorted(seq for seq, at in recorded.items() if seq > head and at < signed_at - COMMIT_MARGIN)
+    if backdated:
+        outcome.problems.append(
+            f"event seq {backdated[0]} claims to have been recorded before checkpoint {checkpoint.get('id')}, "
+            f"which signed seq {head} as the batch's head: it was inserted afterwards"
+        )
+
+
+def _check_proof(
+    proof: dict[str, Any],
+    checkpoint: dict[str, Any],
+    hashes: dict[int, str],
+    recorded: dict[int, datetime],
+    outcome: Outcome,
+) -> None:
     try:
         leaf = Leaf.parse(str(proof["leaf"]))
         path = [bytes.fromhex(node) for node in proof["audit_path"]]
@@ -153,6 +198,7 @@ def _check_proof(proof: dict[str, Any], checkpoint: dict[str, Any], hashes: dict
             f"event seq {leaf.seq} has hash {exported}, but the checkpoint signed {leaf.hash}: the history was "
             "rewritten after the checkpoint (hashes recomputed to hide it)"
         )
+    _check_backdated(checkpoint, leaf.seq, recorded, outcome)
     later = sorted(seq for seq in hashes if seq > leaf.seq)
     if later:
         outcome.warnings.append(
@@ -187,7 +233,7 @@ def verify_export(lines: list[str], public_key: Any) -> Outcome:
         return outcome
     checkpoint = records["checkpoint"][0]
     if _check_checkpoint(checkpoint, public_key, outcome):
-        _check_proof(records["inclusion_proof"][0], checkpoint, hashes, outcome)
+        _check_proof(records["inclusion_proof"][0], checkpoint, hashes, _recorded_at(events), outcome)
     return outcome
 
 

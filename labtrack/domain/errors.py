@@ -71,6 +71,12 @@ class AccountLocked(DomainError):
     status, code, title = 423, "account_locked", "Account locked"
 
 
+class RateLimited(DomainError):
+    """Too many sign-in attempts from one address or for one username (``labtrack.security``)."""
+
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
 class ValidationFailed(DomainError):
     status, code, title = 422, "validation_error", "Validation error"
 

@@ -22,7 +22,8 @@ def iso_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with ``Z`` and microseconds, the one time format hashed."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime cannot be hashed")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime("%Y"), which gives year 792 as "792" (PostgreSQL's to_char gives "0792")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def jsonable(value: Any) -> Any:

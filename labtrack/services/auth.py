@@ -1,20 +1,28 @@
-"""Passwords (Argon2), bearer tokens (stored only as SHA-256 hashes) and the acting user."""
+"""Passwords (Argon2), bearer tokens (stored only as SHA-256 hashes), the acting user, and the
+record of sign-ins, sign-outs and lockouts (``auth_events``, append-only).
+
+R-SIG-1's lockout covers every wrong password entered for an account: failed signatures and
+failed sign-ins count together, five within 15 minutes lock it until an admin unlocks it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, lazyload
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Actor, Role
-from labtrack.domain.errors import AccountLocked, InvalidCredentials, Unauthenticated
-from labtrack.models import ApiToken, User
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.errors import AccountLocked, DomainError, InvalidCredentials, Unauthenticated
+from labtrack.domain.signatures import FAILURE_WINDOW, locks_account
+from labtrack.models import ApiToken, AuthEvent, SignatureFailure, User
+from labtrack.services.streams import append_admin_event
 
 _hasher = PasswordHasher()
 # Verifying against this keeps unknown usernames as slow as known ones.
@@ -57,23 +65,135 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(session: Session, username: str, password: str, lifetime: timedelta) -> tuple[str, datetime, User]:
-    """Exchange a username and password for a bearer token (shown once, stored hashed)."""
+@dataclass(frozen=True)
+class Client:
+    """Where a request came from, as the server saw it: the adapter (api, web) and the peer."""
+
+    channel: str
+    address: str | None = None
+    user_agent: str | None = None
+
+
+INTERNAL = Client(channel="internal")  # a token issued by code (benchmarks), not by a request
+LOCKED_DETAIL = "This account is locked after repeated wrong passwords; an admin must unlock it."
+LOCKED_NOW_DETAIL = (
+    "Five wrong passwords in 15 minutes (sign-ins and signatures): the account is locked until an admin unlocks it."
+)
+
+
+def record_event(
+    session: Session,
+    event: str,
+    outcome: str,
+    client: Client,
+    *,
+    username: str,
+    user_id: int | None,
+    reason: str | None = None,
+) -> None:
+    """Append one authentication event, timed by the server's clock."""
+    session.add(
+        AuthEvent(
+            at=utcnow(),
+            event=event,
+            outcome=outcome,
+            reason=reason,
+            username=username[:64],
+            user_id=user_id,
+            channel=client.channel,
+            address=client.address[:64] if client.address else None,
+            user_agent=client.user_agent[:300] if client.user_agent else None,
+        )
+    )
+
+
+def list_events(session: Session, actor: Actor, *, username: str | None = None, limit: int = 100) -> list[AuthEvent]:
+    """The authentication record, newest first (admins only: it names addresses and failed usernames)."""
+    require(actor, Action.MANAGE_REFERENCE)
+    query = select(AuthEvent).order_by(AuthEvent.id.desc()).limit(limit)
+    if username is not None:
+        query = query.where(AuthEvent.username == username)
+    return list(session.execute(query).scalars())
+
+
+def recent_password_failures(session: Session, user: User) -> int:
+    """Wrong passwords for this account within the window since its last unlock: signatures and sign-ins."""
+    since = max(utcnow() - FAILURE_WINDOW, user.failures_reset_at or utcnow() - FAILURE_WINDOW)
+    signatures = select(func.count()).where(SignatureFailure.user_id == user.id, SignatureFailure.at > since)
+    sign_ins = select(func.count()).where(
+        AuthEvent.user_id == user.id,
+        AuthEvent.event == "sign_in",
+        AuthEvent.reason == "wrong_password",
+        AuthEvent.at > since,
+    )
+    return session.execute(signatures).scalar_one() + session.execute(sign_ins).scalar_one()
+
+
+def lock_account(session: Session, user_id: int, client: Client) -> None:
+    """R-SIG-1: lock until an admin unlocks; recorded on the admin chain and as an auth event."""
+    user = session.get(User, user_id)
+    if user is None or user.locked_at is not None:
+        return
+    user.locked_at = utcnow()
+    append_admin_event(
+        session,
+        "system",
+        "user_locked",
+        {"key": user.username, "reason": "five wrong passwords (sign-in or signature)"},
+    )
+    record_event(session, "lockout", "failure", client, username=user.username, user_id=user.id, reason="password")
+
+
+def issue_token(
+    session: Session, username: str, password: str, lifetime: timedelta, client: Client = INTERNAL
+) -> tuple[str, datetime, User]:
+    """Exchange a username and password for a bearer token (shown once, stored hashed).
+
+    Every attempt is recorded. A wrong password for an existing account counts toward
+    R-SIG-1's lockout; the fifth within 15 minutes locks the account (423).
+    """
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
-    if not password_matches(user, password) or user is None or not user.active:
-        raise InvalidCredentials("Unknown username, wrong password, or deactivated account.")
+    matches = password_matches(user, password)  # an unknown name costs the same Argon2 time as a known one
+    if user is None or not matches:
+        raise _refused(session, username, user, client, "unknown_user" if user is None else "wrong_password")
+    if not user.active:
+        raise _refused(session, username, user, client, "deactivated")
     if user.locked_at is not None:
-        raise AccountLocked("This account is locked after repeated failed signatures; an admin must unlock it.")
+        raise _refused(session, username, user, client, "account_locked")
     token = secrets.token_urlsafe(32)
     expires_at = utcnow() + lifetime
     session.add(ApiToken(token_hash=_token_hash(token), user_id=user.id, expires_at=expires_at))
+    record_event(session, "sign_in", "success", client, username=username, user_id=user.id)
     return token, expires_at, user
+
+
+def _refused(session: Session, username: str, user: User | None, client: Client, reason: str) -> DomainError:
+    """The refusal to raise; its ``record`` runs after the rollback (``Database.write``)."""
+    counts = reason == "wrong_password" and user is not None and user.active and user.locked_at is None
+    lock = counts and locks_account(recent_password_failures(session, user))
+    error: DomainError
+    if lock:
+        error = AccountLocked(LOCKED_NOW_DETAIL)
+    elif reason == "account_locked":
+        error = AccountLocked(LOCKED_DETAIL)
+    else:
+        error = InvalidCredentials("Unknown username, wrong password, or deactivated account.")
+    user_id = user.id if user is not None else None
+
+    def record(unit: Session) -> None:
+        record_event(unit, "sign_in", "failure", client, username=username, user_id=user_id, reason=reason)
+        if lock and user_id is not None:
+            lock_account(unit, user_id, client)
+
+    error.record = record  # type: ignore[attr-defined]
+    return error
 
 
 def actor_for_token(session: Session, token: str) -> Actor:
     """The active user behind a live token; deactivation takes effect on the next request."""
     row = session.execute(
         select(User)
+        .options(lazyload(User.clinic))  # the actor needs the user's own columns only
         .join(ApiToken, ApiToken.user_id == User.id)
         .where(
             ApiToken.token_hash == _token_hash(token),
@@ -85,16 +205,21 @@ def actor_for_token(session: Session, token: str) -> Actor:
     if row is None:
         raise Unauthenticated("The bearer token is missing, expired or revoked, or its user is deactivated.")
     if row.locked_at is not None:  # R-SIG-1: say why (423), so the client does not just sign in again
-        raise AccountLocked("This account is locked after repeated failed signatures; an admin must unlock it.")
+        raise AccountLocked(LOCKED_DETAIL)
     return actor_of(row)
 
 
-def revoke_token(session: Session, token: str) -> None:
-    session.execute(
-        update(ApiToken)
-        .where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
+def revoke_token(session: Session, token: str, client: Client = INTERNAL) -> None:
+    """Sign out: the token stops working at once; a live token's revocation is recorded."""
+    row = session.execute(
+        select(ApiToken).where(ApiToken.token_hash == _token_hash(token), ApiToken.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
+        return
+    row.revoked_at = utcnow()
+    user = session.get(User, row.user_id)
+    if user is not None:
+        record_event(session, "sign_out", "success", client, username=user.username, user_id=user.id)
 
 
 def revoke_user_tokens(session: Session, user_id: int) -> None:

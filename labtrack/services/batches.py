@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -18,7 +18,7 @@ from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
 from labtrack.domain.lifecycle import BatchState, PendingTransfer, Status, side_of
 from labtrack.domain.process import PROCESSES, Performer, TissueSource
-from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient
+from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
 from labtrack.services import specifications
 from labtrack.services.streams import append_batch_event
 
@@ -91,19 +91,32 @@ def register(
     return batch
 
 
-def find(session: Session, din_text: str, *, for_update: bool = False) -> Batch | None:
-    """The batch with this DIN (any R-DIN-3 form), unscoped: callers check access."""
+def find(
+    session: Session, din_text: str, *, for_update: bool = False, with_specification: bool = False
+) -> Batch | None:
+    """The batch with this DIN (any R-DIN-3 form), unscoped: callers check access.
+
+    ``with_specification`` joins the batch's specification version, for a caller that reads it
+    anyway (one round trip instead of two).
+    """
     din = parse_din(din_text)
-    query = select(Batch).where(Batch.din == din.value)
+    # The row and its custodian, which every state check reads; the other relations load on first
+    # use. Joining all of them eagerly made a ten-table query that took ~2 ms to plan per request.
+    options = [lazyload("*"), joinedload(Batch.custodian).lazyload(User.clinic)]
+    if with_specification:
+        options.append(joinedload(Batch.specification))
+    query = select(Batch).options(*options).where(Batch.din == din.value)
     if for_update:
         # A per-batch row lock on PostgreSQL: writers on one batch queue, others never wait.
         query = query.with_for_update(of=Batch)
     return session.execute(query).unique().scalar_one_or_none()
 
 
-def get(session: Session, actor: Actor, din_text: str, *, for_update: bool = False) -> Batch:
+def get(
+    session: Session, actor: Actor, din_text: str, *, for_update: bool = False, with_specification: bool = False
+) -> Batch:
     """The batch an actor may see; another clinic's batch is 404, not 403 (R-ACC-1)."""
-    batch = find(session, din_text, for_update=for_update)
+    batch = find(session, din_text, for_update=for_update, with_specification=with_specification)
     if batch is None:
         raise NotFound("No such batch.")
     require(actor, Action.READ_BATCH, batch.clinic_id, what="batch")

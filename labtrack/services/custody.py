@@ -81,7 +81,7 @@ def handoff(
     }
     if late_entry_reason:
         data["late_entry_reason"] = late_entry_reason.strip()
-    event = append_batch_event(session, batch, actor, "handoff", data, occurred_at=occurred_at, recorded_at=now)
+    # The projection first: the event's flush writes it in the same UPDATE as the new head.
     batch.transfer_from_id = actor.id
     batch.transfer_to_id = recipient.id
     batch.transfer_seal_id = seal_id
@@ -89,6 +89,7 @@ def handoff(
     batch.transfer_at = occurred_at
     batch.status = new_status.value
     batch.last_physical_at = occurred_at
+    event = append_batch_event(session, batch, actor, "handoff", data, occurred_at=occurred_at, recorded_at=now)
     if new_status == Status.DISPATCHED:
         outbox.enqueue(session, "batch.dispatched", batch, {"to": recipient.username, "seq": event.seq})
     session.flush()
@@ -126,14 +127,13 @@ def receipt(
     }
     if late_entry_reason:
         data["late_entry_reason"] = late_entry_reason.strip()
-    event = append_batch_event(session, batch, actor, "receipt", data, occurred_at=occurred_at, recorded_at=now)
     batch.custodian_id = actor.id
     batch.transfer_from_id = batch.transfer_to_id = None
     batch.transfer_seal_id = batch.transfer_status_before = None
     batch.transfer_at = None
     batch.status = new_status.value
     batch.last_physical_at = occurred_at
-    session.flush()
+    event = append_batch_event(session, batch, actor, "receipt", data, occurred_at=occurred_at, recorded_at=now)
     session.refresh(batch, ["custodian"])
     found = receipt_deviations(
         handoff_seal=state.transfer.seal_id,

@@ -32,7 +32,7 @@ def open_on(
         data["qc_result_id"] = qc_result_id
     event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
     deviation = Deviation(
-        batch_id=batch.id,
+        batch=batch,  # the loaded batch, so that showing the deviation does not read it again
         kind=kind,
         description=description,
         status="open",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -14,7 +14,7 @@ from labtrack.domain.errors import Conflict, InvalidTransition, NotFound, Releas
 from labtrack.domain.lifecycle import TERMINAL, Status
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, required_tests
-from labtrack.domain.release import readiness_blockers, release_blockers
+from labtrack.domain.release import QcView, readiness_blockers, release_blockers
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, BatchEvent, Deviation
 from labtrack.services import batches, outbox, qc, signatures
@@ -34,6 +34,17 @@ def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
     )
 
 
+def qc_and_open_deviations(session: Session, batch: Batch) -> tuple[list[QcView], list[int]]:
+    """``qc.views`` and ``open_deviation_ids`` in one round trip: a UNION ALL whose deviation rows
+    carry only their id (a QC result always has a test)."""
+    open_deviations = select(Deviation.id, null(), null(), null(), null(), null()).where(
+        Deviation.batch_id == batch.id, Deviation.status == "open"
+    )
+    both = union_all(qc.view_query(batch), open_deviations)
+    rows = session.execute(both.order_by(both.selected_columns.id)).all()
+    return [qc.view_of(row) for row in rows if row.test is not None], [row.id for row in rows if row.test is None]
+
+
 def took_part(session: Session, batch: Batch, actor: Actor) -> bool:
     return (
         session.execute(
@@ -50,12 +61,13 @@ def took_part(session: Session, batch: Batch, actor: Actor) -> bool:
 
 
 def blockers_for_release(session: Session, batch: Batch, releaser: Actor) -> list[dict[str, str]]:
+    results, open_deviations = qc_and_open_deviations(session, batch)
     found = release_blockers(
         batches.state_of(batch),
         now=utcnow(),
         required=required_tests(batch.specification.body),
-        results=qc.views(session, batch),
-        open_deviation_ids=open_deviation_ids(session, batch),
+        results=results,
+        open_deviation_ids=open_deviations,
         releaser_took_part=took_part(session, batch, releaser),
     )
     return [b.as_dict() for b in found]
@@ -63,12 +75,13 @@ def blockers_for_release(session: Session, batch: Batch, releaser: Actor) -> lis
 
 def readiness(session: Session, batch: Batch) -> dict[str, Any]:
     """R-RDY-1: ready for the clinic, or every reason why not."""
+    results, open_deviations = qc_and_open_deviations(session, batch)
     blockers = readiness_blockers(
         batches.state_of(batch),
         now=utcnow(),
         required=required_tests(batch.specification.body),
-        results=qc.views(session, batch),
-        open_deviation_ids=open_deviation_ids(session, batch),
+        results=results,
+        open_deviation_ids=open_deviations,
     )
     return {
         "din": batch.din,

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import AccountLocked, DomainError, SignatureInvalid
-from labtrack.domain.signatures import FAILURE_WINDOW, Meaning, check_meaning, locks_account, manifestation
+from labtrack.domain.signatures import Meaning, check_meaning, locks_account, manifestation
 from labtrack.models import Batch, SignatureFailure, User
-from labtrack.services.auth import password_matches
-from labtrack.services.streams import append_admin_event, append_batch_event
+from labtrack.services.auth import (
+    LOCKED_DETAIL,
+    LOCKED_NOW_DETAIL,
+    Client,
+    lock_account,
+    password_matches,
+    recent_password_failures,
+)
+from labtrack.services.streams import append_batch_event
+
+SIGNING = Client(channel="signature")
 
 
 def sign(
@@ -27,28 +36,22 @@ def sign(
     """Check the re-entered password and return the manifestation to store in the signed event.
 
     A wrong password rolls the request back and then records the failure (on the
-    batch's stream and in ``signature_failures``); the fifth within 15 minutes
-    locks the account until an admin unlocks it.
+    batch's stream and in ``signature_failures``); the fifth wrong password within
+    15 minutes (failed sign-ins count too) locks the account until an admin unlocks it.
     """
     check_meaning(signature.get("meaning", ""), expected)
     user = session.get(User, signer.id)
     if user is None or user.locked_at is not None:
-        raise AccountLocked("This account is locked after repeated failed signatures; an admin must unlock it.")
+        raise AccountLocked(LOCKED_DETAIL)
     if not password_matches(user, signature.get("password", "")):
         raise _failure(session, user, signer, expected, batch)
     return manifestation(signer, expected, utcnow(), record_hash)
 
 
 def _failure(session: Session, user: User, signer: Actor, meaning: Meaning, batch: Batch | None) -> DomainError:
-    since = max(utcnow() - FAILURE_WINDOW, user.failures_reset_at or utcnow() - FAILURE_WINDOW)
-    previous = session.execute(
-        select(func.count())
-        .select_from(SignatureFailure)
-        .where(SignatureFailure.user_id == user.id, SignatureFailure.at > since)
-    ).scalar_one()
-    lock = locks_account(previous)
+    lock = locks_account(recent_password_failures(session, user))
     error: DomainError = (
-        AccountLocked("Five failed signatures within 15 minutes: the account is locked until an admin unlocks it.")
+        AccountLocked(LOCKED_NOW_DETAIL)
         if lock
         else SignatureInvalid("The password does not match: the signature was not applied. The attempt is recorded.")
     )
@@ -63,12 +66,7 @@ def _failure(session: Session, user: User, signer: Actor, meaning: Meaning, batc
                 unit, locked_batch.scalar_one(), signer, "signature_failed", {"meaning": meaning.value, "locked": lock}
             )
         if lock:
-            row = unit.get(User, user_id)
-            if row is not None and row.locked_at is None:
-                row.locked_at = now
-                append_admin_event(
-                    unit, "system", "user_locked", {"key": row.username, "reason": "five failed signatures"}
-                )
+            lock_account(unit, user_id, SIGNING)
 
     error.record = record  # type: ignore[attr-defined]
     return error

@@ -127,7 +127,7 @@ def log_step(
         payload["equipment"] = [{"code": i.code, "kind": i.kind} for i in items]
     if late_entry_reason:
         payload["late_entry_reason"] = late_entry_reason.strip()
-    event = append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    # The projection changes first, so that the event's flush writes them in the same UPDATE as the new head.
     batch.status = new_status.value
     batch.steps_done = [*batch.steps_done, step]
     batch.last_physical_at = occurred_at
@@ -135,5 +135,4 @@ def log_step(
         batch.custodian_id = actor.id
         stability = batch.specification.body.get("stability_hours", 24)
         batch.expires_at = timing.expiry(clean["ended_at"], stability)
-    session.flush()
-    return event
+    return append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.hashing import GENESIS_HASH, canonical_body, chain, jsonable
-from labtrack.models import AdminEvent, Batch, BatchEvent
+from labtrack.models import AdminEvent, Batch, BatchEvent, User
 
 ADMIN_STREAM = "admin"
 _ADMIN_CHAIN_LOCK = 0x4C54_4144  # "LTAD"; the checkpoint lock is "LTCK"
@@ -58,6 +59,11 @@ def append_batch_event(
         hash=link.hash,
         canonical=link.canonical,
     )
+    # The actor's row is often in the session already (the custodian): link it, so that showing the
+    # event does not read it again.
+    user = session.identity_map.get(identity_key(User, actor.id))
+    if user is not None:
+        event.actor = user
     session.add(event)
     batch.seq = seq
     batch.head_hash = link.hash

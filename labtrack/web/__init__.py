@@ -14,9 +14,11 @@ from datetime import timedelta
 from flask import Blueprint, Flask, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from labtrack.api.errors import HTML_ERROR_PAGE
+from labtrack.db import outage
 from labtrack.domain.errors import DomainError
 from labtrack.extensions import csrf
 
@@ -82,6 +84,16 @@ def domain_error(error: DomainError):
 def http_error(error: HTTPException):
     status = error.code or 500
     return _error_page(status, error.name, error.description or error.name)
+
+
+@bp.errorhandler(DBAPIError)
+def database_error(error: DBAPIError):
+    # The database down, read-only or full: say so (503), rather than "something went wrong".
+    unavailable = outage(error)
+    if unavailable is None:
+        return unexpected(error)
+    log.warning("database out of service (%s) on a web page: %s", unavailable.extra["reason"], error.orig)
+    return domain_error(unavailable)
 
 
 @bp.errorhandler(Exception)

@@ -16,11 +16,13 @@ from functools import wraps
 from typing import Any
 
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_limiter import RateLimitExceeded
 
 from labtrack.api.common import database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.errors import AccountLocked, DomainError, Unauthenticated, ValidationFailed
 from labtrack.extensions import csrf
+from labtrack.security import client, refusal
 from labtrack.services import auth, notifications
 from labtrack.web import bp
 from labtrack.web.forms import NO_FAILURE, Failure
@@ -82,7 +84,7 @@ def authenticate():
         try:
             g.actor = auth.actor_for_token(read_session(), token)
         except AccountLocked:
-            return _signed_out("Your account is locked after repeated failed signatures; an admin must unlock it.")
+            return _signed_out("Your account is locked after repeated wrong passwords; an admin must unlock it.")
         except Unauthenticated:
             return _signed_out("Your session has ended (signed out, inactive too long, or account deactivated).")
         finally:
@@ -131,7 +133,8 @@ def login():
         try:
             if not username or not password:
                 raise ValidationFailed({"password": ["enter your username and password"]})
-            token, _expires, user = database().write(lambda s: auth.issue_token(s, username, password, lifetime))
+            who = client("web")
+            token, _expires, user = database().write(lambda s: auth.issue_token(s, username, password, lifetime, who))
         except DomainError as error:
             failure = Failure.of(error, "login", field="password")
         else:
@@ -140,14 +143,26 @@ def login():
             session["token"] = token
             session["refreshed"] = time.time()
             return redirect(_safe_next(request.form.get("next")) or home_url(auth.actor_of(user)), 303)
+    return _login_page(failure)
+
+
+def _login_page(failure: Failure, headers: dict[str, str] | None = None):
     next_url = _safe_next(request.values.get("next"))
-    return render_template("login.html", failure=failure, next_url=next_url), failure.status
+    return render_template("login.html", failure=failure, next_url=next_url), failure.status, headers or {}
+
+
+@bp.errorhandler(RateLimitExceeded)
+def sign_in_throttled(error: RateLimitExceeded):
+    """Too many sign-in attempts (``labtrack.security``): the form again, saying how long to wait."""
+    refused, headers = refusal(error)
+    return _login_page(Failure.of(refused, "login", field="password"), headers)
 
 
 @bp.post("/logout")
 def logout():
     token = session.get("token")
-    database().write(lambda s: auth.revoke_token(s, token))
+    who = client("web")
+    database().write(lambda s: auth.revoke_token(s, token, who))
     session.clear()
     flash("You are signed out.", "success")
     return redirect(url_for("web.login"), 303)

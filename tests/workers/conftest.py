@@ -47,6 +47,7 @@ def app(database_url: str, broker_url: str, smtp_url: str | None, tmp_path: Path
         ARGON2_MEMORY_KIB=1024,
         SMTP_URL=smtp_url,
         LABTRACK_TASK_QUEUE=f"labtrack-test-{uuid.uuid4().hex[:12]}",
+        LABTRACK_RATELIMIT_KEY_PREFIX=f"labtrack-test-{uuid.uuid4().hex[:12]}",
         LABTRACK_OUTBOX_SWEEP_SECONDS=1.0,
         LABTRACK_OUTBOX_LEASE_SECONDS=3.0,
         LABTRACK_WEBHOOK_RETRY_SECONDS=0.5,

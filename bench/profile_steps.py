@@ -1,0 +1,201 @@
+"""Profile the hot requests in-process: statements per request and where the time goes.
+
+    DATABASE_URL=postgresql://root@127.0.0.1/postgres .venv/bin/python bench/profile_steps.py [--steps 300] \\
+        [--show] [--audit-events 100000] [--readiness-batches 100000]
+
+On a scratch database (as bench/run.py makes one), through the Flask test client:
+``POST /batches/{din}/steps`` (digestion, isolation, concentration, as the step bench
+sends them), ``GET /batches/{din}/readiness`` and ``POST /batches/{din}/deviations`` (the
+racing bench's request). Prints the SQL statements per request (counted with a SQLAlchemy
+``before_cursor_execute`` listener, grouped by their first words), the mean time per
+request, and the top of a cProfile of the step and deviation loops; ``--audit-events``
+adds the audit bench and a cProfile of ``chains.verify``; ``--readiness-batches`` grows the database
+(bench/datagen.py) and profiles readiness there, with each statement's EXPLAIN ANALYZE.
+Timings are in-process and single-threaded, so they are steadier than the HTTP bench
+on a shared machine; use them to choose changes and bench/run.py to judge the bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import run  # noqa: E402
+from outbox_bench import fresh_database  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
+
+from config import Config  # noqa: E402
+from labtrack import create_app  # noqa: E402
+from labtrack.audit import chains  # noqa: E402
+from labtrack.db import Database  # noqa: E402
+from labtrack.migrate import upgrade  # noqa: E402
+
+
+class StatementCounter:
+    def __init__(self, engine) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.last: list[str] = []
+        self.parameters: list = []
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn, _cursor, statement, parameters, *_args) -> None:
+        words = statement.split()
+        self.last.append(statement)
+        self.parameters.append(parameters)
+        self.kinds[" ".join(words[:2]) if words[0] == "SELECT" else " ".join(words[:3])] += 1
+
+    def take(self) -> Counter[str]:
+        kinds, self.kinds, self.last, self.parameters = self.kinds, Counter(), [], []
+        return kinds
+
+
+def report(name: str, requests: int, seconds: float, kinds: Counter[str]) -> None:
+    total = sum(kinds.values())
+    print(
+        f"{name}: {requests} requests, {seconds / requests * 1e3:.2f} ms each, {total / requests:.2f} statements each"
+    )
+    for kind, count in kinds.most_common():
+        print(f"    {count / requests:5.2f}  {kind[:100]}")
+
+
+def profile_audit(app, bench: run.Bench, args: argparse.Namespace) -> None:
+    """chains.verify against the read-and-hash floor (as bench/run.py measures them), then under cProfile."""
+    run.grow(bench, run.QUICK, run.count_batches(bench) + 1, events_total=args.audit_events)
+    bench.results.clear()
+    run.bench_audit(bench, app)
+    profiler = cProfile.Profile()
+    with app.app_context():
+        session = bench.db.reader()
+        profiler.enable()
+        chains.verify(session)
+        profiler.disable()
+        session.close()
+    print_profile("chains.verify", profiler, "tottime", args.top)
+
+
+def profile_readiness(app, bench: run.Bench, counter: StatementCounter, post, args: argparse.Namespace) -> None:
+    """GET /readiness on generated batches (bench/datagen.py, 20 events each): time, statements, each
+    statement's EXPLAIN ANALYZE, and a cProfile."""
+    first = run.count_batches(bench) + 1  # generated DINs' sequences, clear of any generated before
+    run.grow(bench, run.FULL, first, batches_total=args.readiness_batches, events_total=args.readiness_batches * 20)
+    with bench.db.engine.connect() as connection:
+        connection.execute(text("ANALYZE"))
+        dins = connection.execute(text("SELECT din FROM batches ORDER BY random() LIMIT 1100")).scalars().all()
+    headers = bench.bearer("clinic")
+    for din in dins[:100]:
+        post("GET", f"/api/v1/batches/{din}/readiness", None, headers)
+    counter.take()
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    for din in dins[100:]:
+        post("GET", f"/api/v1/batches/{din}/readiness", None, headers)
+    profiler.disable()
+    report(f"GET /readiness at {run.count_batches(bench)} batches", 1000, time.perf_counter() - began, counter.take())
+    post("GET", f"/api/v1/batches/{dins[0]}/readiness", None, headers)
+    statements = list(zip(counter.last, counter.parameters, strict=True))
+    counter.take()
+    with app.extensions["labtrack.db"].engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        for statement, parameters in statements:
+            cursor.execute(f"EXPLAIN (ANALYZE, SUMMARY) {statement}", parameters)
+            plan = "\n    ".join(row[0] for row in cursor.fetchall())
+            print(f"{statement}\n    {plan}\n")
+    print_profile("GET /readiness", profiler, "cumulative", args.top)
+
+
+def print_profile(title: str, profiler: cProfile.Profile, order: str, top: int) -> None:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(top)
+    print(f"{title}, by {order}:\n{out.getvalue()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="step requests to profile (a multiple of 3)")
+    parser.add_argument("--top", type=int, default=30, help="cProfile rows to print")
+    parser.add_argument("--show", action="store_true", help="print the SQL of one step and one deviation request")
+    parser.add_argument("--audit-events", type=int, default=0, help="then profile chains.verify over this many events")
+    parser.add_argument(
+        "--readiness-batches", type=int, default=0, help="then grow to this many batches and profile GET /readiness"
+    )
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="labtrack-profile-"))
+    url, drop = fresh_database(workdir)
+    try:
+        upgrade(url)
+        bench = run.Bench(url=url, db=Database(url), ports={})
+        run.seed(bench)
+        *dins, spare = run.received_batches(bench, args.steps // 3 + 21)
+        app = create_app(Config.from_env(instance_path=workdir / "instance", DATABASE_URL=url, SECRET_KEY="profile"))
+        counter = StatementCounter(app.extensions["labtrack.db"].engine)
+        client = app.test_client()
+
+        def post(method: str, path: str, body, headers) -> None:
+            answer = client.open(path, method=method, json=body, headers=headers)
+            if answer.status_code not in (200, 201):
+                raise SystemExit(f"{method} {path}: {answer.status_code} {answer.get_data(as_text=True)}")
+
+        warm, measured = dins[:20], dins[20:]
+        for request in run.step_requests(bench, warm):
+            post(*request)
+        counter.take()
+        profiler = cProfile.Profile()
+        began = time.perf_counter()
+        profiler.enable()
+        for request in run.step_requests(bench, measured):
+            post(*request)
+        profiler.disable()
+        report("POST /steps", len(measured) * 3, time.perf_counter() - began, counter.take())
+        if args.show:
+            post(*next(run.step_requests(bench, [spare])))
+            print("\n\n".join(counter.last))
+            counter.take()
+        headers = bench.bearer("clinic")
+        for din in warm:
+            post("GET", f"/api/v1/batches/{din}/readiness", None, headers)
+        counter.take()
+        began = time.perf_counter()
+        for din in measured:
+            post("GET", f"/api/v1/batches/{din}/readiness", None, headers)
+        report("GET /readiness", len(measured), time.perf_counter() - began, counter.take())
+        if args.readiness_batches:
+            profile_readiness(app, bench, counter, post, args)
+        deviations = run.deviation_requests(bench, spare)
+        for _ in range(20):
+            post(*next(deviations))
+        counter.take()
+        deviation_profiler = cProfile.Profile()
+        began = time.perf_counter()
+        deviation_profiler.enable()
+        for _ in range(100):
+            post(*next(deviations))
+        deviation_profiler.disable()
+        report("POST /deviations", 100, time.perf_counter() - began, counter.take())
+        if args.show:
+            post(*next(deviations))
+            print("\n\n".join(counter.last))
+            counter.take()
+        print_profile("POST /steps", profiler, "cumulative", args.top)
+        print_profile("POST /steps", profiler, "tottime", args.top)
+        print_profile("POST /deviations", deviation_profiler, "cumulative", args.top)
+        if args.audit_events:
+            profile_audit(app, bench, args)
+        app.extensions["labtrack.db"].dispose()
+        bench.db.dispose()
+    finally:
+        drop()
+
+
+if __name__ == "__main__":
+    main()
