@@ -5,8 +5,8 @@ app and the workers connect as another role (e.g. ``labtrack_app``), to which
 ``grant_app_role`` gives:
 
 - SELECT and INSERT only on the append-only tables: every table whose trigger calls
-  ``labtrack_append_only()`` (the event chains and the other audit records, R-AUD-2),
-  and the signed checkpoints, which have no trigger;
+  ``labtrack_append_only()`` (the event chains, the other audit records and the signed
+  checkpoints, R-AUD-2, R-AUD-4);
 - SELECT, INSERT, UPDATE and DELETE on every other table (projections, outbox,
   tokens, ...);
 - USAGE and SELECT on the sequences (identity columns), SELECT on alembic_version;
@@ -28,8 +28,6 @@ from sqlalchemy import Connection, text
 
 from labtrack.domain.errors import Conflict, NotFound
 
-# What signs the chains: rows only ever added, though no trigger says so.
-SIGNED = ("checkpoint_leaves", "checkpoints")
 READ_ONLY = ("alembic_version",)
 
 
@@ -80,7 +78,7 @@ def grant_app_role(connection: Connection, role: str) -> Grants:
 
 
 def append_only_tables(connection: Connection) -> set[str]:
-    """The tables of the current schema with an append-only trigger (R-AUD-2), and the checkpoint tables."""
+    """The tables of the current schema with an append-only trigger (R-AUD-2)."""
     triggered = connection.execute(
         text(
             "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
@@ -88,4 +86,4 @@ def append_only_tables(connection: Connection) -> set[str]:
             "WHERE p.proname = 'labtrack_append_only' AND c.relnamespace = current_schema()::regnamespace"
         )
     ).scalars()
-    return set(triggered) | set(SIGNED)
+    return set(triggered)

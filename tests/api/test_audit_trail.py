@@ -108,10 +108,35 @@ def test_r_aud_2_the_database_refuses_update_and_delete_on_event_tables(lab, sta
     assert_intact(lab)
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE checkpoints SET root = 'f'",
+        "DELETE FROM checkpoints",
+        "UPDATE checkpoint_leaves SET seq = 1",
+        "DELETE FROM checkpoint_leaves",
+    ],
+)
+def test_r_aud_2_r_aud_4_the_database_refuses_update_and_delete_on_signed_checkpoints(lab, statement):
+    lab.at_lab()
+    lab.ok(lab.post("qa", "/audit/checkpoints"), 201)
+    stored = lab.sql("SELECT id, root FROM checkpoints"), lab.sql("SELECT * FROM checkpoint_leaves")
+    with pytest.raises(DBAPIError, match="append-only"):
+        lab.sql(statement)
+    assert (lab.sql("SELECT id, root FROM checkpoints"), lab.sql("SELECT * FROM checkpoint_leaves")) == stored
+    assert_intact(lab)
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     "statement",
-    ["TRUNCATE batch_events", "TRUNCATE admin_events", "TRUNCATE batches CASCADE", "TRUNCATE users CASCADE"],
+    [
+        "TRUNCATE batch_events",
+        "TRUNCATE admin_events",
+        "TRUNCATE checkpoints CASCADE",
+        "TRUNCATE batches CASCADE",
+        "TRUNCATE users CASCADE",
+    ],
 )
 def test_r_aud_2_postgres_refuses_truncate_on_event_tables(lab, statement):
     lab.at_lab()
@@ -131,9 +156,9 @@ def triggers_bypassed(lab) -> Iterator[Connection]:
     PostgreSQL's replica mode for one transaction. Verification must still catch the change."""
     with lab.db.engine.begin() as connection:
         if lab.db.is_sqlite:
-            for table in ("batch_events", "admin_events"):
-                for operation in ("update", "delete"):
-                    connection.execute(text(f"DROP TRIGGER {table}_no_{operation}"))
+            guards = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%append-only%'"
+            for name in connection.execute(text(guards)).scalars().all():
+                connection.execute(text(f'DROP TRIGGER "{name}"'))
         else:
             connection.execute(text("SET LOCAL session_replication_role = replica"))
         yield connection

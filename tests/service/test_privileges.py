@@ -111,13 +111,13 @@ def privileges_of(deployment: Deployment) -> dict[str, set[str]]:
 
 
 def append_only(deployment: Deployment) -> set[str]:
-    """Every table whose trigger refuses UPDATE and DELETE (R-AUD-2, in whatever migration), and the checkpoints."""
+    """Every table whose trigger refuses UPDATE and DELETE (R-AUD-2, R-AUD-4, in whatever migration)."""
     rows = query(
         deployment.owner_url,
         "SELECT DISTINCT event_object_table FROM information_schema.triggers "
         "WHERE action_statement LIKE '%labtrack_append_only%'",
     )
-    return {row[0] for row in rows} | {"checkpoints", "checkpoint_leaves"}
+    return {row[0] for row in rows}
 
 
 def counts(deployment: Deployment, tables: set[str]) -> dict[str, int]:

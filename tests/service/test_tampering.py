@@ -358,7 +358,7 @@ def test_r_aud_4_an_altered_checkpoint_is_rejected_and_the_one_before_it_still_a
 ):
     din, bystander, genuine = rewritten_lab(lab, db)
     carried = make_checkpoint(lab)["id"]  # signs the rewritten batch's old head again: no laundering
-    with db.engine.begin() as connection:
+    with triggers_bypassed(lab) as connection:
         connection.execute(update(Checkpoint.__table__).where(Checkpoint.id == carried).values(**alter))
     report = lab.ok(lab.get("qa", "/audit/verify"), 200)
     assert report["checkpoint"]["anchored_on"] == genuine

@@ -18,6 +18,7 @@ from labtrack.audit.keys import KEY_FILE, load_or_create
 from labtrack.domain.hashing import GENESIS_HASH, canonical_body, link_hash
 from labtrack.domain.merkle import MerkleTree
 from labtrack.models import Batch, BatchEvent, CheckpointLeaf, User
+from tests.api.test_audit_trail import triggers_bypassed
 from tests.workers.support import ROOT
 
 
@@ -158,7 +159,7 @@ def test_r_aud_3_r_aud_4_consistent_rewrite_with_recomputed_hashes_is_caught_by_
 def test_r_aud_4_altered_checkpoint_data_is_reported_and_not_built_on(lab, db):
     din = lab.at_lab()
     make_checkpoint(lab)
-    with db.engine.begin() as connection:
+    with triggers_bypassed(lab) as connection:
         connection.execute(update(CheckpointLeaf.__table__).where(CheckpointLeaf.stream == din).values(seq=1))
     report = lab.ok(lab.get("qa", "/audit/verify"), 200)
     assert report["ok"] is False
