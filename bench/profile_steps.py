@@ -101,7 +101,12 @@ def profile_readiness(app, bench: run.Bench, counter: StatementCounter, post, ar
     for din in dins[100:]:
         post("GET", f"/api/v1/batches/{din}/readiness", None, headers)
     profiler.disable()
-    report(f"GET /readiness at {run.count_batches(bench)} batches", 1000, time.perf_counter() - began, counter.take())
+    report(
+        f"GET /readiness at {run.count_batches(bench)} batches, under cProfile",
+        1000,
+        time.perf_counter() - began,
+        counter.take(),
+    )
     post("GET", f"/api/v1/batches/{dins[0]}/readiness", None, headers)
     statements = list(zip(counter.last, counter.parameters, strict=True))
     counter.take()
