@@ -59,6 +59,10 @@ class Config:
     LABTRACK_LOGIN_LIMIT_PER_ADDRESS: str = "30/minute"
     LABTRACK_RATELIMIT_STORAGE_URL: str = "memory://"
     LABTRACK_RATELIMIT_KEY_PREFIX: str = "labtrack"
+    # Reverse proxies in front of gunicorn (e.g. 1 for nginx): their X-Forwarded-For/-Proto are
+    # trusted for that many hops, so throttling and the auth record see the client, not the proxy.
+    # 0 (the default) trusts none: a client cannot choose the address it is counted under.
+    LABTRACK_PROXY_HOPS: int = 0
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -90,6 +94,7 @@ class Config:
             "LABTRACK_LOGIN_LIMIT_PER_USERNAME": env.get("LABTRACK_LOGIN_LIMIT_PER_USERNAME") or "10/minute",
             "LABTRACK_LOGIN_LIMIT_PER_ADDRESS": env.get("LABTRACK_LOGIN_LIMIT_PER_ADDRESS") or "30/minute",
             "LABTRACK_RATELIMIT_KEY_PREFIX": env.get("LABTRACK_RATELIMIT_KEY_PREFIX") or "labtrack",
+            "LABTRACK_PROXY_HOPS": int(env.get("LABTRACK_PROXY_HOPS", 0)),
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }

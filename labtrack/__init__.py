@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from labtrack.audit import keys
@@ -17,6 +18,9 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app.config.from_mapping(config.as_mapping())
     app.instance_path = config.INSTANCE_PATH
+    if config.LABTRACK_PROXY_HOPS:
+        hops = config.LABTRACK_PROXY_HOPS
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Set before labtrack.cli imports alembic, which logs its plugin set-up at INFO on import.
     logging.getLogger("alembic").setLevel(logging.WARNING)

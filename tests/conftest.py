@@ -115,8 +115,8 @@ def fresh_database(template: str, directory: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def make_app(database_url: str, directory: Path) -> Flask:
-    """The app as tests run it: its own instance folder and broker file, cheap Argon2."""
+def make_app(database_url: str, directory: Path, **overrides: object) -> Flask:
+    """The app as tests run it: its own instance folder and broker file, cheap Argon2; ``overrides`` on top."""
     return create_app(
         Config.from_env(
             instance_path=directory / "instance",
@@ -127,6 +127,7 @@ def make_app(database_url: str, directory: Path) -> Flask:
             ARGON2_TIME_COST=1,
             ARGON2_MEMORY_KIB=1024,
             LABTRACK_RATELIMIT_KEY_PREFIX=f"labtrack-test-{uuid.uuid4().hex[:12]}",  # sign-in counts per app
+            **overrides,
         )
     )
 

@@ -25,6 +25,7 @@ PROBLEM_JSON = "application/problem+json"
 # Any request can meet these: no valid token (or, for POST /auth/token, wrong credentials); the account
 # locked (R-SIG-1: its tokens answer 423 until an admin unlocks it); the database out of service.
 ALWAYS = (401, 423, 503)
+RETRY_AFTER_UNAVAILABLE_S = 5  # a restart or failover takes seconds; clients resend unchanged
 View = TypeVar("View", bound=Callable[..., Any])
 HTML_ERROR_PAGE = "labtrack.html_error_page"  # set by the web pages, when they are installed
 
@@ -83,11 +84,19 @@ def _from_http(error: HTTPException) -> dict[str, Any]:
     }
 
 
+def refusal_headers(error: DomainError) -> dict[str, str]:
+    """How to authenticate (401), and when to come back while the database is out of service (503)."""
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if error.status == 503:
+        return {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)}
+    return {}
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(error: DomainError) -> Response:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-        return problem_response(error.to_problem(), headers)
+        return problem_response(error.to_problem(), refusal_headers(error))
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -118,7 +127,7 @@ def register(app: Flask) -> None:
         if unavailable is None:
             return unexpected(error)
         log.warning("database out of service (%s): %s", unavailable.extra["reason"], error.orig)
-        return problem_response(unavailable.to_problem())
+        return problem_response(unavailable.to_problem(), refusal_headers(unavailable))
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:

@@ -95,6 +95,37 @@ def test_sign_ins_per_address_beyond_the_limit_are_429_whatever_the_username(app
     assert sign_in(lab.client, "qa2", address="10.0.0.2").status_code == 200
 
 
+@pytest.mark.parametrize("hops", [0, 1])
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted_and_recorded_else_the_peer(
+    database_url, tmp_path, hops
+):
+    """LABTRACK_PROXY_HOPS=1 (nginx in front): each client behind the proxy has its own budget. With no
+    proxy configured, X-Forwarded-For is the client's own claim and is ignored: it cannot dodge the limit."""
+    app = make_app(database_url, tmp_path, LABTRACK_PROXY_HOPS=hops, LABTRACK_LOGIN_LIMIT_PER_ADDRESS="2/minute")
+    try:
+        lab = Lab.build(app, app.test_client())
+
+        def through_proxy(client_address: str):
+            return lab.client.post(
+                "/api/v1/auth/token",
+                json={"username": "qa", "password": "wrong-password"},
+                environ_base={"REMOTE_ADDR": "10.9.9.9"},  # the proxy
+                headers={"X-Forwarded-For": client_address},
+            )
+
+        assert [through_proxy("192.0.2.1").status_code for _ in range(2)] == [401, 401]
+        second_client = through_proxy("192.0.2.2")
+        if hops:
+            assert second_client.status_code == 401  # a budget of its own
+            assert_throttled(through_proxy("192.0.2.1"))
+        else:
+            assert_throttled(second_client)  # one budget: the proxy's address
+        recorded = {row[6] for row in events(lab, "qa") if row[0] == "sign_in"}
+        assert recorded == ({"192.0.2.1", "192.0.2.2"} if hops else {"10.9.9.9"})
+    finally:
+        app.extensions["labtrack.db"].dispose()
+
+
 def test_the_web_form_and_the_api_share_one_budget_and_the_form_says_how_long_to_wait(app, lab):
     app.config["LABTRACK_LOGIN_LIMIT_PER_USERNAME"] = "2/minute"
     assert sign_in(lab.client, "qa").status_code == 200

@@ -219,10 +219,12 @@ def assert_nothing_half_written(lab) -> None:
 
 
 def unavailable(response, reason: str) -> bool:
-    """A clean 503: problem+json, code ``unavailable``, the reason, and a detail saying nothing was recorded."""
+    """A clean 503: problem+json, code ``unavailable``, the reason, a detail saying nothing was recorded,
+    and ``Retry-After`` telling the client when to resend."""
     body = response.get_json(silent=True) or {}
     return (
         response.status_code == 503
+        and response.headers.get("Retry-After") == "5"
         and response.mimetype == "application/problem+json"
         and body.get("code") == "unavailable"
         and body.get("reason") == reason
@@ -254,6 +256,7 @@ class HttpResponse:
 
     def __init__(self, response: requests.Response) -> None:
         self.status_code = response.status_code
+        self.headers = response.headers
         self.mimetype = response.headers.get("Content-Type", "").split(";")[0]
         self.text = response.text
         self._response = response
