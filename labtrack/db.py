@@ -178,9 +178,8 @@ class Database:
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
             except DomainError as error:
                 session.rollback()
-                record = getattr(error, "record", None)
-                if record is not None:
-                    self.write(record)
+                if error.record is not None:
+                    self.write(error.record)
                 raise
             except DBAPIError as error:
                 session.rollback()

@@ -5,6 +5,7 @@ One handler turns these into RFC 9457 problem+json for every adapter (API, web, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -12,6 +13,9 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
     title = "Bad request"
+    # A refusal that must itself be recorded (R-COI-1, R-SIG-1): the unit of work runs it, with a
+    # session of its own, after rolling back the refused request (``labtrack.db.Database.write``).
+    record: Callable[[Any], None] | None = None
 
     def __init__(
         self,

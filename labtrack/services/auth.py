@@ -129,6 +129,12 @@ def recent_password_failures(session: Session, user: User) -> int:
     return session.execute(signatures).scalar_one() + session.execute(sign_ins).scalar_one()
 
 
+def wrong_password_refusal(session: Session, user: User, refusal: DomainError) -> tuple[DomainError, bool]:
+    """R-SIG-1: what a wrong password answers, and whether it locks the account (the fifth in the window)."""
+    lock = locks_account(recent_password_failures(session, user))
+    return (AccountLocked(LOCKED_NOW_DETAIL) if lock else refusal), lock
+
+
 def lock_account(session: Session, user_id: int, client: Client) -> None:
     """R-SIG-1: lock until an admin unlocks; recorded on the admin chain and as an auth event."""
     user = session.get(User, user_id)
@@ -169,15 +175,14 @@ def issue_token(
 
 def _refused(session: Session, username: str, user: User | None, client: Client, reason: str) -> DomainError:
     """The refusal to raise; its ``record`` runs after the rollback (``Database.write``)."""
-    counts = reason == "wrong_password" and user is not None and user.active and user.locked_at is None
-    lock = counts and locks_account(recent_password_failures(session, user))
+    lock = False
     error: DomainError
-    if lock:
-        error = AccountLocked(LOCKED_NOW_DETAIL)
-    elif reason == "account_locked":
+    if reason == "account_locked":
         error = AccountLocked(LOCKED_DETAIL)
     else:
         error = InvalidCredentials("Unknown username, wrong password, or deactivated account.")
+        if reason == "wrong_password" and user is not None and user.active and user.locked_at is None:
+            error, lock = wrong_password_refusal(session, user, error)
     user_id = user.id if user is not None else None
 
     def record(unit: Session) -> None:
@@ -185,7 +190,7 @@ def _refused(session: Session, username: str, user: User | None, client: Client,
         if lock and user_id is not None:
             lock_account(unit, user_id, client)
 
-    error.record = record  # type: ignore[attr-defined]
+    error.record = record
     return error
 
 

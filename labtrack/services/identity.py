@@ -32,7 +32,7 @@ def _refusal(batch: Batch, actor: Actor, detail: str, attempt: dict[str, Any]) -
         event = append_batch_event(session, locked, actor, "identity_mismatch", attempt)
         outbox.enqueue(session, "identity.mismatch", locked, attempt | {"actor": actor.username, "seq": event.seq})
 
-    error.record = record  # type: ignore[attr-defined]
+    error.record = record
     return error
 
 

@@ -10,15 +10,14 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import AccountLocked, DomainError, SignatureInvalid
-from labtrack.domain.signatures import Meaning, check_meaning, locks_account, manifestation
+from labtrack.domain.signatures import Meaning, check_meaning, manifestation
 from labtrack.models import Batch, SignatureFailure, User
 from labtrack.services.auth import (
     LOCKED_DETAIL,
-    LOCKED_NOW_DETAIL,
     Client,
     lock_account,
     password_matches,
-    recent_password_failures,
+    wrong_password_refusal,
 )
 from labtrack.services.streams import append_batch_event
 
@@ -49,11 +48,10 @@ def sign(
 
 
 def _failure(session: Session, user: User, signer: Actor, meaning: Meaning, batch: Batch | None) -> DomainError:
-    lock = locks_account(recent_password_failures(session, user))
-    error: DomainError = (
-        AccountLocked(LOCKED_NOW_DETAIL)
-        if lock
-        else SignatureInvalid("The password does not match: the signature was not applied. The attempt is recorded.")
+    error, lock = wrong_password_refusal(
+        session,
+        user,
+        SignatureInvalid("The password does not match: the signature was not applied. The attempt is recorded."),
     )
     user_id, batch_id = user.id, batch.id if batch else None
 
@@ -68,5 +66,5 @@ def _failure(session: Session, user: User, signer: Actor, meaning: Meaning, batc
         if lock:
             lock_account(unit, user_id, SIGNING)
 
-    error.record = record  # type: ignore[attr-defined]
+    error.record = record
     return error
