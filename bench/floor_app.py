@@ -24,7 +24,7 @@ INSERT = text(f"INSERT INTO {TABLE} (body) VALUES (CAST(:body AS jsonb)) RETURNI
 def create_app() -> Flask:
     """``gunicorn -c gunicorn.conf.py 'floor_app:create_app()'``, with DATABASE_URL set (the table exists)."""
     app = Flask(__name__)
-    engine = make_engine(os.environ["DATABASE_URL"])
+    engine = app.extensions["engine"] = make_engine(os.environ["DATABASE_URL"])
 
     @app.post("/floor")
     def floor() -> Response:

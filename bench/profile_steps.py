@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
+import importlib
 import io
+import os
 import pstats
 import sys
 import tempfile
@@ -30,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import floor_app  # noqa: E402
 import run  # noqa: E402
 from outbox_bench import fresh_database  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
@@ -42,10 +46,14 @@ from labtrack.migrate import upgrade  # noqa: E402
 
 
 class StatementCounter:
-    def __init__(self, engine) -> None:
+    def __init__(self) -> None:
         self.kinds: Counter[str] = Counter()
+        self.phase: list[str] = []  # the phase_times phases running now, innermost last
+        self.in_phase: Counter[str] = Counter()
         self.last: list[str] = []
         self.parameters: list = []
+
+    def listen(self, engine) -> None:
         event.listen(engine, "before_cursor_execute", self._count)
 
     def _count(self, _conn, _cursor, statement, parameters, *_args) -> None:
@@ -53,10 +61,80 @@ class StatementCounter:
         self.last.append(statement)
         self.parameters.append(parameters)
         self.kinds[" ".join(words[:2]) if words[0] == "SELECT" else " ".join(words[:3])] += 1
+        if self.phase:
+            self.in_phase[self.phase[-1]] += 1
 
     def take(self) -> Counter[str]:
-        kinds, self.kinds, self.last, self.parameters = self.kinds, Counter(), [], []
+        kinds, self.kinds, self.last, self.parameters, self.in_phase = self.kinds, Counter(), [], [], Counter()
         return kinds
+
+
+# Where a step's time goes: each of these is timed (wall clock, no profiler) around every call.
+PHASES = (
+    ("labtrack.api.common", "authenticate"),
+    ("labtrack.services.steps", "in_hand"),
+    ("labtrack.services.steps", "_materials"),
+    ("labtrack.services.steps", "append_batch_event"),
+    ("sqlalchemy.orm.session", "Session.commit"),
+)
+
+
+class PhaseTimer:
+    """Times each of PHASES (and counts the statements run inside it) while ``on``.
+
+    Installed before the app is built, since Flask keeps its own reference to ``authenticate``.
+    """
+
+    def __init__(self, counter: StatementCounter) -> None:
+        self.counter = counter
+        self.seconds: Counter[str] = Counter()
+        self.on = False
+        for module_name, path in PHASES:
+            owner = importlib.import_module(module_name)
+            *parents, name = path.split(".")
+            for parent in parents:
+                owner = getattr(owner, parent)
+            setattr(owner, name, self._timed(name, owner.__dict__[name]))
+
+    def _timed(self, name: str, original):
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if not self.on:
+                return original(*args, **kwargs)
+            self.counter.phase.append(name)
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - began
+                self.counter.phase.pop()
+
+        return timed
+
+
+def report_phases(requests: int, total: float, seconds: Counter[str], counter: StatementCounter) -> None:
+    print(f"POST /steps by phase (wall clock, no profiler): {total / requests * 1e3:.2f} ms per request")
+    for name, spent in seconds.most_common():
+        statements = counter.in_phase[name] / requests
+        print(f"    {spent / requests * 1e3:6.3f} ms  {statements:4.2f} statements  {name}")
+    rest = (total - sum(seconds.values())) / requests * 1e3
+    print(f"    {rest:6.3f} ms  the rest: Flask, parsing, the rules' own code, dumping, the test client")
+
+
+def floor_in_process(bench: run.Bench, requests: int) -> None:
+    """The step bench's floor (bench/floor_app.py) through the test client, for a same-basis comparison."""
+    os.environ["DATABASE_URL"] = bench.url
+    floor = floor_app.create_app()
+    client = floor.test_client()
+    method, path, body, headers = next(run.floor_requests(bench))
+    for _ in range(20):
+        client.open(path, method=method, json=body, headers=headers)
+    began = time.perf_counter()
+    for _ in range(requests):
+        client.open(path, method=method, json=body, headers=headers)
+    spent = (time.perf_counter() - began) / requests
+    print(f"    floor (bench/floor_app.py, one INSERT + COMMIT, same engine, test client): {spent * 1e3:.2f} ms")
+    floor.extensions["engine"].dispose()
 
 
 def report(name: str, requests: int, seconds: float, kinds: Counter[str]) -> None:
@@ -141,9 +219,11 @@ def main() -> None:
         upgrade(url)
         bench = run.Bench(url=url, db=Database(url), ports={})
         run.seed(bench)
-        *dins, spare = run.received_batches(bench, args.steps // 3 + 21)
+        *dins, spare = run.received_batches(bench, 2 * (args.steps // 3) + 21)
+        counter = StatementCounter()
+        phases = PhaseTimer(counter)
         app = create_app(Config.from_env(instance_path=workdir / "instance", DATABASE_URL=url, SECRET_KEY="profile"))
-        counter = StatementCounter(app.extensions["labtrack.db"].engine)
+        counter.listen(app.extensions["labtrack.db"].engine)
         client = app.test_client()
 
         def post(method: str, path: str, body, headers) -> None:
@@ -151,9 +231,18 @@ def main() -> None:
             if answer.status_code not in (200, 201):
                 raise SystemExit(f"{method} {path}: {answer.status_code} {answer.get_data(as_text=True)}")
 
-        warm, measured = dins[:20], dins[20:]
+        warm, measured, timed = dins[:20], dins[20 : 20 + args.steps // 3], dins[20 + args.steps // 3 :]
         for request in run.step_requests(bench, warm):
             post(*request)
+        counter.take()
+        phases.on = True
+        began = time.perf_counter()
+        for request in run.step_requests(bench, timed):
+            post(*request)
+        elapsed = time.perf_counter() - began
+        phases.on = False
+        report_phases(len(timed) * 3, elapsed, phases.seconds, counter)
+        floor_in_process(bench, len(timed) * 3)
         counter.take()
         profiler = cProfile.Profile()
         began = time.perf_counter()

@@ -19,12 +19,13 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -278,9 +279,9 @@ def bench_steps(bench: Bench, profile: Profile, pool: list[str]) -> None:
         floor = load.run(bench.ports["floor"], [floor_requests(bench) for _ in range(clients)], profile.seconds)
         shared = SharedDins(pool[: level_pool(profile, clients)])
         del pool[: level_pool(profile, clients)]
-        sampler = RssSampler(bench)
+        sampler = Sampler(lambda: worker_rss_mb(bench.servers["app"]), 0.25)
         app = load.run(bench.ports["app"], [step_requests(bench, shared) for _ in range(clients)], profile.seconds)
-        sampler.stop()
+        bench.rss_samples.extend(sampler.stop())
         entry = {
             "clients": clients,
             "floor": floor.summary(),
@@ -301,21 +302,36 @@ def bench_steps(bench: Bench, profile: Profile, pool: list[str]) -> None:
     bench.results["step_logging"] = {"levels": levels, "pass": all(level["pass"] for level in levels)}
 
 
-class RssSampler:
-    """Samples the app's worker RSS every 0.25 s in a thread while a load runs."""
+class Sampler:
+    """Calls ``sample`` every ``interval`` seconds in a thread while a load runs, collecting what it returns."""
 
-    def __init__(self, bench: Bench) -> None:
-        self.bench, self.done = bench, threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
+    def __init__(self, sample: Callable[[], list[float]], interval: float) -> None:
+        self.sample, self.interval, self.values = sample, interval, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _sample(self) -> None:
-        while not self.done.wait(0.25):
-            self.bench.rss_samples.extend(worker_rss_mb(self.bench.servers["app"]))
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.values.extend(self.sample())
 
-    def stop(self) -> None:
+    def stop(self) -> list[float]:
         self.done.set()
         self.thread.join()
+        return self.values
+
+
+def lock_waiters(bench: Bench) -> Callable[[], list[float]]:
+    """How many of the app's sessions are waiting for a lock right now (pg_stat_activity), as a sampler."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+    def sample() -> list[float]:
+        with bench.db.engine.connect() as connection:
+            return [connection.execute(query).scalar_one()]
+
+    return sample
 
 
 def deviation_requests(bench: Bench, din: str) -> Iterator[load.Request]:
@@ -326,8 +342,14 @@ def deviation_requests(bench: Bench, din: str) -> Iterator[load.Request]:
 
 def bench_serialization(bench: Bench, profile: Profile, spread: list[str]) -> None:
     one = spread[0]
+    # Lock waits are sampled during both runs: on one batch the writers queue on its row lock (by
+    # design), on sixteen nothing should wait at all; that is what "no global serialization" means.
+    sampler = Sampler(lock_waiters(bench), 0.05)
     racing = load.run(bench.ports["app"], [deviation_requests(bench, one) for _ in range(16)], profile.seconds)
+    racing_waits = sampler.stop()
+    sampler = Sampler(lock_waiters(bench), 0.05)
     apart = load.run(bench.ports["app"], [deviation_requests(bench, d) for d in spread[:16]], profile.seconds)
+    apart_waits = sampler.stop()
     failures = []
     for din in {one, *spread[:16]}:
         status, report = load.one(
@@ -352,6 +374,10 @@ def bench_serialization(bench: Bench, profile: Profile, spread: list[str]) -> No
         "one_batch": racing.summary(),
         "sixteen_batches": apart.summary(),
         "ratio": ratio(apart.rate, racing.rate),
+        "mean_sessions_waiting_on_a_lock": {
+            "one_batch": round(statistics.fmean(racing_waits or [0]), 2),
+            "sixteen_batches": round(statistics.fmean(apart_waits or [0]), 2),
+        },
         "racing_chain_events": len(seqs),
         "racing_chain_gapless": gapless,
         "verify_failures": failures,
@@ -361,7 +387,9 @@ def bench_serialization(bench: Bench, profile: Profile, spread: list[str]) -> No
     bench.results["no_global_serialization"] = result
     print(
         f"  16 clients on 16 batches {apart.rate:.1f}/s vs on one batch {racing.rate:.1f}/s = x{result['ratio']} "
-        f"(>= 1.5) | one batch: {len(seqs)} events, gapless {gapless}, verify failures {len(failures)}, "
+        f"(>= 1.5) | sessions waiting on a lock, mean: {result['mean_sessions_waiting_on_a_lock']['one_batch']} "
+        f"on one batch, {result['mean_sessions_waiting_on_a_lock']['sixteen_batches']} on 16 "
+        f"| one batch: {len(seqs)} events, gapless {gapless}, verify failures {len(failures)}, "
         f"500s {errors}, statuses {dict(racing.statuses)} / {dict(apart.statuses)} "
         f"-> {'PASS' if result['pass'] else 'FAIL'}",
         flush=True,

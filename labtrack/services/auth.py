@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy import Row, func, select, update
+from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -51,7 +51,8 @@ def password_matches(user: User | None, password: str) -> bool:
         return False
 
 
-def actor_of(user: User) -> Actor:
+def actor_of(user: User | Row) -> Actor:
+    """The acting user, from its row (an entity or the token lookup's columns)."""
     return Actor(
         id=user.id,
         username=user.username,
@@ -196,17 +197,20 @@ def _refused(session: Session, username: str, user: User | None, client: Client,
 
 def actor_for_token(session: Session, token: str) -> Actor:
     """The active user behind a live token; deactivation takes effect on the next request."""
-    row = session.execute(
-        select(User)
-        .options(lazyload(User.clinic))  # the actor needs the user's own columns only
-        .join(ApiToken, ApiToken.user_id == User.id)
+    # The columns an Actor needs, as a Core query: the one statement every API request makes builds
+    # no ORM entity.
+    users, tokens = User.__table__.c, ApiToken.__table__.c
+    query = (
+        select(users.id, users.username, users.full_name, users.role, users.clinic_id, users.locked_at)
+        .join_from(User.__table__, ApiToken.__table__, tokens.user_id == users.id)
         .where(
-            ApiToken.token_hash == _token_hash(token),
-            ApiToken.revoked_at.is_(None),
-            ApiToken.expires_at > utcnow(),
-            User.active.is_(True),
+            tokens.token_hash == _token_hash(token),
+            tokens.revoked_at.is_(None),
+            tokens.expires_at > utcnow(),
+            users.active.is_(True),
         )
-    ).scalar_one_or_none()
+    )
+    row = session.connection().execute(query).one_or_none()
     if row is None:
         raise Unauthenticated("The bearer token is missing, expired or revoked, or its user is deactivated.")
     if row.locked_at is not None:  # R-SIG-1: say why (423), so the client does not just sign in again

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -47,23 +47,35 @@ def _step_action(step: str) -> Callable[[BatchState], Action]:
     return action
 
 
-def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[list[ReagentLot], list[Equipment]]:
-    lots = list(session.execute(select(ReagentLot).where(ReagentLot.id.in_(lot_ids))).scalars()) if lot_ids else []
+def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[list[Lot], list[EquipmentView]]:
+    """The supplied lots and equipment as the rules see them; an unknown id or code is refused.
+
+    Core queries of the columns the rules read (none when nothing of the kind was supplied).
+    """
+    lots_c, items_c = ReagentLot.__table__.c, Equipment.__table__.c
+    lots = _rows(session, lot_ids, lots_c.id, lots_c.kind, lots_c.lot_number, lots_c.status, lots_c.expires_on)
     missing = sorted(set(lot_ids) - {lot.id for lot in lots})
     if missing:
         raise ReagentNotUsable(f"No reagent lot with id {', '.join(map(str, missing))}.")
-    items = list(session.execute(select(Equipment).where(Equipment.code.in_(codes))).scalars()) if codes else []
+    items = _rows(session, codes, items_c.code, items_c.kind, items_c.status, items_c.calibration_due_on)
     unknown = sorted(set(codes) - {item.code for item in items})
     if unknown:
         raise EquipmentNotUsable(f"No equipment with code {', '.join(unknown)}.")
-    return lots, items
+    return [lot_view(row) for row in lots], [equipment_view(row) for row in items]
 
 
-def lot_view(lot: ReagentLot) -> Lot:
+def _rows(session: Session, keys: list, key: ColumnElement, *columns: ColumnElement) -> list[Row]:
+    """The rows whose ``key`` is one of ``keys``, with ``key`` and ``columns``."""
+    if not keys:
+        return []
+    return list(session.connection().execute(select(key, *columns).where(key.in_(keys))))
+
+
+def lot_view(lot: ReagentLot | Row) -> Lot:
     return Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on)
 
 
-def equipment_view(item: Equipment) -> EquipmentView:
+def equipment_view(item: Equipment | Row) -> EquipmentView:
     return EquipmentView(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
 
 
@@ -119,7 +131,7 @@ def log_step(
         occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
     )
     lots, items = _materials(session, list(dict.fromkeys(reagent_lots or [])), list(dict.fromkeys(equipment or [])))
-    check_materials(definition, [lot_view(lot) for lot in lots], [equipment_view(i) for i in items], occurred_at.date())
+    check_materials(definition, lots, items, occurred_at.date())
     payload: dict[str, Any] = {"step": step, "scanned_din": scanned_din, "values": clean}
     if lots:
         payload["reagent_lots"] = [{"id": lot.id, "kind": lot.kind, "lot_number": lot.lot_number} for lot in lots]
