@@ -9,18 +9,37 @@ Last, the chains are checked against the latest signed checkpoint (R-AUD-4): an
 attacker with database access who rewrites a batch's events and recomputes
 every hash leaves a chain that verifies, but cannot re-sign the checkpoint, whose
 leaf for that batch no longer matches the stored event.
+
+On PostgreSQL a run reads everything in one REPEATABLE READ snapshot, and a full run over
+many events splits the event scan by batch id over two connections that share it
+(``pg_export_snapshot``), so that two database processes do the column comparison.
 """
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
 from queue import Full, Queue
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import ColumnElement, DateTime, Result, Row, Select, cast, func, literal_column, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    Result,
+    Row,
+    Select,
+    cast,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
@@ -152,15 +171,20 @@ def _links_hold(rows: list[Row]) -> bool:
 
 
 PREFETCH_ROWS = 5000
+SPLIT_FROM_EVENTS = 50_000
+"""A full run on PostgreSQL over at least this many events (by the batches' heads) scans them on two
+connections; below it, the second connection's set-up is not worth it."""
 
 
-def _prefetched(result: Result) -> Iterator[Row]:
+@contextmanager
+def _prefetched(result: Result) -> Iterator[Iterator[Row]]:
     """The rows of a streamed result, fetched by a reader thread a chunk ahead of the caller.
 
     The database builds the next chunk (the column comparison is most of its work) while
-    Python hashes this one, instead of each waiting for the other. The caller must not use
-    the connection until the iterator is exhausted or closed; an error in the reader
-    (``DataError`` for a canonical text that is not JSON) is raised here.
+    Python hashes this one, instead of each waiting for the other. The reader starts on
+    entry, whether or not the rows are taken yet, and is stopped (and the result closed) on
+    exit. The caller must not use the connection meanwhile; an error in the reader
+    (``DataError`` for a canonical text that is not JSON) is raised from the rows.
     """
     chunks: Queue[list[Row] | BaseException | None] = Queue(maxsize=2)
     stop = threading.Event()
@@ -183,17 +207,101 @@ def _prefetched(result: Result) -> Iterator[Row]:
         except BaseException as error:  # handed to the caller's thread, which raises it
             hand_over(error)
 
-    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
-    reader.start()
-    try:
+    def rows() -> Iterator[Row]:
         while (chunk := chunks.get()) is not None:
             if isinstance(chunk, BaseException):
                 raise chunk
             yield from chunk
+
+    reader = threading.Thread(target=read, name="audit-verify-reader", daemon=True)
+    reader.start()
+    try:
+        yield rows()
     finally:
         stop.set()
         reader.join()
         result.close()
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
+
+
+def _begin_snapshot(session: Session) -> bool:
+    """On PostgreSQL, begin the session's transaction at REPEATABLE READ: the checkpoints, the heads and
+    every event are then read in one snapshot, which a second connection can share (``_sharing``).
+
+    False on SQLite, or when the session's transaction had begun already (its isolation is the caller's).
+    """
+    if session.get_bind().dialect.name != "postgresql" or session.in_transaction():
+        return False
+    session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    return True
+
+
+@contextmanager
+def _sharing(connection: Connection) -> Iterator[Connection]:
+    """Another connection of the same engine, in a transaction that sees exactly ``connection``'s
+    (REPEATABLE READ) snapshot; rolled back and returned to the pool on exit."""
+    snapshot = connection.execute(select(func.pg_export_snapshot())).scalar_one()
+    if not _SNAPSHOT_ID.fullmatch(snapshot):  # it is spelled into the statement: SET takes no parameters
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    with connection.engine.connect() as other:
+        other.execution_options(isolation_level="REPEATABLE READ")
+        other.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        yield other
+
+
+def _split_point(heads: dict[int, Row], split_from: int | None) -> int | None:
+    """The batch id that best halves the events (by the batches' heads, in id order), or None when
+    one connection will do: fewer than ``split_from`` events, or a single batch."""
+    total = sum(head.seq or 0 for head in heads.values())
+    if split_from is None or total < split_from or len(heads) < 2:
+        return None
+    before, imbalance = 0, []
+    for batch_id, head in heads.items():
+        imbalance.append((abs(2 * before - total), batch_id))
+        before += head.seq or 0
+    return min(imbalance[1:])[1]  # [0] would leave the first half empty
+
+
+T = TypeVar("T")
+
+
+def _in_turn(streams: Iterable[Iterator[T]]) -> Iterator[T]:
+    """One item of each stream in turn until every one is exhausted, so that each stream's reader
+    keeps working instead of waiting, its queue full, for the streams before it to end."""
+    active = list(streams)
+    while active:
+        for stream in list(active):
+            item = next(stream, None)
+            if item is None:
+                active.remove(stream)
+            else:
+                yield item
+
+
+@contextmanager
+def _batches(session: Session, events: Select, split_at: int | None, *, prefetch: bool) -> Iterator[Iterator]:
+    """``(batch_id, rows)`` for each batch with events, each batch's rows in seq order.
+
+    With ``split_at``, batches below it are read on the session's connection and the rest on a
+    second connection sharing its snapshot, each by its own reader, and handed out in turn.
+    """
+    connection = session.connection()
+    with ExitStack() as stack:
+        parts = [(connection, events)]
+        if split_at is not None:
+            other = stack.enter_context(_sharing(connection))
+            parts = [
+                (connection, events.where(BatchEvent.batch_id < split_at)),
+                (other, events.where(BatchEvent.batch_id >= split_at)),
+            ]
+        streams = []
+        for part_connection, statement in parts:
+            result = stack.enter_context(part_connection.execute(statement))
+            rows = stack.enter_context(_prefetched(result)) if prefetch else result
+            streams.append((batch_id, list(group)) for batch_id, group in groupby(rows, key=lambda r: r.batch_id))
+        yield _in_turn(streams)
 
 
 def _check_head(batch_seq: int, head_hash: str, links: list[StoredLink]) -> BrokenLink | None:
@@ -214,30 +322,44 @@ def _anchored(anchor: checkpoints.Anchor, stream: str, links: list[StoredLink], 
 
 
 def verify(
-    session: Session, actor: Actor | None = None, din: str | None = None, public_key: Ed25519PublicKey | None = None
+    session: Session,
+    actor: Actor | None = None,
+    din: str | None = None,
+    public_key: Ed25519PublicKey | None = None,
+    *,
+    split_from: int | None = SPLIT_FROM_EVENTS,
 ) -> Report:
     """Verify batch chains (all, or one DIN) and, for a full run, the admin chain; then the checkpoints.
 
     Checkpoints are checked against ``public_key`` (an auditor's copy of the lab's key) or
-    else the trusted key (``keys.trusted_public_key``).
+    else the trusted key (``keys.trusted_public_key``). On PostgreSQL, with a session whose
+    transaction has not begun, a run over ``split_from`` events or more scans them on two
+    connections sharing one snapshot (None: always one); the report is the same either way.
     """
     if actor is not None:
         require(actor, Action.AUDIT)
     trusted = public_key or keys.trusted_public_key()
     if session.get_bind().dialect.name == "postgresql":
         try:
-            return _verify(session, actor, din, trusted, in_database=True)
+            return _verify(session, actor, din, trusted, in_database=True, split_from=split_from)
         except DataError:
             # A stored canonical text that is not even JSON stops the in-database comparison;
             # the Python comparison names the event instead.
             session.rollback()
-    return _verify(session, actor, din, trusted, in_database=False)
+    return _verify(session, actor, din, trusted, in_database=False, split_from=None)
 
 
 def _verify(
-    session: Session, actor: Actor | None, din: str | None, public_key: Ed25519PublicKey, *, in_database: bool
+    session: Session,
+    actor: Actor | None,
+    din: str | None,
+    public_key: Ed25519PublicKey,
+    *,
+    in_database: bool,
+    split_from: int | None,
 ) -> Report:
     report = Report()
+    one_snapshot = _begin_snapshot(session)
     anchor = checkpoints.anchor(session, public_key)
     report.checkpoint = anchor.summary()
     for checkpoint_id, problem in anchor.rejected:
@@ -287,19 +409,19 @@ def _verify(
         if broken:
             report.failures.append({"din": head.din, "seq": broken.seq, "reason": broken.reason})
 
-    # Core rows through the session's connection: the ORM's row processing cost more than the hashing.
-    result = session.connection().execute(events)
-    for batch_id, group in groupby(_prefetched(result) if in_database else result, key=lambda r: r.batch_id):
-        rows = list(group)
-        seen.add(batch_id)
-        report.batches_checked += 1
-        report.events_checked += len(rows)
-        if not in_database:
-            check(rows, sound=False)
-        elif _links_hold(rows):
-            check(rows, sound=True)
-        else:
-            suspects.append(rows)  # after the scan, when the connection is free to re-read the columns
+    # Core rows through the connections: the ORM's row processing cost more than the hashing.
+    split_at = _split_point(head_rows, split_from) if in_database and one_snapshot else None
+    with _batches(session, events, split_at, prefetch=in_database) as scanned:
+        for batch_id, rows in scanned:
+            seen.add(batch_id)
+            report.batches_checked += 1
+            report.events_checked += len(rows)
+            if not in_database:
+                check(rows, sound=False)
+            elif _links_hold(rows):
+                check(rows, sound=True)
+            else:
+                suspects.append(rows)  # after the scan, when the connection is free to re-read the columns
     for rows in suspects:
         check(rows, sound=False)
     for batch_id, head in head_rows.items():

@@ -28,18 +28,25 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(chains, "PREFETCH_ROWS", 3)
 
 
-def processed(lab, count: int) -> list[str]:
-    """``count`` processed batches of one patient (seven events each)."""
-    patient = lab.patient()
+def at_lab(lab, count: int, mrn: str = "MRN-1") -> list[str]:
+    """``count`` batches of one (new) patient, harvested, handed to the lab and received: four events each."""
+    patient = lab.patient(mrn)
     dins = []
     for _ in range(count):
         din = lab.ok(lab.post("clinic", "/batches", {"patient_id": patient["id"], "tissue_source": "adipose"}))["din"]
-        lab.ok(lab.harvest(din))
+        lab.ok(lab.harvest(din, patient_mrn=mrn))
         lab.ok(lab.handoff(din))
         lab.ok(lab.receive(din))
+        dins.append(din)
+    return dins
+
+
+def processed(lab, count: int, mrn: str = "MRN-1") -> list[str]:
+    """``count`` processed batches of one (new) patient, seven events each."""
+    dins = at_lab(lab, count, mrn)
+    for din in dins:
         for name in PROCESS_ORDER["adipose"]:
             lab.ok(lab.step(din, name))
-        dins.append(din)
     return dins
 
 
@@ -84,9 +91,8 @@ def test_the_reader_stops_when_the_caller_stops_early(lab, small_chunks):
     processed(lab, 2)
     with lab.db.engine.connect() as connection:
         query = select(BatchEvent.batch_id, BatchEvent.seq).order_by(BatchEvent.batch_id, BatchEvent.seq)
-        rows = chains._prefetched(connection.execute(query.execution_options(yield_per=chains.PREFETCH_ROWS)))
-        first = next(rows)
-        assert first.seq == 1
-        rows.close()  # the caller gives up after one row: the reader must not stay blocked on the queue
+        with chains._prefetched(connection.execute(query.execution_options(yield_per=chains.PREFETCH_ROWS))) as rows:
+            assert next(rows).seq == 1
+        # the caller gave up after one row: the reader must not stay blocked on the queue
         assert readers() == []
         assert connection.execute(query.limit(1)).one().seq == 1  # the connection is usable
