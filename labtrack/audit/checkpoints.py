@@ -187,6 +187,21 @@ def _signable_heads(session: Session, before: dict[str, Leaf], signed_at: dateti
     return sort_leaves(list(heads.values()))
 
 
+def sign_heads(heads: list[Leaf], key: LabKey, origin: str) -> Checkpoint:
+    """A checkpoint over ``heads`` (in order), its statement signed now with ``key``; not yet in a session."""
+    root = MerkleTree([leaf.data for leaf in heads]).root.hex()
+    now = utcnow()
+    statement = statement_text(origin, len(heads), root, iso_utc(now))
+    return Checkpoint(
+        created_at=now,
+        tree_size=len(heads),
+        root=root,
+        statement=statement,
+        signature=key.sign(statement.encode()),
+        key_id=key.key_id,
+    )
+
+
 def create(session: Session, key: LabKey, origin: str, actor: Actor | None = None) -> Checkpoint:
     """Sign the current heads now (the periodic task, ``POST /audit/checkpoints`` and the CLI)."""
     if actor is not None:
@@ -202,17 +217,7 @@ def create(session: Session, key: LabKey, origin: str, actor: Actor | None = Non
             raise Conflict(f"Checkpoint {previous.id} cannot be built on: {problem}. Investigate before signing more.")
         before = {leaf.stream: leaf for leaf in signed}
     heads = _signable_heads(session, before, previous.created_at if previous is not None else None)
-    root = MerkleTree([leaf.data for leaf in heads]).root.hex()
-    now = utcnow()
-    statement = statement_text(origin, len(heads), root, iso_utc(now))
-    checkpoint = Checkpoint(
-        created_at=now,
-        tree_size=len(heads),
-        root=root,
-        statement=statement,
-        signature=key.sign(statement.encode()),
-        key_id=key.key_id,
-    )
+    checkpoint = sign_heads(heads, key, origin)
     session.add(checkpoint)
     session.flush()
     changed = [

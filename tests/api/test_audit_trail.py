@@ -261,15 +261,20 @@ def test_r_aud_3_api_names_the_first_broken_link(lab, tamper, seq, reason):
     assert lab.ok(lab.get("qa", "/audit/verify", din=bystander), 200)["ok"] is True
 
 
+def assert_cli_names_break(app, din: str, seq: int, reason: str, bystander: str) -> None:
+    """``audit verify``, full and for ``din``, exits 1 naming the break at ``seq``, and not the bystander."""
+    for args in ((), ("--din", din)):
+        result = run_cli(app, *args)
+        assert result.exit_code == 1, result.output
+        assert f"FAIL {din} seq {seq}: " in result.output
+        assert reason in result.output
+        assert bystander not in result.output
+
+
 @pytest.mark.parametrize(("tamper", "seq", "reason"), TAMPERING, ids=[t[0].__name__ for t in TAMPERING])
 def test_r_aud_3_cli_exits_1_naming_the_first_broken_link(app, lab, tamper, seq, reason):
     victim, bystander = tampered_lab(lab, tamper)
-    for args in ((), ("--din", victim)):
-        result = run_cli(app, *args)
-        assert result.exit_code == 1, result.output
-        assert f"FAIL {victim} seq {seq}: " in result.output
-        assert reason in result.output
-        assert bystander not in result.output
+    assert_cli_names_break(app, victim, seq, reason, bystander)
     result = run_cli(app, "--din", bystander)
     assert result.exit_code == 0, result.output
 
