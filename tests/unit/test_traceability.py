@@ -6,7 +6,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DEFINITION = re.compile(r"^\s*def (test_\w+)|^class (Test\w+)", re.M)
-RULE_TOKEN = re.compile(r"(?<![a-z0-9])r_(acc|aud|coi|cor|cus|dev|din|mat|qc|rdy|rel|seq|sig)_(\d+)")
+FAMILIES = "acc|adv|aud|coi|cor|cus|dev|din|exp|fhir|lbk|mat|ops|out|qc|rdy|rel|scl|seq|sig|spc|tmp|zpl"
+RULE_TOKEN = re.compile(rf"(?<![a-z0-9])r_({FAMILIES})_(\d+)")
 
 
 def _table() -> dict[str, set[str]]:
