@@ -101,7 +101,8 @@ def grant_app_role(role: str) -> None:
         grants = privileges.grant_app_role(connection, role)
     click.echo(
         f"Role {role}: SELECT, INSERT on {', '.join(grants.append_only)}; SELECT on {', '.join(grants.read_only)}; "
-        f"SELECT, INSERT, UPDATE, DELETE on {len(grants.read_write)} other table(s); sequences usable."
+        f"SELECT, INSERT, UPDATE, DELETE on {len(grants.read_write)} other table(s); sequences usable; "
+        f"nothing on {len(grants.partitions)} partition(s), reached through their parent."
     )
 
 

@@ -21,6 +21,9 @@ TASK_SWEEP = "labtrack.outbox.sweep"
 TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
 TASK_CUSTODY_WATCH = "labtrack.watch.custody"
 TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+TASK_VERIFY = "labtrack.audit.verify"
+TASK_RESUME_VERIFICATIONS = "labtrack.audit.resume_verifications"
+TASK_PARTITIONS = "labtrack.audit.partitions"
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
@@ -30,6 +33,8 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
         TASK_EXPIRY_WATCH: 60.0,
         TASK_CUSTODY_WATCH: 300.0,
         TASK_CHECKPOINT: 600.0,
+        TASK_RESUME_VERIFICATIONS: 60.0,
+        TASK_PARTITIONS: 3600.0,
     }
     return {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -481,3 +482,57 @@ class CheckpointLeaf(Base):
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Scale (issue 18, migration 0011) -------------------------------------------------------------
+
+
+class CheckpointHead(Base):
+    """Each stream's leaf in the newest checkpoint, at its position among the leaves sorted by stream (R-SCL-3)."""
+
+    __tablename__ = "checkpoint_heads"
+    stream: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(BigId, unique=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class CheckpointNode(Base):
+    """One node of the newest checkpoint's Merkle tree: level 0 the leaf hashes, the top level the root."""
+
+    __tablename__ = "checkpoint_nodes"
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    idx: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))  # hex
+
+
+VERIFICATION_STATUSES = ("queued", "running", "done", "failed")
+
+
+class AuditVerification(Base):
+    """A verification run (R-SCL-2): a full one in the background (progress, resumable) or the incremental
+    one after each checkpoint; ``result`` is its report."""
+
+    __tablename__ = "audit_verifications"
+    __table_args__ = (
+        CheckConstraint(_in("status", VERIFICATION_STATUSES), name="status"),
+        CheckConstraint(_in("kind", ("full", "incremental")), name="kind"),
+        Index("ix_audit_verifications_status", "status", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(12), default="full")
+    # A run that found nothing wrong vouches for this checkpoint: incremental runs start from the newest such.
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    batches_total: Mapped[int] = mapped_column(Integer, default=0)
+    batches_done: Mapped[int] = mapped_column(Integer, default=0)
+    events_done: Mapped[int] = mapped_column(BigId, default=0)
+    after_batch_id: Mapped[int] = mapped_column(BigId, default=0)  # resume point: batches up to here are done
+    failures: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)

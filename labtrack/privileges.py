@@ -10,6 +10,10 @@ app and the workers connect as another role (e.g. ``labtrack_app``), to which
 - SELECT, INSERT, UPDATE and DELETE on every other table (projections, outbox,
   tokens, ...);
 - USAGE and SELECT on the sequences (identity columns), SELECT on alembic_version;
+- nothing on the partitions of a partitioned table (``batch_events`` on PostgreSQL,
+  R-SCL-1): the rows are reached through the parent, whose rights are checked; EXECUTE
+  on ``labtrack_extend_batch_events``, the owner's function that makes partitions ahead,
+  so partitions made later belong to the owner and give the app role nothing either;
 - nothing else: no TRUNCATE, REFERENCES or TRIGGER, no DDL (on PostgreSQL 15 and
   later nobody but the database's owner may CREATE in schema ``public``).
 
@@ -36,6 +40,14 @@ class Grants:
     append_only: list[str] = field(default_factory=list)
     read_write: list[str] = field(default_factory=list)
     read_only: list[str] = field(default_factory=list)
+    partitions: list[str] = field(default_factory=list)
+
+EXTEND_PARTITIONS = "labtrack_extend_batch_events(bigint, bigint)"
+
+_TABLES = (
+    "SELECT c.relname, c.relispartition FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace "
+    "AND c.relkind IN ('r', 'p') ORDER BY c.relname"
+)
 
 
 def grant_app_role(connection: Connection, role: str) -> Grants:
@@ -56,15 +68,16 @@ def grant_app_role(connection: Connection, role: str) -> Grants:
         raise Conflict(f"Role {role!r} is {what}: privileges would not bind it. Grant to the application's own role.")
     quote = connection.dialect.identifier_preparer.quote
     grantee, schema = quote(role), quote(connection.execute(text("SELECT current_schema()")).scalar_one())
-    tables = connection.execute(
-        text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")
-    ).scalars()
+    tables = connection.execute(text(_TABLES)).all()
     grants = Grants()
     connection.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {grantee}"))
     connection.execute(text(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {grantee}"))
     connection.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {grantee}"))
     append_only = append_only_tables(connection)
-    for table in tables.all():
+    for table, is_partition in tables:
+        if is_partition:
+            grants.partitions.append(table)
+            continue
         if table in append_only:
             rights, kind = "SELECT, INSERT", grants.append_only
         elif table in READ_ONLY:
@@ -74,6 +87,8 @@ def grant_app_role(connection: Connection, role: str) -> Grants:
         connection.execute(text(f"GRANT {rights} ON TABLE {quote(table)} TO {grantee}"))
         kind.append(table)
     connection.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {grantee}"))
+    if connection.execute(text(f"SELECT to_regprocedure('{EXTEND_PARTITIONS}')")).scalar() is not None:
+        connection.execute(text(f"GRANT EXECUTE ON FUNCTION {EXTEND_PARTITIONS} TO {grantee}"))
     return grants
 
 
@@ -83,7 +98,8 @@ def append_only_tables(connection: Connection) -> set[str]:
         text(
             "SELECT DISTINCT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "JOIN pg_proc p ON p.oid = t.tgfoid "
-            "WHERE p.proname = 'labtrack_append_only' AND c.relnamespace = current_schema()::regnamespace"
+            "WHERE p.proname = 'labtrack_append_only' AND c.relnamespace = current_schema()::regnamespace "
+            "AND NOT c.relispartition"
         )
     ).scalars()
     return set(triggered)

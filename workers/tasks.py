@@ -15,14 +15,17 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
-from labtrack.audit import checkpoints, keys
+from labtrack.audit import checkpoints, keys, partitions, runs
 from labtrack.db import Database
 from labtrack.extensions import (
     TASK_CHECKPOINT,
     TASK_CUSTODY_WATCH,
     TASK_DISPATCH,
     TASK_EXPIRY_WATCH,
+    TASK_PARTITIONS,
+    TASK_RESUME_VERIFICATIONS,
     TASK_SWEEP,
+    TASK_VERIFY,
 )
 from labtrack.services import outbox, watchers
 
@@ -84,4 +87,31 @@ def make_checkpoint() -> int:
     key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
     checkpoint = _database().write(lambda session: checkpoints.create(session, key, origin))
     log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
+    report = runs.record_incremental(_database())  # R-SCL-2: the next routine check starts from here
+    if not report.ok:
+        log.error("incremental verification after checkpoint %s: %s failure(s)", checkpoint.id, len(report.failures))
     return checkpoint.id
+
+
+@shared_task(name=TASK_VERIFY)
+def verify_full(run_id: int) -> str:
+    """A full verification run (R-SCL-2), from where it stopped if it had started."""
+    return runs.run_full(_database(), run_id)
+
+
+@shared_task(name=TASK_RESUME_VERIFICATIONS)
+def resume_verifications() -> list[int]:
+    """Hand out again the full runs left queued (broker down) or abandoned (their worker died)."""
+    stalled = runs.stalled(_database())
+    for run_id in stalled:
+        runs.hand_to_worker(current_app, run_id)
+    return stalled
+
+
+@shared_task(name=TASK_PARTITIONS)
+def make_partitions() -> int:
+    """The batch_events partitions for the coming months (R-SCL-1; PostgreSQL)."""
+    made = _database().write(partitions.extend)
+    if made:
+        log.info("batch_events: %s partition(s) made ahead", made)
+    return made

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app
+import json
+
+from flask import Response, current_app, url_for
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from labtrack.api.common import actor, authenticate, database, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, AuditQueryArgsSchema, AuditReportSchema
-from labtrack.audit import chains, checkpoints, export, keys
+from labtrack.audit import chains, checkpoints, export, keys, runs
 from labtrack.domain.din import parse_din
 
 blp = Blueprint("audit", __name__, description="Verify the audit trail; signed checkpoints and batch exports.")
@@ -27,13 +29,60 @@ class CheckpointSchema(Schema):
     key_id = fields.String(metadata={"description": "SHA-256 of the raw public key, hex"})
 
 
+class VerificationProgressSchema(Schema):
+    batches_done = fields.Integer()
+    batches_total = fields.Integer()
+    events_done = fields.Integer()
+    percent = fields.Float(metadata={"description": "batches done, in percent of the batches when the run was asked"})
+
+
+class VerificationRunSchema(Schema):
+    id = fields.Integer()
+    status = fields.String(metadata={"description": "queued, running, done or failed (the run itself broke)"})
+    requested_at = UTC()
+    started_at = UTC(allow_none=True)
+    finished_at = UTC(allow_none=True)
+    progress = fields.Nested(VerificationProgressSchema)
+    result = fields.Dict(allow_none=True, metadata={"description": "when done: the report, as GET /audit/verify's"})
+    error = fields.String(allow_none=True)
+
+
 @blp.get("/audit/verify")
 @blp.arguments(AuditQueryArgsSchema, location="query")
 @blp.response(200, AuditReportSchema)
 @refusals(blp, 403, 404)
 def verify(args: dict):
-    """Recompute every chain (or one DIN's), check them against the latest checkpoint, name each failure (QA, admin)."""
-    return chains.verify(read_session(), actor(), args.get("din")).as_dict()
+    """Incremental verification: the events since the newest verified checkpoint, each batch extending the head
+    it signed (``mode``: incremental); with ``din``, that batch's whole chain (``mode``: full). A full run over
+    every chain is ``POST /audit/verifications`` (QA, admin)."""
+    if args.get("din"):
+        return chains.verify_batch(read_session(), actor(), args["din"]).as_dict()
+    return chains.verify_recent(read_session(), actor()).as_dict()
+
+
+@blp.post("/audit/verifications")
+@blp.response(202, VerificationRunSchema, headers={"Location": {"schema": {"type": "string"}}})
+@refusals(blp, 403)
+def start_full_verification():
+    """Start a full verification of every chain in the background, or answer the one already under way (QA, admin).
+
+    Answers 202 with the run and its ``Location``; poll ``GET /audit/verifications/{id}`` for progress and result.
+    """
+    who = actor()
+    run, new = database().write(lambda s: (lambda r: (runs.as_dict(r[0]), r[1]))(runs.request_full(s, who)))
+    if new:
+        runs.hand_to_worker(current_app, run["id"])
+    body = json.dumps(VerificationRunSchema().dump(run))
+    location = url_for("audit.verification", run_id=run["id"])
+    return Response(body, status=202, mimetype="application/json", headers={"Location": location})
+
+
+@blp.get("/audit/verifications/<int:run_id>")
+@blp.response(200, VerificationRunSchema)
+@refusals(blp, 403, 404)
+def verification(run_id: int):
+    """A full verification run: status, progress and, once done, its result (QA, admin)."""
+    return runs.as_dict(runs.get(read_session(), actor(), run_id))
 
 
 @blp.get("/audit/checkpoints")
@@ -66,10 +115,11 @@ def public_key():
 @blp.response(
     200, description="JSON lines: header, events, checkpoint, inclusion proof.", content_type="application/x-ndjson"
 )
-@refusals(blp, 403, 404, 422)
+@refusals(blp, 403, 404, 409, 422)
 def audit_export(din: str):
-    """A batch's events with their canonical bytes, a signed checkpoint and the inclusion proof (QA; clinic: own)."""
-    lines = export.export(database(), actor(), din, keys.lab_key(), current_app.config["LABTRACK_FIN"])
+    """A batch's events with their canonical bytes, the newest signed checkpoint and the inclusion proof
+    (QA; clinic: own). 409 ``not_checkpointed_yet`` while no checkpoint covers the batch."""
+    lines = export.export(database(), actor(), din)
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

@@ -505,3 +505,12 @@ class AuditReportSchema(Schema):
         allow_none=True,
         metadata={"description": "the latest signed checkpoint the chains were checked against (R-AUD-4)"},
     )
+    mode = fields.String(
+        metadata={
+            "description": "incremental: the events since the newest verified checkpoint (R-SCL-2); "
+            "batch: one batch's whole chain; full: every chain (a background run's result)"
+        }
+    )
+    since_checkpoint = fields.Integer(
+        allow_none=True, metadata={"description": "incremental: the verified checkpoint it started from (none: all)"}
+    )

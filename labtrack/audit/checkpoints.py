@@ -8,9 +8,13 @@ Storage: ``checkpoints`` holds the signed statement; ``checkpoint_leaves`` holds
 only the heads that changed since the previous checkpoint, so a checkpoint every
 10 minutes costs rows in proportion to the activity, not to the number of
 batches. Checkpoint N's leaves are, per stream, the row with the largest
-checkpoint id <= N. Checkpoints are made one at a time (an advisory lock on
-PostgreSQL; SQLite write transactions are serial anyway) so that each one's
-changed-heads delta is computed against its true predecessor.
+checkpoint id <= N. The newest checkpoint's leaves and Merkle tree are also kept
+current (``labtrack.audit.tree``, R-SCL-3): a checkpoint reads only the streams
+with events recorded since its predecessor (less ``COMMIT_MARGIN``) and recomputes
+only their leaves' ancestors, and one batch's inclusion proof reads O(log n) nodes.
+Checkpoints are made one at a time (an advisory lock on PostgreSQL; SQLite write
+transactions are serial anyway) so that each one's changed-heads delta is computed
+against its true predecessor.
 
 A checkpoint never launders a rewrite. Before building on its predecessor it
 checks that checkpoint's signature and that its stored leaves still produce its
@@ -45,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import and_, func, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
+from labtrack.audit import tree
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, require
@@ -74,14 +79,15 @@ def parse_statement(statement: str) -> dict[str, object] | None:
     return {"origin": lines[1], "tree_size": int(lines[2]), "root": lines[3], "created_at": lines[4]}
 
 
-def current_heads(session: Session) -> list[Leaf]:
-    """Every stream's last event, sorted as the tree wants them."""
-    rows = session.execute(
-        select(Batch.din, BatchEvent.seq, BatchEvent.hash).join(
-            BatchEvent, and_(BatchEvent.batch_id == Batch.id, BatchEvent.seq == Batch.seq)
-        )
+def current_heads(session: Session, since: datetime | None = None) -> list[Leaf]:
+    """Every stream's last event, sorted as the tree wants them; with ``since``, only the batch streams
+    with an event recorded since then (an index range, R-SCL-3), and the admin stream."""
+    query = select(Batch.din, BatchEvent.seq, BatchEvent.hash).join(
+        BatchEvent, and_(BatchEvent.batch_id == Batch.id, BatchEvent.seq == Batch.seq)
     )
-    heads = [Leaf(row.din, row.seq, row.hash) for row in rows]
+    if since is not None:
+        query = query.where(Batch.id.in_(select(BatchEvent.batch_id).where(BatchEvent.recorded_at >= since)))
+    heads = [Leaf(row.din, row.seq, row.hash) for row in session.execute(query)]
     admin = session.execute(select(AdminEvent.seq, AdminEvent.hash).order_by(AdminEvent.seq.desc()).limit(1)).first()
     if admin is not None:
         heads.append(Leaf(ADMIN_STREAM, admin.seq, admin.hash))
@@ -174,27 +180,53 @@ def _recorded_before(session: Session, leaves: list[Leaf], cutoff: datetime) -> 
     return found
 
 
-def _signable_heads(session: Session, before: dict[str, Leaf], signed_at: datetime | None) -> list[Leaf]:
-    """Current heads, except that a stream keeps its signed head when that head left its chain
-    (rewritten) or when events after it claim to be older than the previous checkpoint (inserted)."""
-    heads = {leaf.stream: leaf for leaf in current_heads(session)}
-    moved = [leaf for stream, leaf in before.items() if heads.get(stream) != leaf]
+def _signable_heads(session: Session, previous: Checkpoint | None) -> list[Leaf]:
+    """The heads that changed since ``previous`` (all, for the first checkpoint), except that a stream keeps
+    its signed head when that head left its chain (rewritten) or when events after it claim to be older
+    than the previous checkpoint (inserted)."""
+    since = previous.created_at - COMMIT_MARGIN if previous is not None else None
+    heads = current_heads(session, since)
+    before = tree.heads_of(session.connection(), [leaf.stream for leaf in heads])
+    moved = [before[leaf.stream] for leaf in heads if before.get(leaf.stream, leaf) != leaf]
     still_there = _hashes_at(session, moved)
-    backdated = _recorded_before(session, moved, signed_at - COMMIT_MARGIN) if signed_at else set()
-    for leaf in moved:
-        if still_there.get(leaf.stream) != leaf.hash or leaf.stream in backdated:
-            heads[leaf.stream] = leaf
-    return sort_leaves(list(heads.values()))
+    backdated = _recorded_before(session, moved, since) if since is not None else set()
+    kept = {leaf.stream for leaf in moved if still_there.get(leaf.stream) != leaf.hash or leaf.stream in backdated}
+    return [leaf for leaf in heads if leaf.stream not in kept and before.get(leaf.stream) != leaf]
+
+
+def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
+    """Whether the kept leaves and tree (``labtrack.audit.tree``) still give the checkpoint's signed root (O(log n)),
+    and the leaf rows it wrote itself still equal the kept ones (O(streams it changed))."""
+    connection = session.connection()
+    size = tree.size(connection)
+    if size != checkpoint.tree_size or tree.root(connection, size).hex() != checkpoint.root:
+        return "the current leaves kept for it no longer produce its signed root: checkpoint data was altered"
+    own = [
+        Leaf(row.stream, row.seq, row.hash)
+        for row in session.execute(
+            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash).where(
+                CheckpointLeaf.checkpoint_id == checkpoint.id
+            )
+        )
+    ]
+    kept = tree.heads_of(connection, [leaf.stream for leaf in own])
+    if any(kept.get(leaf.stream) != leaf for leaf in own):
+        return "its stored leaves no longer produce the signed root: checkpoint data was altered"
+    return None
 
 
 def sign_heads(heads: list[Leaf], key: LabKey, origin: str) -> Checkpoint:
     """A checkpoint over ``heads`` (in order), its statement signed now with ``key``; not yet in a session."""
-    root = MerkleTree([leaf.data for leaf in heads]).root.hex()
+    return sign_root(MerkleTree([leaf.data for leaf in heads]).root.hex(), len(heads), key, origin)
+
+
+def sign_root(root: str, tree_size: int, key: LabKey, origin: str) -> Checkpoint:
+    """A checkpoint stating ``root`` over ``tree_size`` leaves, signed now with ``key``; not yet in a session."""
     now = utcnow()
-    statement = statement_text(origin, len(heads), root, iso_utc(now))
+    statement = statement_text(origin, tree_size, root, iso_utc(now))
     return Checkpoint(
         created_at=now,
-        tree_size=len(heads),
+        tree_size=tree_size,
         root=root,
         statement=statement,
         signature=key.sign(statement.encode()),
@@ -209,24 +241,24 @@ def create(session: Session, key: LabKey, origin: str, actor: Actor | None = Non
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
     previous = latest(session)
-    before: dict[str, Leaf] = {}
     if previous is not None:
-        signed = leaves_of(session, previous.id)
-        problem = soundness(previous, signed, key.public_key)
+        problem = _signed_soundness(previous, key.public_key) or _tree_soundness(session, previous)
         if problem is not None:
             raise Conflict(f"Checkpoint {previous.id} cannot be built on: {problem}. Investigate before signing more.")
-        before = {leaf.stream: leaf for leaf in signed}
-    heads = _signable_heads(session, before, previous.created_at if previous is not None else None)
-    checkpoint = sign_heads(heads, key, origin)
+    changed = _signable_heads(session, previous)
+    connection = session.connection()
+    size = tree.apply(connection, changed)
+    checkpoint = sign_root(tree.root(connection, size).hex(), size, key, origin)
     session.add(checkpoint)
     session.flush()
-    changed = [
-        {"stream": leaf.stream, "checkpoint_id": checkpoint.id, "seq": leaf.seq, "hash": leaf.hash}
-        for leaf in heads
-        if before.get(leaf.stream) != leaf
-    ]
     if changed:
-        session.execute(insert(CheckpointLeaf), changed)
+        session.execute(
+            insert(CheckpointLeaf),
+            [
+                {"stream": leaf.stream, "checkpoint_id": checkpoint.id, "seq": leaf.seq, "hash": leaf.hash}
+                for leaf in changed
+            ],
+        )
     return checkpoint
 
 
@@ -252,12 +284,26 @@ class InclusionProof:
 
 
 def inclusion_proof(session: Session, checkpoint: Checkpoint, stream: str) -> InclusionProof:
+    """The stream's leaf in ``checkpoint`` and its audit path: from the kept tree (O(log n)) for the newest
+    checkpoint, else rebuilt from that checkpoint's stored leaves."""
+    if checkpoint.id == _latest_id(session):
+        connection = session.connection()
+        placed = tree.position_of(connection, stream)
+        if placed is None:
+            raise NotFound(f"Checkpoint {checkpoint.id} does not cover {stream}.")
+        position, leaf = placed
+        path = tree.inclusion_path(connection, position, checkpoint.tree_size)
+        return InclusionProof(position, checkpoint.tree_size, leaf, [node.hex() for node in path])
     leaves = leaves_of(session, checkpoint.id)
     index = next((i for i, leaf in enumerate(leaves) if leaf.stream == stream), None)
     if index is None:
         raise NotFound(f"Checkpoint {checkpoint.id} does not cover {stream}.")
     path = MerkleTree([leaf.data for leaf in leaves]).inclusion_proof(index)
     return InclusionProof(index, len(leaves), leaves[index], [node.hex() for node in path])
+
+
+def _latest_id(session: Session) -> int | None:
+    return session.execute(select(func.max(Checkpoint.id))).scalar_one_or_none()
 
 
 def as_dict(checkpoint: Checkpoint) -> dict[str, object]:
@@ -351,6 +397,9 @@ def anchor(session: Session, public_key: Ed25519PublicKey) -> Anchor:
             if problem is not None:
                 found.rejected.append((checkpoint.id, problem))
                 continue
+            if checkpoint is found.checkpoint and tree.all_leaves(session.connection()) != leaves:
+                # derived data, not evidence: reported, and the genuine checkpoint still anchors
+                found.rejected.append((checkpoint.id, "the current leaves kept for it differ from its signed leaves"))
             found.trusted, found.leaves = checkpoint, {leaf.stream: leaf for leaf in leaves}
             break
     if found.trusted is not None:
@@ -367,4 +416,54 @@ def anchor(session: Session, public_key: Ed25519PublicKey) -> Anchor:
             )
             for checkpoint in older
         )
+    return found
+
+
+def anchor_on(session: Session, public_key: Ed25519PublicKey, base: Checkpoint | None) -> Anchor:
+    """The anchor of an incremental verification (R-SCL-2): ``base``, a checkpoint already verified, and every
+    newer one checked by key, signature and statement, the newest also by its kept tree (O(log n) rows).
+
+    The leaves are left for the caller to fill for the streams it reads (``leaves_for``).
+    """
+    found = Anchor()
+    newer = select(Checkpoint).order_by(Checkpoint.id.desc())
+    if base is not None:
+        newer = newer.where(Checkpoint.id >= base.id)
+    for checkpoint in session.execute(newer.limit(1000)).scalars():
+        problem = _signed_soundness(checkpoint, public_key)
+        if problem is None and found.checkpoint is None:
+            problem = _tree_soundness(session, checkpoint)
+        if found.checkpoint is None:
+            found.checkpoint, found.problem = checkpoint, problem
+        if problem is not None:
+            found.rejected.append((checkpoint.id, problem))
+        if base is not None and checkpoint.id == base.id and problem is None:
+            found.trusted = checkpoint
+        if base is None or checkpoint.id == base.id:
+            break
+    return found
+
+
+def leaves_for(session: Session, checkpoint: Checkpoint | None, streams: Iterable[str]) -> dict[str, Leaf]:
+    """These streams' leaves in ``checkpoint`` (from the append-only delta rows, by index: O(streams × log n))."""
+    found: dict[str, Leaf] = {}
+    wanted = sorted(set(streams))
+    if checkpoint is None:
+        return found
+    for start in range(0, len(wanted), 500):
+        newest = (
+            select(CheckpointLeaf.stream, func.max(CheckpointLeaf.checkpoint_id).label("checkpoint_id"))
+            .where(
+                CheckpointLeaf.stream.in_(wanted[start : start + 500]), CheckpointLeaf.checkpoint_id <= checkpoint.id
+            )
+            .group_by(CheckpointLeaf.stream)
+            .subquery()
+        )
+        rows = session.execute(
+            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash).join(
+                newest,
+                and_(CheckpointLeaf.stream == newest.c.stream, CheckpointLeaf.checkpoint_id == newest.c.checkpoint_id),
+            )
+        )
+        found.update({row.stream: Leaf(row.stream, row.seq, row.hash) for row in rows})
     return found

@@ -9,10 +9,12 @@ Lines, in order::
     {"record": "inclusion_proof", "leaf_index": ..., "tree_size": ..., "leaf": "din:seq:hash", "audit_path": [...]}
 
 ``canonical`` is the exact text whose UTF-8 bytes were hashed (R-AUD-1); the
-other event fields repeat it for people reading the file. When the latest
-checkpoint does not yet cover the batch's current head, a checkpoint is made
-first, so an export is verifiable end to end the moment it is taken (events
-appended while exporting are included and reported as not yet covered).
+other event fields repeat it for people reading the file. The checkpoint is the
+newest one, with the batch's leaf in it and its inclusion proof read from the kept
+tree (O(log n), R-SCL-3); events recorded after it are exported too and the
+offline verifier reports them as not yet covered. An export is a read: it never
+signs a checkpoint. A batch no checkpoint covers yet is refused (409) until the
+next one (every 10 minutes, or ``POST /audit/checkpoints``).
 """
 
 from __future__ import annotations
@@ -20,37 +22,43 @@ from __future__ import annotations
 import json
 
 from labtrack.audit import checkpoints
-from labtrack.audit.keys import LabKey
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.din import Din
+from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.merkle import Leaf
 from labtrack.services import batches
 
 FORMAT = "labtrack-audit-export/1"
+
+
+class NotCheckpointedYet(Conflict):
+    code, title = "not_checkpointed_yet", "Not in a checkpoint yet"
 
 
 def _line(record: str, body: dict[str, object]) -> str:
     return json.dumps({"record": record} | body, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def export(database: Database, actor: Actor, din: str, key: LabKey, origin: str) -> list[str]:
+def export(database: Database, actor: Actor, din: str) -> list[str]:
     """The export's lines for one batch the actor may read (QA; a clinic its own batches)."""
     session = database.reader()
     try:
+        if session.get_bind().dialect.name == "postgresql":  # the checkpoint, its tree and the events: one snapshot
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         batch = batches.get(session, actor, din)
         require(actor, Action.READ_RECORD, batch.clinic_id, what="batch")
-        head = Leaf(batch.din, batch.seq, batch.head_hash)
         checkpoint = checkpoints.latest(session)
-        covered = checkpoint is not None and checkpoints.leaves_of(session, checkpoint.id).count(head) == 1
-        session.rollback()
-        if not covered:
-            database.write(lambda s: checkpoints.create(s, key, origin))
-        checkpoint = checkpoints.latest(session)
-        assert checkpoint is not None
-        proof = checkpoints.inclusion_proof(session, checkpoint, batch.din)
+        try:
+            proof = checkpoints.inclusion_proof(session, checkpoint, batch.din) if checkpoint else None
+        except NotFound:
+            proof = None
+        if checkpoint is None or proof is None:
+            raise NotCheckpointedYet(
+                f"Batch {Din(batch.din).display} is not in a signed checkpoint yet: the next one is made within "
+                "10 minutes (QA can make one now), and the export can be taken then."
+            )
         events = batches.events(session, batch)
         lines = [
             _line(

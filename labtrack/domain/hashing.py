@@ -93,10 +93,14 @@ class BrokenLink:
     reason: str
 
 
-def verify_links(links: list[StoredLink]) -> BrokenLink | None:
-    """Return the first broken link of one stream, or None when it verifies (R-AUD-3)."""
-    expected_prev = GENESIS_HASH
-    for position, link in enumerate(links, start=1):
+def verify_links(links: list[StoredLink], *, first: int = 1, prev_hash: str = GENESIS_HASH) -> BrokenLink | None:
+    """Return the first broken link of one stream, or None when it verifies (R-AUD-3).
+
+    ``first`` and ``prev_hash`` let a verifier start after a head it already trusts (R-SCL-2):
+    the links are then seqs ``first``, ``first + 1``, ... and the first one's ``prev_hash`` is that head's hash.
+    """
+    expected_prev = prev_hash
+    for position, link in enumerate(links, start=first):
         if link.seq != position:
             # Name the missing seq, as the head check does for a missing tail (audit/chains.py).
             return BrokenLink(position, f"sequence gap: expected seq {position}, found {link.seq}")

@@ -143,7 +143,7 @@ def record_view(session: Session, actor: Actor, din: str, *, zone: str) -> Recor
         }
         for d in deviations.for_batch(session, batch.id)
     ]
-    report = chains.verify(session, None, batch.din)
+    report = chains.verify_batch(session, None, batch.din)
     verification = (
         f"Chain verified: {report.events_checked} events, head seq {batch.seq}, hash {batch.head_hash}."
         if report.ok

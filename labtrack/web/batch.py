@@ -29,7 +29,7 @@ from labtrack.api.schemas import (
     SignedSchema,
     StepCreateSchema,
 )
-from labtrack.audit import export, keys
+from labtrack.audit import export
 from labtrack.clock import utcnow
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
@@ -329,7 +329,7 @@ def record_pdf(din: str):
 @bp.get("/batches/<din>/audit-export")
 def audit_export(din: str):
     """The offline-verifiable export (R-AUD-4), as the API serves it, for the signed-in user."""
-    lines = export.export(database(), actor(), din, keys.lab_key(), current_app.config["LABTRACK_FIN"])
+    lines = export.export(database(), actor(), din)
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

@@ -9,7 +9,7 @@ from flask import current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from labtrack.api.common import database, read_session
-from labtrack.audit import chains
+from labtrack.audit import chains, runs
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
@@ -174,15 +174,32 @@ def notifications_page():
     )
 
 
-@bp.get("/audit")
+@bp.route("/audit", methods=["GET", "POST"])
 @roles(Role.QA, Role.ADMIN)
 def audit():
-    """Recompute the hash chains (all, or one DIN's) against the latest signed checkpoint (R-AUD-3)."""
-    failure, report = NO_FAILURE, None
-    if "run" in request.args:
-        din = request.args.get("din", "").strip() or None
-        try:
-            report = chains.verify(read_session(), actor(), din).as_dict()
-        except DomainError as error:
-            failure = Failure.of(error, "audit", field="din")
-    return render_template("audit.html", report=report, failure=failure), failure.status
+    """Verify the hash chains (R-AUD-3): incrementally since the last verified checkpoint, or one DIN's whole
+    chain, in the request; a full verification of every chain in the background, its progress shown (R-SCL-2)."""
+    who = actor()
+
+    def start_full(_form: MultiDict) -> str:
+        run, new = database().write(lambda s: (lambda r: (r[0].id, r[1]))(runs.request_full(s, who)))
+        if new:
+            runs.hand_to_worker(current_app, run)
+            return f"Full verification {run} started: its progress shows below."
+        return f"Full verification {run} is already under way."
+
+    def render(failure: Failure) -> str:
+        report = None
+        if "run" in request.args and failure is NO_FAILURE:
+            din = request.args.get("din", "").strip() or None
+            try:
+                session = read_session()
+                checked = chains.verify_batch(session, who, din) if din else chains.verify_recent(session, who)
+                report = checked.as_dict()
+            except DomainError as error:
+                failure = Failure.of(error, "audit", field="din")
+        latest = runs.latest_full(read_session())
+        full = runs.as_dict(latest) if latest else None
+        return render_template("audit.html", report=report, failure=failure, full_run=full)
+
+    return respond({"full": start_full}, render)

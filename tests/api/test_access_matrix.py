@@ -304,6 +304,10 @@ ROWS: tuple[Row, ...] = (
         plain("/audit/public-key")),
     row("GET   /batches/{din}/audit-export                   | 401  403  403  200  200  404~",
         at("registered", "/audit-export")),
+    row("POST  /audit/verifications                          | 401  202  403  202  403  403",
+        plain("/audit/verifications")),
+    row("GET   /audit/verifications/{run_id}                 | 401  200  403  200  403  403",
+        plain("/audit/verifications/1")),
     # notifications: each user their own
     row("GET   /notifications                                | 401  200  200  200  200  200", plain("/notifications")),
     row("POST  /notifications/{notification_id}/read         | 401  200  200  200  200  200",
@@ -350,7 +354,8 @@ def build_world(lab: Lab) -> World:
     }
     deviation = registered()
     deviation_id = lab.ok(lab.post("tech", f"/batches/{deviation}/deviations", {"description": "seal loose"}))["id"]
-    return World(
+    lab.ok(lab.post("qa", "/audit/verifications"), 202)  # run 1, for GET /audit/verifications/1
+    world = World(
         clinic="C1",
         din={
             "registered": registered(),
@@ -375,6 +380,8 @@ def build_world(lab: Lab) -> World:
         ),
         harvest=lab.harvest_data(),
     )
+    lab.ok(lab.post("qa", "/audit/checkpoints"), 201)  # every batch in a checkpoint: exports can be taken
+    return world
 
 
 def notify_everyone(lab: Lab) -> dict[str, int]:
@@ -706,6 +713,8 @@ WEB_ROWS: tuple[Row, ...] = (
     row("GET   /bench                        | login 403   200   200   403   403", plain("/bench")),
     row("GET   /qa                           | login 403   403   200   403   403", plain("/qa")),
     row("GET   /audit                        | login 200   403   200   403   403", plain("/audit")),
+    row("POST  /audit                        | login 303   403   303   403   403",
+        lambda _w, _user: Call("/audit", {"action": "full", "form_id": "full"})),
     row("GET   /clinic                       | login 403   403   403   200   200", plain("/clinic")),
     row("GET   /clinic/patients              | login 403   403   403   200   200", plain("/clinic/patients")),
     row("POST  /clinic/patients              | login 403   403   403   303   303",

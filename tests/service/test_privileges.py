@@ -115,7 +115,8 @@ def append_only(deployment: Deployment) -> set[str]:
     rows = query(
         deployment.owner_url,
         "SELECT DISTINCT event_object_table FROM information_schema.triggers "
-        "WHERE action_statement LIKE '%labtrack_append_only%'",
+        "WHERE action_statement LIKE '%labtrack_append_only%' "
+        "AND event_object_table::regclass NOT IN (SELECT inhrelid FROM pg_inherits)",  # partitions: R-SCL-1's test
     )
     return {row[0] for row in rows}
 

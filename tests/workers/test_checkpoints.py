@@ -173,7 +173,8 @@ def test_r_aud_4_altered_checkpoint_data_is_reported_and_not_built_on(lab, db):
 def test_r_aud_4_export_verifies_offline_with_no_database(lab, tmp_path):
     din = lab.at_lab()
     make_checkpoint(lab)
-    lab.ok(lab.step(din, "digestion"))  # after the checkpoint: the export makes a new one first
+    lab.ok(lab.step(din, "digestion"))
+    make_checkpoint(lab)  # an export signs nothing (R-SCL-2): the next checkpoint covers the step
     export = export_of(lab, din)
     records = [json.loads(line) for line in export.splitlines()]
     assert [r["record"] for r in records] == ["header"] + ["event"] * 5 + ["checkpoint", "inclusion_proof"]
@@ -185,8 +186,23 @@ def test_r_aud_4_export_verifies_offline_with_no_database(lab, tmp_path):
     assert "WARNING" not in result.stdout
 
 
+def test_r_scl_2_an_export_signs_nothing_and_waits_for_the_next_checkpoint(lab):
+    din = lab.at_lab()
+    refused = lab.get("clinic", f"/batches/{din}/audit-export")
+    assert refused.status_code == 409
+    assert refused.get_json()["code"] == "not_checkpointed_yet"
+    assert lab.sql("SELECT count(*) FROM checkpoints")[0][0] == 0
+    make_checkpoint(lab)
+    lab.ok(lab.step(din, "digestion"))
+    records = [json.loads(line) for line in export_of(lab, din, by="clinic").splitlines()]
+    assert lab.sql("SELECT count(*) FROM checkpoints")[0][0] == 1
+    assert records[-1]["leaf"].startswith(f"{din}:4:")  # the checkpoint covers the head before the step
+    assert [r["seq"] for r in records if r["record"] == "event"] == [1, 2, 3, 4, 5]
+
+
 def test_r_aud_4_offline_verifier_explains_what_was_tampered(lab, tmp_path, capsys):
     din = lab.at_lab()
+    make_checkpoint(lab)
     export = export_of(lab, din)
     public_key = lab.get("qa", "/audit/public-key").get_data(as_text=True)
     lines = export.splitlines()
@@ -239,6 +255,7 @@ def test_r_aud_4_offline_verifier_explains_what_was_tampered(lab, tmp_path, caps
 @pytest.mark.parametrize(("who", "status"), [("qa", 200), ("clinic", 200), ("other", 404), ("tech", 403)])
 def test_r_aud_4_r_acc_1_audit_export_is_for_qa_and_the_batchs_own_clinic(lab, who, status):
     din = lab.batch()
+    make_checkpoint(lab)
     assert lab.get(who, f"/batches/{din}/audit-export").status_code == status
 
 

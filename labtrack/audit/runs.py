@@ -1,0 +1,245 @@
+"""Verification runs (R-SCL-2): full ones in the background, the incremental one after each checkpoint.
+
+A full run (``POST /api/v1/audit/verifications``, or the pages' button) is a row in
+``audit_verifications`` and a Celery task. The task checks the batches in chunks in
+id order (``CHUNK_BATCHES``); after each chunk it stores the failures found, the counts
+and the last batch id done, so a run whose worker died is taken up where it stopped
+(``resume_stalled``, on beat): a run is claimed under a lease renewed at every chunk, so
+two workers never run the same one. Each chunk reads one snapshot; a batch is always
+checked whole within a chunk. Last come the admin chain, the streams the checkpoint
+signed that are gone, and the result.
+
+A run that finds nothing wrong vouches for the newest checkpoint it was checked against:
+the incremental verification (``chains.verify_recent``) starts from the newest such
+checkpoint. The checkpoint task runs one incremental verification right after each
+checkpoint and records it the same way, so the base moves every 10 minutes and a routine
+check costs the events of the last interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from flask import Flask
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from labtrack.audit import chains, keys
+from labtrack.clock import utcnow
+from labtrack.db import Database
+from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.errors import NotFound
+from labtrack.domain.hashing import iso_utc
+from labtrack.extensions import TASK_VERIFY
+from labtrack.models import AuditVerification, Batch, Checkpoint
+
+log = logging.getLogger(__name__)
+
+CHUNK_BATCHES = 2000
+LEASE = timedelta(minutes=2)
+ACTIVE = ("queued", "running")
+
+
+def verified_checkpoint(session: Session) -> Checkpoint | None:
+    """The newest checkpoint a run (full or incremental) found everything consistent with."""
+    newest = (
+        select(func.max(AuditVerification.checkpoint_id))
+        .where(AuditVerification.status == "done", AuditVerification.checkpoint_id.is_not(None))
+        .scalar_subquery()
+    )
+    return session.execute(select(Checkpoint).where(Checkpoint.id == newest)).scalar_one_or_none()
+
+
+def request_full(session: Session, actor: Actor) -> tuple[AuditVerification, bool]:
+    """A full run for the actor (QA, admin): the one already queued or running, else a new one (True)."""
+    require(actor, Action.AUDIT)
+    active = session.execute(
+        select(AuditVerification)
+        .where(AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE))
+        .order_by(AuditVerification.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    if active is not None:
+        return active, False
+    total = session.execute(select(func.count()).select_from(Batch)).scalar_one()
+    run = AuditVerification(
+        kind="full",
+        status="queued",
+        requested_by_id=actor.id,
+        requested_at=utcnow(),
+        batches_total=total,
+        batches_done=0,
+        events_done=0,
+        after_batch_id=0,
+        failures=[],
+    )
+    session.add(run)
+    session.flush()
+    return run, True
+
+
+def get(session: Session, actor: Actor, run_id: int) -> AuditVerification:
+    require(actor, Action.AUDIT)
+    run = session.get(AuditVerification, run_id)
+    if run is None or run.kind != "full":
+        raise NotFound("No such verification run.")
+    return run
+
+
+def latest_full(session: Session) -> AuditVerification | None:
+    return session.execute(
+        select(AuditVerification).where(AuditVerification.kind == "full").order_by(AuditVerification.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def as_dict(run: AuditVerification) -> dict[str, object]:
+    total = max(run.batches_total, run.batches_done)
+    return {
+        "id": run.id,
+        "status": run.status,
+        "requested_at": run.requested_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "progress": {
+            "batches_done": run.batches_done,
+            "batches_total": total,
+            "events_done": run.events_done,
+            "percent": round(100 * run.batches_done / total, 1) if total else (100.0 if run.status == "done" else 0.0),
+        },
+        "result": run.result,
+        "error": run.error,
+    }
+
+
+def hand_to_worker(app: Flask, run_id: int) -> bool:
+    """Send the run to a worker; False (logged) when the broker cannot take it: beat's ``stalled`` resends it."""
+    try:
+        app.extensions["celery"].send_task(TASK_VERIFY, args=[run_id], retry=False)
+    except Exception as error:  # any broker failure: the run stays queued for the resume task
+        log.warning("verification run %s: broker unavailable (%s); it will be resumed", run_id, error)
+        return False
+    return True
+
+
+def _claim(session: Session, run_id: int, now: datetime) -> bool:
+    """Take the run's lease: it is queued, or its last holder has not renewed it within ``LEASE``."""
+    claimed = session.execute(
+        update(AuditVerification)
+        .where(
+            AuditVerification.id == run_id,
+            AuditVerification.status.in_(ACTIVE),
+            or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE),
+        )
+        .values(status="running", heartbeat_at=now, started_at=func.coalesce(AuditVerification.started_at, now))
+    )
+    return claimed.rowcount == 1
+
+
+def _chunk(database: Database, run_id: int, verifier: chains.Chunked) -> bool:
+    """Check the next chunk of batches and store the progress; False when none were left."""
+
+    def work(session: Session) -> bool:
+        run = session.get(AuditVerification, run_id, with_for_update=True)
+        assert run is not None
+        checked = verifier.batches_after(run.after_batch_id, CHUNK_BATCHES)
+        if checked is None:
+            return False
+        run.after_batch_id = checked.last_batch_id
+        run.batches_done += checked.batches
+        run.events_done += checked.events
+        run.failures = [*run.failures, *checked.failures]
+        run.heartbeat_at = utcnow()
+        return True
+
+    return database.write(work)
+
+
+def _finish(database: Database, run_id: int, verifier: chains.Chunked) -> None:
+    def work(session: Session) -> None:
+        run = session.get(AuditVerification, run_id, with_for_update=True)
+        assert run is not None
+        report = verifier.finish(run.failures, run.batches_done, run.events_done)
+        run.status, run.finished_at, run.heartbeat_at = "done", utcnow(), utcnow()
+        run.result = _stored(report)
+        run.checkpoint_id = _vouched(report)
+
+    database.write(work)
+
+
+def _stored(report: chains.Report) -> dict[str, object]:
+    """The report as JSON can hold it (times as ISO 8601 UTC)."""
+    stored = report.as_dict()
+    if report.checkpoint is not None:
+        stored["checkpoint"] = report.checkpoint | {"created_at": iso_utc(report.checkpoint["created_at"])}  # type: ignore[arg-type]
+    return stored
+
+
+def _vouched(report: chains.Report) -> int | None:
+    checkpoint = report.checkpoint
+    return int(checkpoint["id"]) if report.ok and checkpoint is not None and checkpoint.get("ok") else None  # type: ignore[arg-type]
+
+
+def run_full(database: Database, run_id: int) -> str:
+    """The task's work: claim the run, check chunk after chunk from where it stopped, store the result."""
+    if not database.write(lambda s: _claim(s, run_id, utcnow())):
+        return "taken"
+    try:
+        with chains.Chunked(database.engine, keys.trusted_public_key()) as verifier:
+            while _chunk(database, run_id, verifier):
+                pass
+            _finish(database, run_id, verifier)
+    except Exception as error:
+        log.exception("verification run %s failed", run_id)
+        message = f"{type(error).__name__}: {error}"[:2000]
+        database.write(
+            lambda s: s.execute(
+                update(AuditVerification)
+                .where(AuditVerification.id == run_id)
+                .values(status="failed", error=message, finished_at=utcnow())
+            )
+        )
+        raise
+    return "done"
+
+
+def stalled(database: Database, now: datetime | None = None) -> list[int]:
+    """Full runs that are queued or whose lease lapsed (their worker died): the beat task hands them out again."""
+    now = now or utcnow()
+
+    def work(session: Session) -> list[int]:
+        lapsed = or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE)
+        query = select(AuditVerification.id).where(
+            AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE), lapsed
+        )
+        return list(session.execute(query).scalars())
+
+    return database.write(work)
+
+
+def record_incremental(database: Database) -> chains.Report:
+    """After a checkpoint: verify what was appended since the last verified one and store the outcome."""
+    with Session(database.engine) as session:
+        report = chains.verify_recent(session)
+    now = utcnow()
+
+    def work(session: Session) -> None:
+        session.add(
+            AuditVerification(
+                kind="incremental",
+                status="done",
+                requested_at=now,
+                started_at=now,
+                finished_at=now,
+                batches_total=report.batches_checked,
+                batches_done=report.batches_checked,
+                events_done=report.events_checked,
+                after_batch_id=0,
+                failures=report.failures,
+                result=_stored(report),
+                checkpoint_id=_vouched(report),
+            )
+        )
+
+    database.write(work)
+    return report

@@ -1,0 +1,128 @@
+"""R-SCL-3: the newest checkpoint's leaves and tree are kept, so a checkpoint and an inclusion proof cost
+O(changed streams + log n); R-SCL-2: incremental verification from the newest verified checkpoint."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import event, select, update
+
+from labtrack.audit import chains, checkpoints, runs, tree
+from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves, verify_inclusion
+from labtrack.models import BatchEvent, CheckpointHead
+from tests.api.test_audit_trail import triggers_bypassed
+from tests.workers.test_checkpoints import make_checkpoint, rewrite_consistently
+
+
+def leaf(stream: str, seq: int) -> Leaf:
+    return Leaf(stream, seq, f"{seq:064x}")
+
+
+def test_r_scl_3_the_kept_tree_is_the_rebuilt_tree_after_changes_and_insertions(db):
+    """Random rounds of changed and new streams (new ones before, among and after the old): after each, the
+    kept root and every proof are those of ``MerkleTree`` over all current leaves."""
+    rng = random.Random(18)
+    current: dict[str, Leaf] = {}
+    with db.engine.begin() as connection:
+        for round_ in range(12):
+            changed = [leaf(s, current[s].seq + 1) for s in rng.sample(sorted(current), min(len(current), 3))]
+            prefix = "A" if round_ % 3 else "Z"
+            fresh = [leaf(f"{prefix}{rng.randrange(10**6):06d}", 1) for _ in range(rng.randint(0, 5))]
+            if round_ == 5:
+                fresh.append(leaf("admin", round_))
+            fresh = [f for f in fresh if f.stream not in current]
+            size = tree.apply(connection, changed + fresh)
+            current.update({f.stream: f for f in changed + fresh})
+            ordered = sort_leaves(list(current.values()))
+            rebuilt = MerkleTree([x.data for x in ordered])
+            assert size == len(ordered) == tree.size(connection)
+            assert tree.root(connection, size) == rebuilt.root
+            assert tree.all_leaves(connection) == ordered
+            for index, expected in enumerate(ordered):
+                assert tree.position_of(connection, expected.stream) == (index, expected)
+                path = tree.inclusion_path(connection, index, size)
+                assert path == rebuilt.inclusion_proof(index)
+                assert verify_inclusion(expected.data, index, size, path, rebuilt.root)
+
+
+def count_statements(db):
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        seen.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    return seen, lambda: event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_r_scl_3_a_checkpoint_reads_only_the_streams_that_changed_and_proves_in_log_n(lab, db):
+    dins = [lab.batch(mrn=f"MRN-{i}") for i in range(6)]
+    first = make_checkpoint(lab)
+    lab.ok(lab.harvest(dins[2], patient_mrn="MRN-2"))
+    seen, stop = count_statements(db)
+    try:
+        second = make_checkpoint(lab)
+    finally:
+        stop()
+    assert second["tree_size"] == first["tree_size"] == 7  # six batches and the admin chain
+    stored = lab.sql("SELECT stream FROM checkpoint_leaves WHERE checkpoint_id = :id", id=second["id"])
+    assert [row[0] for row in stored] == [dins[2]]  # the one stream that changed, and nothing rewritten
+    heads = checkpoints.current_heads(db.reader())
+    assert second["root"] == MerkleTree([h.data for h in heads]).root.hex()
+    assert not any("GROUP BY" in s and "checkpoint_leaves" in s for s in seen)  # no scan of every leaf
+    assert len(seen) < 25, seen
+    with db.engine.connect() as connection:
+        position, kept = tree.position_of(connection, dins[2])
+        path = tree.inclusion_path(connection, position, second["tree_size"])
+    assert kept == next(h for h in heads if h.stream == dins[2])
+    assert len(path) == 3  # ceil(log2(7))
+    assert verify_inclusion(kept.data, position, 7, path, bytes.fromhex(second["root"]))
+
+
+def test_r_scl_3_a_checkpoint_refuses_to_build_on_an_altered_kept_tree(lab):
+    lab.batch()
+    make_checkpoint(lab)
+    with triggers_bypassed(lab) as connection:
+        connection.execute(update(CheckpointHead).values(hash="0" * 64))
+        connection.execute(update(tree.CheckpointNode).values(hash="0" * 64))
+    refused = lab.post("qa", "/audit/checkpoints")
+    assert refused.status_code == 409
+    assert "cannot be built on" in refused.get_json()["detail"]
+
+
+def test_r_scl_2_incremental_verification_reads_only_what_came_after_the_verified_checkpoint(app, lab, db):
+    dins = [lab.batch(mrn=f"MRN-{i}") for i in range(4)]
+    assert lab.ok(lab.get("qa", "/audit/verify"), 200)["since_checkpoint"] is None  # nothing verified: all
+    make_checkpoint(lab)
+    with app.app_context():
+        recorded = runs.record_incremental(db)
+    assert recorded.ok
+    assert recorded.mode == "incremental"
+    base = lab.sql("SELECT max(checkpoint_id) FROM audit_verifications WHERE status = 'done'")[0][0]
+    lab.ok(lab.harvest(dins[1], patient_mrn="MRN-1"))
+    report = lab.ok(lab.get("qa", "/audit/verify"), 200)
+    assert (report["ok"], report["mode"], report["since_checkpoint"]) == (True, "incremental", base)
+    assert report["batches_checked"] == 4  # all recorded within COMMIT_MARGIN of the base: each from its signed head
+    assert report["events_checked"] == 1 + lab.sql("SELECT count(*) FROM admin_events")[0][0]
+    # a new event must extend the head the checkpoint signed: a rewrite under it is named
+    rewrite_consistently(db, dins[1], 1, {"note": "forged"})
+    broken = lab.ok(lab.get("qa", "/audit/verify"), 200)
+    assert [(f["din"], f["seq"]) for f in broken["failures"]] == [(dins[1], 1)]
+    assert "rewritten" in broken["failures"][0]["reason"]
+
+
+def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
+    din = lab.batch()
+    make_checkpoint(lab)
+    with app.app_context():
+        assert runs.record_incremental(db).ok
+    lab.ok(lab.harvest(din))
+    with triggers_bypassed(lab) as connection:
+        batch_id = connection.execute(select(BatchEvent.batch_id).where(BatchEvent.seq == 2)).scalar_one()
+        connection.execute(
+            update(BatchEvent).where(BatchEvent.batch_id == batch_id, BatchEvent.seq == 2).values(data={"x": 1})
+        )
+    with app.app_context():
+        report = chains.verify_recent(db.reader())
+    assert [(f["din"], f["seq"]) for f in report.failures] == [(din, 2)]
+    assert "canonical" in report.failures[0]["reason"]
