@@ -99,6 +99,7 @@ def generate(engine: Engine, people: People, batches: int, events_per_batch: int
                     "SELECT nextval(pg_get_serial_sequence('batches', 'id')) FROM generate_series(1, %s)", [size]
                 )
                 ids = [row[0] for row in cursor.fetchall()]
+                _make_room(cursor, max(ids))
                 batch_rows, event_rows = _chunk(people, ids, first_sequence + done, events_per_batch)
                 with cursor.copy(f"COPY batches ({BATCH_COLUMNS}) FROM STDIN") as copy:
                     for row in batch_rows:
@@ -112,6 +113,16 @@ def generate(engine: Engine, people: People, batches: int, events_per_batch: int
         connection.close()
     settle(engine)
     return first_sequence + batches
+
+
+PARTITION_WIDTH = 100_000
+
+
+def _make_room(cursor, top_batch_id: int) -> None:
+    """On a partitioned ``batch_events`` (migration 0011), the partitions these batch ids need, as beat makes them."""
+    cursor.execute("SELECT to_regprocedure('labtrack_extend_batch_events(bigint, bigint)') IS NOT NULL")
+    if cursor.fetchone()[0]:
+        cursor.execute("SELECT labtrack_extend_batch_events(%s, %s)", [top_batch_id + 1, PARTITION_WIDTH])
 
 
 def settle(engine: Engine) -> None:

@@ -36,7 +36,7 @@ branch_labels = None
 depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
-FIRST_WIDTH = 1_000_000  # batch ids in the first partition made ahead; the beat task sizes later ones by the month
+FIRST_WIDTH = 100_000  # batch ids in the first partition made ahead; the beat task sizes later ones by the month
 
 EXTEND_FUNCTION = """
 CREATE FUNCTION labtrack_extend_batch_events(upper_bound bigint, width bigint) RETURNS integer
