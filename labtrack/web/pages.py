@@ -188,18 +188,20 @@ def audit():
             return f"Full verification {run} started: its progress shows below."
         return f"Full verification {run} is already under way."
 
-    def render(failure: Failure) -> str:
-        report = None
-        if "run" in request.args and failure is NO_FAILURE:
-            din = request.args.get("din", "").strip() or None
-            try:
-                session = read_session()
-                checked = chains.verify_batch(session, who, din) if din else chains.verify_recent(session, who)
-                report = checked.as_dict()
-            except DomainError as error:
-                failure = Failure.of(error, "audit", field="din")
+    def page(report: dict | None, failure: Failure) -> str:
         latest = runs.latest_full(read_session())
         full = runs.as_dict(latest) if latest else None
         return render_template("audit.html", report=report, failure=failure, full_run=full)
 
-    return respond({"full": start_full}, render)
+    if request.method == "POST":
+        return respond({"full": start_full}, lambda failure: page(None, failure))
+    failure, report = NO_FAILURE, None
+    if "run" in request.args:
+        din = request.args.get("din", "").strip() or None
+        try:
+            session = read_session()
+            checked = chains.verify_batch(session, who, din) if din else chains.verify_recent(session, who)
+            report = checked.as_dict()
+        except DomainError as error:
+            failure = Failure.of(error, "audit", field="din")
+    return page(report, failure), failure.status
