@@ -24,7 +24,7 @@ TASK_CHECKPOINT = "labtrack.audit.checkpoint"
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
-    """SPEC §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
+    """requirements §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
     periods = {
         TASK_SWEEP: sweep_seconds,
         TASK_EXPIRY_WATCH: 60.0,

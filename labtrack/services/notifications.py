@@ -1,4 +1,4 @@
-"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (SPEC §6).
+"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (requirements §6).
 
 Routing, per topic (``ROUTES``):
 

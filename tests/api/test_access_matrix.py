@@ -1,6 +1,6 @@
 """The access matrices: every API operation and every web page, for every role (R-ACC-1..3).
 
-One table per interface is the single source of who may do what (SPEC §2 R-ACC-1..3,
+One table per interface is the single source of who may do what (requirements §2 R-ACC-1..3,
 the "who" column of §3, the page areas of §7). Each row is an operation as routed in
 ``app.url_map``, the outcome expected in each column, and the request sent. Columns:
 anonymous, admin, technician, QA, a user of the batch's own clinic (C1) and a user of
@@ -594,7 +594,7 @@ def test_r_acc_3_technician_and_qa_reach_exactly_their_operations(lab):
     assert_matrix(Api(lab), ROWS, ("tech", "qa"))
 
 
-# --- the web pages (SPEC §7): the same roles over the same services -------------------------------
+# --- the web pages (requirements §7): the same roles over the same services -------------------------------
 
 CSRF_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 STATIC_ENDPOINTS = frozenset({"static", "web.static", "swagger_static"})

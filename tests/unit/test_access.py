@@ -19,7 +19,7 @@ OTHER = Actor(5, "other", "Otto Other", Role.CLINIC, OTHER_CLINIC_ID)
 BY_ROLE = {Role.ADMIN: ADMIN, Role.TECHNICIAN: TECH, Role.QA: QA, Role.CLINIC: CLINIC}
 
 A, T, Q, C = Role.ADMIN, Role.TECHNICIAN, Role.QA, Role.CLINIC
-# SPEC R-ACC-2, R-ACC-3 and the "who" column of the HTTP API table.
+# R-ACC-2, R-ACC-3 and the "who" column of the HTTP API table.
 ALLOWED: dict[Action, set[Role]] = {
     Action.MANAGE_REFERENCE: {A},
     Action.READ_MATERIALS: {A, T, Q},  # GET lots and equipment: lab staff
