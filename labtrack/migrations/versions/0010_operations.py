@@ -25,14 +25,18 @@ down_revision = '0005'
 branch_labels = None
 depends_on = None
 
+COLUMNS = (
+    ('outbox', sa.Column('request_id', sa.String(length=64), nullable=True)),
+    ('batches', sa.Column('expiry_warned_at', sa.DateTime(timezone=True), nullable=True)),
+    ('users', sa.Column('signing_password_hash', sa.String(length=200), nullable=True)),
+)
+
 
 def upgrade() -> None:
-    with op.batch_alter_table('outbox') as batch:
-        batch.add_column(sa.Column('request_id', sa.String(length=64), nullable=True))
-    with op.batch_alter_table('batches') as batch:
-        batch.add_column(sa.Column('expiry_warned_at', sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table('users') as batch:
-        batch.add_column(sa.Column('signing_password_hash', sa.String(length=200), nullable=True))
+    # Plain ALTER TABLE on both databases (SQLite adds and drops a column in place since 3.35): a batch
+    # rebuild of these tables would drop tables that the append-only history references.
+    for table, column in COLUMNS:
+        op.add_column(table, column)
     op.execute(
         "UPDATE batches SET expiry_warned_at = (SELECT min(o.created_at) FROM outbox o "
         "WHERE o.batch_id = batches.id AND o.topic = 'batch.expiring') "
@@ -47,9 +51,5 @@ def downgrade() -> None:
     op.drop_index('ix_notifications_read_at', 'notifications')
     op.drop_index('ix_api_tokens_expires_at', 'api_tokens')
     op.drop_index('ix_outbox_status_delivered', 'outbox')
-    with op.batch_alter_table('users') as batch:
-        batch.drop_column('signing_password_hash')
-    with op.batch_alter_table('batches') as batch:
-        batch.drop_column('expiry_warned_at')
-    with op.batch_alter_table('outbox') as batch:
-        batch.drop_column('request_id')
+    for table, column in reversed(COLUMNS):
+        op.execute(f'ALTER TABLE {table} DROP COLUMN {column.name}')
