@@ -91,7 +91,8 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """200 when the database and the broker answer within a second, else 503 naming which did not."""
-    checks = health.readiness(current_app.extensions["labtrack.db"], current_app.extensions["celery"])
+    extensions = current_app.extensions
+    checks = health.readiness(extensions["labtrack.db"], extensions["celery"], current_app.config["CELERY_BROKER_URL"])
     ready = all(check.ok for check in checks)
     body = {"status": "ready" if ready else "unavailable", "checks": {c.name: c.as_dict() for c in checks}}
     if not ready:

@@ -45,8 +45,7 @@ def _database(database: Database) -> None:
         connection.execute(text("SELECT 1"))
 
 
-def _broker(celery: Celery) -> None:
-    url = celery.conf.broker_url
+def _broker(celery: Celery, url: str) -> None:
     if url.startswith(("redis://", "rediss://")):
         with redis.Redis.from_url(
             url, socket_connect_timeout=READY_TIMEOUT_S, socket_timeout=READY_TIMEOUT_S
@@ -68,9 +67,9 @@ def _outcome(name: str, future: Future, started: float, deadline: float) -> Chec
     return Check(name, True, "answered", int((monotonic() - started) * 1000))
 
 
-def readiness(database: Database, celery: Celery) -> list[Check]:
+def readiness(database: Database, celery: Celery, broker_url: str) -> list[Check]:
     """Ask the database and the broker together; each gets ``READY_TIMEOUT_S`` from now."""
     started = monotonic()
     deadline = started + READY_TIMEOUT_S
-    futures = {"database": _pool.submit(_database, database), "broker": _pool.submit(_broker, celery)}
+    futures = {"database": _pool.submit(_database, database), "broker": _pool.submit(_broker, celery, broker_url)}
     return [_outcome(name, future, started, deadline) for name, future in futures.items()]

@@ -31,7 +31,7 @@ CONTEXT = {"request_id": REQUEST_ID, "username": USERNAME, "din": DIN}
 # What a client may send as X-Request-ID: a proxy's or a caller's id, short and printable (the outbox
 # column holds 64). Anything else is replaced, so a header cannot inject text into the logs.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,63}")
-FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d"
 RENAMED = {"asctime": "time", "levelname": "level", "name": "logger"}
 _HANDLER_MARK = "labtrack_json"
 
