@@ -768,7 +768,7 @@ WEB_ROWS: tuple[Row, ...] = (
     row("GET   /login/sso/callback           | 404   404   404   404   404   404", plain("/login/sso/callback")),
     row("GET   /signing-password             | login 403   403   403   403   403", plain("/signing-password")),
     row("POST  /signing-password             | login 403   403   403   403   403",
-        lambda _w, _user: Call("/signing-password", {"password": "a-new-signing-pw", "confirmation": "a-new-signing-pw"})),
+        lambda _w, _user: Call("/signing-password", {"password": "new-signing-pw", "confirmation": "new-signing-pw"})),
 )
 # fmt: on
 
