@@ -113,6 +113,8 @@ class User(Base):
     # Signature failures before this moment no longer count toward a lockout (set on unlock).
     failures_reset_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An SSO user's signing password (R-OPS-4, migration 0010): signatures check it when set.
+    signing_password_hash: Mapped[str | None] = mapped_column(String(200))
     clinic: Mapped[Clinic | None] = relationship(lazy="joined")
 
 
@@ -122,7 +124,7 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime | None]
 
 
@@ -227,6 +229,8 @@ class Batch(Base):
     registered_at: Mapped[datetime]
     seq: Mapped[int] = mapped_column(Integer)
     head_hash: Mapped[str] = mapped_column(String(64))
+    # When the expiry watcher warned the clinic (R-SEQ-3); the outbox rows may be gone (migration 0010).
+    expiry_warned_at: Mapped[datetime | None]
 
     patient: Mapped[Patient] = relationship(lazy="joined")
     clinic: Mapped[Clinic] = relationship(lazy="joined")
@@ -385,6 +389,7 @@ class OutboxMessage(Base):
         CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
         Index("ix_outbox_batch_topic", "batch_id", "topic"),
+        Index("ix_outbox_status_delivered", "status", "delivered_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     topic: Mapped[str] = mapped_column(String(40))
@@ -403,6 +408,8 @@ class OutboxMessage(Base):
     locked_until: Mapped[datetime | None]
     locked_by: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The X-Request-ID of the request that wrote the row, logged by its delivery (R-OPS-3, migration 0010).
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):
@@ -439,7 +446,7 @@ class Notification(Base):
     message: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    read_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class OutboxDelivery(Base):

@@ -5,7 +5,9 @@ services; tasks are defined with ``@shared_task`` and take ids, never ORM object
 """
 
 from labtrack import create_app
+from labtrack.ops import worker
 
+worker.install()  # before the worker sets up logging: JSON lines, task metrics (labtrack/ops/worker.py)
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 

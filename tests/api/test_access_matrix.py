@@ -759,6 +759,16 @@ WEB_ROWS: tuple[Row, ...] = (
     # the API's description is public
     row("GET   /api/openapi.json             | 200   200   200   200   200   200", plain("/api/openapi.json")),
     row("GET   /api/docs                     | 200   200   200   200   200   200", plain("/api/docs")),
+    # operations (R-OPS-1, R-OPS-2): probes for everyone, metrics for loopback (the test client's address)
+    row("GET   /healthz                      | 200   200   200   200   200   200", plain("/healthz")),
+    row("GET   /readyz                       | 200   200   200   200   200   200", plain("/readyz")),
+    row("GET   /metrics                      | 200   200   200   200   200   200", plain("/metrics")),
+    # single sign-on (R-OPS-4): not configured here, so no such pages; the signing password is for SSO sessions
+    row("GET   /login/sso                    | 404   404   404   404   404   404", plain("/login/sso")),
+    row("GET   /login/sso/callback           | 404   404   404   404   404   404", plain("/login/sso/callback")),
+    row("GET   /signing-password             | login 403   403   403   403   403", plain("/signing-password")),
+    row("POST  /signing-password             | login 403   403   403   403   403",
+        lambda _w, _user: Call("/signing-password", {"password": "new-signing-pw", "confirmation": "new-signing-pw"})),
 )
 # fmt: on
 
