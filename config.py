@@ -63,6 +63,11 @@ class Config:
     # trusted for that many hops, so throttling and the auth record see the client, not the proxy.
     # 0 (the default) trusts none: a client cannot choose the address it is counted under.
     LABTRACK_PROXY_HOPS: int = 0
+    # Interoperability (docs/interoperability.md): the thermal label printer as host:port (raw TCP,
+    # port 9100 by default), and how long a transport leg may spend outside its range before a
+    # temperature_excursion deviation opens (0: any time at all).
+    LABTRACK_LABEL_PRINTER: str | None = None
+    LABTRACK_EXCURSION_MINUTES: float = 0
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -95,6 +100,8 @@ class Config:
             "LABTRACK_LOGIN_LIMIT_PER_ADDRESS": env.get("LABTRACK_LOGIN_LIMIT_PER_ADDRESS") or "30/minute",
             "LABTRACK_RATELIMIT_KEY_PREFIX": env.get("LABTRACK_RATELIMIT_KEY_PREFIX") or "labtrack",
             "LABTRACK_PROXY_HOPS": int(env.get("LABTRACK_PROXY_HOPS", 0)),
+            "LABTRACK_LABEL_PRINTER": env.get("LABTRACK_LABEL_PRINTER") or None,
+            "LABTRACK_EXCURSION_MINUTES": float(env.get("LABTRACK_EXCURSION_MINUTES", 0)),
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }
