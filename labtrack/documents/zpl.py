@@ -8,8 +8,8 @@ eye-readable with its check character boxed, and the ISBT 128 DIN data structure
 Field data is escaped twice over. First for the symbol: Code 128 reads ``>`` as the
 start of an invocation code, so a literal ``>`` is ``><`` (the data starts with ``>:``,
 subset B, which encodes every printable ASCII character); Data Matrix ECC 200 reads its
-escape character (set here to ``~``) as the start of a control sequence, so a literal
-``~`` is ``~~``. Then for ZPL itself: ``^`` and ``~`` start commands anywhere, so every
+escape character (set here to ``_``, never ``~``, which would start a ZPL control command)
+as the start of a control sequence, so a literal ``_`` is ``__``. Then for ZPL itself: ``^`` and ``~`` start commands anywhere, so every
 field is sent with ``^FH`` and those characters, the hex indicator ``_`` and every byte
 outside printable ASCII are written as ``_XX`` (UTF-8 bytes, ``^CI28``). The printer
 undoes ``^FH`` before the symbol's own escapes, as the ZPL II manual specifies.
@@ -23,7 +23,7 @@ DPI = 203
 WIDTH, HEIGHT = 4 * DPI, 2 * DPI  # 812 × 406 dots
 MARGIN = 24  # 0.12 in, as on the PDF
 HEX_INDICATOR = "_"
-MATRIX_ESCAPE = "~"
+MATRIX_ESCAPE = "_"  # the default of older firmware, set explicitly: the same on every printer
 CODE128_SUBSET_B = ">:"
 MATRIX_MODULE = 6  # dots per Data Matrix module: 0.03 in, an 18 × 18 symbol is 0.53 in
 MATRIX_SIZE = 18 * MATRIX_MODULE
