@@ -81,7 +81,8 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 def _from_http(error: HTTPException) -> dict[str, Any]:
     status = error.code or 500
     if status == 413:
-        return PayloadTooLarge("The request body is larger than 1 MiB.").to_problem()
+        limit = request.max_content_length or 0
+        return PayloadTooLarge(f"The request body is larger than {limit / 1024 / 1024:g} MiB.").to_problem()
     messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
     if status in (400, 422) and messages is not None:
         errors: dict[str, list[str]] = {}

@@ -8,11 +8,12 @@ eye-readable with its check character boxed, and the ISBT 128 DIN data structure
 Field data is escaped twice over. First for the symbol: Code 128 reads ``>`` as the
 start of an invocation code, so a literal ``>`` is ``><`` (the data starts with ``>:``,
 subset B, which encodes every printable ASCII character); Data Matrix ECC 200 reads its
-escape character (set here to ``_``, never ``~``, which would start a ZPL control command)
-as the start of a control sequence, so a literal ``_`` is ``__``. Then for ZPL itself: ``^`` and ``~`` start commands anywhere, so every
-field is sent with ``^FH`` and those characters, the hex indicator ``_`` and every byte
-outside printable ASCII are written as ``_XX`` (UTF-8 bytes, ``^CI28``). The printer
-undoes ``^FH`` before the symbol's own escapes, as the ZPL II manual specifies.
+escape character (set here to ``_``, never ``~``, which would start a ZPL control
+command) as the start of a control sequence, so a literal ``_`` is ``__``. Then for ZPL
+itself: ``^`` and ``~`` start commands anywhere, so every field is sent with ``^FH`` and
+those characters, the hex indicator ``_`` and every byte outside printable ASCII are
+written as ``_XX`` (UTF-8 bytes, ``^CI28``). The printer undoes ``^FH`` before the
+symbol's own escapes, as the ZPL II manual specifies.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def parse(zpl: str) -> Label:
     """Split on ^ (no raw ^ or ~ may appear in field data), collect each ^FO…^FS field."""
     assert zpl.isascii(), "ZPL is sent as ASCII; other bytes travel as ^FH hex"
     body = zpl.strip()
-    assert body.startswith("^XA") and body.endswith("^XZ")
+    assert body.startswith("^XA")
+    assert body.endswith("^XZ")
     assert "~" not in body, "a raw ~ would start a control command"
     settings: dict[str, str] = {}
     fields: list[Field] = []

@@ -18,7 +18,7 @@ class Printer:
 
     def __init__(self) -> None:
         self.server = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.server.getsockname()[1]
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
         self.received: list[bytes] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
