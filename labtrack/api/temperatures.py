@@ -24,7 +24,7 @@ class LoggerFileSchema(Schema):
 
 
 class LoggerZoneSchema(Schema):
-    timezone = Text(required=True, metadata={"description": "IANA time zone of the file's times, e.g. Europe/Berlin"})
+    timezone = Text(required=True)  # the IANA name of the zone the file's times are in, e.g. Europe/Berlin
 
 
 class TemperatureLogSchema(Schema):
