@@ -87,7 +87,9 @@ def _from_http(error: HTTPException) -> dict[str, Any]:
     if status in (400, 422) and messages is not None:
         errors: dict[str, list[str]] = {}
         for location, fields in messages.items():
-            errors.update(_flatten(fields) if location in ("json", "query", "form") else _flatten(fields, location))
+            errors.update(
+                _flatten(fields) if location in ("json", "query", "form", "multipart") else _flatten(fields, location)
+            )
         return ValidationFailed(errors).to_problem()
     return {
         "type": f"https://labtrack.example/problems/{_HTTP_CODES.get(status, 'error')}",
