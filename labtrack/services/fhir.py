@@ -228,9 +228,13 @@ def search_dispenses(session: Session, actor: Actor, product: str, facility: str
 
 
 def read_dispense(session: Session, actor: Actor, dispense_id: str, facility: str) -> dict:
+    """``GET /fhir/BiologicallyDerivedProductDispense/{DIN}-{seq}``: one dispatch; none, or another clinic's, is 404."""
     din, _, _seq = dispense_id.rpartition("-")
-    batch = _batch(session, actor, din) if din else None
-    for view in dispense_views(session, batch, facility) if batch else []:
+    try:
+        views = dispense_views(session, _batch(session, actor, din), facility) if din else []
+    except NotFound:
+        views = []
+    for view in views:
         if view.id == dispense_id:
             return resources.dispense(view)
     raise NotFound("No such BiologicallyDerivedProductDispense.")
