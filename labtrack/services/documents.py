@@ -19,7 +19,7 @@ from labtrack.domain.lifecycle import Status
 from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch
-from labtrack.services import batches, deviations, qc
+from labtrack.services import batches, deviations, qc, temperatures
 from labtrack.services.streams import append_batch_event
 
 TISSUE_WORDS = {"adipose": "Adipose lipoaspirate", "bone_marrow": "Bone marrow aspirate"}
@@ -182,6 +182,7 @@ def record_view(session: Session, actor: Actor, din: str, *, zone: str) -> Recor
         signatures=signatures,
         verification=verification,
         checkpoint=checkpoint_rows,
+        temperatures=temperatures.leg_views(session, batch),
         generated=f"{iso_utc(utcnow())} by {actor.full_name} ({actor.username})",
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
+from labtrack.documents.curve import Curve, curve, svg
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.specifications import transport_range
@@ -146,6 +148,36 @@ def import_log(
     session.flush()
     session.refresh(log, ["imported_by"])
     return log
+
+
+@dataclass(frozen=True)
+class LegView:
+    """A transport leg as the card and the record show it: its times, its logger file if imported, the curve."""
+
+    number: int
+    handed_off_at: datetime
+    received_at: datetime | None
+    log: TemperatureLog | None
+    curve: Curve | None
+
+    @property
+    def svg(self) -> str:
+        if self.curve is None or self.log is None:
+            return ""
+        return svg(self.curve, f"Leg {self.number}: {self.log.min_c:g} to {self.log.max_c:g} °C")
+
+
+def leg_views(session: Session, batch: Batch) -> list[LegView]:
+    """Every leg of the batch, with its logger file's summary and curve where one was imported."""
+    logs = {log.leg: log for log in for_batch(session, batch.id)}
+    views = []
+    for leg in batch_legs(session, batch):
+        log = logs.get(leg.number)
+        shape = (
+            curve(log.readings, log.low_c, log.high_c, (log.ended_at - log.started_at).total_seconds()) if log else None
+        )
+        views.append(LegView(leg.number, leg.handed_off_at, leg.received_at, log, shape))
+    return views
 
 
 def for_batch(session: Session, batch_id: int) -> list[TemperatureLog]:

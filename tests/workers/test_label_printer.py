@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Lab
+from tests.helpers import PASSWORD, Lab
 from tests.interop import zpl
+from tests.web.conftest import csrf_token
 from tests.workers.support import free_port, wait_until
 
 
@@ -95,3 +96,24 @@ def test_r_zpl_1_a_printer_that_does_not_answer_fails_the_job_clearly_and_record
     assert failed["event_seq"] is None
     assert _printed_events(lab, din) == []
     assert wait_until(lambda: f"label print {job['id']} failed" in worker.log_path.read_text(), 10)
+
+
+def test_r_zpl_1_the_card_sends_the_label_and_says_it_was_printed(app, client, start_worker, printer):
+    lab = Lab.build(app, client)
+    app.config["LABTRACK_LABEL_PRINTER"] = printer.address
+    din = lab.batch("adipose")
+    start_worker(beat=False)
+    browser = app.test_client()
+    token = csrf_token(browser.get("/login").text)
+    browser.post("/login", data={"username": "clinic", "password": PASSWORD, "csrf_token": token})
+    card = browser.get(f"/batches/{din}").text
+    response = browser.post(
+        f"/batches/{din}",
+        data={"action": "print_label", "form_id": "print_label", "kind": "collection", "csrf_token": csrf_token(card)},
+    )
+    assert response.status_code == 303
+    page = browser.get(f"/batches/{din}").text
+    assert f"The collection label was sent to the printer at {printer.address} and recorded." in page
+    assert 'class="alert success"' in page
+    assert len(printer.received) == 1
+    assert len(_printed_events(lab, din)) == 1
