@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -488,3 +489,64 @@ class CheckpointLeaf(Base):
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
+
+LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")
+
+
+class LabelPrint(Base):
+    """A request to send a ZPL label to a thermal printer; the print itself is the ``label_printed`` event."""
+
+    __tablename__ = "label_prints"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ("product", "collection")), name="kind"),
+        CheckConstraint(_in("status", LABEL_PRINT_STATUSES), name="status"),
+        CheckConstraint("(status = 'printed') = (event_seq IS NOT NULL)", name="printed_has_event"),
+        Index("ix_label_prints_batch", "batch_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    printer: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    event_seq: Mapped[int | None] = mapped_column(Integer)
+
+    batch: Mapped[Batch] = relationship(lazy="raise")
+    requested_by: Mapped[User] = relationship(lazy="joined")
+
+
+class TemperatureLog(Base):
+    """One transport leg's logger readings and their summary (append-only, R-TMP-1)."""
+
+    __tablename__ = "temperature_logs"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "leg", name="uq_temperature_logs_batch_leg"),
+        UniqueConstraint("batch_id", "file_sha256", name="uq_temperature_logs_batch_file"),
+        CheckConstraint("leg >= 1", name="leg_positive"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    leg: Mapped[int] = mapped_column(Integer)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    imported_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    imported_at: Mapped[datetime]
+    event_seq: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]  # the leg: hand-off
+    ended_at: Mapped[datetime]  # and receipt
+    low_c: Mapped[float] = mapped_column(Float)  # the transport range in force
+    high_c: Mapped[float] = mapped_column(Float)
+    min_c: Mapped[float] = mapped_column(Float)
+    max_c: Mapped[float] = mapped_column(Float)
+    mean_c: Mapped[float] = mapped_column(Float)
+    minutes_out_of_range: Mapped[float] = mapped_column(Float)
+    readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
+
+    imported_by: Mapped[User] = relationship(lazy="joined")

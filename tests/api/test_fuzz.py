@@ -78,6 +78,7 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
         "code": ["INC-1", "CEN-1", "CEN-OUT"],
         "username": [name for name in USERS if name != "admin"],  # the admin never locks itself out of the run
         "tissue_source": ["adipose", "bone_marrow"],
+        "leg": [1, 2],  # transport legs (R-TMP-1): the first is received, the second does not exist
         "notification_id": [row[0] for row in lab.sql("SELECT id FROM notifications")],  # some are others'
     }
 
