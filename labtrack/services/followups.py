@@ -43,50 +43,69 @@ def plan_hash(tissue_source: str, version: int, body: dict[str, Any]) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-def current_plan(session: Session, tissue_source: TissueSource | str) -> FollowUpPlan:
-    """The approved version in force: the highest; version 1 (the default) is made on first need."""
-    source = TissueSource(tissue_source).value
-    plan = session.execute(
+def source_of(text: str) -> str:
+    """A tissue source named in a path; an unknown one is 404."""
+    try:
+        return TissueSource(text).value
+    except ValueError:
+        raise NotFound("No such tissue source.") from None
+
+
+def _in_force(session: Session, source: str) -> FollowUpPlan | None:
+    return session.execute(
         select(FollowUpPlan)
         .where(FollowUpPlan.tissue_source == source, FollowUpPlan.status == PlanStatus.APPROVED.value)
         .order_by(FollowUpPlan.version.desc())
         .limit(1)
     ).scalar_one_or_none()
-    if plan is not None:
-        return plan
-    body = followup.default_plan()
-    plan = FollowUpPlan(
+
+
+def _default(source: str) -> FollowUpPlan:
+    return FollowUpPlan(
         tissue_source=source,
         version=1,
-        body=body,
+        body=followup.default_plan(),
         status=PlanStatus.APPROVED.value,
         proposed_by=SYSTEM,
+        proposed_at=utcnow(),
         approved_by=None,
-        approved_at=utcnow(),
+        approved_at=None,
     )
+
+
+def current_plan(session: Session, tissue_source: TissueSource | str) -> FollowUpPlan:
+    """The approved version in force: the highest; version 1 (the default) is stored (audited) on first need."""
+    source = TissueSource(tissue_source).value
+    plan = _in_force(session, source)
+    if plan is not None:
+        return plan
+    plan = _default(source)
     session.add(plan)
     session.flush()  # two first uses collide on (tissue_source, version): the unit of work re-runs
     append_admin_event(
-        session, SYSTEM, "follow_up_plan_approved", {"key": source, "old": None, "new": {"version": 1, "body": body}}
+        session,
+        SYSTEM,
+        "follow_up_plan_approved",
+        {"key": source, "old": None, "new": {"version": 1, "body": plan.body}},
     )
     return plan
 
 
 def list_plans(session: Session) -> list[FollowUpPlan]:
-    """Every version of every tissue source's plan (the one in force and any proposed), newest first."""
-    for source in TissueSource:
-        current_plan(session, source)
-    return list(
+    """Every version of every tissue source's plan, newest first; the default stands as version 1 until stored."""
+    stored = list(
         session.execute(
             select(FollowUpPlan).order_by(FollowUpPlan.tissue_source, FollowUpPlan.version.desc())
         ).scalars()
     )
+    present = {plan.tissue_source for plan in stored}
+    return stored + [_default(source.value) for source in TissueSource if source.value not in present]
 
 
 def propose_plan(session: Session, actor: Actor, tissue_source: str, body: dict[str, Any]) -> FollowUpPlan:
     """An admin proposes the next version; it is not in force until QA approves it."""
     require(actor, Action.MANAGE_REFERENCE)
-    source = TissueSource(tissue_source).value
+    source = source_of(tissue_source)
     clean = followup.validate_plan(body)
     current_plan(session, source)
     latest = session.execute(
@@ -117,7 +136,7 @@ def approve_plan(
 ) -> FollowUpPlan:
     """QA, not the proposer, approves a proposed version with a signature; it is then in force."""
     require(actor, Action.APPROVE_FOLLOW_UP_PLAN)
-    source = TissueSource(tissue_source).value
+    source = source_of(tissue_source)
     plan = session.execute(
         select(FollowUpPlan).where(FollowUpPlan.tissue_source == source, FollowUpPlan.version == version)
     ).scalar_one_or_none()

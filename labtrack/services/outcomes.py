@@ -63,7 +63,7 @@ def _rows(
     if clinic_id is not None:
         query = query.where(Batch.clinic_id == clinic_id)
     per_batch: dict[int, dict[str, Any]] = {}
-    for visit, din, administered_at in session.execute(query.order_by(Batch.id, FollowUpVisit.due_on)).tuples():
+    for visit, din, administered_at in session.execute(query.order_by(Batch.id, FollowUpVisit.due_on)):
         administered_on = administered_at.date() if administered_at else None
         if (
             administered_on is None

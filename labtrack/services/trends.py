@@ -22,7 +22,7 @@ from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain import spc
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.errors import ValidationFailed
+from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.process import TissueSource
 from labtrack.domain.signatures import Meaning
@@ -109,9 +109,21 @@ def current_baseline(session: Session, tissue_source: str, metric: Metric) -> Tr
     ).scalar_one_or_none()
 
 
+def chart_of(tissue_source: str, metric: str) -> tuple[str, Metric]:
+    """The chart a path names; an unknown tissue source or metric is 404."""
+    try:
+        return TissueSource(tissue_source).value, Metric(metric)
+    except ValueError:
+        raise NotFound(
+            "No such chart: the tissue sources are adipose and bone_marrow, the metrics "
+            + ", ".join(m.value for m in Metric)
+            + "."
+        ) from None
+
+
 def build(session: Session, tissue_source: str, metric: str) -> TrendChart:
     """The chart of one metric for one tissue source: points, baseline, limits, flags."""
-    source, kind = TissueSource(tissue_source).value, Metric(metric)
+    source, kind = chart_of(tissue_source, metric)
     tests = ("tnc_total",) if kind == Metric.TNC_PER_ML else (kind.value,)
     points = [b for b in released_batches(session, source, tests) if value_of(b, kind) is not None]
     baseline = current_baseline(session, source, kind)
@@ -170,7 +182,7 @@ def reset_baseline(
 ) -> TrendBaseline:
     """QA restarts a chart's baseline at the first batch released at or after ``starts_at``, signed (R-SPC-1)."""
     require(actor, Action.RESET_TREND_BASELINE)
-    source, kind = TissueSource(tissue_source).value, Metric(metric)
+    source, kind = chart_of(tissue_source, metric)
     if starts_at.tzinfo is None:
         raise ValidationFailed({"starts_at": ["must carry a timezone offset"]})
     if starts_at > utcnow():
@@ -213,7 +225,7 @@ def _record_flags(session: Session, tissue_source: str, metric: Metric) -> list[
                 TrendFlag.metric == metric.value,
                 TrendFlag.baseline_key == found.baseline_key,
             )
-        ).tuples()
+        )
     )
     now, new = utcnow(), []
     for point, value, rules in zip(found.points, found.chart.values, found.chart.flags, strict=True):
