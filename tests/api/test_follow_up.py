@@ -12,7 +12,8 @@ from PIL import Image
 
 from labtrack.clock import frozen_at
 from labtrack.domain.followup import add_months
-from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, USERS, Lab, signature
+from tests.helpers import USERS, Lab, signature
+from tests.outcome_support import administered
 
 VISIT = {"hair_density_per_cm2": 120, "patient_global_assessment": 1, "investigator_global_assessment": 0}
 T_975 = {2: 4.302653}
@@ -22,33 +23,10 @@ def visit_body(measured_on: date, **extra) -> dict:
     return {"measured_on": measured_on.isoformat(), "adverse_reaction": False} | VISIT | extra
 
 
-def administered(lab: Lab) -> str:
-    din = lab.delivered()
-    lab.ok(lab.administration(din))
-    return din
-
-
 def administered_at(lab: Lab, moment: datetime, mrn: str, baseline: float) -> str:
-    """The whole journey with the server's clock at ``moment`` (the harvest 50 minutes before it)."""
+    """The whole journey, and the baseline visit, with the server's clock at ``moment``."""
     with frozen_at(moment):
-        din = lab.batch(mrn=mrn)
-        ended = moment - timedelta(minutes=10)
-        harvest = {
-            "patient_mrn": mrn,
-            "started_at": (ended - timedelta(minutes=40)).isoformat(),
-            "ended_at": ended.isoformat(),
-        }
-        lab.ok(lab.harvest(din, **harvest))
-        lab.ok(lab.handoff(din))
-        lab.ok(lab.receive(din))
-        for name in PROCESS_ORDER["adipose"]:
-            lab.ok(lab.step(din, name))
-        for test, value in GOOD_RESULTS["adipose"].items():
-            lab.ok(lab.verify(din, lab.ok(lab.qc(din, test, value))["id"]), 200)
-        lab.ok(lab.release(din), 200)
-        lab.ok(lab.handoff(din, by="tech", to="clinic", seal="SEAL-2"))
-        lab.ok(lab.receive(din, by="clinic", seal="SEAL-2"))
-        lab.ok(lab.administration(din, patient_mrn=mrn))
+        din = administered(lab, mrn)
         lab.ok(
             lab.post(
                 "clinic",
@@ -78,7 +56,7 @@ def test_r_out_1_default_plan_and_a_new_version_proposed_by_admin_approved_by_qa
     assert (proposed["version"], proposed["status"]) == (2, "proposed")
     assert lab.post("admin", "/follow-up-plans/adipose", body).status_code == 409  # one proposal at a time
     # not in force until approved: administration still schedules version 1
-    first = administered(lab)
+    first = administered(lab, "MRN-1")
     assert [v["visit"] for v in lab.ok(lab.get("clinic", f"/batches/{first}/follow-ups"), 200)] == [
         "baseline", "m3", "m6", "m12",
     ]  # fmt: skip
@@ -112,7 +90,7 @@ def test_r_out_1_bad_plans_are_refused_and_write_nothing(lab):
 
 
 def test_r_out_2_administration_schedules_the_visits_with_their_windows(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     today = datetime.now(UTC).date()
     visits = lab.ok(lab.get("clinic", f"/batches/{din}/follow-ups"), 200)
     assert visits[0] | {"status": visits[0]["status"]} == visits[0]
@@ -128,7 +106,7 @@ def test_r_out_2_administration_schedules_the_visits_with_their_windows(lab):
 
 
 def test_r_out_2_the_batchs_clinic_records_a_visit_once_as_an_event(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     today = datetime.now(UTC).date()
     assert lab.post("tech", f"/batches/{din}/follow-ups/baseline", visit_body(today)).status_code == 403
     assert lab.post("other", f"/batches/{din}/follow-ups/baseline", visit_body(today)).status_code == 404
@@ -162,7 +140,7 @@ def test_r_out_2_the_batchs_clinic_records_a_visit_once_as_an_event(lab):
 
 
 def test_r_out_2_a_measurement_outside_its_window_needs_a_reason(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     today = datetime.now(UTC).date()
     early = lab.post("clinic", f"/batches/{din}/follow-ups/m3", visit_body(today))
     assert early.status_code == 422
@@ -216,7 +194,7 @@ def upload(lab: Lab, din: str, content: bytes, user: str = "clinic", name: str =
 
 
 def test_r_out_3_a_jpeg_is_stored_without_its_metadata_and_cited_by_hash(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     original = jpeg_with_location()
     assert b"PhoneMaker" in original
     assert b"Jane Doe" in original
@@ -256,7 +234,7 @@ def test_r_out_3_a_jpeg_is_stored_without_its_metadata_and_cited_by_hash(lab):
 
 
 def test_r_out_3_a_png_loses_its_text_chunks(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     stored = lab.ok(upload(lab, din, png_with_text(), name="scalp.png"))
     content = lab.client.get(f"/api/v1/batches/{din}/attachments/{stored['id']}", headers=lab.headers("clinic")).data
     assert stored["content_type"] == "image/png"
@@ -274,7 +252,7 @@ def test_r_out_3_a_png_loses_its_text_chunks(lab):
     ],
 )
 def test_r_out_3_anything_but_a_readable_jpeg_or_png_is_refused_and_nothing_stored(lab, content, name, status):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     before = counts(lab)
     refused = upload(lab, din, content, name=name)
     assert refused.status_code == status
@@ -285,7 +263,7 @@ def test_r_out_3_anything_but_a_readable_jpeg_or_png_is_refused_and_nothing_stor
 
 
 def test_r_out_3_more_than_10_mb_is_413_and_nothing_stored(lab):
-    din = administered(lab)
+    din = administered(lab, "MRN-1")
     before = counts(lab)
     big = jpeg_with_location() + b"\x00" * (10 * 1024 * 1024)
     refused = upload(lab, din, big)
