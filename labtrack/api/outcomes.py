@@ -50,6 +50,7 @@ def photo_size_limit() -> None:
 
 @blp.get("/follow-up-plans")
 @blp.response(200, PlanSchema(many=True))
+@refusals(blp)
 def list_plans():
     """Every version of each tissue source's follow-up plan: the one in force is the highest approved."""
     return followups.list_plans(read_session())
