@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -550,3 +551,123 @@ class TemperatureLog(Base):
     readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
 
     imported_by: Mapped[User] = relationship(lazy="joined")
+# --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
+
+VISIT_STATUSES = ("due", "done", "missed")
+PLAN_STATUSES = ("proposed", "approved")
+TREND_METRICS = ("viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml")
+TREND_RULES = ("nelson_1", "nelson_2", "nelson_3", "nelson_4")
+
+
+class FollowUpPlan(Base):
+    """A version of a tissue source's follow-up plan (R-OUT-1): proposed by an admin, approved by QA, signed."""
+
+    __tablename__ = "follow_up_plans"
+    __table_args__ = (
+        UniqueConstraint("tissue_source", "version", name="uq_follow_up_plans_tissue_version"),
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("status", PLAN_STATUSES), name="status"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("approved_by IS NULL OR approved_by <> proposed_by", name="second_person"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12))
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
+    signature: Mapped[dict[str, Any] | None]
+
+
+class FollowUpVisit(Base):
+    """Projection of a batch's follow-up visit: scheduled at administration, recorded by the clinic (R-OUT-2)."""
+
+    __tablename__ = "follow_up_visits"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "visit", name="uq_follow_up_visits_batch_visit"),
+        CheckConstraint(_in("status", VISIT_STATUSES), name="status"),
+        CheckConstraint("window_from <= window_to", name="window_order"),
+        Index("ix_follow_up_visits_status_due", "status", "due_on"),
+        Index("ix_follow_up_visits_status_closes", "status", "closes_on"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    plan_id: Mapped[int] = mapped_column(ForeignKey("follow_up_plans.id"))
+    visit: Mapped[str] = mapped_column(String(12))
+    due_on: Mapped[date] = mapped_column(Date)
+    window_from: Mapped[date] = mapped_column(Date)
+    window_to: Mapped[date] = mapped_column(Date)
+    closes_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(8), default="due")
+    measured_on: Mapped[date | None] = mapped_column(Date)
+    measurement: Mapped[dict[str, Any] | None]
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_seq: Mapped[int | None] = mapped_column(Integer)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reminded_at: Mapped[datetime | None]
+    missed_at: Mapped[datetime | None]
+
+    batch: Mapped[Batch] = relationship(lazy="raise")
+
+
+class Attachment(Base):
+    """A photo for a batch (R-OUT-3), stored without its metadata; append-only, cited by SHA-256."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        CheckConstraint(_in("content_type", ("image/jpeg", "image/png")), name="content_type"),
+        CheckConstraint("length(sha256) = 64", name="sha256_length"),
+        Index("ix_attachments_batch", "batch_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime]
+    event_seq: Mapped[int] = mapped_column(Integer)
+
+
+class TrendBaseline(Base):
+    """Where a chart's baseline starts (R-SPC-1): set by QA with a signed reason; append-only, newest wins."""
+
+    __tablename__ = "trend_baselines"
+    __table_args__ = (
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+        Index("ix_trend_baselines_chart", "tissue_source", "metric", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(24))
+    starts_at: Mapped[datetime]  # the first batch released at or after this opens the baseline
+    reason: Mapped[str] = mapped_column(Text)
+    signature: Mapped[dict[str, Any]]
+    set_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    set_at: Mapped[datetime]
+
+
+class TrendFlag(Base):
+    """A Nelson rule tripped by a released batch's value (R-SPC-2), once per chart baseline; QA is told once."""
+
+    __tablename__ = "trend_flags"
+    __table_args__ = (
+        UniqueConstraint("tissue_source", "metric", "baseline_key", "batch_id", "rule", name="uq_trend_flags_point"),
+        CheckConstraint(_in("rule", TREND_RULES), name="rule"),
+        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(24))
+    baseline_key: Mapped[int] = mapped_column(Integer)  # the trend_baselines id in force, 0 for the first 20 ever
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    rule: Mapped[str] = mapped_column(String(12))
+    value: Mapped[float] = mapped_column(Float)
+    flagged_at: Mapped[datetime]

@@ -18,7 +18,7 @@ from labtrack.domain.materials import Equipment as EquipmentView
 from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials, equipment_usable, lot_usable
 from labtrack.domain.process import Performer, StepDefinition, validate_step_data
 from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
-from labtrack.services import batches, identity
+from labtrack.services import batches, followups, identity
 from labtrack.services.streams import append_batch_event
 
 
@@ -147,4 +147,7 @@ def log_step(
         batch.custodian_id = actor.id
         stability = batch.specification.body.get("stability_hours", 24)
         batch.expires_at = timing.expiry(clean["ended_at"], stability)
-    return append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    event = append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    if step == "administration":  # R-OUT-2: administration schedules the follow-up visits
+        followups.schedule(session, batch, actor, occurred_at)
+    return event

@@ -37,10 +37,12 @@ from functools import cache
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, select
+from PIL import Image
+from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
+from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
 ABSENT = 987_654  # an id no row has
@@ -82,6 +84,7 @@ class World:
     spec: dict[str, Any]  # the bone-marrow specification in force
     harvest: dict[str, Any]  # harvest data for the batch's patient
     print_id: int = ABSENT  # a label print job of the registered batch (R-ZPL-1)
+    attachment_id: int = ABSENT  # a photo of the administered batch (din["administered"])
 
     def missing(self) -> World:
         """The same references, to resources that do not exist."""
@@ -94,6 +97,7 @@ class World:
             deviation_id=ABSENT,
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
             print_id=ABSENT,
+            attachment_id=ABSENT,
         )
 
 
@@ -236,6 +240,25 @@ def print_job(w: World, _user: str | None) -> Call:
     return Call(f"/batches/{w.din['registered']}/label/prints/{w.print_id}")
 
 
+PLAN = {"baseline_window_days": 14, "visits": [{"months": 6, "window_days": 21}]}
+BASELINE_VISIT = {
+    "measured_on": datetime.now(UTC).date().isoformat(),
+    "hair_density_per_cm2": 110,
+    "patient_global_assessment": 0,
+    "investigator_global_assessment": 0,
+    "adverse_reaction": False,
+}
+BASELINE_RESET = {"starts_at": "2026-01-01T00:00:00+00:00", "reason": "new supplier"} | SIGNED_APPROVAL
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 80, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+PHOTO = png()
+
 # fmt: off
 ROWS: tuple[Row, ...] = (
     #    method path    (case)                               | anon adm  tech qa   C1   C2
@@ -343,6 +366,27 @@ ROWS: tuple[Row, ...] = (
         mark_read(own_notification)),
     row("POST  /notifications/{notification_id}/read not-own | 401  404~ 404~ 404~ 404~ 404~",
         mark_read(someone_elses_notification)),
+    # follow-up and trends (R-OUT-1..5, R-SPC-1..3): plans by admin and QA, visits and photos by the clinic
+    row("GET   /follow-up-plans                              | 401  200  200  200  200  200",
+        plain("/follow-up-plans")),
+    row("POST  /follow-up-plans/{tissue_source}              | 401  201  403  403  403  403",
+        plain("/follow-up-plans/adipose", PLAN)),
+    row("POST  /follow-up-plans/{tissue_source}/{version}/approve | 401  403  403  200  403  403",
+        plain("/follow-up-plans/bone_marrow/2/approve", SIGNED_APPROVAL)),
+    row("GET   /batches/{din}/follow-ups                     | 401  200  200  200  200  404~",
+        at("administered", "/follow-ups")),
+    row("POST  /batches/{din}/follow-ups/{visit}             | 401  403  403  403  201  404~",
+        at("administered", "/follow-ups/baseline", fixed(BASELINE_VISIT))),
+    row("POST  /batches/{din}/attachments                    | 401  403  403  403  201  404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/attachments", files={"file": (PHOTO, "photo.png")})),
+    row("GET   /batches/{din}/attachments/{attachment_id}    | 401  200  200  200  200  404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/attachments/{w.attachment_id}")),
+    row("GET   /reports/outcomes                             | 401  403  403  200  200  200",
+        plain("/reports/outcomes")),
+    row("GET   /trends/{tissue_source}/{metric}              | 401  403  403  200  403  403",
+        plain("/trends/adipose/viability_pct")),
+    row("POST  /trends/{tissue_source}/{metric}/baseline     | 401  403  403  201  403  403",
+        plain("/trends/adipose/viability_pct/baseline", BASELINE_RESET)),
 )
 # fmt: on
 
@@ -383,6 +427,12 @@ def build_world(lab: Lab) -> World:
     }
     deviation = registered()
     deviation_id = lab.ok(lab.post("tech", f"/batches/{deviation}/deviations", {"description": "seal loose"}))["id"]
+    followed = administered(lab, "MRN-W")
+    photo = lab.client.post(
+        f"/api/v1/batches/{followed}/attachments", data={"file": (io.BytesIO(PHOTO), "p.png")},
+        headers=lab.headers("clinic"), content_type="multipart/form-data",
+    )  # fmt: skip
+    lab.ok(lab.post("admin", "/follow-up-plans/bone_marrow", PLAN))
     din = {
         "registered": registered(),
         "collected": collected(),
@@ -393,6 +443,7 @@ def build_world(lab: Lab) -> World:
         "deviation": deviation,
         "reject": registered(),
         "leg_open": in_transit(),  # for temperature uploads only: its leg stays unreceived
+        "administered": followed,
     }
     return World(
         clinic="C1",
@@ -410,6 +461,7 @@ def build_world(lab: Lab) -> World:
         ),
         harvest=lab.harvest_data(),
         print_id=a_print_job(lab, din["registered"]),
+        attachment_id=lab.ok(photo)["id"],
     )
 
 
@@ -458,8 +510,11 @@ def notify_everyone(lab: Lab) -> dict[str, int]:
 def every_row_query(ignored: frozenset[str]) -> str:
     """One statement reading every row of every table as text (one round trip, in SQLite and PostgreSQL)."""
 
+    def value(column: Column) -> str:  # bytes as their length: a photo's content never changes (append-only)
+        return f'length("{column.name}")' if isinstance(column.type, LargeBinary) else f'"{column.name}"'
+
     def as_text(table: Table) -> str:
-        columns = " || '|' || ".join(f"COALESCE(CAST(\"{c.name}\" AS TEXT), '-')" for c in table.columns)
+        columns = " || '|' || ".join(f"COALESCE(CAST({value(c)} AS TEXT), '-')" for c in table.columns)
         return f"SELECT '{table.name}', {columns} FROM \"{table.name}\""
 
     return " UNION ALL ".join(as_text(t) for name, t in sorted(Base.metadata.tables.items()) if name not in ignored)
@@ -748,6 +803,8 @@ SPEC_FORM = {
     "tests.endotoxin_eu_per_ml.max_eu_per_kg": "5",
 }
 
+VISIT_FORM = {"action": "record", "form_id": "visit"} | form_of(BASELINE_VISIT | {"adverse_reaction": "no"})
+
 # fmt: off
 WEB_ROWS: tuple[Row, ...] = (
     #    method path    (case)               | anon  adm   tech  qa    C1    C2
@@ -814,6 +871,22 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/record.pdf")),
     row("GET   /batches/{din}/audit-export   | login 403   403   200   200   404~",
         at("registered", "/audit-export")),
+    # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
+    row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
+    row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",
+        at("administered", "/follow-ups/baseline")),
+    row("POST  /batches/{din}/follow-ups/{visit} | login 403 403   403   303   404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/follow-ups/baseline", VISIT_FORM)),
+    row("GET   /batches/{din}/photos/{attachment_id} | login 200 200 200 200   404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/photos/{w.attachment_id}")),
+    row("GET   /qa/trends                    | login 403   403   200   403   403", plain("/qa/trends")),
+    row("POST  /qa/trends                    | login 403   403   303   403   403",
+        form("/qa/trends", "reset", {"tissue_source": "adipose", "metric": "viability_pct",
+                                     "form_id": "reset-adipose-viability_pct"} | form_of(BASELINE_RESET))),
+    row("GET   /qa/trends/{tissue_source}/{metric}.svg | login 403 403 200 403  403",
+        plain("/qa/trends/adipose/viability_pct.svg")),
+    row("GET   /outcomes                     | login 403   403   200   200   200", plain("/outcomes")),
+    row("GET   /outcomes/{chart}.svg         | login 403   403   200   200   200", plain("/outcomes/change.svg")),
     # the API's description is public
     row("GET   /api/openapi.json             | 200   200   200   200   200   200", plain("/api/openapi.json")),
     row("GET   /api/docs                     | 200   200   200   200   200   200", plain("/api/docs")),
