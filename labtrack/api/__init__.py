@@ -40,9 +40,9 @@ def init_app(app: Flask) -> None:
     api.init_app(app)
     errors.document_problems(api.spec)
 
-    from labtrack.api import admin, audit, auth, batches, documents, notifications, patients
+    from labtrack.api import admin, audit, auth, batches, documents, investigations, notifications, patients
 
-    for module in (auth, admin, patients, batches, documents, audit, notifications):
+    for module in (auth, admin, patients, batches, documents, audit, notifications, investigations):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
 
     errors.register(app)

@@ -56,6 +56,10 @@ class Action(StrEnum):
     PRINT_LABEL = "print_label"
     READ_RECORD = "read_record"  # the batch record PDF and the audit export
     AUDIT = "audit"
+    REPORT_REACTION = "report_reaction"  # R-ADV-1: the batch's clinic, or QA
+    READ_INVESTIGATIONS = "read_investigations"  # reactions and lookbacks (clinics: their own)
+    INVESTIGATE = "investigate"  # R-ADV-3, R-LBK-1, R-LBK-4: QA opens lookbacks and closes both
+    ACKNOWLEDGE_LOOKBACK = "acknowledge_lookback"  # R-LBK-3: a clinic, for its own batches
 
 
 _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -93,6 +97,9 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.PRINT_LABEL,
             Action.READ_RECORD,
             Action.AUDIT,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.INVESTIGATE,
         }
     ),
     Role.CLINIC: frozenset(
@@ -107,6 +114,9 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CORRECT,
             Action.PRINT_LABEL,
             Action.READ_RECORD,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.ACKNOWLEDGE_LOOKBACK,
         }
     ),
 }
