@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, lazyload
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import parse_din
-from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
+from labtrack.domain.errors import Conflict, InvalidDin, NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.investigations import (
     SHARED_EQUIPMENT_WINDOW as NEAR,
@@ -104,7 +104,10 @@ def resolve_seed(session: Session, kind: SeedKind, value: str) -> Seed:
         found = session.execute(select(User.id).where(User.username == value)).scalar_one_or_none()
         what = f"no user {value!r}"
     else:
-        value = parse_din(value).value
+        try:
+            value = parse_din(value).value
+        except InvalidDin as error:
+            raise ValidationFailed({"seed.value": [error.detail]}) from error
         found = session.execute(select(Batch.id).where(Batch.din == value)).scalar_one_or_none()
         what = f"no batch {value}"
     if found is None:

@@ -9,43 +9,12 @@ import pytest
 from pypdf import PdfReader
 
 from tests.helpers import Lab, iso, now, signature
-
-REACTION = {
-    "category": "injection_site_reaction",
-    "description": "Redness and swelling at two injection sites, resolved with cold packs.",
-    "outcome": "recovered",
-    "fatal": False,
-    "life_threatening": False,
-    "permanent_impairment": False,
-    "intervention_required": False,
-    "communicable_disease_suspected": False,
-}
-INFECTION = REACTION | {
-    "category": "infection",
-    "description": "Abscess at the injection site; incised and drained, cultures sent.",
-    "outcome": "recovering",
-    "intervention_required": True,
-}
+from tests.investigation_support import INFECTION, REACTION, Batches, reaction
 
 
-def administered(lab: Lab) -> str:
-    din = lab.delivered()
-    lab.ok(lab.administration(din))
-    return din
-
-
-def sibling_at_lab(lab: Lab, din: str) -> str:
-    """Another batch of the same patient, received by the lab."""
-    patient_id = lab.ok(lab.get("qa", f"/batches/{din}"), 200)["patient"]["id"]
-    other = lab.ok(lab.post("clinic", "/batches", {"patient_id": patient_id, "tissue_source": "adipose"}))["din"]
-    lab.ok(lab.harvest(other))
-    lab.ok(lab.handoff(other))
-    lab.ok(lab.receive(other))
-    return other
-
-
-def reaction(**overrides) -> dict:
-    return {"onset_at": iso(now())} | REACTION | overrides
+@pytest.fixture
+def made(lab) -> Batches:
+    return Batches(lab)
 
 
 def report(lab: Lab, din: str, body: dict | None = None, *, by: str = "clinic"):
@@ -56,11 +25,18 @@ def rows(lab: Lab, table: str) -> int:
     return lab.sql(f"SELECT count(*) FROM {table}")[0][0]
 
 
-def test_r_adv_1_the_clinic_reports_a_reaction_on_its_administered_batch_as_an_event(lab):
-    din = administered(lab)
+def test_r_adv_1_the_clinic_reports_a_reaction_on_its_administered_batch_as_an_event(lab, made):
+    din = made.administered()
     body = lab.ok(report(lab, din))
-    assert body["din"] == din and body["status"] == "open" and body["reported_by"]["username"] == "clinic"
-    assert (body["serious"], body["reportable"], body["report_due_on"], body["lookback_id"]) == (False, False, None, None)
+    assert body["din"] == din
+    assert body["status"] == "open"
+    assert body["reported_by"]["username"] == "clinic"
+    assert (body["serious"], body["reportable"], body["report_due_on"], body["lookback_id"]) == (
+        False,
+        False,
+        None,
+        None,
+    )
     events = lab.ok(lab.get("qa", f"/batches/{din}/events"), 200)
     assert events[-1]["type"] == "adverse_reaction_reported"
     assert events[-1]["data"]["description"] == REACTION["description"]
@@ -68,15 +44,15 @@ def test_r_adv_1_the_clinic_reports_a_reaction_on_its_administered_batch_as_an_e
     assert lab.ok(lab.get("qa", f"/adverse-reactions/{body['id']}"), 200)["id"] == body["id"]
 
 
-def test_r_adv_1_qa_reports_too_and_other_roles_may_not(lab):
-    din = administered(lab)
+def test_r_adv_1_qa_reports_too_and_other_roles_may_not(lab, made):
+    din = made.administered()
     assert lab.ok(report(lab, din, by="qa"))["reported_by"]["username"] == "qa"
     for user in ("tech", "admin"):
         assert report(lab, din, by=user).status_code == 403
 
 
-def test_r_adv_1_a_batch_not_administered_is_409_not_administered_and_nothing_is_written(lab):
-    din = lab.delivered()
+def test_r_adv_1_a_batch_not_administered_is_409_not_administered_and_nothing_is_written(lab, made):
+    din = made.registered()
     before = (rows(lab, "batch_events"), rows(lab, "adverse_reactions"))
     response = report(lab, din)
     assert response.status_code == 409
@@ -85,8 +61,8 @@ def test_r_adv_1_a_batch_not_administered_is_409_not_administered_and_nothing_is
     assert (rows(lab, "batch_events"), rows(lab, "adverse_reactions")) == before
 
 
-def test_r_adv_1_another_clinics_batch_is_404_like_a_missing_one(lab):
-    din = administered(lab)
+def test_r_adv_1_another_clinics_batch_is_404_like_a_missing_one(lab, made):
+    din = made.administered()
     theirs = report(lab, din, by="other")
     missing = report(lab, din[:7] + "999999", by="other")
     assert theirs.status_code == missing.status_code == 404
@@ -105,8 +81,8 @@ def test_r_adv_1_another_clinics_batch_is_404_like_a_missing_one(lab):
         ({"description": "  "}, "description"),
     ],
 )
-def test_r_adv_1_bad_facts_are_422_naming_the_field_and_write_nothing(lab, change, field):
-    din = administered(lab)
+def test_r_adv_1_bad_facts_are_422_naming_the_field_and_write_nothing(lab, made, change, field):
+    din = made.administered()
     before = rows(lab, "batch_events")
     response = report(lab, din, reaction(**change))
     assert response.status_code == 422, response.get_json()
@@ -115,8 +91,8 @@ def test_r_adv_1_bad_facts_are_422_naming_the_field_and_write_nothing(lab, chang
     assert rows(lab, "batch_events") == before
 
 
-def test_r_adv_2_seriousness_reportability_and_due_day_follow_21_cfr_1271_350(lab):
-    din = administered(lab)
+def test_r_adv_2_seriousness_reportability_and_due_day_follow_21_cfr_1271_350(lab, made):
+    din = made.administered()
     serious = lab.ok(report(lab, din, reaction(intervention_required=True)))
     assert (serious["serious"], serious["reportable"], serious["report_due_on"]) == (True, False, None)
     reportable = lab.ok(report(lab, din, reaction(life_threatening=True, communicable_disease_suspected=True)))
@@ -125,12 +101,17 @@ def test_r_adv_2_seriousness_reportability_and_due_day_follow_21_cfr_1271_350(la
     assert date.fromisoformat(reportable["report_due_on"]) == received + timedelta(days=15)
 
 
-def test_r_adv_3_qa_closes_with_a_signed_conclusion_bound_to_the_report(lab):
-    din = administered(lab)
+def test_r_adv_3_qa_closes_with_a_signed_conclusion_bound_to_the_report(lab, made):
+    din = made.administered()
     opened = lab.ok(report(lab, din))
-    body = {"conclusion": "Local reaction, self-limiting.", "related_to_product": "yes", "signature": signature("reviewed")}
+    body = {
+        "conclusion": "Local reaction, self-limiting.",
+        "related_to_product": "yes",
+        "signature": signature("reviewed"),
+    }
     closed = lab.ok(lab.post("qa", f"/adverse-reactions/{opened['id']}/close", body), 200)
-    assert closed["status"] == "closed" and closed["closed_by"]["username"] == "qa"
+    assert closed["status"] == "closed"
+    assert closed["closed_by"]["username"] == "qa"
     events = lab.ok(lab.get("qa", f"/batches/{din}/events"), 200)
     reported = next(e for e in events if e["type"] == "adverse_reaction_reported")
     assert events[-1]["type"] == "adverse_reaction_closed"
@@ -140,8 +121,8 @@ def test_r_adv_3_qa_closes_with_a_signed_conclusion_bound_to_the_report(lab):
     assert again.status_code == 409
 
 
-def test_r_adv_3_a_reportable_reaction_closes_only_with_the_day_it_was_reported(lab):
-    din = administered(lab)
+def test_r_adv_3_a_reportable_reaction_closes_only_with_the_day_it_was_reported(lab, made):
+    din = made.administered()
     opened = lab.ok(report(lab, din, reaction(fatal=False, life_threatening=True, communicable_disease_suspected=True)))
     body = {"conclusion": "Reported.", "related_to_product": "unknown", "signature": signature("reviewed")}
     before = rows(lab, "batch_events")
@@ -156,8 +137,8 @@ def test_r_adv_3_a_reportable_reaction_closes_only_with_the_day_it_was_reported(
     assert closed["reported_to_authority_on"] == date.today().isoformat()
 
 
-def test_r_adv_3_closing_refusals(lab):
-    din = administered(lab)
+def test_r_adv_3_closing_refusals(lab, made):
+    din = made.administered()
     opened = lab.ok(report(lab, din))
     path = f"/adverse-reactions/{opened['id']}/close"
     body = {"conclusion": "ok", "related_to_product": "no", "signature": signature("reviewed")}
@@ -165,13 +146,14 @@ def test_r_adv_3_closing_refusals(lab):
     assert lab.post("qa", path, body | {"related_to_product": "maybe"}).status_code == 422
     assert lab.post("qa", path, body | {"signature": signature("approved")}).status_code == 422
     wrong = lab.post("qa", path, body | {"signature": signature("reviewed", "wrong-password")})
-    assert wrong.status_code == 401 and wrong.get_json()["code"] == "signature_invalid"
+    assert wrong.status_code == 401
+    assert wrong.get_json()["code"] == "signature_invalid"
     assert lab.post("qa", "/adverse-reactions/987654/close", body).status_code == 404
     assert lab.ok(lab.get("qa", f"/adverse-reactions/{opened['id']}"), 200)["status"] == "open"
 
 
-def test_r_adv_3_lists_are_scoped_to_the_clinic(lab):
-    din = administered(lab)
+def test_r_adv_3_lists_are_scoped_to_the_clinic(lab, made):
+    din = made.administered()
     made = lab.ok(report(lab, din))
     assert [r["id"] for r in lab.ok(lab.get("clinic", "/adverse-reactions"), 200)] == [made["id"]]
     assert lab.ok(lab.get("other", "/adverse-reactions"), 200) == []
@@ -181,11 +163,12 @@ def test_r_adv_3_lists_are_scoped_to_the_clinic(lab):
     assert lab.get("tech", "/adverse-reactions").status_code == 403
 
 
-def test_r_adv_3_the_worksheet_has_the_facts_a_medwatch_3500a_needs(lab):
-    din = administered(lab)
+def test_r_adv_3_the_worksheet_has_the_facts_a_medwatch_3500a_needs(lab, made):
+    din = made.administered()
     made = lab.ok(report(lab, din, reaction(intervention_required=True)))
     response = lab.get("clinic", f"/adverse-reactions/{made['id']}/report.pdf")
-    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    assert response.status_code == 200
+    assert response.mimetype == "application/pdf"
     text = " ".join(page.extract_text() for page in PdfReader(io.BytesIO(response.data)).pages)
     for fact in ("MedWatch 3500A", made["din_display"], "Required intervention", "YES", "SVF",
                  "Redness and swelling", "Date of use", "CG-1", "INC-1"):  # fmt: skip
@@ -193,20 +176,22 @@ def test_r_adv_3_the_worksheet_has_the_facts_a_medwatch_3500a_needs(lab):
     assert lab.get("other", f"/adverse-reactions/{made['id']}/report.pdf").status_code == 404
 
 
-def test_r_adv_4_an_infection_opens_a_lookback_on_its_batch_by_itself(lab):
-    din = administered(lab)
-    sibling = sibling_at_lab(lab, din)  # the same collagenase lot and incubator, today: affected
+def test_r_adv_4_an_infection_opens_a_lookback_on_its_batch_by_itself(lab, made):
+    din = made.administered()
+    sibling = made.at_lab()  # the same collagenase lot and incubator, today: affected
     lab.ok(lab.step(sibling, "digestion"))
     made = lab.ok(report(lab, din, reaction(**INFECTION)))
-    assert made["reportable"] is True and made["lookback_id"] is not None
+    assert made["reportable"] is True
+    assert made["lookback_id"] is not None
     lookback = lab.ok(lab.get("qa", f"/lookbacks/{made['lookback_id']}"), 200)
     assert lookback["seed"] == {"kind": "batch", "value": din}
-    assert lookback["trigger"] == "adverse_reaction" and lookback["requested_by"] == "clinic"
+    assert lookback["trigger"] == "adverse_reaction"
+    assert lookback["requested_by"] == "clinic"
     assert [(a["din"], a["action"]) for a in lookback["affected"]] == [(sibling, "held")]
     assert lab.ok(lab.get("qa", f"/batches/{sibling}"), 200)["held"] is True
 
 
-def test_r_adv_4_a_suspected_communicable_disease_opens_one_too_and_other_reactions_do_not(lab):
-    din = administered(lab)
+def test_r_adv_4_a_suspected_communicable_disease_opens_one_too_and_other_reactions_do_not(lab, made):
+    din = made.administered()
     assert lab.ok(report(lab, din))["lookback_id"] is None
     assert lab.ok(report(lab, din, reaction(communicable_disease_suspected=True)))["lookback_id"] is not None
