@@ -40,6 +40,7 @@ from sqlalchemy import Table, select
 
 from labtrack.models import Base, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
+from tests.investigation_support import investigated, reaction
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
 ABSENT = 987_654  # an id no row has
@@ -80,6 +81,8 @@ class World:
     lot_id: int
     spec: dict[str, Any]  # the bone-marrow specification in force
     harvest: dict[str, Any]  # harvest data for the batch's patient
+    reaction_id: int = ABSENT  # an adverse reaction on the administered batch
+    lookback_id: int = ABSENT  # a lookback naming the administered batch (C1's only)
 
     def missing(self) -> World:
         """The same references, to resources that do not exist."""
@@ -91,6 +94,8 @@ class World:
             qc_id=dict.fromkeys(self.qc_id, ABSENT),
             deviation_id=ABSENT,
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
+            reaction_id=ABSENT,
+            lookback_id=ABSENT,
         )
 
 
@@ -216,6 +221,8 @@ REJECTION = {"reason": "no longer needed", "signature": signature("rejected")}
 DIGESTION = in_hand("at_lab", {"step": "digestion"} | LAB_STEPS["digestion"])
 HANDOFF = in_hand("collected", {"to_username": "tech", "seal_id": "SEAL-1", "temperature_c": 6})
 RECEIPT = in_hand("in_transit", {"seal_id": "SEAL-1", "temperature_c": 6, "condition": "intact"})
+REACTION_CLOSING = {"conclusion": "self-limiting", "related_to_product": "no", "signature": signature("reviewed")}
+LOOKBACK_CLOSING = {"conclusion": "patient followed up", "signature": signature("reviewed")}
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
@@ -310,6 +317,28 @@ ROWS: tuple[Row, ...] = (
         mark_read(own_notification)),
     row("POST  /notifications/{notification_id}/read not-own | 401  404~ 404~ 404~ 404~ 404~",
         mark_read(someone_elses_notification)),
+    # investigations (R-ADV, R-LBK): QA; clinics report on and read their own, and acknowledge
+    row("POST  /batches/{din}/adverse-reactions              | 401  403  403  201  201  404~",
+        at("administered", "/adverse-reactions", lambda _w, _user: reaction())),
+    row("GET   /adverse-reactions                            | 401  403  403  200  200  200",
+        plain("/adverse-reactions")),
+    row("GET   /adverse-reactions/{reaction_id}              | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}")),
+    row("GET   /adverse-reactions/{reaction_id}/report.pdf   | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/report.pdf")),
+    row("POST  /adverse-reactions/{reaction_id}/close        | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/close", REACTION_CLOSING)),
+    row("POST  /lookbacks                                    | 401  403  403  201  403  403",
+        plain("/lookbacks", {"reason": "calibration drift", "seed": {"kind": "equipment", "value": "CEN-OUT"}})),
+    row("GET   /lookbacks                                    | 401  403  403  200  200  200", plain("/lookbacks")),
+    row("GET   /lookbacks/{lookback_id}                      | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}")),
+    row("POST  /lookbacks/{lookback_id}/acknowledge          | 401  403  403  403  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge")),
+    row("POST  /lookbacks/{lookback_id}/close                | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/close", LOOKBACK_CLOSING)),
+    row("POST  /reagent-lots/{lot_id}/recall                 | 401  200  403  403  403  403",
+        lambda w, _user: Call(f"/reagent-lots/{w.lot_id}/recall", {"reason": "supplier recall"})),
 )
 # fmt: on
 
@@ -320,6 +349,7 @@ ROWS: tuple[Row, ...] = (
 def build_world(lab: Lab) -> World:
     """C1 batches in the states the rows need."""
     patient_id = lab.patient()["id"]
+    administered, reaction_id, lookback_id = investigated(lab, patient_id)
 
     def registered() -> str:
         return lab.ok(lab.post("clinic", "/batches", {"patient_id": patient_id, "tissue_source": "adipose"}))["din"]
@@ -361,6 +391,7 @@ def build_world(lab: Lab) -> World:
             "processed": processed,
             "deviation": deviation,
             "reject": registered(),
+            "administered": administered,
         },
         patient_id=patient_id,
         qc_id=qc_id,
@@ -374,6 +405,8 @@ def build_world(lab: Lab) -> World:
             if spec["tissue_source"] == "bone_marrow"
         ),
         harvest=lab.harvest_data(),
+        reaction_id=reaction_id,
+        lookback_id=lookback_id,
     )
 
 
