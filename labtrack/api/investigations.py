@@ -54,7 +54,7 @@ def list_reactions(args: dict):
 
 @blp.get("/adverse-reactions/<int:reaction_id>")
 @blp.response(200, AdverseReactionSchema)
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def get_reaction(reaction_id: int):
     """One adverse reaction (QA; clinic users: their own clinic's)."""
     return adverse_reactions.get(read_session(), actor(), reaction_id)
@@ -76,7 +76,7 @@ def close_reaction(body: dict, reaction_id: int):
 
 @blp.get("/adverse-reactions/<int:reaction_id>/report.pdf")
 @blp.response(200, description="A MedWatch 3500A worksheet (PDF), not a filing.", content_type="application/pdf")
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def reaction_worksheet(reaction_id: int):
     """The facts a MedWatch 3500A report needs: product and DIN, dates, description, seriousness, outcome."""
     view = adverse_reactions.worksheet(read_session(), actor(), reaction_id, zone=_zone())
@@ -109,7 +109,7 @@ def list_lookbacks(args: dict):
 
 @blp.get("/lookbacks/<int:lookback_id>")
 @blp.response(200, LookbackSchema)
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def get_lookback(lookback_id: int):
     """One lookback with its affected batches and which clinics acknowledged (clinic users: their own part)."""
     return lookbacks.get(read_session(), actor(), lookback_id)
@@ -117,7 +117,7 @@ def get_lookback(lookback_id: int):
 
 @blp.post("/lookbacks/<int:lookback_id>/acknowledge")
 @blp.response(200, LookbackSchema)
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def acknowledge_lookback(lookback_id: int):
     """A clinic user acknowledges the lookback for the clinic (R-LBK-3); again, it changes nothing."""
     return write(lambda s: lookbacks.acknowledge(s, actor(), lookback_id), LookbackSchema(), status=200)

@@ -39,6 +39,7 @@ from schemathesis.specs.openapi.checks import (
 from labtrack.services import auth, outbox, reference
 from tests.conftest import fresh_database, make_app
 from tests.helpers import PASSWORD, USERS, Lab
+from tests.investigation_support import investigated
 
 EXAMPLES = int(os.environ.get("LABTRACK_FUZZ_EXAMPLES", "20"))
 SIGNED_IN_AS = ("admin", "tech", "qa", "clinic")  # one user of each role (tests/helpers.py)
@@ -69,9 +70,10 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
     elsewhere = lab.ok(lab.post("other", "/batches", {"patient_id": theirs["id"], "tissue_source": "adipose"}))["din"]
     deviation = lab.ok(lab.post("tech", f"/batches/{at_lab}/deviations", {"description": "seal looked loose"}))
     qc_ids = [result["id"] for result in batch["qc"]]
+    administered, reaction_id, lookback_id = investigated(lab, batch["patient"]["id"])
     outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
     return {
-        "din": [registered, at_lab, awaiting, elsewhere],
+        "din": [registered, at_lab, awaiting, elsewhere, administered],
         "qc_id": qc_ids,
         "deviation_id": [deviation["id"]],
         "lot_id": list(lab.lots.values()),
@@ -79,6 +81,8 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
         "username": [name for name in USERS if name != "admin"],  # the admin never locks itself out of the run
         "tissue_source": ["adipose", "bone_marrow"],
         "notification_id": [row[0] for row in lab.sql("SELECT id FROM notifications")],  # some are others'
+        "reaction_id": [reaction_id],
+        "lookback_id": [lookback_id],
     }
 
 
