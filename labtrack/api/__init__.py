@@ -47,13 +47,15 @@ def init_app(app: Flask) -> None:
         batches,
         documents,
         exports,
+        investigations,
         notifications,
         outcomes,
         patients,
         temperatures,
     )
 
-    for module in (auth, admin, patients, batches, documents, audit, notifications, temperatures, exports, outcomes):
+    modules = (auth, admin, patients, batches, documents, audit, notifications, temperatures, exports, outcomes)
+    for module in (*modules, investigations):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
     temperatures.allow_uploads(app)
 

@@ -42,6 +42,7 @@ from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
+from tests.investigation_support import investigated, reaction
 from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
@@ -85,6 +86,8 @@ class World:
     harvest: dict[str, Any]  # harvest data for the batch's patient
     print_id: int = ABSENT  # a label print job of the registered batch (R-ZPL-1)
     attachment_id: int = ABSENT  # a photo of the administered batch (din["administered"])
+    reaction_id: int = ABSENT  # an adverse reaction on the administered batch
+    lookback_id: int = ABSENT  # a lookback naming the administered batch (C1's only)
 
     def missing(self) -> World:
         """The same references, to resources that do not exist."""
@@ -98,6 +101,8 @@ class World:
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
             print_id=ABSENT,
             attachment_id=ABSENT,
+            reaction_id=ABSENT,
+            lookback_id=ABSENT,
         )
 
 
@@ -224,6 +229,8 @@ REJECTION = {"reason": "no longer needed", "signature": signature("rejected")}
 DIGESTION = in_hand("at_lab", {"step": "digestion"} | LAB_STEPS["digestion"])
 HANDOFF = in_hand("collected", {"to_username": "tech", "seal_id": "SEAL-1", "temperature_c": 6})
 RECEIPT = in_hand("in_transit", {"seal_id": "SEAL-1", "temperature_c": 6, "condition": "intact"})
+REACTION_CLOSING = {"conclusion": "self-limiting", "related_to_product": "no", "signature": signature("reviewed")}
+LOOKBACK_CLOSING = {"conclusion": "patient followed up", "signature": signature("reviewed")}
 
 
 def logger_file(state: str) -> Request:
@@ -387,6 +394,28 @@ ROWS: tuple[Row, ...] = (
         plain("/trends/adipose/viability_pct")),
     row("POST  /trends/{tissue_source}/{metric}/baseline     | 401  403  403  201  403  403",
         plain("/trends/adipose/viability_pct/baseline", BASELINE_RESET)),
+    # investigations (R-ADV, R-LBK): QA; clinics report on and read their own, and acknowledge
+    row("POST  /batches/{din}/adverse-reactions              | 401  403  403  201  201  404~",
+        at("administered", "/adverse-reactions", lambda _w, _user: reaction())),
+    row("GET   /adverse-reactions                            | 401  403  403  200  200  200",
+        plain("/adverse-reactions")),
+    row("GET   /adverse-reactions/{reaction_id}              | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}")),
+    row("GET   /adverse-reactions/{reaction_id}/report.pdf   | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/report.pdf")),
+    row("POST  /adverse-reactions/{reaction_id}/close        | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/close", REACTION_CLOSING)),
+    row("POST  /lookbacks                                    | 401  403  403  201  403  403",
+        plain("/lookbacks", {"reason": "calibration drift", "seed": {"kind": "equipment", "value": "CEN-OUT"}})),
+    row("GET   /lookbacks                                    | 401  403  403  200  200  200", plain("/lookbacks")),
+    row("GET   /lookbacks/{lookback_id}                      | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}")),
+    row("POST  /lookbacks/{lookback_id}/acknowledge          | 401  403  403  403  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge")),
+    row("POST  /lookbacks/{lookback_id}/close                | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/close", LOOKBACK_CLOSING)),
+    row("POST  /reagent-lots/{lot_id}/recall                 | 401  200  403  403  403  403",
+        lambda w, _user: Call(f"/reagent-lots/{w.lot_id}/recall", {"reason": "supplier recall"})),
 )
 # fmt: on
 
@@ -397,6 +426,7 @@ ROWS: tuple[Row, ...] = (
 def build_world(lab: Lab) -> World:
     """C1 batches in the states the rows need."""
     patient_id = lab.patient()["id"]
+    _, reaction_id, lookback_id = investigated(lab, patient_id)
 
     def registered() -> str:
         return lab.ok(lab.post("clinic", "/batches", {"patient_id": patient_id, "tissue_source": "adipose"}))["din"]
@@ -462,6 +492,8 @@ def build_world(lab: Lab) -> World:
         harvest=lab.harvest_data(),
         print_id=a_print_job(lab, din["registered"]),
         attachment_id=lab.ok(photo)["id"],
+        reaction_id=reaction_id,
+        lookback_id=lookback_id,
     )
 
 

@@ -41,6 +41,7 @@ from labtrack.services import auth, outbox, reference
 from tests.api.test_access_matrix import PHOTO
 from tests.conftest import fresh_database, make_app
 from tests.helpers import PASSWORD, USERS, Lab
+from tests.investigation_support import investigated
 from tests.outcome_support import administered
 
 EXAMPLES = int(os.environ.get("LABTRACK_FUZZ_EXAMPLES", "20"))
@@ -79,9 +80,10 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
         headers=lab.headers("clinic"),
         content_type="multipart/form-data",
     )
+    investigated_din, reaction_id, lookback_id = investigated(lab, batch["patient"]["id"])
     outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
     return {
-        "din": [registered, at_lab, awaiting, elsewhere, followed],
+        "din": [registered, at_lab, awaiting, elsewhere, followed, investigated_din],
         "qc_id": qc_ids,
         "deviation_id": [deviation["id"]],
         "lot_id": list(lab.lots.values()),
@@ -94,6 +96,8 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
         "metric": ["viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml"],
         "version": [1, 2],
         "attachment_id": [lab.ok(photo)["id"]],
+        "reaction_id": [reaction_id],
+        "lookback_id": [lookback_id],
     }
 
 

@@ -40,6 +40,10 @@ ALLOWED: dict[Action, set[Role]] = {
     Action.PRINT_LABEL: {T, Q, C},  # lab staff; clinic (own)
     Action.READ_RECORD: {Q, C},  # batch record and audit export: QA; clinic (own)
     Action.AUDIT: {A, Q},
+    Action.REPORT_REACTION: {Q, C},  # R-ADV-1: the batch's clinic, or QA
+    Action.READ_INVESTIGATIONS: {Q, C},  # clinics: their own reactions and lookbacks
+    Action.INVESTIGATE: {Q},  # R-ADV-3, R-LBK-1, R-LBK-4
+    Action.ACKNOWLEDGE_LOOKBACK: {C},  # R-LBK-3
 }
 
 
