@@ -42,6 +42,7 @@ class Grants:
     read_only: list[str] = field(default_factory=list)
     partitions: list[str] = field(default_factory=list)
 
+
 EXTEND_PARTITIONS = "labtrack_extend_batch_events(bigint, bigint)"
 
 _TABLES = (

@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
+from labtrack.api.common import IDEMPOTENCY_WINDOW
 from labtrack.audit import checkpoints, keys, partitions, runs
 from labtrack.db import Database
 from labtrack.extensions import (
@@ -22,12 +23,13 @@ from labtrack.extensions import (
     TASK_CUSTODY_WATCH,
     TASK_DISPATCH,
     TASK_EXPIRY_WATCH,
+    TASK_HOUSEKEEPING,
     TASK_PARTITIONS,
     TASK_RESUME_VERIFICATIONS,
     TASK_SWEEP,
     TASK_VERIFY,
 )
-from labtrack.services import outbox, watchers
+from labtrack.services import housekeeping, outbox, watchers
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +117,11 @@ def make_partitions() -> int:
     if made:
         log.info("batch_events: %s partition(s) made ahead", made)
     return made
+
+
+@shared_task(name=TASK_HOUSEKEEPING)
+def nightly_housekeeping() -> dict[str, int]:
+    """R-OPS-6: delete expired operational rows in small batches; never history."""
+    outcome = housekeeping.run(_database(), housekeeping.Retention(idempotency=IDEMPOTENCY_WINDOW))
+    log.info("housekeeping: %s row(s) deleted %s", outcome.total, outcome.deleted)
+    return outcome.deleted

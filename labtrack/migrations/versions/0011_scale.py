@@ -1,7 +1,7 @@
 """scale: batch_events partitioned by batch_id, the checkpoint's current leaves and tree, verification runs, indexes
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-02 16:00:00
 
 Hand-written (issue 18).
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0005'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
