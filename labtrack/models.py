@@ -3,6 +3,9 @@
 ``batch_events`` and ``admin_events`` are append-only (R-AUD-2: the migrations add
 triggers refusing UPDATE and DELETE); ``batches`` and ``deviations`` are
 projections of the batch streams, updated in the same transaction as the event.
+
+No relationship loads with its parent (R-SCL-4): each loads on first access, and a query
+that needs one for many rows says so with a loader option (``selectinload``, ``joinedload``).
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # An SSO user's signing password (R-OPS-4, migration 0010): signatures check it when set.
     signing_password_hash: Mapped[str | None] = mapped_column(String(200))
-    clinic: Mapped[Clinic | None] = relationship(lazy="joined")
+    clinic: Mapped[Clinic | None] = relationship()
 
 
 class ApiToken(Base):
@@ -143,7 +146,7 @@ class Patient(Base):
     birth_date: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    clinic: Mapped[Clinic] = relationship(lazy="joined")
+    clinic: Mapped[Clinic] = relationship()
 
 
 class Specification(Base):
@@ -236,12 +239,12 @@ class Batch(Base):
     # When the expiry watcher warned the clinic (R-SEQ-3); the outbox rows may be gone (migration 0010).
     expiry_warned_at: Mapped[datetime | None]
 
-    patient: Mapped[Patient] = relationship(lazy="joined")
-    clinic: Mapped[Clinic] = relationship(lazy="joined")
-    specification: Mapped[Specification] = relationship(lazy="joined")
-    custodian: Mapped[User | None] = relationship(foreign_keys=[custodian_id], lazy="joined")
-    transfer_to: Mapped[User | None] = relationship(foreign_keys=[transfer_to_id], lazy="joined")
-    transfer_from: Mapped[User | None] = relationship(foreign_keys=[transfer_from_id], lazy="joined")
+    patient: Mapped[Patient] = relationship()
+    clinic: Mapped[Clinic] = relationship()
+    specification: Mapped[Specification] = relationship()
+    custodian: Mapped[User | None] = relationship(foreign_keys=[custodian_id])
+    transfer_to: Mapped[User | None] = relationship(foreign_keys=[transfer_to_id])
+    transfer_from: Mapped[User | None] = relationship(foreign_keys=[transfer_from_id])
 
 
 class BatchEvent(Base):
@@ -264,7 +267,7 @@ class BatchEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
     canonical: Mapped[str] = mapped_column(Text)
 
-    actor: Mapped[User] = relationship(lazy="joined")
+    actor: Mapped[User] = relationship()
 
 
 class AdminEvent(Base):
@@ -309,9 +312,9 @@ class Deviation(Base):
     signature: Mapped[dict[str, Any] | None]
     qc_result_id: Mapped[int | None] = mapped_column(ForeignKey("qc_results.id"))
 
-    batch: Mapped[Batch] = relationship(lazy="joined")
-    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
-    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+    batch: Mapped[Batch] = relationship()
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id])
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id])
 
 
 class QcResult(Base):
@@ -341,8 +344,8 @@ class QcResult(Base):
     corrected: Mapped[bool] = mapped_column(Boolean, default=False)
     original_value: Mapped[dict[str, Any] | None]
 
-    entered_by: Mapped[User] = relationship(foreign_keys=[entered_by_id], lazy="joined")
-    verified_by: Mapped[User | None] = relationship(foreign_keys=[verified_by_id], lazy="joined")
+    entered_by: Mapped[User] = relationship(foreign_keys=[entered_by_id])
+    verified_by: Mapped[User | None] = relationship(foreign_keys=[verified_by_id])
 
 
 class SignatureFailure(Base):
@@ -575,7 +578,7 @@ class LabelPrint(Base):
     event_seq: Mapped[int | None] = mapped_column(Integer)
 
     batch: Mapped[Batch] = relationship(lazy="raise")
-    requested_by: Mapped[User] = relationship(lazy="joined")
+    requested_by: Mapped[User] = relationship()
 
 
 class TemperatureLog(Base):
@@ -606,7 +609,7 @@ class TemperatureLog(Base):
     minutes_out_of_range: Mapped[float] = mapped_column(Float)
     readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
 
-    imported_by: Mapped[User] = relationship(lazy="joined")
+    imported_by: Mapped[User] = relationship()
 
 
 # --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
@@ -827,9 +830,9 @@ class AdverseReaction(Base):
     closed_seq: Mapped[int | None] = mapped_column(Integer)
     signature: Mapped[dict[str, Any] | None]
 
-    batch: Mapped[Batch] = relationship(lazy="joined")
-    reported_by: Mapped[User] = relationship(foreign_keys=[reported_by_id], lazy="joined")
-    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+    batch: Mapped[Batch] = relationship()
+    reported_by: Mapped[User] = relationship(foreign_keys=[reported_by_id])
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id])
 
 
 class Lookback(Base):
@@ -859,8 +862,8 @@ class Lookback(Base):
     closed_at: Mapped[datetime | None]
     signature: Mapped[dict[str, Any] | None]
 
-    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
-    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id])
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id])
 
 
 class LookbackBatch(Base):
@@ -895,5 +898,5 @@ class LookbackClinic(Base):
     reminded_at: Mapped[datetime | None]
     escalated_at: Mapped[datetime | None]
 
-    clinic: Mapped[Clinic] = relationship(lazy="joined")
-    acknowledged_by: Mapped[User | None] = relationship(lazy="joined")
+    clinic: Mapped[Clinic] = relationship()
+    acknowledged_by: Mapped[User | None] = relationship()

@@ -64,10 +64,11 @@ def list_batches(args: dict):
 @blp.get("/batches/<string:din>")
 @blp.response(200, BatchDetailSchema)
 @refusals(blp, 404, 422)
+@autocommit_read
 def get_batch(din: str):
     """One batch with custody, deviations, steps done and the next allowed actions."""
     session = read_session()
-    batch = batches.get(session, actor(), din)
+    batch = batches.get(session, actor(), din, with_specification=True, with_parties=True)
     batch.deviations = deviations.for_batch(session, batch.id)
     batch.qc = qc.results(session, batch)
     return batch

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, joinedload, lazyload
+from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -92,12 +92,17 @@ def register(
 
 
 def find(
-    session: Session, din_text: str, *, for_update: bool = False, with_specification: bool = False
+    session: Session,
+    din_text: str,
+    *,
+    for_update: bool = False,
+    with_specification: bool = False,
+    with_parties: bool = False,
 ) -> Batch | None:
     """The batch with this DIN (any R-DIN-3 form), unscoped: callers check access.
 
-    ``with_specification`` joins the batch's specification version, for a caller that reads it
-    anyway (one round trip instead of two).
+    ``with_specification`` joins the batch's specification version, and ``with_parties`` its patient
+    and clinic, for a caller that reads them anyway (one round trip instead of two or three).
     """
     din = parse_din(din_text)
     # The row and its custodian, which every state check reads; the other relations load on first
@@ -105,6 +110,8 @@ def find(
     options = [lazyload("*"), joinedload(Batch.custodian).lazyload(User.clinic)]
     if with_specification:
         options.append(joinedload(Batch.specification))
+    if with_parties:
+        options.extend((joinedload(Batch.patient), joinedload(Batch.clinic)))
     query = select(Batch).options(*options).where(Batch.din == din.value)
     if for_update:
         # A per-batch row lock on PostgreSQL: writers on one batch queue, others never wait.
@@ -113,10 +120,18 @@ def find(
 
 
 def get(
-    session: Session, actor: Actor, din_text: str, *, for_update: bool = False, with_specification: bool = False
+    session: Session,
+    actor: Actor,
+    din_text: str,
+    *,
+    for_update: bool = False,
+    with_specification: bool = False,
+    with_parties: bool = False,
 ) -> Batch:
     """The batch an actor may see; another clinic's batch is 404, not 403 (R-ACC-1)."""
-    batch = find(session, din_text, for_update=for_update, with_specification=with_specification)
+    batch = find(
+        session, din_text, for_update=for_update, with_specification=with_specification, with_parties=with_parties
+    )
     if batch is None:
         raise NotFound("No such batch.")
     require(actor, Action.READ_BATCH, batch.clinic_id, what="batch")
@@ -157,13 +172,21 @@ class BatchFilter:
     per_page: int = 50
 
 
+# What a list shows of each batch, loaded in one query per relation for the whole page (R-SCL-4: no
+# relationship loads by default).
+LIST_LOADS = (selectinload(Batch.patient), selectinload(Batch.clinic), selectinload(Batch.custodian))
+
+
 def search(session: Session, actor: Actor, filters: BatchFilter) -> tuple[list[Batch], int]:
     """Batches the actor may see, newest first, with the total for pagination."""
     query = filtered(actor, filters)
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = (
         session.execute(
-            query.order_by(Batch.id.desc()).offset((filters.page - 1) * filters.per_page).limit(filters.per_page)
+            query.options(*LIST_LOADS)
+            .order_by(Batch.id.desc())
+            .offset((filters.page - 1) * filters.per_page)
+            .limit(filters.per_page)
         )
         .unique()
         .scalars()

@@ -1,0 +1,101 @@
+"""Hot paths cost what they must (R-SCL-4 and the step and read bars): database round trips per request,
+counted, each held to a stated budget. A round trip is a statement, a COMMIT or ROLLBACK, or the
+pre-ping of a pool checkout. The budgets are what each request needs today; a change that adds one
+fails here and has to say why in the budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import event
+
+
+@dataclass
+class Trips:
+    kinds: Counter = field(default_factory=Counter)
+    statements: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.kinds.values())
+
+
+@pytest.fixture
+def round_trips(db):
+    """``with round_trips() as trips:`` counts what the app's engine sends to the database meanwhile."""
+    engine = db.engine
+
+    @contextmanager
+    def counting() -> Iterator[Trips]:
+        trips = Trips()
+
+        def statement(_conn, _cursor, sql, *_args) -> None:
+            trips.kinds[sql.split(None, 1)[0].upper()] += 1
+            trips.statements.append(sql)
+
+        def checkout(*_args) -> None:
+            trips.kinds["pre-ping"] += 1
+
+        listeners = [
+            (engine, "before_cursor_execute", statement),
+            (engine, "commit", lambda *_: trips.kinds.update(["COMMIT"])),
+            (engine, "rollback", lambda *_: trips.kinds.update(["ROLLBACK"])),
+            (engine.pool, "checkout", checkout),
+        ]
+        for target, name, listener in listeners:
+            event.listen(target, name, listener)
+        try:
+            yield trips
+        finally:
+            for target, name, listener in listeners:
+                event.remove(target, name, listener)
+
+    return counting
+
+
+# Per request, on PostgreSQL (SQLite has no pre-ping: a file has nothing to ping). Measured 2026-12-02.
+BUDGETS = {
+    # pre-ping + token on the authentication's autocommit connection (and its reset); pre-ping, batch ⋈ custodian
+    # FOR UPDATE, lot, equipment, event INSERT, batch UPDATE, material-use INSERTs, outbox INSERT, COMMIT
+    "step": 13,
+    # pre-ping, token, batch ⋈ custodian ⋈ specification, QC ∪ open deviations, the connection's reset
+    "readiness": 5,
+    # the same connection as the token (autocommit_read): batch ⋈ custodian ⋈ specification ⋈ patient ⋈ clinic,
+    # deviations, QC results (11 before: a second checkout, its BEGIN and ROLLBACK, three lazy loads)
+    "detail": 6,
+    # session and user, batch, events and their actors, QC, deviations, custody legs, temperature logs, one batch's
+    # chain against the newest checkpoint's kept leaf (no tree rebuilt), notifications in the header
+    "record page": 29,
+}
+
+
+@pytest.mark.postgres
+def test_r_scl_4_hot_paths_stay_within_their_round_trip_budgets(lab, sign_in, round_trips):
+    din = lab.at_lab()
+    lab.headers("tech"), lab.headers("clinic")  # tokens issued before counting
+    qa = sign_in("qa")
+    lab.ok(lab.post("qa", "/audit/checkpoints"))
+    measured = {}
+    with round_trips() as trips:
+        lab.ok(lab.step(din, "digestion"))
+    measured["step"] = trips
+    with round_trips() as trips:
+        lab.ok(lab.get("clinic", f"/batches/{din}/readiness"), 200)
+    measured["readiness"] = trips
+    with round_trips() as trips:
+        lab.ok(lab.get("qa", f"/batches/{din}"), 200)
+    measured["detail"] = trips
+    with round_trips() as trips:
+        assert qa.get(f"/batches/{din}/record").status_code == 200
+    measured["record page"] = trips
+    report = {name: (trips.total, dict(trips.kinds)) for name, trips in measured.items()}
+    print(report)
+    over = {name: report[name] for name, budget in BUDGETS.items() if measured[name].total > budget}
+    assert not over, (over, {name: measured[name].statements for name in over})
+    # no eager join chains (the old lazy="joined" default made ten-table queries): five tables at most
+    assert max(sql.count(" JOIN ") for trips in measured.values() for sql in trips.statements) <= 4
+
