@@ -50,6 +50,7 @@ class Config:
     # Workers (docs/workers.md): the outbox sweep's period, how long a sweeper's claim on a row
     # lasts, the first retry delay (doubling up to 24 h), and the Celery queue to use.
     LABTRACK_OUTBOX_SWEEP_SECONDS: float = 30
+    LABTRACK_CHECKPOINT_SECONDS: float = 600  # beat's checkpoint interval (R-AUD-4); tests shorten it
     LABTRACK_OUTBOX_LEASE_SECONDS: float = 300
     LABTRACK_WEBHOOK_RETRY_SECONDS: float = 10
     LABTRACK_TASK_QUEUE: str = "labtrack"
@@ -102,6 +103,7 @@ class Config:
             "SMTP_URL": env.get("SMTP_URL") or None,
             "LABTRACK_CHECKPOINT_PUBLIC_KEY": env.get("LABTRACK_CHECKPOINT_PUBLIC_KEY") or None,
             "LABTRACK_OUTBOX_SWEEP_SECONDS": float(env.get("LABTRACK_OUTBOX_SWEEP_SECONDS", 30)),
+            "LABTRACK_CHECKPOINT_SECONDS": float(env.get("LABTRACK_CHECKPOINT_SECONDS", 600)),
             "LABTRACK_OUTBOX_LEASE_SECONDS": float(env.get("LABTRACK_OUTBOX_LEASE_SECONDS", 300)),
             "LABTRACK_WEBHOOK_RETRY_SECONDS": float(env.get("LABTRACK_WEBHOOK_RETRY_SECONDS", 10)),
             "LABTRACK_TASK_QUEUE": env.get("LABTRACK_TASK_QUEUE") or "labtrack",

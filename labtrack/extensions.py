@@ -31,13 +31,13 @@ TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
 
 
-def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
+def beat_schedule(sweep_seconds: float, checkpoint_seconds: float = 600.0) -> dict[str, dict[str, object]]:
     """requirements §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
     periods = {
         TASK_SWEEP: sweep_seconds,
         TASK_EXPIRY_WATCH: 60.0,
         TASK_CUSTODY_WATCH: 300.0,
-        TASK_CHECKPOINT: 600.0,
+        TASK_CHECKPOINT: checkpoint_seconds,
         TASK_RESUME_VERIFICATIONS: 60.0,
         TASK_PARTITIONS: 3600.0,
         TASK_FOLLOWUP_WATCH: 3600.0,
@@ -83,7 +83,9 @@ def celery_init_app(app: Flask) -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         beat_schedule_filename=f"{app.config['INSTANCE_PATH']}/celerybeat-schedule",
-        beat_schedule=beat_schedule(float(app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"])),
+        beat_schedule=beat_schedule(
+            float(app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"]), float(app.config.get("LABTRACK_CHECKPOINT_SECONDS", 600))
+        ),
         task_default_queue=app.config["LABTRACK_TASK_QUEUE"],
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
         timezone="UTC",
