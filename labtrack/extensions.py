@@ -84,7 +84,8 @@ def celery_init_app(app: Flask) -> Celery:
         broker_connection_retry_on_startup=True,
         beat_schedule_filename=f"{app.config['INSTANCE_PATH']}/celerybeat-schedule",
         beat_schedule=beat_schedule(
-            float(app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"]), float(app.config.get("LABTRACK_CHECKPOINT_SECONDS", 600))
+            float(app.config["LABTRACK_OUTBOX_SWEEP_SECONDS"]),
+            float(app.config.get("LABTRACK_CHECKPOINT_SECONDS", 600)),
         ),
         task_default_queue=app.config["LABTRACK_TASK_QUEUE"],
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
