@@ -200,7 +200,8 @@ def upgrade() -> None:
                            postgresql_where=sa.text('expires_at IS NOT NULL'))
         batch.create_index('ix_batches_transfer_at', ['transfer_at'], sqlite_where=sa.text('transfer_to_id IS NOT NULL'),
                            postgresql_where=sa.text('transfer_to_id IS NOT NULL'))
-        batch.create_index('ix_batches_held', ['id'], sqlite_where=sa.text('held'), postgresql_where=sa.text('held'))
+        batch.create_index('ix_batches_held', ['id'], sqlite_where=sa.text('held IS 1'),
+                           postgresql_where=sa.text('held IS TRUE'))  # as Batch.held.is_(True) is spelled
         batch.create_index('ix_batches_registered_at', ['registered_at'])
     op.create_index('ix_batch_events_identity_mismatch', 'batch_events', ['id'],
                     sqlite_where=sa.text("type = 'identity_mismatch'"),
