@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from flask import current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -198,3 +199,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def database() -> Database:
+    """The running app's Database (made by ``create_app``): for every adapter, API, pages, CLI and tasks."""
+    return current_app.extensions["labtrack.db"]
+
+
+def read_session() -> Session:
+    """One read session per request, closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = database().reader()
+    return g.db_session
+
+
+def close_read_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        close_session(session)

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     DeviationCreateSchema,
     DispositionCreateSchema,
@@ -31,6 +30,7 @@ from labtrack.api.schemas import (
 )
 from labtrack.audit import export, keys
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.domain.actors import Action, Actor, Role, can

@@ -8,9 +8,9 @@ from typing import Any
 from flask import current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
 from labtrack.audit import chains
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
