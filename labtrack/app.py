@@ -1,4 +1,4 @@
-"""LabTrack: batch tracking for autologous stem-cell products, harvest to injection."""
+"""The application factory: configuration, database, signing key, API, pages, CLI and Celery bound to one app."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from labtrack.services import auth
 
 
 def create_app(config: Config | None = None) -> Flask:
+    """Build the app from ``config`` (default: read from the environment)."""
     app = Flask(__name__)
     config = config or Config.from_env()
     app.config.from_mapping(config.as_mapping())

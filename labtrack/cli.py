@@ -129,7 +129,7 @@ def audit_verify(din: str | None, public_key: BinaryIO | None) -> None:
         raise click.BadParameter(str(error), param_hint="--public-key") from None
     session = database().reader()
     try:
-        report = chains.verify(session, None, din, trusted)
+        report = chains.verify(session, None, din, public_key=trusted or keys.trusted_public_key(current_app.config))
     finally:
         session.close()
     for failure in report.failures:
@@ -145,7 +145,7 @@ def audit_verify(din: str | None, public_key: BinaryIO | None) -> None:
 @user_errors
 def audit_checkpoint() -> None:
     """Sign a checkpoint of every stream head now (R-AUD-4)."""
-    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
+    key, origin = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
     checkpoint = database().write(lambda s: checkpoints.create(s, key, origin))
     click.echo(
         f"Checkpoint {checkpoint.id}: {checkpoint.tree_size} stream(s), "

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app, g
 from sqlalchemy import Engine, create_engine, event
@@ -157,6 +157,8 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.reader = sessionmaker(self.engine, expire_on_commit=False)
         self.writer = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        # What the app lends every unit of work (its session.info), e.g. how to reach the broker.
+        self.session_info: dict[str, Any] = {}
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one write transaction; commit once; retry on collisions.
@@ -167,6 +169,7 @@ class Database:
         """
         for attempt in range(MAX_ATTEMPTS):
             session = self.writer()
+            session.info.update(self.session_info)
             try:
                 result = work(session)
                 session.commit()

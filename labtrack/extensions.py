@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from celery import Celery, Task
 from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
+
+from labtrack.services import outbox
 
 api = Api()
 csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
@@ -21,6 +25,11 @@ TASK_SWEEP = "labtrack.outbox.sweep"
 TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
 TASK_CUSTODY_WATCH = "labtrack.watch.custody"
 TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+
+
+def _send_dispatch(celery: Celery, ids: list[int]) -> None:
+    """The outbox's ``Send``: ask the broker to run the dispatch task for these rows."""
+    celery.send_task(TASK_DISPATCH, args=[ids], retry=False)
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
@@ -77,4 +86,5 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery.set_default()
     app.extensions["celery"] = celery
+    app.extensions["labtrack.db"].session_info[outbox.DISPATCH] = partial(_send_dispatch, celery)
     return celery

@@ -178,13 +178,16 @@ class SharedApp:
     def __init__(self, application: Flask) -> None:
         self.app = application
         self.config = dict(application.config)
+        self.session_info = application.extensions["labtrack.db"].session_info
         self.key_file = Path(application.config["INSTANCE_PATH"]) / keys.KEY_FILE
         self.key = self.key_file.read_bytes()
 
     def lend(self, database_url: str) -> Flask:
         self.app.config["DATABASE_URL"] = database_url
         if not ON_POSTGRES:  # a file of the test's own; on PostgreSQL the one database, emptied
-            self.app.extensions["labtrack.db"] = Database(database_url)
+            database = Database(database_url)
+            database.session_info = self.session_info  # the app's, e.g. how to reach the broker
+            self.app.extensions["labtrack.db"] = database
         return self.app
 
     def take_back(self) -> None:
@@ -204,7 +207,9 @@ def _shared_app(_template: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     url = _template if ON_POSTGRES else f"sqlite:///{_template}"
     application = make_app(url, tmp_path_factory.mktemp("app"))
     if ON_POSTGRES:  # the connections the resets use
-        application.extensions["labtrack.db"].dispose()
+        built = application.extensions["labtrack.db"]
+        built.dispose()
+        _kept(url).session_info = built.session_info
         application.extensions["labtrack.db"] = _kept(url)
     yield SharedApp(application)
     application.extensions["labtrack.db"].dispose()

@@ -77,7 +77,7 @@ def custody_watch() -> list[str]:
 
 @shared_task(name=TASK_CHECKPOINT)
 def make_checkpoint() -> int:
-    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
+    key, origin = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
     checkpoint = database().write(lambda session: checkpoints.create(session, key, origin))
     log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
     return checkpoint.id

@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 
 from labtrack.api.common import actor, authenticate, database, read_session
 from labtrack.api.errors import refusals
+from labtrack.audit import keys, records
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.services import documents
@@ -44,5 +45,11 @@ def label(args: dict, din: str):
 @refusals(blp, 403, 404, 422)
 def record(din: str):
     """The whole batch record for QA and inspectors: events, QC, custody, deviations, signatures, verification."""
-    view = documents.record_view(read_session(), actor(), din, zone=current_app.config["LABTRACK_TIMEZONE"])
+    view = records.record_view(
+        read_session(),
+        actor(),
+        din,
+        zone=current_app.config["LABTRACK_TIMEZONE"],
+        public_key=keys.trusted_public_key(current_app.config),
+    )
     return _pdf(render_record(view), f"batch-record-{view.din}.pdf")

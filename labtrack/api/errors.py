@@ -12,22 +12,21 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from apispec import APISpec
-from flask import Flask, Response, current_app, json, request
+from flask import Flask, Response, current_app, request
 from flask_smorest import Blueprint
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from labtrack.db import outage
 from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
+from labtrack.problems import HTML_ERROR_PAGE, PROBLEM_JSON, problem_response
 
 log = logging.getLogger(__name__)
-PROBLEM_JSON = "application/problem+json"
 # Any request can meet these: no valid token (or, for POST /auth/token, wrong credentials); the account
 # locked (R-SIG-1: its tokens answer 423 until an admin unlocks it); the database out of service.
 ALWAYS = (401, 423, 503)
 RETRY_AFTER_UNAVAILABLE_S = 5  # a restart or failover takes seconds; clients resend unchanged
 View = TypeVar("View", bound=Callable[..., Any])
-HTML_ERROR_PAGE = "labtrack.html_error_page"  # set by the web pages, when they are installed
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -40,12 +39,6 @@ _HTTP_CODES = {
     422: "validation_error",
     429: "too_many_requests",
 }
-
-
-def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_JSON)
-    response.headers.update(headers or {})
-    return response
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
