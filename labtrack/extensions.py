@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
 
-from labtrack.services import outbox
+from labtrack.services import labels, outbox
 
 api = Api()
 csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
@@ -25,6 +27,16 @@ TASK_SWEEP = "labtrack.outbox.sweep"
 TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
 TASK_CUSTODY_WATCH = "labtrack.watch.custody"
 TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+TASK_HOUSEKEEPING = "labtrack.housekeeping"
+HOUSEKEEPING_AT = crontab(hour=2, minute=30)  # nightly, UTC (R-OPS-6)
+TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
+TASK_TREND_WATCH = "labtrack.watch.trends"
+
+
+def send_label_print(app: Flask) -> Callable[[int], None]:
+    """What ``labels.request_print`` calls after commit: ask the broker to print that job."""
+    celery = app.extensions["celery"]
+    return lambda job_id: celery.send_task(labels.TASK_PRINT_LABEL, args=[job_id], retry=False)
 
 
 def _send_dispatch(celery: Celery, ids: list[int]) -> None:
@@ -39,10 +51,14 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
         TASK_EXPIRY_WATCH: 60.0,
         TASK_CUSTODY_WATCH: 300.0,
         TASK_CHECKPOINT: 600.0,
+        TASK_FOLLOWUP_WATCH: 3600.0,
+        TASK_TREND_WATCH: 300.0,
     }
-    return {
+    schedule: dict[str, dict[str, object]] = {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()
     }
+    schedule[TASK_HOUSEKEEPING] = {"task": TASK_HOUSEKEEPING, "schedule": HOUSEKEEPING_AT, "options": {"expires": 3600}}
+    return schedule
 
 
 def celery_init_app(app: Flask) -> Celery:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from labtrack.db import outage
 from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
-from labtrack.problems import HTML_ERROR_PAGE, PROBLEM_JSON, problem_response
+from labtrack.problems import HTML_ERROR_PAGE, PROBLEM_JSON, problem_response, renderer
 
 log = logging.getLogger(__name__)
 # Any request can meet these: no valid token (or, for POST /auth/token, wrong credentials); the account
@@ -61,12 +61,15 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 def _from_http(error: HTTPException) -> dict[str, Any]:
     status = error.code or 500
     if status == 413:
-        return PayloadTooLarge("The request body is larger than 1 MiB.").to_problem()
+        limit = request.max_content_length or 0
+        return PayloadTooLarge(f"The request body is larger than {limit / 1024 / 1024:g} MiB.").to_problem()
     messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
     if status in (400, 422) and messages is not None:
         errors: dict[str, list[str]] = {}
         for location, fields in messages.items():
-            errors.update(_flatten(fields) if location in ("json", "query", "form") else _flatten(fields, location))
+            errors.update(
+                _flatten(fields) if location in ("json", "query", "form", "multipart") else _flatten(fields, location)
+            )
         return ValidationFailed(errors).to_problem()
     return {
         "type": f"https://labtrack.example/problems/{_HTTP_CODES.get(status, 'error')}",
@@ -95,7 +98,7 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         # An unknown URL outside the API (a mistyped page in a browser) gets the web's HTML page.
         page = current_app.extensions.get(HTML_ERROR_PAGE)
-        if page is not None and not request.path.startswith("/api/"):
+        if page is not None and not request.path.startswith("/api/") and renderer(request.path) is None:
             return page(error.code or 500, error.name, error.description or error.name)
         return problem_response(_from_http(error))
 
