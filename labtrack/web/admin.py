@@ -13,7 +13,6 @@ from flask import redirect, render_template, url_for
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     EQUIPMENT_STATUSES,
     LOT_STATUSES,
@@ -28,6 +27,7 @@ from labtrack.api.schemas import (
     UserUpdateSchema,
 )
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Role
 from labtrack.domain.materials import equipment_usable, lot_usable
 from labtrack.domain.process import TissueSource

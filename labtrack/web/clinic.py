@@ -8,8 +8,8 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import BatchCreateSchema, PatientCreateSchema
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Role
 from labtrack.domain.process import TissueSource
 from labtrack.services import batches, patients, release

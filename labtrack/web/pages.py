@@ -8,9 +8,9 @@ from typing import Any
 from flask import current_app, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
-from labtrack.audit import chains
+from labtrack.audit import chains, keys
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
@@ -182,7 +182,8 @@ def audit():
     if "run" in request.args:
         din = request.args.get("din", "").strip() or None
         try:
-            report = chains.verify(read_session(), actor(), din).as_dict()
+            trusted = keys.trusted_public_key(current_app.config)
+            report = chains.verify(read_session(), actor(), din, public_key=trusted).as_dict()
         except DomainError as error:
             failure = Failure.of(error, "audit", field="din")
     return render_template("audit.html", report=report, failure=failure), failure.status

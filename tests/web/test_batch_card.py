@@ -9,7 +9,7 @@ import pytest
 
 from labtrack.domain.din import Din
 from tests.helpers import GOOD_RESULTS, LAB_STEPS
-from tests.web.conftest import error_beside
+from tests.web.support import error_beside
 
 
 def _options(page: str, form_id: str, name: str) -> list[str]:
