@@ -72,6 +72,11 @@ class Config:
     LABTRACK_OIDC_CLIENT_SECRET: str | None = None
     LABTRACK_OIDC_CLAIM: str = "preferred_username"
     LABTRACK_OIDC_NAME: str = "your organisation's account"
+    # Interoperability (docs/interoperability.md): the thermal label printer as host:port (raw TCP,
+    # port 9100 by default), and how long a transport leg may spend outside its range before a
+    # temperature_excursion deviation opens (0: any time at all).
+    LABTRACK_LABEL_PRINTER: str | None = None
+    LABTRACK_EXCURSION_MINUTES: float = 0
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -110,6 +115,8 @@ class Config:
             "LABTRACK_OIDC_CLIENT_SECRET": env.get("LABTRACK_OIDC_CLIENT_SECRET") or None,
             "LABTRACK_OIDC_CLAIM": env.get("LABTRACK_OIDC_CLAIM") or "preferred_username",
             "LABTRACK_OIDC_NAME": env.get("LABTRACK_OIDC_NAME") or "your organisation's account",
+            "LABTRACK_LABEL_PRINTER": env.get("LABTRACK_LABEL_PRINTER") or None,
+            "LABTRACK_EXCURSION_MINUTES": float(env.get("LABTRACK_EXCURSION_MINUTES", 0)),
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }

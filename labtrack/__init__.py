@@ -8,6 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from config import Config
 from labtrack.audit import keys
 from labtrack.db import Database
+from labtrack.documents import printer
 from labtrack.ops import logs
 from labtrack.services import auth
 
@@ -27,12 +28,15 @@ def create_app(config: Config | None = None) -> Flask:
     keys.load_or_create(str(config.INSTANCE_PATH))  # the checkpoint signing key, made on first start
     if config.LABTRACK_CHECKPOINT_PUBLIC_KEY:  # a wrong pin stops the start, not a later verification
         keys.load_pinned(config.LABTRACK_CHECKPOINT_PUBLIC_KEY)
+    if config.LABTRACK_LABEL_PRINTER:  # a mistyped printer address stops the start, not the first print
+        printer.parse_address(config.LABTRACK_LABEL_PRINTER)
 
-    from labtrack import api, cli, ops, security, web
+    from labtrack import api, cli, fhir, ops, security, web
     from labtrack.extensions import celery_init_app
 
     api.init_app(app)
     web.init_app(app)
+    fhir.init_app(app)
     security.init_app(app)  # after the blueprints: it throttles their sign-in views
     ops.init_app(app)
     cli.register(app)

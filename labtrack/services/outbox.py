@@ -57,12 +57,17 @@ MAX_BACKOFF = timedelta(hours=1)
 _PENDING = "labtrack_outbox_pending"
 
 
-def enqueue(session: Session, topic: str, batch: Batch | None, payload: dict[str, Any]) -> OutboxMessage:
-    """Write a notification in the caller's transaction; dispatch is requested after it commits."""
+def enqueue(
+    session: Session, topic: str, batch: Batch | None, payload: dict[str, Any], *, clinic_id: int | None = None
+) -> OutboxMessage:
+    """Write a notification in the caller's transaction; dispatch is requested after it commits.
+
+    ``clinic_id`` addresses a clinic without a batch (a lookback tells each clinic of its own batches).
+    """
     message = OutboxMessage(
         topic=topic,
         batch_id=batch.id if batch else None,
-        clinic_id=batch.clinic_id if batch else None,
+        clinic_id=batch.clinic_id if batch else clinic_id,
         payload=payload | ({"din": batch.din} if batch else {}),
         request_id=logs.current_request_id(),
     )

@@ -1,7 +1,7 @@
 """operations: request ids on outbox rows, the expiry warning on the batch, SSO signing passwords
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-02 15:40:00
 
 Hand-written (issue 17).
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010'
-down_revision = '0005'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
