@@ -1,4 +1,4 @@
-"""Printed documents: container labels and the batch record PDF (SPEC §8)."""
+"""Printed documents: container labels and the batch record PDF (requirements §8)."""
 
 from __future__ import annotations
 

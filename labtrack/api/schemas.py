@@ -15,6 +15,7 @@ from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
+from labtrack.domain.signatures import Meaning
 from labtrack.services.batches import state_of
 
 ROLES = ("technician", "qa", "clinic", "admin")
@@ -440,7 +441,7 @@ class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
     password = _text(1000, required=True, load_only=True)
-    meaning = fields.String(required=True, validate=validate.OneOf(("verified", "approved", "rejected")))
+    meaning = fields.String(required=True, validate=validate.OneOf(tuple(m.value for m in Meaning)))
 
 
 class SignedSchema(Schema):

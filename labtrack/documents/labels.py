@@ -1,9 +1,9 @@
-"""Container labels, 4 × 2 inches (SPEC §8; 21 CFR 1271.90 "FOR AUTOLOGOUS USE ONLY").
+"""Container labels, 4 × 2 inches (requirements §8; 21 CFR 1271.90 "FOR AUTOLOGOUS USE ONLY").
 
 The DIN is printed eye-readable with its check character boxed, as a Code 128 of
 the ISBT 128 DIN data structure (``=`` + DIN + flags ``00``) and as a DataMatrix of
 the same data. ppf-datamatrix draws the DataMatrix: reportlab's own encoder gets
-``=`` wrong (SPEC §8, measured).
+``=`` wrong (requirements §8, measured).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The batch record (SPEC §8): everything QA sees, on paper, for an inspector.
+"""The batch record (requirements §8): everything QA sees, on paper, for an inspector.
 
 Every signature prints its manifestation (R-SIG-2); corrected entries are marked
 with the original value (R-COR-1); the chain verification result and the latest

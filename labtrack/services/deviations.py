@@ -25,11 +25,14 @@ def open_on(
     *,
     occurred_at: datetime | None = None,
     qc_result_id: int | None = None,
+    lookback_id: int | None = None,
 ) -> Deviation:
     """Open a deviation inside the current unit of work; the batch is held unless already administered."""
     data: dict[str, object] = {"kind": kind, "description": description}
     if qc_result_id is not None:
         data["qc_result_id"] = qc_result_id
+    if lookback_id is not None:
+        data["lookback_id"] = lookback_id
     event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
     deviation = Deviation(
         batch=batch,  # the loaded batch, so that showing the deviation does not read it again

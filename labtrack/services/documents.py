@@ -1,4 +1,4 @@
-"""Views for the printed documents: labels (each print an event) and the batch record (SPEC §8)."""
+"""Views for the printed documents: labels (each print an event) and the batch record (requirements §8)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The access matrices: every API operation and every web page, for every role (R-ACC-1..3).
 
-One table per interface is the single source of who may do what (SPEC §2 R-ACC-1..3,
+One table per interface is the single source of who may do what (requirements §2 R-ACC-1..3,
 the "who" column of §3, the page areas of §7). Each row is an operation as routed in
 ``app.url_map``, the outcome expected in each column, and the request sent. Columns:
 anonymous, admin, technician, QA, a user of the batch's own clinic (C1) and a user of
@@ -37,10 +37,13 @@ from functools import cache
 from typing import Any
 
 import pytest
-from sqlalchemy import Table, select
+from PIL import Image
+from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
+from tests.investigation_support import investigated, reaction
+from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
 ABSENT = 987_654  # an id no row has
@@ -82,6 +85,9 @@ class World:
     spec: dict[str, Any]  # the bone-marrow specification in force
     harvest: dict[str, Any]  # harvest data for the batch's patient
     print_id: int = ABSENT  # a label print job of the registered batch (R-ZPL-1)
+    attachment_id: int = ABSENT  # a photo of the administered batch (din["administered"])
+    reaction_id: int = ABSENT  # an adverse reaction on the administered batch
+    lookback_id: int = ABSENT  # a lookback naming the administered batch (C1's only)
 
     def missing(self) -> World:
         """The same references, to resources that do not exist."""
@@ -94,6 +100,9 @@ class World:
             deviation_id=ABSENT,
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
             print_id=ABSENT,
+            attachment_id=ABSENT,
+            reaction_id=ABSENT,
+            lookback_id=ABSENT,
         )
 
 
@@ -220,6 +229,8 @@ REJECTION = {"reason": "no longer needed", "signature": signature("rejected")}
 DIGESTION = in_hand("at_lab", {"step": "digestion"} | LAB_STEPS["digestion"])
 HANDOFF = in_hand("collected", {"to_username": "tech", "seal_id": "SEAL-1", "temperature_c": 6})
 RECEIPT = in_hand("in_transit", {"seal_id": "SEAL-1", "temperature_c": 6, "condition": "intact"})
+REACTION_CLOSING = {"conclusion": "self-limiting", "related_to_product": "no", "signature": signature("reviewed")}
+LOOKBACK_CLOSING = {"conclusion": "patient followed up", "signature": signature("reviewed")}
 
 
 def logger_file(state: str) -> Request:
@@ -235,6 +246,25 @@ def logger_file(state: str) -> Request:
 def print_job(w: World, _user: str | None) -> Call:
     return Call(f"/batches/{w.din['registered']}/label/prints/{w.print_id}")
 
+
+PLAN = {"baseline_window_days": 14, "visits": [{"months": 6, "window_days": 21}]}
+BASELINE_VISIT = {
+    "measured_on": datetime.now(UTC).date().isoformat(),
+    "hair_density_per_cm2": 110,
+    "patient_global_assessment": 0,
+    "investigator_global_assessment": 0,
+    "adverse_reaction": False,
+}
+BASELINE_RESET = {"starts_at": "2026-01-01T00:00:00+00:00", "reason": "new supplier"} | SIGNED_APPROVAL
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 80, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+PHOTO = png()
 
 # fmt: off
 ROWS: tuple[Row, ...] = (
@@ -343,6 +373,49 @@ ROWS: tuple[Row, ...] = (
         mark_read(own_notification)),
     row("POST  /notifications/{notification_id}/read not-own | 401  404~ 404~ 404~ 404~ 404~",
         mark_read(someone_elses_notification)),
+    # follow-up and trends (R-OUT-1..5, R-SPC-1..3): plans by admin and QA, visits and photos by the clinic
+    row("GET   /follow-up-plans                              | 401  200  200  200  200  200",
+        plain("/follow-up-plans")),
+    row("POST  /follow-up-plans/{tissue_source}              | 401  201  403  403  403  403",
+        plain("/follow-up-plans/adipose", PLAN)),
+    row("POST  /follow-up-plans/{tissue_source}/{version}/approve | 401  403  403  200  403  403",
+        plain("/follow-up-plans/bone_marrow/2/approve", SIGNED_APPROVAL)),
+    row("GET   /batches/{din}/follow-ups                     | 401  200  200  200  200  404~",
+        at("administered", "/follow-ups")),
+    row("POST  /batches/{din}/follow-ups/{visit}             | 401  403  403  403  201  404~",
+        at("administered", "/follow-ups/baseline", fixed(BASELINE_VISIT))),
+    row("POST  /batches/{din}/attachments                    | 401  403  403  403  201  404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/attachments", files={"file": (PHOTO, "photo.png")})),
+    row("GET   /batches/{din}/attachments/{attachment_id}    | 401  200  200  200  200  404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/attachments/{w.attachment_id}")),
+    row("GET   /reports/outcomes                             | 401  403  403  200  200  200",
+        plain("/reports/outcomes")),
+    row("GET   /trends/{tissue_source}/{metric}              | 401  403  403  200  403  403",
+        plain("/trends/adipose/viability_pct")),
+    row("POST  /trends/{tissue_source}/{metric}/baseline     | 401  403  403  201  403  403",
+        plain("/trends/adipose/viability_pct/baseline", BASELINE_RESET)),
+    # investigations (R-ADV, R-LBK): QA; clinics report on and read their own, and acknowledge
+    row("POST  /batches/{din}/adverse-reactions              | 401  403  403  201  201  404~",
+        at("administered", "/adverse-reactions", lambda _w, _user: reaction())),
+    row("GET   /adverse-reactions                            | 401  403  403  200  200  200",
+        plain("/adverse-reactions")),
+    row("GET   /adverse-reactions/{reaction_id}              | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}")),
+    row("GET   /adverse-reactions/{reaction_id}/report.pdf   | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/report.pdf")),
+    row("POST  /adverse-reactions/{reaction_id}/close        | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/adverse-reactions/{w.reaction_id}/close", REACTION_CLOSING)),
+    row("POST  /lookbacks                                    | 401  403  403  201  403  403",
+        plain("/lookbacks", {"reason": "calibration drift", "seed": {"kind": "equipment", "value": "CEN-OUT"}})),
+    row("GET   /lookbacks                                    | 401  403  403  200  200  200", plain("/lookbacks")),
+    row("GET   /lookbacks/{lookback_id}                      | 401  403  403  200  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}")),
+    row("POST  /lookbacks/{lookback_id}/acknowledge          | 401  403  403  403  200  404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge")),
+    row("POST  /lookbacks/{lookback_id}/close                | 401  403  403  200  403  403~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/close", LOOKBACK_CLOSING)),
+    row("POST  /reagent-lots/{lot_id}/recall                 | 401  200  403  403  403  403",
+        lambda w, _user: Call(f"/reagent-lots/{w.lot_id}/recall", {"reason": "supplier recall"})),
 )
 # fmt: on
 
@@ -353,6 +426,7 @@ ROWS: tuple[Row, ...] = (
 def build_world(lab: Lab) -> World:
     """C1 batches in the states the rows need."""
     patient_id = lab.patient()["id"]
+    _, reaction_id, lookback_id = investigated(lab, patient_id)
 
     def registered() -> str:
         return lab.ok(lab.post("clinic", "/batches", {"patient_id": patient_id, "tissue_source": "adipose"}))["din"]
@@ -383,6 +457,12 @@ def build_world(lab: Lab) -> World:
     }
     deviation = registered()
     deviation_id = lab.ok(lab.post("tech", f"/batches/{deviation}/deviations", {"description": "seal loose"}))["id"]
+    followed = administered(lab, "MRN-W")
+    photo = lab.client.post(
+        f"/api/v1/batches/{followed}/attachments", data={"file": (io.BytesIO(PHOTO), "p.png")},
+        headers=lab.headers("clinic"), content_type="multipart/form-data",
+    )  # fmt: skip
+    lab.ok(lab.post("admin", "/follow-up-plans/bone_marrow", PLAN))
     din = {
         "registered": registered(),
         "collected": collected(),
@@ -393,6 +473,7 @@ def build_world(lab: Lab) -> World:
         "deviation": deviation,
         "reject": registered(),
         "leg_open": in_transit(),  # for temperature uploads only: its leg stays unreceived
+        "administered": followed,
     }
     return World(
         clinic="C1",
@@ -410,6 +491,9 @@ def build_world(lab: Lab) -> World:
         ),
         harvest=lab.harvest_data(),
         print_id=a_print_job(lab, din["registered"]),
+        attachment_id=lab.ok(photo)["id"],
+        reaction_id=reaction_id,
+        lookback_id=lookback_id,
     )
 
 
@@ -458,8 +542,11 @@ def notify_everyone(lab: Lab) -> dict[str, int]:
 def every_row_query(ignored: frozenset[str]) -> str:
     """One statement reading every row of every table as text (one round trip, in SQLite and PostgreSQL)."""
 
+    def value(column: Column) -> str:  # bytes as their length: a photo's content never changes (append-only)
+        return f'length("{column.name}")' if isinstance(column.type, LargeBinary) else f'"{column.name}"'
+
     def as_text(table: Table) -> str:
-        columns = " || '|' || ".join(f"COALESCE(CAST(\"{c.name}\" AS TEXT), '-')" for c in table.columns)
+        columns = " || '|' || ".join(f"COALESCE(CAST({value(c)} AS TEXT), '-')" for c in table.columns)
         return f"SELECT '{table.name}', {columns} FROM \"{table.name}\""
 
     return " UNION ALL ".join(as_text(t) for name, t in sorted(Base.metadata.tables.items()) if name not in ignored)
@@ -652,7 +739,7 @@ def test_r_acc_3_technician_and_qa_reach_exactly_their_operations(lab):
     assert_matrix(Api(lab), ROWS, ("tech", "qa"))
 
 
-# --- the web pages (SPEC §7): the same roles over the same services -------------------------------
+# --- the web pages (requirements §7): the same roles over the same services -------------------------------
 
 CSRF_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 STATIC_ENDPOINTS = frozenset({"static", "web.static", "swagger_static"})
@@ -757,6 +844,8 @@ SPEC_FORM = {
     "tests.endotoxin_eu_per_ml.max_eu_per_kg": "5",
 }
 
+VISIT_FORM = {"action": "record", "form_id": "visit"} | form_of(BASELINE_VISIT | {"adverse_reaction": "no"})
+
 # fmt: off
 WEB_ROWS: tuple[Row, ...] = (
     #    method path    (case)               | anon  adm   tech  qa    C1    C2
@@ -829,9 +918,35 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/audit-export")),
     # lists as CSV (R-EXP-1), with the list's access rules: another clinic's user gets only their own
     row("GET   /exports/{name}.csv           | login 200   200   200   200   200", plain("/exports/batches.csv")),
+    # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
+    row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
+    row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",
+        at("administered", "/follow-ups/baseline")),
+    row("POST  /batches/{din}/follow-ups/{visit} | login 403 403   403   303   404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/follow-ups/baseline", VISIT_FORM)),
+    row("GET   /batches/{din}/photos/{attachment_id} | login 200 200 200 200   404~",
+        lambda w, _user: Call(f"/batches/{w.din['administered']}/photos/{w.attachment_id}")),
+    row("GET   /qa/trends                    | login 403   403   200   403   403", plain("/qa/trends")),
+    row("POST  /qa/trends                    | login 403   403   303   403   403",
+        form("/qa/trends", "reset", {"tissue_source": "adipose", "metric": "viability_pct",
+                                     "form_id": "reset-adipose-viability_pct"} | form_of(BASELINE_RESET))),
+    row("GET   /qa/trends/{tissue_source}/{metric}.svg | login 403 403 200 403  403",
+        plain("/qa/trends/adipose/viability_pct.svg")),
+    row("GET   /outcomes                     | login 403   403   200   200   200", plain("/outcomes")),
+    row("GET   /outcomes/{chart}.svg         | login 403   403   200   200   200", plain("/outcomes/change.svg")),
     # the API's description is public
     row("GET   /api/openapi.json             | 200   200   200   200   200   200", plain("/api/openapi.json")),
     row("GET   /api/docs                     | 200   200   200   200   200   200", plain("/api/docs")),
+    # operations (R-OPS-1, R-OPS-2): probes for everyone, metrics for loopback (the test client's address)
+    row("GET   /healthz                      | 200   200   200   200   200   200", plain("/healthz")),
+    row("GET   /readyz                       | 200   200   200   200   200   200", plain("/readyz")),
+    row("GET   /metrics                      | 200   200   200   200   200   200", plain("/metrics")),
+    # single sign-on (R-OPS-4): not configured here, so no such pages; the signing password is for SSO sessions
+    row("GET   /login/sso                    | 404   404   404   404   404   404", plain("/login/sso")),
+    row("GET   /login/sso/callback           | 404   404   404   404   404   404", plain("/login/sso/callback")),
+    row("GET   /signing-password             | login 403   403   403   403   403", plain("/signing-password")),
+    row("POST  /signing-password             | login 403   403   403   403   403",
+        lambda _w, _user: Call("/signing-password", {"password": "new-signing-pw", "confirmation": "new-signing-pw"})),
 )
 # fmt: on
 

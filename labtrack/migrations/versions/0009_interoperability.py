@@ -1,7 +1,7 @@
 """interoperability: label print jobs, temperature-logger records (append-only)
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-02 15:40:00
 
 Hand-written (issue 16). ``label_prints`` is operational: one row per request to send a
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0009'
-down_revision = '0005'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
