@@ -357,6 +357,8 @@ ROWS: tuple[Row, ...] = (
         lambda _w, _user: Call("/batches", query={"format": "csv"})),
     row("GET   /deviations ?format=csv                       | 401  403  200  200  403  403",
         lambda _w, _user: Call("/deviations", query={"format": "csv"})),
+    row("GET   /adverse-reactions ?format=csv                | 401  403  403  200  200  200",
+        lambda _w, _user: Call("/adverse-reactions", query={"format": "csv"})),
     # audit trail
     row("GET   /audit/verify                                 | 401  200  403  200  403  403", plain("/audit/verify")),
     row("GET   /audit/checkpoints                            | 401  200  403  200  403  403",
