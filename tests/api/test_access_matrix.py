@@ -616,7 +616,7 @@ class Api:
         if call.files is not None:
             parts = {name: (io.BytesIO(content), filename) for name, (content, filename) in call.files.items()}
             return self.lab.client.open(
-                f"/api/v1{call.path}", method=row.method, data=call.body | parts, headers=headers,
+                f"/api/v1{call.path}", method=row.method, data=(call.body or {}) | parts, headers=headers,
                 content_type="multipart/form-data",
             )  # fmt: skip
         return self.lab.client.open(
