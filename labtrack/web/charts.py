@@ -41,14 +41,12 @@ CONFIG = {
     "disable_xml_declaration": True,
     "style": STYLE,
     "width": 900,
-    "height": 380,
+    "height": 420,
     "legend_at_bottom": True,
     "legend_at_bottom_columns": 3,
     "truncate_label": -1,
-    "show_minor_x_labels": False,
     "x_label_rotation": 0,
     "print_values": False,
-    "margin_bottom": 10,
 }
 
 
@@ -59,11 +57,11 @@ def svg_response(chart: pygal.graph.graph.Graph) -> Response:
 
 
 def render(chart: pygal.graph.graph.Graph) -> bytes:
-    """The chart's SVG without any ``<script>`` element."""
+    """The chart's SVG without any ``<script>`` element (nor pygal's comments, which name its web site)."""
     root = chart.render_tree()
     for parent in list(root.iter()):
         for child in list(parent):
-            if child.tag in (f"{{{SVG_NS}}}script", "script"):
+            if child.tag in (f"{{{SVG_NS}}}script", "script", ElementTree.Comment):
                 parent.remove(child)
     ElementTree.register_namespace("", SVG_NS)
     ElementTree.register_namespace("xlink", "http://www.w3.org/1999/xlink")
@@ -102,7 +100,7 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
     )
     for label, level in limits:
         if level is not None:
-            chart.add(label, [level] * len(points), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"})
+            chart.add(label, [level] * len(points), show_dots=False, stroke_style={"width": 2.5, "dasharray": "8, 4"})
     if not moving_range:
         flagged = [p["value"] if p["flags"] else None for p in points]
         if any(v is not None for v in flagged):

@@ -50,6 +50,14 @@ def visit_words(name: str) -> str:
     return "Baseline (before the harvest)" if name == BASELINE else f"{name[1:]}-month visit"
 
 
+@bp.app_template_filter("measure")
+def measure(value: float | None) -> str:
+    """A measured value for people: thousands grouped (280,000), small ones to four figures (0.5, 88.2)."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
 @bp.app_template_filter("visit_words")
 def _visit_words(name: str) -> str:
     return visit_words(name)
