@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack import demo_history
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.models import Clinic
@@ -199,6 +200,7 @@ def load(database: Database, facility: str) -> str:
                 signature={"password": DEMO_PASSWORD, "meaning": "verified"},
             )
         release.release(session, people["qa"], released, signature={"password": DEMO_PASSWORD, "meaning": "approved"})
-        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 patients, 5 batches (one released)."
+        history = demo_history.load(session, facility, DEMO_PASSWORD)  # a year of follow-up and trends
+        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today and {history} over the past year."
 
     return database.write(work)
