@@ -9,8 +9,6 @@ and nothing else (``SVG_CSP``): an image document cannot run scripts in any case
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from xml.etree import ElementTree
 
 import pygal
@@ -20,6 +18,7 @@ from pygal.style import Style
 from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Rule
 
 SVG_NS = "http://www.w3.org/2000/svg"
+DOTS_UP_TO = 120
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 # Colours chosen for contrast on white; flagged points in the warning red, never green.
 STYLE = Style(
@@ -68,11 +67,6 @@ def render(chart: pygal.graph.graph.Graph) -> bytes:
     return ElementTree.tostring(root, encoding="utf-8")
 
 
-def _sparse_labels(labels: Sequence[str], most: int = 10) -> list[str]:
-    step = max(1, math.ceil(len(labels) / most))
-    return [label if i % step == 0 else "" for i, label in enumerate(labels)]
-
-
 def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.graph.Graph:
     """An I chart (or its MR chart): the values, centre and limits, flagged points marked."""
     metric = document["metric"]
@@ -84,11 +78,16 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
     else:
         values = [p["value"] for p in points]
         title = f"{TITLES[metric]} ({unit})"
-    chart = pygal.Line(title=title, dots_size=3, show_dots=True, **CONFIG)
-    chart.x_labels = _sparse_labels(
-        [p["at"].strftime("%d %b %y") if hasattr(p["at"], "strftime") else str(p["at"]) for p in points]
+    # Dots for each point while they can be told apart; beyond that the line alone, flagged points still dotted.
+    chart = pygal.DateTimeLine(
+        title=title,
+        dots_size=3,
+        show_dots=len(points) <= DOTS_UP_TO,
+        x_value_formatter=lambda moment: moment.strftime("%d %b %Y"),
+        **CONFIG,
     )
-    chart.add("Released batches", values, stroke_style={"width": 1.5})
+    times = [p["at"] for p in points]
+    chart.add("Released batches", list(zip(times, values, strict=True)), stroke_style={"width": 1.5})
     limits = (
         [("Mean moving range", document["mr_bar"]), ("Upper limit", document["mr_ucl"])]
         if moving_range
@@ -99,12 +98,13 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
         ]
     )
     for label, level in limits:
-        if level is not None:
-            chart.add(label, [level] * len(points), show_dots=False, stroke_style={"width": 2.5, "dasharray": "8, 4"})
+        if level is not None and times:
+            ends = [(times[0], level), (times[-1], level)]
+            chart.add(label, ends, show_dots=False, stroke_style={"width": 2.5, "dasharray": "8, 4"})
     if not moving_range:
-        flagged = [p["value"] if p["flags"] else None for p in points]
-        if any(v is not None for v in flagged):
-            chart.add("Flagged (Nelson rules)", flagged, stroke=False, dots_size=7)
+        flagged = [(p["at"], p["value"]) for p in points if p["flags"]]
+        if flagged:
+            chart.add("Flagged (Nelson rules)", flagged, stroke=False, show_dots=True, dots_size=7)
     return chart
 
 

@@ -178,11 +178,10 @@ def trends_page():
         session = read_session()
         sections = []
         for source in TissueSource:
-            panels = []
-            for metric in Metric:
-                document = trends.trend(session, who, source.value, metric.value)
-                flagged = [p for p in document["points"] if p["flags"]]
-                panels.append({"metric": metric, "document": document, "flagged": flagged})
+            panels = [
+                {"metric": metric, "document": document, "flagged": [p for p in document["points"] if p["flags"]]}
+                for metric, document in trends.trends_of(session, who, source.value).items()
+            ]
             sections.append({"source": source.value, "panels": panels})
         return render_template(
             "outcomes/trends.html",
