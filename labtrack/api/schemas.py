@@ -15,6 +15,7 @@ from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
+from labtrack.domain.signatures import Meaning
 from labtrack.services.batches import state_of
 
 ROLES = ("technician", "qa", "clinic", "admin")
@@ -61,7 +62,7 @@ class Text(fields.String):
         printable = Printable(multiline=multiline)
         super().__init__(
             validate=[printable] if validate is None else [printable, validate],
-            metadata={"pattern": printable.pattern},
+            metadata={"pattern": printable.pattern} | kwargs.pop("metadata", {}),
             **kwargs,
         )
 
@@ -264,7 +265,17 @@ class BatchCreateSchema(Schema):
     planned_administration_at = _moment()
 
 
-class BatchQueryArgsSchema(Schema):
+class ExportArgsSchema(Schema):
+    """``?format=csv`` turns a list into a CSV download of every matching row (R-EXP-1)."""
+
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv")),
+        metadata={"description": "csv: every matching row (not one page) as text/csv"},
+    )
+
+
+class BatchQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
@@ -430,7 +441,7 @@ class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
     password = _text(1000, required=True, load_only=True)
-    meaning = fields.String(required=True, validate=validate.OneOf(("verified", "approved", "rejected")))
+    meaning = fields.String(required=True, validate=validate.OneOf(tuple(m.value for m in Meaning)))
 
 
 class SignedSchema(Schema):
@@ -468,7 +479,7 @@ class SpecificationUpdateSchema(Schema):
     tests = Data(required=True)
 
 
-class DeviationQueryArgsSchema(Schema):
+class DeviationQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = Text()
 

@@ -61,6 +61,10 @@ class Action(StrEnum):
     READ_TRENDS = "read_trends"  # SPC charts (R-SPC-1..3)
     RESET_TREND_BASELINE = "reset_trend_baseline"
     APPROVE_FOLLOW_UP_PLAN = "approve_follow_up_plan"
+    REPORT_REACTION = "report_reaction"  # R-ADV-1: the batch's clinic, or QA
+    READ_INVESTIGATIONS = "read_investigations"  # reactions and lookbacks (clinics: their own)
+    INVESTIGATE = "investigate"  # R-ADV-3, R-LBK-1, R-LBK-4: QA opens lookbacks and closes both
+    ACKNOWLEDGE_LOOKBACK = "acknowledge_lookback"  # R-LBK-3: a clinic, for its own batches
 
 
 _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -102,6 +106,9 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.READ_TRENDS,
             Action.RESET_TREND_BASELINE,
             Action.APPROVE_FOLLOW_UP_PLAN,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.INVESTIGATE,
         }
     ),
     Role.CLINIC: frozenset(
@@ -118,6 +125,9 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.READ_RECORD,
             Action.RECORD_FOLLOW_UP,
             Action.READ_OUTCOMES,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.ACKNOWLEDGE_LOOKBACK,
         }
     ),
 }

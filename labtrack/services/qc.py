@@ -12,13 +12,14 @@ from labtrack.clock import utcnow
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import Conflict, CustodyViolation, Forbidden, InvalidTransition, NotFound
+from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import Performer
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, Evaluation, evaluate, parse_value, required_tests
 from labtrack.domain.release import QcView, all_required_verified
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, Deviation, QcResult
-from labtrack.services import batches, deviations, outbox, signatures
+from labtrack.services import batches, deviations, outbox, signatures, uses
 from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
 
@@ -155,6 +156,7 @@ def record(
     if late_entry_reason:
         data["late_entry_reason"] = late_entry_reason.strip()
     event = append_batch_event(session, batch, actor, "qc_recorded", data, occurred_at=occurred_at, recorded_at=now)
+    uses.record(session, event, Activity.QC_ENTRY)
     result = QcResult(
         batch_id=batch.id,
         test=test,
@@ -201,6 +203,7 @@ def verify(session: Session, actor: Actor, din: str, qc_id: int, *, signature: d
         "qc_verified",
         {"qc_result_id": result.id, "test": result.test, "record_seq": result.record_seq, "signature": signed},
     )
+    uses.record(session, event, Activity.QC_VERIFICATION)
     result.verified_by_id = actor.id
     result.verified_at = event.recorded_at
     result.verified_seq = event.seq

@@ -27,7 +27,7 @@ from labtrack.services import auth, notifications
 from labtrack.web import bp
 from labtrack.web.forms import NO_FAILURE, Failure
 
-PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static"})
+PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.sso_start", "web.sso_callback"})
 REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not on every request
 HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
 NAVIGATION = {

@@ -41,6 +41,7 @@ from labtrack.services import auth, outbox, reference
 from tests.api.test_access_matrix import PHOTO
 from tests.conftest import fresh_database, make_app
 from tests.helpers import PASSWORD, USERS, Lab
+from tests.investigation_support import investigated
 from tests.outcome_support import administered
 
 EXAMPLES = int(os.environ.get("LABTRACK_FUZZ_EXAMPLES", "20"))
@@ -79,20 +80,24 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
         headers=lab.headers("clinic"),
         content_type="multipart/form-data",
     )
+    investigated_din, reaction_id, lookback_id = investigated(lab, batch["patient"]["id"])
     outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
     return {
-        "din": [registered, at_lab, awaiting, elsewhere, followed],
+        "din": [registered, at_lab, awaiting, elsewhere, followed, investigated_din],
         "qc_id": qc_ids,
         "deviation_id": [deviation["id"]],
         "lot_id": list(lab.lots.values()),
         "code": ["INC-1", "CEN-1", "CEN-OUT"],
         "username": [name for name in USERS if name != "admin"],  # the admin never locks itself out of the run
         "tissue_source": ["adipose", "bone_marrow"],
+        "leg": [1, 2],  # transport legs (R-TMP-1): the first is received, the second does not exist
         "notification_id": [row[0] for row in lab.sql("SELECT id FROM notifications")],  # some are others'
         "visit": ["baseline", "m3", "m6", "m12"],
         "metric": ["viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml"],
         "version": [1, 2],
         "attachment_id": [lab.ok(photo)["id"]],
+        "reaction_id": [reaction_id],
+        "lookback_id": [lookback_id],
     }
 
 

@@ -1,7 +1,7 @@
 """follow-up plans and visits, photo attachments, trend baselines and flags
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-02 15:45:00
 
 Hand-written (issue 15). Plans are versioned per tissue source and approved by a
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = '0008'
-down_revision = '0005'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
