@@ -552,6 +552,8 @@ class TemperatureLog(Base):
     readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
 
     imported_by: Mapped[User] = relationship(lazy="joined")
+
+
 # --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
 
 VISIT_STATUSES = ("due", "done", "missed")
@@ -672,6 +674,8 @@ class TrendFlag(Base):
     rule: Mapped[str] = mapped_column(String(12))
     value: Mapped[float] = mapped_column(Float)
     flagged_at: Mapped[datetime]
+
+
 # --- Investigations (issue 14): material and operator use, adverse reactions, lookbacks (migration 0007) ---
 
 _USED = ("reagent_lot_id", "equipment_code", "user_id")

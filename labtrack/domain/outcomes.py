@@ -48,6 +48,7 @@ class Summary:
 def summarise(values: Sequence[float]) -> Summary:
     """n, mean, median and the t-based 95 % CI of the mean (no interval below two values)."""
     import numpy as np  # see the module's note
+
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return Summary(0, None, None, None, None)
