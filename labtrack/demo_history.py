@@ -26,7 +26,7 @@ from labtrack.models import Equipment, FollowUpVisit, OutboxMessage, ReagentLot
 from labtrack.services import batches, custody, followups, patients, qc, reference, release, steps
 from labtrack.services.auth import actor_of
 
-DAYS = 365
+DAYS = 420  # a year and two months: the first patients have had their 12-month visit
 SEED = 15
 FORMER_STAFF = (
     ("h.okoro", "Helen Okoro", "technician"),

@@ -19,6 +19,7 @@ from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Rule
 
 SVG_NS = "http://www.w3.org/2000/svg"
 DOTS_UP_TO = 120
+PRODUCTS = {"adipose": "SVF (adipose)", "bone_marrow": "BMAC (bone marrow)"}
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 # Colours chosen for contrast on white; flagged points in the warning red, never green.
 STYLE = Style(
@@ -113,45 +114,48 @@ def rule_words(code: str) -> str:
 
 
 def change_by_visit(report: dict) -> pygal.graph.graph.Graph:
-    """Change from baseline (%) at each visit: one line per batch, and the cohort's mean."""
-    visits = ["baseline"]
+    """Mean change from baseline (%) at each visit per product, with its 95 % confidence interval."""
+    visits: list[str] = []
     for cohort in report["cohorts"]:
-        for summary in cohort["visits"]:
-            if summary["visit"] not in visits:
-                visits.append(summary["visit"])
-    chart = pygal.Line(title="Change in hair density from baseline (%)", **(CONFIG | {"show_legend": True}))
-    chart.x_labels = [v if v == "baseline" else f"{v[1:]} months" for v in visits]
-    for row in report["batches"][:40]:  # beyond 40 lines the cohort means say more
-        by_visit = {v["visit"]: v["change_pct"] for v in row["visits"]}
-        chart.add(None, [0.0] + [by_visit.get(v) for v in visits[1:]], show_dots=False, stroke_style={"width": 1})
+        visits += [s["visit"] for s in cohort["visits"] if s["visit"] not in visits]
+    visits.sort(key=lambda name: int(name[1:]))
+    chart = pygal.Line(title="Change in hair density from baseline (%), mean and 95 % CI", **CONFIG)
+    chart.x_labels = ["baseline"] + [f"{v[1:]} months" for v in visits]
     for cohort in report["cohorts"]:
-        means = {s["visit"]: s["mean"] for s in cohort["visits"]}
-        if means:
-            name = "SVF (adipose)" if cohort["tissue_source"] == "adipose" else "BMAC (bone marrow)"
-            chart.add(
-                f"Mean, {name}", [0.0] + [means.get(v) for v in visits[1:]], dots_size=5, stroke_style={"width": 3}
-            )
+        found = {s["visit"]: s for s in cohort["visits"]}
+        if not found:
+            continue
+        name = PRODUCTS[cohort["tissue_source"]]
+
+        def series(key: str, found: dict = found) -> list[float | None]:
+            return [0.0] + [found[v][key] if v in found else None for v in visits]
+
+        chart.add(f"Mean, {name}", series("mean"), dots_size=5, stroke_style={"width": 3})
+        chart.add(
+            f"95 % CI, {name}", series("ci_low"), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"}
+        )
+        chart.add(None, series("ci_high"), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"})
     return chart
 
 
-def dose_response(report: dict) -> pygal.graph.graph.Graph:
-    """Viable-cell dose against the 6-month change, with each cohort's fitted line."""
+def dose_response(report: dict, tissue_source: str) -> pygal.graph.graph.Graph:
+    """One product's viable-cell dose against the 6-month change, with the fitted line."""
+    name = PRODUCTS[tissue_source]
     chart = pygal.XY(
-        title="Viable-cell dose against the 6-month change",
+        title=f"{name}: viable-cell dose against the 6-month change",
         x_title="Viable cells (millions)",
         y_title="Change at 6 months (%)",
         stroke=False,
         **CONFIG,
     )
     for cohort in report["cohorts"]:
-        points = [(p["viable_cells"] / 1e6, p["change_pct"]) for p in cohort["dose_points"]]
-        if not points:
+        if cohort["tissue_source"] != tissue_source or not cohort["dose_points"]:
             continue
-        name = "SVF (adipose)" if cohort["tissue_source"] == "adipose" else "BMAC (bone marrow)"
-        chart.add(name, points, dots_size=5)
+        points = [(p["viable_cells"] / 1e6, p["change_pct"]) for p in cohort["dose_points"]]
+        chart.add("Patients", points, dots_size=5)
         fit = cohort["dose_response"]
         if fit["slope"] is not None:
             xs = [p[0] for p in points]
             line = [(x, fit["intercept"] + fit["slope"] * x * 1e6) for x in (min(xs), max(xs))]
-            chart.add(f"Fitted line, {name}", line, stroke=True, show_dots=False, stroke_style={"width": 2})
+            chart.add("Fitted line", line, stroke=True, show_dots=False, stroke_style={"width": 2})
     return chart

@@ -226,9 +226,11 @@ def outcomes_page():
 @bp.get("/outcomes/<chart>.svg")
 @roles(Role.QA, Role.CLINIC)
 def outcomes_chart(chart: str):
-    """``change``: change from baseline per visit; ``dose``: viable-cell dose against the 6-month change."""
-    drawers = {"change": charts.change_by_visit, "dose": charts.dose_response}
-    if chart not in drawers:
-        raise NotFound("No such chart.")
+    """``change``: change from baseline per visit; ``dose-<tissue source>``: dose against the 6-month change."""
     report = outcomes.report(read_session(), actor(), **_report_args())
-    return charts.svg_response(drawers[chart](report))
+    if chart == "change":
+        return charts.svg_response(charts.change_by_visit(report))
+    source = chart.removeprefix("dose-")
+    if not chart.startswith("dose-") or source not in SOURCES:
+        raise NotFound("No such chart.")
+    return charts.svg_response(charts.dose_response(report, source))
