@@ -21,6 +21,8 @@ TASK_SWEEP = "labtrack.outbox.sweep"
 TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
 TASK_CUSTODY_WATCH = "labtrack.watch.custody"
 TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
+TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
@@ -30,6 +32,8 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
         TASK_EXPIRY_WATCH: 60.0,
         TASK_CUSTODY_WATCH: 300.0,
         TASK_CHECKPOINT: 600.0,
+        TASK_REACTION_WATCH: 3600.0,
+        TASK_LOOKBACK_WATCH: 300.0,
     }
     return {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()

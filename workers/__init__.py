@@ -9,4 +9,4 @@ from labtrack import create_app
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 
-from workers import tasks  # noqa: E402, F401  (registers the tasks with celery_app)
+from workers import investigations, tasks  # noqa: E402, F401  (registers the tasks with celery_app)
