@@ -55,7 +55,7 @@ def init_app(app: Flask) -> None:
     app.session_interface = TlsAwareSessionInterface()
     csrf.init_app(app)
 
-    from labtrack.web import admin, auth, batch, clinic, pages, qa  # noqa: F401  (routes register on bp)
+    from labtrack.web import admin, auth, batch, clinic, investigations, pages, qa  # noqa: F401  (routes register on bp)
 
     app.register_blueprint(bp)
     app.extensions[HTML_ERROR_PAGE] = _error_page

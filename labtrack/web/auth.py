@@ -32,7 +32,12 @@ REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not
 HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
 NAVIGATION = {
     Role.TECHNICIAN: (("web.bench", "Bench"),),
-    Role.QA: (("web.qa_queue", "Review queue"), ("web.bench", "Bench"), ("web.audit", "Audit")),
+    Role.QA: (
+        ("web.qa_queue", "Review queue"),
+        ("web.investigations", "Investigations"),
+        ("web.bench", "Bench"),
+        ("web.audit", "Audit"),
+    ),
     Role.CLINIC: (("web.board", "Readiness"), ("web.patients_page", "Patients")),
     Role.ADMIN: (
         ("web.admin_users", "Users"),

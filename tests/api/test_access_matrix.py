@@ -40,7 +40,7 @@ from sqlalchemy import Table, select
 
 from labtrack.models import Base, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
-from tests.investigation_support import investigated, reaction
+from tests.investigation_support import investigated, reaction, reaction_form
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
 ABSENT = 987_654  # an id no row has
@@ -789,6 +789,16 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/record.pdf")),
     row("GET   /batches/{din}/audit-export   | login 403   403   200   200   404~",
         at("registered", "/audit-export")),
+    # investigations: QA's page; the clinic reports on its administered batch and acknowledges
+    row("GET   /investigations               | login 403   403   200   403   403", plain("/investigations")),
+    row("POST  /investigations               | login 403   403   303   403   403",
+        form("/investigations", "open_lookback", {"seed.kind": "equipment", "seed.value": "CEN-OUT", "reason": "x"})),
+    row("GET   /batches/{din}/adverse-reaction | login 403 403   200   200   404~",
+        at("administered", "/adverse-reaction")),
+    row("POST  /batches/{din}/adverse-reaction | login 403 403   303   303   404~",
+        at("administered", "/adverse-reaction", lambda _w, _user: reaction_form())),
+    row("POST  /lookbacks/{lookback_id}/acknowledge | login 403 403 403 303 404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge", {"next": "/clinic"})),
     # the API's description is public
     row("GET   /api/openapi.json             | 200   200   200   200   200   200", plain("/api/openapi.json")),
     row("GET   /api/docs                     | 200   200   200   200   200   200", plain("/api/docs")),
