@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app
 from flask_smorest import Blueprint
 
+from labtrack.api import exports
 from labtrack.api.common import actor, authenticate, autocommit_read, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
@@ -29,6 +30,7 @@ from labtrack.api.schemas import (
     StepCreateSchema,
 )
 from labtrack.services import batches, corrections, custody, deviations, qc, release, steps
+from labtrack.services import exports as export_service
 
 blp = Blueprint("batches", __name__, description="Batches from registration through processing.")
 blp.before_request(authenticate)
@@ -48,8 +50,12 @@ def register_batch(body: dict):
 @blp.arguments(BatchQueryArgsSchema, location="query")
 @blp.response(200, BatchPageSchema)
 @refusals(blp, 403)
+@exports.also_csv(blp, BatchPageSchema)
 def list_batches(args: dict):
-    """Batches, newest first, filtered and paginated (clinic users: own clinic)."""
+    """Batches, newest first, filtered and paginated (clinic users: own clinic); `format=csv`: all of them."""
+    if args.pop("format") == "csv":
+        filters = batches.BatchFilter(**{k: v for k, v in args.items() if k not in ("page", "per_page")})
+        return exports.csv_download(lambda s: export_service.batches_csv(s, actor(), filters), "batches")
     filters = batches.BatchFilter(**args)
     items, total = batches.search(read_session(), actor(), filters)
     return {"items": items, "page": filters.page, "per_page": filters.per_page, "total": total}
@@ -129,8 +135,11 @@ def open_deviation(body: dict, din: str):
 @blp.arguments(DeviationQueryArgsSchema, location="query")
 @blp.response(200, DeviationSchema(many=True))
 @refusals(blp, 403)
+@exports.also_csv(blp, DeviationSchema(many=True))
 def list_deviations(args: dict):
-    """Deviations, newest first (QA and technicians)."""
+    """Deviations, newest first (QA and technicians); `format=csv`: as a spreadsheet."""
+    if args.pop("format") == "csv":
+        return exports.csv_download(lambda s: export_service.deviations_csv(s, actor(), **args), "deviations")
     return deviations.search(read_session(), actor(), **args)
 
 

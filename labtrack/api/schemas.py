@@ -62,7 +62,7 @@ class Text(fields.String):
         printable = Printable(multiline=multiline)
         super().__init__(
             validate=[printable] if validate is None else [printable, validate],
-            metadata={"pattern": printable.pattern},
+            metadata={"pattern": printable.pattern} | kwargs.pop("metadata", {}),
             **kwargs,
         )
 
@@ -265,7 +265,17 @@ class BatchCreateSchema(Schema):
     planned_administration_at = _moment()
 
 
-class BatchQueryArgsSchema(Schema):
+class ExportArgsSchema(Schema):
+    """``?format=csv`` turns a list into a CSV download of every matching row (R-EXP-1)."""
+
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv")),
+        metadata={"description": "csv: every matching row (not one page) as text/csv"},
+    )
+
+
+class BatchQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
@@ -469,7 +479,7 @@ class SpecificationUpdateSchema(Schema):
     tests = Data(required=True)
 
 
-class DeviationQueryArgsSchema(Schema):
+class DeviationQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = Text()
 

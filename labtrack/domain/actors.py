@@ -56,6 +56,11 @@ class Action(StrEnum):
     PRINT_LABEL = "print_label"
     READ_RECORD = "read_record"  # the batch record PDF and the audit export
     AUDIT = "audit"
+    RECORD_FOLLOW_UP = "record_follow_up"  # follow-up visits and their photos (R-OUT-2, R-OUT-3)
+    READ_OUTCOMES = "read_outcomes"  # the outcomes report (R-OUT-5; a clinic: its own patients)
+    READ_TRENDS = "read_trends"  # SPC charts (R-SPC-1..3)
+    RESET_TREND_BASELINE = "reset_trend_baseline"
+    APPROVE_FOLLOW_UP_PLAN = "approve_follow_up_plan"
     REPORT_REACTION = "report_reaction"  # R-ADV-1: the batch's clinic, or QA
     READ_INVESTIGATIONS = "read_investigations"  # reactions and lookbacks (clinics: their own)
     INVESTIGATE = "investigate"  # R-ADV-3, R-LBK-1, R-LBK-4: QA opens lookbacks and closes both
@@ -97,6 +102,10 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.PRINT_LABEL,
             Action.READ_RECORD,
             Action.AUDIT,
+            Action.READ_OUTCOMES,
+            Action.READ_TRENDS,
+            Action.RESET_TREND_BASELINE,
+            Action.APPROVE_FOLLOW_UP_PLAN,
             Action.REPORT_REACTION,
             Action.READ_INVESTIGATIONS,
             Action.INVESTIGATE,
@@ -114,6 +123,8 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CORRECT,
             Action.PRINT_LABEL,
             Action.READ_RECORD,
+            Action.RECORD_FOLLOW_UP,
+            Action.READ_OUTCOMES,
             Action.REPORT_REACTION,
             Action.READ_INVESTIGATIONS,
             Action.ACKNOWLEDGE_LOOKBACK,

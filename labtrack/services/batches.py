@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, lazyload
@@ -159,6 +159,20 @@ class BatchFilter:
 
 def search(session: Session, actor: Actor, filters: BatchFilter) -> tuple[list[Batch], int]:
     """Batches the actor may see, newest first, with the total for pagination."""
+    query = filtered(actor, filters)
+    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    rows = (
+        session.execute(
+            query.order_by(Batch.id.desc()).offset((filters.page - 1) * filters.per_page).limit(filters.per_page)
+        )
+        .unique()
+        .scalars()
+    )
+    return list(rows), total
+
+
+def filtered(actor: Actor, filters: BatchFilter) -> Select:
+    """The batches the actor may see that match ``filters``, unordered (lists and exports page it)."""
     require(actor, Action.READ_BATCH)
     query = select(Batch)
     if actor.role == Role.CLINIC:
@@ -171,15 +185,7 @@ def search(session: Session, actor: Actor, filters: BatchFilter) -> tuple[list[B
         query = query.where(Batch.tissue_source == filters.tissue_source)
     if filters.held is not None:
         query = query.where(Batch.held.is_(filters.held))
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = (
-        session.execute(
-            query.order_by(Batch.id.desc()).offset((filters.page - 1) * filters.per_page).limit(filters.per_page)
-        )
-        .unique()
-        .scalars()
-    )
-    return list(rows), total
+    return query
 
 
 def lab_custody(batch: Batch) -> bool:

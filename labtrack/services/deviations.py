@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -73,8 +73,14 @@ def for_batch(session: Session, batch_id: int) -> list[Deviation]:
 
 
 def search(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> list[Deviation]:
+    query = filtered(session, actor, status=status, din=din).order_by(Deviation.id.desc())
+    return list(session.execute(query).unique().scalars())
+
+
+def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
+    """The deviations the actor may list that match, unordered (lists and exports page it)."""
     require(actor, Action.LIST_DEVIATIONS)
-    query = select(Deviation).order_by(Deviation.id.desc())
+    query = select(Deviation)
     if actor.role == Role.CLINIC:
         query = query.join(Batch).where(Batch.clinic_id == actor.clinic_id)
     if status:
@@ -82,4 +88,4 @@ def search(session: Session, actor: Actor, *, status: str | None = None, din: st
     if din:
         batch = batches.get(session, actor, din)
         query = query.where(Deviation.batch_id == batch.id)
-    return list(session.execute(query).unique().scalars())
+    return query

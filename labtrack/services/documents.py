@@ -1,4 +1,4 @@
-"""Views for the printed documents: labels (each print an event) and the batch record (SPEC §8)."""
+"""Views for the printed documents: labels (each print an event) and the batch record (requirements §8)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from labtrack.domain.lifecycle import Status
 from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch
-from labtrack.services import batches, deviations, qc
+from labtrack.services import batches, deviations, qc, temperatures
 from labtrack.services.streams import append_batch_event
 
 TISSUE_WORDS = {"adipose": "Adipose lipoaspirate", "bone_marrow": "Bone marrow aspirate"}
@@ -30,9 +30,20 @@ def _local(moment: Any, zone: str) -> str:
     return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z") if moment else "—"
 
 
-def print_label(session: Session, actor: Actor, din: str, *, kind: str, facility: str, zone: str) -> LabelView:
-    """A product label only for a released batch; a collection label until then. Each print is an event."""
+def print_label(
+    session: Session, actor: Actor, din: str, *, kind: str, facility: str, zone: str, format: str = "pdf"
+) -> LabelView:
+    """A product label only for a released batch; a collection label until then. Each print is an event
+    (a ZPL download too: whoever downloads it sends it to a printer)."""
     batch = batches.get(session, actor, din, for_update=True)
+    view = label_view(batch, actor, kind=kind, facility=facility, zone=zone)
+    data = {"kind": kind} | ({} if format == "pdf" else {"format": format})
+    append_batch_event(session, batch, actor, "label_printed", data)
+    return view
+
+
+def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: str) -> LabelView:
+    """What a label of ``kind`` shows, if ``actor`` may print it now (R-ZPL-1 prints the same view as ZPL)."""
     require(actor, Action.PRINT_LABEL, batch.clinic_id, what="batch")
     status = Status(batch.status)
     if kind == "product" and status not in READY_STATUSES:
@@ -43,7 +54,6 @@ def print_label(session: Session, actor: Actor, din: str, *, kind: str, facility
         )
     if kind == "collection" and status not in (Status.REGISTERED, Status.COLLECTED):
         raise InvalidTransition("A collection label is printed before the batch leaves the clinic.", allowed=[])
-    append_batch_event(session, batch, actor, "label_printed", {"kind": kind})
     code = Din(batch.din)
     low, high = transport_range(batch.specification.body)
     patient = batch.patient
@@ -172,6 +182,7 @@ def record_view(session: Session, actor: Actor, din: str, *, zone: str) -> Recor
         signatures=signatures,
         verification=verification,
         checkpoint=checkpoint_rows,
+        temperatures=temperatures.leg_views(session, batch),
         generated=f"{iso_utc(utcnow())} by {actor.full_name} ({actor.username})",
     )
 

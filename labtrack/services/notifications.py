@@ -1,4 +1,4 @@
-"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (SPEC §6).
+"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (requirements §6).
 
 Routing, per topic (``ROUTES``):
 
@@ -13,6 +13,9 @@ batch.expired          the batch's clinic users, QA    yes
 deviation.opened       QA, the batch's clinic users    yes (the batch is held)
 sterility.positive     QA, the batch's clinic users    yes (urgent, R-QC-5)
 identity.mismatch      QA                              no (lab near-miss review)
+follow_up.due          the batch's clinic users        yes (R-OUT-4)
+follow_up.missed       the batch's clinic users, QA    yes (R-OUT-4)
+trend.flag             QA                              no (R-SPC-2 trend alert)
 lookback.opened        the clinic's users (its DINs)   yes (R-LBK-2)
 lookback.reminder      the clinic's users (its DINs)   yes (R-LBK-3, after 24 h)
 any other topic        QA                              no
@@ -69,6 +72,9 @@ ROUTES: dict[str, Route] = {
     "deviation.opened": Route(clinic=True, qa=True),
     "sterility.positive": Route(clinic=True, qa=True, urgent=True),
     "identity.mismatch": Route(clinic=False, qa=True),
+    "follow_up.due": Route(clinic=True, qa=False),
+    "follow_up.missed": Route(clinic=True, qa=True),
+    "trend.flag": Route(clinic=False, qa=True),
     "lookback.opened": Route(clinic=True, qa=False),
     "lookback.reminder": Route(clinic=True, qa=False),
 }
@@ -104,6 +110,16 @@ def describe(topic: str, payload: dict) -> str:
             )
         case "sterility.positive":
             return f"URGENT: sterility culture positive for batch {din} (status {payload.get('status')})."
+        case "follow_up.due":
+            return f"Follow-up visit {payload.get('visit')} for batch {din} is due on {payload.get('due_on')} " + (
+                f"(window {payload.get('window_from')} to {payload.get('window_to')})."
+            )
+        case "follow_up.missed":
+            return f"Follow-up visit {payload.get('visit')} for batch {din} was missed: its window closed unrecorded."
+        case "trend.flag":
+            measured = f"{payload.get('metric')} {payload.get('value'):g} {payload.get('unit')}"
+            rules = ", ".join(payload.get("rules") or [])
+            return f"Trend alert on batch {din}: {measured} trips {rules} (a trend alert, not a deviation)."
         case "identity.mismatch":
             return f"Identity mismatch refused on batch {din} ({payload.get('action')}, by {payload.get('actor')})."
         case _ if topic.startswith(("adverse_reaction.", "lookback.")):

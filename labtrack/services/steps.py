@@ -19,7 +19,7 @@ from labtrack.domain.materials import Equipment as EquipmentView
 from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials, equipment_usable, lot_usable
 from labtrack.domain.process import Performer, StepDefinition, validate_step_data
 from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
-from labtrack.services import batches, identity, uses
+from labtrack.services import batches, followups, identity, uses
 from labtrack.services.streams import append_batch_event
 
 
@@ -150,4 +150,6 @@ def log_step(
         batch.expires_at = timing.expiry(clean["ended_at"], stability)
     event = append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
     uses.record(session, event, Activity.STEP, lot_ids=[x.id for x in lots], equipment_codes=[i.code for i in items])
+    if step == "administration":  # R-OUT-2: administration schedules the follow-up visits
+        followups.schedule(session, batch, actor, occurred_at)
     return event

@@ -41,7 +41,7 @@ from labtrack.domain.qc import NUMERIC_TESTS, STERILITY, STERILITY_PENDING, TEXT
 from labtrack.domain.release import READY_STATUSES
 from labtrack.models import Batch, Equipment, QcResult, ReagentLot, User
 from labtrack.services import batches, custody, deviations, documents, qc, release, steps
-from labtrack.web import bp
+from labtrack.web import bp, interop
 from labtrack.web.auth import actor
 from labtrack.web.forms import given, in_hand, load, number, respond, step_data
 
@@ -292,6 +292,8 @@ ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Response]] = {
     "dispose": _dispose,
     "deviation": _open_deviation,
     "label": _label,
+    "temperatures": interop.upload_temperatures,
+    "print_label": interop.send_label,
 }
 
 
