@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack import demo_investigations
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Actor
@@ -65,6 +66,7 @@ def load(database: Database, facility: str) -> str:
         demo = DemoLab.open(session, facility)
         demo.add_materials()
         demo.add_batches()
+        demo_investigations.add(demo)
         return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 patients, 5 batches (one released)."
 
     return database.write(work)
