@@ -34,6 +34,7 @@ NAVIGATION = {
     Role.TECHNICIAN: (("web.bench", "Bench"),),
     Role.QA: (
         ("web.qa_queue", "Review queue"),
+        ("web.investigations", "Investigations"),
         ("web.bench", "Bench"),
         ("web.trends_page", "Trends"),
         ("web.outcomes_page", "Outcomes"),

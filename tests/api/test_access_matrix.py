@@ -42,7 +42,7 @@ from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
-from tests.investigation_support import investigated, reaction
+from tests.investigation_support import investigated, reaction, reaction_form
 from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
@@ -920,6 +920,16 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/audit-export")),
     # lists as CSV (R-EXP-1), with the list's access rules: another clinic's user gets only their own
     row("GET   /exports/{name}.csv           | login 200   200   200   200   200", plain("/exports/batches.csv")),
+    # investigations: QA's page; the clinic reports on its administered batch and acknowledges
+    row("GET   /investigations               | login 403   403   200   403   403", plain("/investigations")),
+    row("POST  /investigations               | login 403   403   303   403   403",
+        form("/investigations", "open_lookback", {"seed.kind": "equipment", "seed.value": "CEN-OUT", "reason": "x"})),
+    row("GET   /batches/{din}/adverse-reaction | login 403 403   200   200   404~",
+        at("administered", "/adverse-reaction")),
+    row("POST  /batches/{din}/adverse-reaction | login 403 403   303   303   404~",
+        at("administered", "/adverse-reaction", lambda _w, _user: reaction_form())),
+    row("POST  /lookbacks/{lookback_id}/acknowledge | login 403 403 403 303 404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge", {"next": "/clinic"})),
     # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
     row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
     row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",
