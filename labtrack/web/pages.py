@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
+from labtrack import glossary
 from labtrack.api.common import database, read_session
 from labtrack.audit import chains
 from labtrack.clock import utcnow
@@ -20,35 +22,19 @@ from labtrack.web import bp
 from labtrack.web.auth import actor, roles
 from labtrack.web.forms import NO_FAILURE, Failure, number, respond, zone
 
-LABELS = {
-    "patient_mrn": "Patient MRN",
-    "patient_birth_date": "Patient birth date",
-    "weight_kg": "Patient weight",
-    "volume_ml": "Volume",
-    "started_at": "Started",
-    "ended_at": "Ended",
-    "duration_min": "Duration",
-    "temperature_c": "Temperature",
-    "g_force": "Centrifugal force",
-    "final_volume_ml": "Final volume",
-    "injection_sites": "Injection sites",
-    "tnc_total": "Total nucleated cells",
-    "viability_pct": "Viability",
-    "cd34_pct": "CD34+",
-    "endotoxin_eu_per_ml": "Endotoxin",
-    "sterility_culture": "Sterility culture",
-    "gram_stain": "Gram stain",
-    "site": "Site",
-    "anticoagulant": "Anticoagulant",
-    "physician": "Physician",
-}
+# The glossary's words, units and DIN display, for every template (R-WEB wording: codes stay in the API).
+bp.app_template_filter("words")(glossary.words)
+bp.app_template_filter("quantity")(glossary.quantity)
+bp.app_template_filter("limit")(glossary.limit)
+bp.app_template_filter("sentence")(glossary.sentence)
 
 
-@bp.app_template_filter("words")
-def words(value: Any) -> str:
-    """``awaiting_release`` as "awaiting release"; known field names by their label."""
-    text = str(value)
-    return LABELS.get(text, text.replace("_", " "))
+@bp.app_template_filter("din")
+def din_html(din: str) -> Markup:
+    """A DIN one way everywhere: spaced, its check character boxed."""
+    body, check = glossary.din_parts(din)
+    boxed = Markup('<span class="check" title="check character">%s</span>') % check if check else ""
+    return Markup('<span class="din">%s %s</span>') % (body, boxed)
 
 
 @bp.app_template_filter("local")
@@ -71,9 +57,8 @@ def iso(moment: datetime | None) -> str:
 
 @bp.app_template_filter("blocker")
 def blocker(found: dict[str, str]) -> str:
-    """A blocker's sentence, with the test it names in words (``qc_missing:tnc_total``)."""
-    _kind, _, subject = found["code"].partition(":")
-    return found["detail"].replace(subject, words(subject)) if subject in LABELS else found["detail"]
+    """A blocker's sentence, with the codes it names in words (``qc_missing:tnc_total``)."""
+    return glossary.sentence(found["detail"])
 
 
 @bp.app_template_filter("countdown")
@@ -107,7 +92,7 @@ def zone_name() -> str:
 @bp.app_template_filter("zip_words")
 def zip_words(values: Any) -> list[tuple[str, str]]:
     """Choices for a select: each value with its words."""
-    return [(str(v), words(v)) for v in values]
+    return [(str(v), glossary.words(v)) for v in values]
 
 
 @bp.app_template_filter("lot_options")
