@@ -190,7 +190,9 @@ def test_keyboard_journeys_receipt_to_release_to_administration(people, lab):
     clinic.submit(bedside.get_by_role("button", name="Record administration"), "administered")
     expect(clinic.page.locator(".batch-head")).to_have_attribute("data-status", "administered")
     clinics = _record("clinic: dispatched to administered", clinic)
-    assert technicians and quality and clinics
+    assert technicians
+    assert quality
+    assert clinics
 
 
 def _enter_qc(tech: Keyboard, din: str) -> None:

@@ -44,7 +44,8 @@ def test_codes_read_as_words_and_compound_codes_too():
     assert words("viability_pct") == "Viability"
     assert words("qc_missing:tnc_total") == "QC result missing: Total nucleated cells"
     assert words("no_organisms_seen") == "no organisms seen"
-    assert is_code("qc_out_of_spec") and not is_code("released")
+    assert is_code("qc_out_of_spec")
+    assert not is_code("released")
 
 
 def test_numbers_carry_units_and_sensible_precision():
@@ -68,5 +69,6 @@ def test_messages_become_sentences():
 
 def test_a_din_is_shown_spaced_with_its_check_character_apart():
     body, check = din_parts("A999926000001")
-    assert body == "A9999 26 000001" and len(check) == 1
+    assert body == "A9999 26 000001"
+    assert len(check) == 1
     assert din_parts("not a din") == ("not a din", "")
