@@ -322,7 +322,8 @@ def sentence(message: str) -> str:
             who = "QA" if role == "QA" else f"The {role} role"
             return replacement.format(role=who, action=action) + " Ask someone whose role allows it."
         return replacement
-    return " ".join(_part_in_words(part) for part in text.split(" "))
+    said = " ".join(_part_in_words(part) for part in text.split(" "))
+    return said[:1].upper() + said[1:]
 
 
 def _part_in_words(part: str) -> str:

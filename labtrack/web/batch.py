@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from labtrack import glossary
 from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     DeviationCreateSchema,
@@ -43,7 +44,7 @@ from labtrack.models import Batch, Equipment, QcResult, ReagentLot, User
 from labtrack.services import batches, custody, deviations, documents, qc, release, steps
 from labtrack.web import bp
 from labtrack.web.auth import actor
-from labtrack.web.forms import given, in_hand, load, number, respond, step_data
+from labtrack.web.forms import Outcome, given, in_hand, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 # Who takes an action the viewer cannot: said in words on the card.
@@ -219,10 +220,21 @@ def _handoff(who: Actor, din: str, form: MultiDict) -> str:
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
 
-def _receipt(who: Actor, din: str, form: MultiDict) -> str:
+def _with_deviations(session: Session, event: Any) -> list[str]:
+    return [glossary.sentence(d.description) for d in deviations.opened_after(session, event.batch_id, event.seq)]
+
+
+def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
     body = load(ReceiptCreateSchema(), in_hand(form) | given(form, "seal_id", "temperature_c", "condition"))
-    database().write(lambda s: custody.receipt(s, who, din, **body))
-    return "Receipt recorded: you are the custodian."
+
+    def receive(s: Session) -> list[str]:
+        return _with_deviations(s, custody.receipt(s, who, din, **body))
+
+    opened = database().write(receive)
+    if opened:
+        found = " ".join(opened)
+        return Outcome(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
+    return Outcome("Receipt recorded: you are the custodian.")
 
 
 def _qc(who: Actor, din: str, form: MultiDict) -> str:
@@ -281,7 +293,7 @@ def _label(who: Actor, din: str, form: MultiDict) -> Response:
     return _pdf(render_label(view), f"label-{view.din}-{view.kind}.pdf")
 
 
-ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Response]] = {
+ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] = {
     "step": _step,
     "handoff": _handoff,
     "receipt": _receipt,

@@ -11,16 +11,19 @@ from werkzeug.datastructures import MultiDict
 
 from labtrack import glossary
 from labtrack.api.common import database, read_session
+from labtrack.api.schemas import BatchQueryArgsSchema
 from labtrack.audit import chains
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.hashing import iso_utc
-from labtrack.services import batches, notifications
+from labtrack.domain.lifecycle import Status
+from labtrack.domain.process import PROCESSES, TissueSource
+from labtrack.services import batches, notifications, paging
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import NO_FAILURE, Failure, number, respond, zone
+from labtrack.web.forms import NO_FAILURE, Failure, given, load, number, respond, zone
 
 # The glossary's words, units and DIN display, for every template (R-WEB wording: codes stay in the API).
 bp.app_template_filter("words")(glossary.words)
@@ -35,6 +38,24 @@ def din_html(din: str) -> Markup:
     body, check = glossary.din_parts(din)
     boxed = Markup('<span class="check" title="check character">%s</span>') % check if check else ""
     return Markup('<span class="din">%s %s</span>') % (body, boxed)
+
+
+GOOD_NEWS = frozenset({Status.RELEASED, Status.DISPATCHED, Status.DELIVERED, Status.ADMINISTERED})
+BAD_NEWS = frozenset({Status.REJECTED, Status.EXPIRED, Status.DISCARDED})
+
+
+@bp.app_template_filter("tone")
+def tone(status: str) -> str:
+    """A status's colour class: green only for good news, red for bad, neutral for the way between."""
+    if status in GOOD_NEWS:
+        return "good"
+    return "bad" if status in BAD_NEWS else "neutral"
+
+
+@bp.app_template_filter("product_words")
+def product_words(tissue_source: str) -> str:
+    """``adipose`` as "SVF (adipose tissue)": the product people name, with its source."""
+    return f"{PROCESSES[TissueSource(tissue_source)].product} ({glossary.words(tissue_source)})"
 
 
 @bp.app_template_filter("local")
@@ -123,22 +144,39 @@ def at_path(body: dict[str, Any], path: str) -> Any:
     return "" if body == {} else body
 
 
+BENCH_FILTERS = ("status", "tissue_source", "clinic", "waiting_for_me", "patient")
+
+
 @bp.get("/bench")
 @roles(Role.TECHNICIAN, Role.QA)
 def bench():
-    """The scan box: any R-DIN-3 form a scanner types, then Enter, opens the batch card."""
+    """The scan box (any R-DIN-3 form a scanner types, then Enter, opens the batch card), and the
+    batches, filtered (status, product, clinic, waiting for me, patient) and paged by keyset."""
+    session, who = read_session(), actor()
     failure = NO_FAILURE
     raw = request.args.get("din")
     if raw is not None:
         try:
             din = parse_din(raw)
-            batches.get(read_session(), actor(), din.value)
+            batches.get(session, who, din.value)
         except DomainError as error:
             failure = Failure.of(error, "scan", field="din")
         else:
             return redirect(url_for("web.card", din=din.value))
-    recent, _total = batches.search(read_session(), actor(), batches.BatchFilter(per_page=20))
-    return render_template("bench.html", failure=failure, recent=recent), failure.status
+    chosen = {name: request.args[name].strip() for name in BENCH_FILTERS if request.args.get(name, "").strip()}
+    listed = paging.Page([], None)
+    try:
+        listed = batches.listing(session, who, load(BatchQueryArgsSchema(), chosen | given(request.args, "after")))
+    except DomainError as error:
+        failure = Failure.of(error, "filter")
+    return render_template(
+        "bench.html",
+        failure=failure,
+        listed=listed,
+        chosen=chosen,
+        statuses=[s.value for s in Status],
+        tissues=[t.value for t in TissueSource],
+    ), failure.status
 
 
 @bp.route("/notifications", methods=["GET", "POST"])
@@ -154,7 +192,9 @@ def notifications_page():
     return respond(
         {"read": mark_read},
         lambda failure: render_template(
-            "notifications.html", items=notifications.for_user(read_session(), who), failure=failure
+            "notifications.html",
+            listed=notifications.for_user(read_session(), who, after=request.args.get("after") or None),
+            failure=failure,
         ),
     )
 

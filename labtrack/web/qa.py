@@ -17,12 +17,12 @@ QUEUE_SIZE = 100
 @roles(Role.QA)
 def qa_queue():
     session, who = read_session(), actor()
-    awaiting, _ = batches.search(session, who, batches.BatchFilter(status="awaiting_release", per_page=QUEUE_SIZE))
-    held, _ = batches.search(session, who, batches.BatchFilter(held=True, per_page=QUEUE_SIZE))
+    awaiting = batches.search(session, who, batches.BatchFilter(status="awaiting_release"), limit=QUEUE_SIZE).items
+    held = batches.search(session, who, batches.BatchFilter(held=True), limit=QUEUE_SIZE).items
     return render_template(
         "qa.html",
         awaiting=awaiting,
         held=held,
-        open_deviations=deviations.search(session, who, status="open"),
+        open_deviations=deviations.search(session, who, status="open", limit=QUEUE_SIZE).items,
         mismatches=identity.recent_mismatches(session, who),
     )

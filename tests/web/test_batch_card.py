@@ -87,7 +87,7 @@ def test_step_data_out_of_range_is_refused_with_the_rule_message_beside_the_fiel
     }
     response = sign_in("tech").submit(f"/batches/{din}", form)
     assert response.status_code == 422
-    assert html.unescape(error_beside(response.text, "step:digestion", "data.temperature_c")) == "must be at most 42 °C"
+    assert html.unescape(error_beside(response.text, "step:digestion", "data.temperature_c")) == "Must be at most 42 °C"
     assert 'value="50"' in response.text  # what was typed is shown again
     assert lab.sql("SELECT status FROM batches")[0][0] == "received"
 
@@ -123,7 +123,7 @@ def test_r_coi_1_every_in_hand_form_asks_for_the_scanned_din(lab, sign_in):
         f"/batches/{din}", {"action": "qc", "form_id": "qc:viability_pct"} | {"test": "viability_pct", "value": "88"}
     )
     assert response.status_code == 422
-    assert error_beside(response.text, "qc:viability_pct", "scanned_din") == "Missing data for required field."
+    assert error_beside(response.text, "qc:viability_pct", "scanned_din") == "This is required."
 
 
 def test_r_sig_1_wrong_password_in_the_signature_dialog_is_refused_and_recorded(lab, sign_in):
@@ -229,7 +229,7 @@ def test_r_acc_2_admin_sees_no_batch_action_and_is_refused_one(lab, sign_in):
     }
     response = admin.submit(f"/batches/{din}", form)
     assert response.status_code == 403
-    assert "may not log lab step" in response.text
+    assert "The administrator role may not record lab steps." in response.text
 
 
 @pytest.mark.parametrize(
