@@ -164,9 +164,7 @@ def step_data(step: StepDefinition, form: MultiDict) -> dict[str, Any]:
     return data
 
 
-def respond(
-    actions: dict[str, Callable[[MultiDict], str | Outcome | Response]], render: Callable[[Failure], str]
-):
+def respond(actions: dict[str, Callable[[MultiDict], str | Outcome | Response]], render: Callable[[Failure], str]):
     """Post, then redirect, then get: a form names its ``action``; success flashes and redirects back,
     a refusal renders the page again with the rule's messages beside the fields (status of the refusal)."""
     failure = NO_FAILURE
