@@ -22,14 +22,16 @@ from labtrack.api.schemas import (
     EventSchema,
     HandoffCreateSchema,
     QcCreateSchema,
+    QcPanelCreateSchema,
     QcResultSchema,
+    QcVerifyManySchema,
     ReadinessSchema,
     ReceiptCreateSchema,
     RejectCreateSchema,
     SignedSchema,
     StepCreateSchema,
 )
-from labtrack.services import batches, corrections, custody, deviations, qc, release, steps
+from labtrack.services import batches, corrections, custody, decisions, deviations, qc, release, steps
 
 blp = Blueprint("batches", __name__, description="Batches from registration through processing.")
 blp.before_request(authenticate)
@@ -63,6 +65,7 @@ def get_batch(din: str):
     batch = batches.get(session, actor(), din)
     batch.deviations = deviations.for_batch(session, batch.id)
     batch.qc = qc.results(session, batch)
+    batch.decisions = [d.as_dict() for d in decisions.for_actor(session, actor(), batch)]
     return batch
 
 
@@ -140,6 +143,24 @@ def list_deviations(args: dict):
 def record_qc(body: dict, din: str):
     """Record a QC result with the sample's DIN scanned; evaluated against the batch's spec (R-QC-2)."""
     return write(lambda s: qc.record(s, actor(), din, **body), QcResultSchema())
+
+
+@blp.post("/batches/<string:din>/qc/panel")
+@blp.arguments(QcPanelCreateSchema)
+@blp.response(201, QcResultSchema(many=True))
+@refusals(blp, 403, 404, 409, 413)
+def record_qc_panel(body: dict, din: str):
+    """Record several QC results of one sample after one scan, all or none (R-COI-1, R-QC-2)."""
+    return write(lambda s: qc.record_panel(s, actor(), din, **body), QcResultSchema(many=True))
+
+
+@blp.post("/batches/<string:din>/qc/verify")
+@blp.arguments(QcVerifyManySchema)
+@blp.response(200, QcResultSchema(many=True))
+@refusals(blp, 403, 404, 409, 413)
+def verify_qc_results(body: dict, din: str):
+    """Verify several results with one signature meaning `verified` that lists each (R-QC-3, R-SIG-1, R-SIG-3)."""
+    return write(lambda s: qc.verify_many(s, actor(), din, **body), QcResultSchema(many=True), status=200)
 
 
 @blp.post("/batches/<string:din>/qc/<int:qc_id>/verify")

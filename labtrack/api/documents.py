@@ -10,6 +10,7 @@ from labtrack.api.common import actor, authenticate, database, read_session
 from labtrack.api.errors import refusals
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
+from labtrack.domain.decisions import LABEL_KINDS
 from labtrack.services import documents
 
 blp = Blueprint("documents", __name__, description="Labels and batch records as PDF.")
@@ -17,7 +18,7 @@ blp.before_request(authenticate)
 
 
 class LabelQueryArgsSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(documents.LABEL_KINDS))
+    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
 
 
 def _pdf(content: bytes, name: str) -> Response:

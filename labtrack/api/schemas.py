@@ -374,9 +374,22 @@ class QcResultSchema(Schema):
     record_seq = fields.Integer()
 
 
+class DecisionSchema(Schema):
+    """One action on the batch for the signed-in user: allowed, or refused with why and who can instead."""
+
+    action = fields.String(metadata={"description": "a process step, handoff, receipt, qc, verify, release, ..."})
+    allowed = fields.Boolean()
+    reason = fields.String(allow_none=True, metadata={"description": "why it is refused, in words"})
+    by = fields.String(allow_none=True, metadata={"description": "who can take it instead, in words"})
+    code = fields.String(allow_none=True, metadata={"description": "the refusal's stable code"})
+    warning = fields.String(allow_none=True, metadata={"description": "what taking it entails"})
+    subject = fields.Integer(allow_none=True, metadata={"description": "the QC result or deviation it concerns"})
+
+
 class BatchDetailSchema(BatchSchema):
     deviations = fields.List(fields.Nested(DeviationSchema))
     qc = fields.List(fields.Nested(QcResultSchema))
+    decisions = fields.List(fields.Nested(DecisionSchema))
 
 
 class EventSchema(Schema):
@@ -522,4 +535,32 @@ class AuditReportSchema(Schema):
         AuditCheckpointSummarySchema,
         allow_none=True,
         metadata={"description": "the latest signed checkpoint the chains were checked against (R-AUD-4)"},
+    )
+
+
+class QcPanelEntrySchema(Schema):
+    test = fields.String(required=True, validate=validate.OneOf(QC_TESTS))
+    value = fields.Raw(
+        required=True,
+        validate=Printable(),
+        metadata={"description": "a number, or for gram_stain / sterility_culture a word"},
+    )
+    method = Text(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+
+class QcPanelCreateSchema(InHandSchema):
+    """Several QC results of one sample after one scan (R-COI-1), recorded all or none."""
+
+    results = fields.List(
+        fields.Nested(QcPanelEntrySchema), required=True, validate=validate.Length(min=1, max=len(QC_TESTS))
+    )
+
+
+class QcVerifyManySchema(SignedSchema):
+    """Verify several results with one signature whose manifestation lists each one (R-QC-3, R-SIG-3)."""
+
+    qc_ids = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1)),
+        required=True,
+        validate=validate.Length(min=1, max=50),
     )

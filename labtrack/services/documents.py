@@ -12,18 +12,16 @@ from labtrack.clock import utcnow
 from labtrack.documents.labels import LabelView
 from labtrack.documents.record import RecordView
 from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.decisions import check_label
 from labtrack.domain.din import Din
-from labtrack.domain.errors import InvalidTransition
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status
-from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch
 from labtrack.services import batches, deviations, qc
 from labtrack.services.streams import append_batch_event
 
 TISSUE_WORDS = {"adipose": "Adipose lipoaspirate", "bone_marrow": "Bone marrow aspirate"}
-LABEL_KINDS = ("product", "collection")
 
 
 def _local(moment: Any, zone: str) -> str:
@@ -34,15 +32,7 @@ def print_label(session: Session, actor: Actor, din: str, *, kind: str, facility
     """A product label only for a released batch; a collection label until then. Each print is an event."""
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.PRINT_LABEL, batch.clinic_id, what="batch")
-    status = Status(batch.status)
-    if kind == "product" and status not in READY_STATUSES:
-        raise InvalidTransition(
-            f"A product label is printed only for a released batch; the batch is {status.value}. "
-            "Print a collection label (kind=collection) instead.",
-            allowed=["label:collection"],
-        )
-    if kind == "collection" and status not in (Status.REGISTERED, Status.COLLECTED):
-        raise InvalidTransition("A collection label is printed before the batch leaves the clinic.", allowed=[])
+    check_label(Status(batch.status), kind)
     append_batch_event(session, batch, actor, "label_printed", {"kind": kind})
     code = Din(batch.din)
     low, high = transport_range(batch.specification.body)
