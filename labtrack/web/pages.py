@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,14 +117,31 @@ def zip_words(values: Any) -> list[tuple[str, str]]:
     return [(str(v), glossary.words(v)) for v in values]
 
 
+@dataclass(frozen=True)
+class Pickable:
+    """One lot or item of equipment in a picker: chosen by its value, scanned by its code, disabled
+    with the reason it cannot be used."""
+
+    value: str
+    code: str
+    text: str
+    reason: str | None
+
+
 @bp.app_template_filter("lot_options")
-def lot_options(lots: Any) -> list[tuple[int, str]]:
-    return [(lot.id, f"{lot.lot_number} — {lot.name}, expires {lot.expires_on}") for lot in lots]
+def lot_options(lots: Any) -> list[Pickable]:
+    return [
+        Pickable(str(lot.id), lot.lot_number, f"{lot.lot_number} — {lot.name}, expires {lot.expires_on}", why)
+        for lot, why in lots
+    ]
 
 
 @bp.app_template_filter("equipment_options")
-def equipment_options(items: Any) -> list[tuple[str, str]]:
-    return [(i.code, f"{i.code} — {i.name}, calibrated until {i.calibration_due_on}") for i in items]
+def equipment_options(items: Any) -> list[Pickable]:
+    return [
+        Pickable(i.code, i.code, f"{i.code} — {i.name}, calibrated until {i.calibration_due_on}", why)
+        for i, why in items
+    ]
 
 
 @bp.app_template_filter("user_options")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 
 from labtrack.domain.din import Din
-from tests.helpers import LAB_STEPS
+from tests.helpers import LAB_STEPS, now
 from tests.web.conftest import error_beside
 
 
-def _options(page: str, form_id: str, name: str) -> list[str]:
+def _options(page: str, form_id: str, name: str) -> dict[str, str | None]:
+    """A picker's options: value -> None when it may be chosen, or the reason it is disabled."""
     ident = f"{form_id}-{name}".replace(":", "-").replace(".", "-")
     select = re.search(rf'<select id="{re.escape(ident)}".*?</select>', page, re.S)
     assert select, f"no {name} picker in {form_id}"
-    return [v for v in re.findall(r'<option value="([^"]*)"', select.group(0)) if v]
+    options = re.findall(r'<option value="([^"]+)"([^>]*)>', select.group(0))
+    return {v: (re.search(r'data-reason="([^"]*)"', a).group(1) if "disabled" in a else None) for v, a in options}
 
 
 def test_r_din_3_scan_box_opens_the_batch_for_every_din_form(lab, sign_in):
@@ -44,15 +47,24 @@ def test_bench_scan_of_an_unknown_batch_says_so_beside_the_scan_box(lab, sign_in
     assert error_beside(response.text, "scan", "din") == "No such batch."
 
 
-def test_r_mat_1_r_mat_2_pickers_offer_only_usable_lots_and_equipment(lab, sign_in):
+def test_r_mat_1_r_mat_2_pickers_offer_usable_lots_and_equipment_and_show_the_others_disabled(lab, sign_in):
     din = lab.at_lab()
     tech = sign_in("tech")
-    page = tech.get(f"/batches/{din}").text
-    assert _options(page, "step:digestion", "reagent_lots") == [str(lab.lot("collagenase"))]  # not quarantined/expired
-    assert _options(page, "step:digestion", "equipment") == ["INC-1"]
+    page = html.unescape(tech.get(f"/batches/{din}").text)
+    lots = _options(page, "step:digestion", "reagent_lots-collagenase")
+    assert [v for v, why in lots.items() if why is None] == [str(lab.lot("collagenase"))]
+    yesterday = (now().date() - timedelta(days=1)).isoformat()
+    assert sorted(why for why in lots.values() if why) == [
+        "Reagent lot CG-Q is quarantined, not released",
+        f"Reagent lot CG-X expired on {yesterday}",
+    ]
+    assert _options(page, "step:digestion", "equipment-incubator") == {"INC-1": None}
     lab.ok(lab.step(din, "digestion"))
-    page = tech.get(f"/batches/{din}").text
-    assert _options(page, "step:isolation", "equipment") == ["CEN-1"]  # not out of service, not overdue
+    page = html.unescape(tech.get(f"/batches/{din}").text)
+    centrifuges = _options(page, "step:isolation", "equipment-centrifuge")
+    assert centrifuges["CEN-1"] is None
+    assert centrifuges["CEN-OUT"] == "Equipment CEN-OUT is out of service"
+    assert centrifuges["CEN-DUE"].startswith("Equipment CEN-DUE calibration was due on ")
 
 
 def test_a_lab_step_is_recorded_from_its_form(lab, sign_in):
