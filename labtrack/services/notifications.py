@@ -13,6 +13,7 @@ batch.expired          the batch's clinic users, QA    yes
 deviation.opened       QA, the batch's clinic users    yes (the batch is held)
 sterility.positive     QA, the batch's clinic users    yes (urgent, R-QC-5)
 identity.mismatch      QA                              no (lab near-miss review)
+batch.handed_to_you    the user it was handed to       no (their work list)
 any other topic        QA                              no
 =====================  ==============================  =====================
 
@@ -57,6 +58,7 @@ class Route:
     clinic: bool  # the batch's clinic users, and the clinic's webhook
     qa: bool
     urgent: bool = False
+    addressee: bool = False  # the user the payload names (``to_user_id``)
 
 
 ROUTES: dict[str, Route] = {
@@ -68,6 +70,7 @@ ROUTES: dict[str, Route] = {
     "deviation.opened": Route(clinic=True, qa=True),
     "sterility.positive": Route(clinic=True, qa=True, urgent=True),
     "identity.mismatch": Route(clinic=False, qa=True),
+    "batch.handed_to_you": Route(clinic=False, qa=False, addressee=True),
 }
 LAB_ONLY = Route(clinic=False, qa=True)
 
@@ -101,6 +104,8 @@ def describe(topic: str, payload: dict) -> str:
             )
         case "sterility.positive":
             return f"URGENT: sterility culture positive for batch {din} (status {payload.get('status')})."
+        case "batch.handed_to_you":
+            return f"Batch {din} was handed to you by {payload.get('from')}. Receive it when it reaches you."
         case "identity.mismatch":
             return f"Identity mismatch refused on batch {din} ({payload.get('action')}, by {payload.get('actor')})."
     return f"{topic} on batch {din}."
@@ -115,6 +120,9 @@ class Recipients:
 
     def of(self, message: OutboxMessage) -> list[User]:
         route = route_of(message.topic)
+        if route.addressee:
+            user = self.session.get(User, message.payload.get("to_user_id", 0))
+            return [user] if user is not None and user.active else []
         key = (route, message.clinic_id if route.clinic else None)
         if key not in self._cache:
             wanted = []

@@ -15,6 +15,7 @@ from labtrack.api.common import database, read_session
 from labtrack.api.schemas import BatchQueryArgsSchema
 from labtrack.audit import chains
 from labtrack.clock import utcnow
+from labtrack.domain import stages
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
@@ -51,6 +52,12 @@ def tone(status: str) -> str:
     if status in GOOD_NEWS:
         return "good"
     return "bad" if status in BAD_NEWS else "neutral"
+
+
+@bp.app_template_filter("stepper")
+def stepper(status: str, batch: Any) -> list[stages.Stage]:
+    """The harvest-to-administration stepper of a batch."""
+    return stages.stages(Status(status), tuple(batch.steps_done or ()), batch.released_at)
 
 
 @bp.app_template_filter("product_words")
