@@ -348,7 +348,7 @@ def _correct(who: Actor, din: str, form: MultiDict) -> str:
 def correction_options(entry: corrections.Correctable) -> list[tuple[str, str]]:
     """The fields of a correctable entry, each with the value standing now."""
     return [
-        (f.name, f"{glossary.words(f.name)} (now {glossary.words(entry.values.get(f.name, '—'))})")
+        (f.name, f"{glossary.words(f.name)} (now {glossary.quantity(entry.values.get(f.name, '—'), f.unit)})")
         for f in entry.fields
     ]
 

@@ -66,6 +66,12 @@ def product_words(tissue_source: str) -> str:
     return f"{PROCESSES[TissueSource(tissue_source)].product} ({glossary.words(tissue_source)})"
 
 
+@bp.app_template_filter("moment")
+def moment(when: Any) -> str:
+    """A time to the second in the lab's zone, with the zone named."""
+    return glossary.moment(when, current_app.config["LABTRACK_TIMEZONE"])
+
+
 @bp.app_template_filter("local")
 def local(moment: datetime | None) -> str:
     """A time in the lab's display zone (storage is UTC)."""
