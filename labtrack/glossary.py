@@ -267,8 +267,11 @@ def label(code: Any) -> str:
 
 
 def is_code(text: str) -> bool:
-    """Whether ``text`` is a code people should never read as it is (it has words of its own)."""
-    return bool(CODE.match(text)) and words(text) != text
+    """Whether ``text`` is a code of the glossary people should never read as it is (it has words of its own).
+
+    Other snake_case text (a username such as ``clinic_b``) is not a code."""
+    head = text.partition(":")[0]
+    return (text in WORDS or head in WORDS) and bool(CODE.match(head)) and words(text) != text
 
 
 # Numbers as a machine prints them: 36000000.0, 1e+07.

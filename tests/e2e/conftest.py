@@ -47,7 +47,9 @@ OVERFLOW = """() => {
     const box = el.getBoundingClientRect();
     return box.width > 0 && box.right > width + 1 && getComputedStyle(el).position !== 'fixed'
       && !el.closest('.table-wrap, dialog:not([open])');
-  }).slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
+  }).concat(Array.from(document.querySelectorAll('body *')).filter(el => el.scrollWidth > el.clientWidth + 1
+      && getComputedStyle(el).overflowX === 'visible' && el.clientWidth > 0 && !el.closest('.table-wrap')))
+    .slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
   return {scroll: document.documentElement.scrollWidth, width, wide};
 }"""
 
