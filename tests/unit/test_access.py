@@ -38,7 +38,7 @@ ALLOWED: dict[Action, set[Role]] = {
     Action.RELEASE: {Q},
     Action.CORRECT: {T, Q, C},  # who made the original, or QA
     Action.PRINT_LABEL: {T, Q, C},  # lab staff; clinic (own)
-    Action.READ_RECORD: {Q, C},  # batch record and audit export: QA; clinic (own)
+    Action.READ_RECORD: {T, Q, C},  # batch record and audit export: lab staff; clinic (own)
     Action.AUDIT: {A, Q},
 }
 
