@@ -375,6 +375,7 @@ class DecisionSchema(Schema):
     by = fields.String(allow_none=True, metadata={"description": "who can take it instead, in words"})
     code = fields.String(allow_none=True, metadata={"description": "the refusal's stable code"})
     warning = fields.String(allow_none=True, metadata={"description": "what taking it entails"})
+    sentence = fields.String(allow_none=True, metadata={"description": "the refusal or warning as one sentence"})
     subject = fields.Integer(allow_none=True, metadata={"description": "the QC result or deviation it concerns"})
 
 
