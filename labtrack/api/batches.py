@@ -15,6 +15,7 @@ from labtrack.api.schemas import (
     BatchSchema,
     CorrectionCreateSchema,
     DeviationCreateSchema,
+    DeviationPageSchema,
     DeviationQueryArgsSchema,
     DeviationSchema,
     DispositionCreateSchema,
@@ -51,10 +52,8 @@ def register_batch(body: dict):
 @blp.response(200, BatchPageSchema)
 @refusals(blp, 403)
 def list_batches(args: dict):
-    """Batches, newest first, filtered and paginated (clinic users: own clinic)."""
-    filters = batches.BatchFilter(**args)
-    items, total = batches.search(read_session(), actor(), filters)
-    return {"items": items, "page": filters.page, "per_page": filters.per_page, "total": total}
+    """Batches, newest first, filtered, a keyset page at a time (clinic users: own clinic)."""
+    return batches.listing(read_session(), actor(), args)
 
 
 @blp.get("/batches/<string:din>")
@@ -130,10 +129,10 @@ def open_deviation(body: dict, din: str):
 
 @blp.get("/deviations")
 @blp.arguments(DeviationQueryArgsSchema, location="query")
-@blp.response(200, DeviationSchema(many=True))
+@blp.response(200, DeviationPageSchema)
 @refusals(blp, 403)
 def list_deviations(args: dict):
-    """Deviations, newest first (QA and technicians)."""
+    """Deviations, newest first, a keyset page at a time (QA and technicians)."""
     return deviations.search(read_session(), actor(), **args)
 
 

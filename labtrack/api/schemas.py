@@ -16,6 +16,7 @@ from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.services.batches import state_of
+from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
 ROLES = ("technician", "qa", "clinic", "admin")
 TISSUES = tuple(t.value for t in TissueSource)
@@ -57,11 +58,13 @@ class Printable(validate.Validator):
 class Text(fields.String):
     """A string of printable characters; ``multiline`` allows tab and line breaks."""
 
-    def __init__(self, *, multiline: bool = False, validate: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, multiline: bool = False, validate: Any = None, metadata: dict | None = None, **kwargs: Any
+    ) -> None:
         printable = Printable(multiline=multiline)
         super().__init__(
             validate=[printable] if validate is None else [printable, validate],
-            metadata={"pattern": printable.pattern},
+            metadata={"pattern": printable.pattern} | (metadata or {}),
             **kwargs,
         )
 
@@ -252,11 +255,24 @@ class PatientCreateSchema(Schema):
     birth_date = _day(required=True)
 
 
-class PatientQueryArgsSchema(Schema):
+class PageArgsSchema(Schema):
+    """Keyset paging of a list (R-SCL-4): ``limit`` rows after the opaque cursor ``after``."""
+
+    limit = fields.Integer(load_default=LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIMIT_MAX))
+    after = fields.String(validate=validate.Length(min=1, max=200))
+
+
+def page_of(item: type[Schema], name: str) -> type[Schema]:
+    """The answer of a paged list: ``{items, next}``, ``next`` the following page's cursor or null."""
+    return Schema.from_dict(
+        {"items": fields.List(fields.Nested(item)), "next": fields.String(allow_none=True)}, name=name
+    )
+
+
+class PatientQueryArgsSchema(PageArgsSchema):
     clinic = Text()
     mrn = Text()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    q = Text(metadata={"description": "part of a family or given name or an MRN, or a birth date (YYYY-MM-DD)"})
 
 
 class PatientSchema(Schema):
@@ -274,13 +290,15 @@ class BatchCreateSchema(Schema):
     planned_administration_at = _moment()
 
 
-class BatchQueryArgsSchema(Schema):
+class BatchQueryArgsSchema(PageArgsSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
     held = fields.Boolean()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    waiting_for_me = fields.Boolean(
+        metadata={"description": "only batches handed to you, or in your custody and not yet finished"}
+    )
+    patient = Text(metadata={"description": "part of the patient's name or MRN, or their birth date (YYYY-MM-DD)"})
 
 
 class PendingTransferSchema(Schema):
@@ -326,11 +344,8 @@ class BatchSchema(Schema):
         return allowed_actions(state_of(batch))
 
 
-class BatchPageSchema(Schema):
-    items = fields.List(fields.Nested(BatchSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
+BatchPageSchema = page_of(BatchSchema, "BatchPage")
+PatientPageSchema = page_of(PatientSchema, "PatientPage")
 
 
 class DeviationSchema(Schema):
@@ -346,6 +361,9 @@ class DeviationSchema(Schema):
     closed_by = fields.Nested(UserSummarySchema, allow_none=True)
     closed_at = UTC(allow_none=True)
     signature = fields.Dict(allow_none=True)
+
+
+DeviationPageSchema = page_of(DeviationSchema, "DeviationPage")
 
 
 class QcResultSchema(Schema):
@@ -492,7 +510,7 @@ class SpecificationUpdateSchema(Schema):
     tests = Data(required=True)
 
 
-class DeviationQueryArgsSchema(Schema):
+class DeviationQueryArgsSchema(PageArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = Text()
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
-from labtrack.services import batches, outbox
+from labtrack.services import batches, outbox, paging
 from labtrack.services.streams import append_batch_event
 
 MANUAL_KINDS = ("manual",)
@@ -69,9 +69,24 @@ def for_batch(session: Session, batch_id: int) -> list[Deviation]:
     )
 
 
-def search(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> list[Deviation]:
+def opened_after(session: Session, batch_id: int, seq: int) -> list[Deviation]:
+    """The deviations an event opened: those of the batch opened after its event ``seq``."""
+    query = select(Deviation).where(Deviation.batch_id == batch_id, Deviation.opened_seq > seq)
+    return list(session.execute(query.order_by(Deviation.id)).scalars())
+
+
+def search(
+    session: Session,
+    actor: Actor,
+    *,
+    status: str | None = None,
+    din: str | None = None,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[Deviation]:
+    """Deviations, newest first, a keyset page at a time (R-SCL-4)."""
     require(actor, Action.LIST_DEVIATIONS)
-    query = select(Deviation).order_by(Deviation.id.desc())
+    query = select(Deviation)
     if actor.role == Role.CLINIC:
         query = query.join(Batch).where(Batch.clinic_id == actor.clinic_id)
     if status:
@@ -79,4 +94,4 @@ def search(session: Session, actor: Actor, *, status: str | None = None, din: st
     if din:
         batch = batches.get(session, actor, din)
         query = query.where(Deviation.batch_id == batch.id)
-    return list(session.execute(query).unique().scalars())
+    return paging.page(session, query, Deviation.id, limit=limit, after=after, unique=True)

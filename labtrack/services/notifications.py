@@ -46,6 +46,7 @@ from labtrack.domain.din import Din
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
 from labtrack.models import Clinic, Notification, OutboxMessage, User
+from labtrack.services import paging
 
 WEBHOOK_TIMEOUT_S = 10
 SMTP_TIMEOUT_S = 10
@@ -165,11 +166,19 @@ def fan_out(session: Session, messages: Iterable[OutboxMessage], recipients: Rec
 # --- in-app list ----------------------------------------------------------------------------
 
 
-def for_user(session: Session, actor: Actor, *, unread_only: bool = False, limit: int = 100) -> list[Notification]:
+def for_user(
+    session: Session,
+    actor: Actor,
+    *,
+    unread_only: bool = False,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[Notification]:
+    """The actor's own notifications, newest first, a keyset page at a time (R-SCL-4)."""
     query = select(Notification).where(Notification.user_id == actor.id)
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
-    return list(session.execute(query.order_by(Notification.id.desc()).limit(limit)).scalars())
+    return paging.page(session, query, Notification.id, limit=limit, after=after)
 
 
 def mark_read(session: Session, actor: Actor, notification_id: int) -> Notification:

@@ -37,12 +37,13 @@ from labtrack.domain.decisions import Decision
 from labtrack.domain.errors import ValidationFailed
 from labtrack.domain.materials import equipment_usable, lot_usable
 from labtrack.domain.process import TissueSource
+from labtrack.glossary import words
 from labtrack.models import Equipment, ReagentLot, Specification, SpecificationProposal
 from labtrack.services import reference, specifications, steps
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
 from labtrack.web.forms import given, load, number, respond
-from labtrack.web.pages import at_path, words
+from labtrack.web.pages import at_path
 
 # The numbers of a specification an admin edits on the page, by their path in its body; the rest is kept.
 SPEC_FIELDS = (

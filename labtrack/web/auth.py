@@ -29,6 +29,7 @@ from labtrack.web.forms import NO_FAILURE, Failure
 
 PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.favicon"})
 REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not on every request
+UNREAD_SHOWN = 100  # the badge counts up to this many unread notifications
 HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
 NAVIGATION = {
     Role.TECHNICIAN: (("web.bench", "Bench"),),
@@ -117,7 +118,7 @@ def page_context() -> dict[str, Any]:
     who = g.get("actor")
     if who is None:
         return {"actor": None, "navigation": (), "unread": 0, "failure": NO_FAILURE}
-    unread = len(notifications.for_user(read_session(), who, unread_only=True, limit=100))
+    unread = len(notifications.for_user(read_session(), who, unread_only=True, limit=UNREAD_SHOWN).items)
     return {"actor": who, "navigation": NAVIGATION[who.role], "unread": unread, "failure": NO_FAILURE}
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from labtrack import glossary
 from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     CorrectionCreateSchema,
@@ -65,8 +66,7 @@ from labtrack.services import (
 )
 from labtrack.web import bp
 from labtrack.web.auth import actor
-from labtrack.web.forms import given, in_hand, load, number, respond, step_data
-from labtrack.web.pages import words
+from labtrack.web.forms import Outcome, given, in_hand, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 
@@ -75,8 +75,9 @@ RECENT_EVENTS = 12
 class StepForm:
     step: StepDefinition
     decision: Decision
-    lots: dict[str, list[ReagentLot]] = field(default_factory=dict)  # by required kind: usable ones only
-    equipment: dict[str, list[Equipment]] = field(default_factory=dict)
+    # by required kind: every lot and item, each with why it cannot be used (None when it can)
+    lots: dict[str, list[tuple[ReagentLot, str | None]]] = field(default_factory=dict)
+    equipment: dict[str, list[tuple[Equipment, str | None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,9 +181,9 @@ def card_view(session: Session, who: Actor, din: str) -> Card:
 def _step_form(session: Session, who: Actor, definition: StepDefinition, decision: Decision) -> StepForm:
     form = StepForm(definition, decision)
     if definition.performer != Performer.CLINIC:
-        lots, items = steps.usable_materials(session, who, definition, utcnow().date())
-        form.lots = {kind: [lot for lot in lots if lot.kind == kind] for kind in definition.reagent_kinds}
-        form.equipment = {kind: [i for i in items if i.kind == kind] for kind in definition.equipment_kinds}
+        lots, items = steps.materials(session, who, definition, utcnow().date())
+        form.lots = {kind: [pair for pair in lots if pair[0].kind == kind] for kind in definition.reagent_kinds}
+        form.equipment = {kind: [p for p in items if p[0].kind == kind] for kind in definition.equipment_kinds}
     return form
 
 
@@ -244,24 +245,37 @@ def _handoff(who: Actor, din: str, form: MultiDict) -> str:
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
 
-def _receipt(who: Actor, din: str, form: MultiDict) -> str:
+def _with_deviations(session: Session, event: Any) -> list[str]:
+    return [glossary.sentence(d.description) for d in deviations.opened_after(session, event.batch_id, event.seq)]
+
+
+def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
     body = load(ReceiptCreateSchema(), in_hand(form) | given(form, "seal_id", "temperature_c", "condition"))
-    database().write(lambda s: custody.receipt(s, who, din, **body))
-    return "Receipt recorded: you are the custodian."
+
+    def receive(s: Session) -> list[str]:
+        return _with_deviations(s, custody.receipt(s, who, din, **body))
+
+    opened = database().write(receive)
+    if opened:
+        found = " ".join(opened)
+        return Outcome(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
+    return Outcome("Receipt recorded: you are the custodian.")
 
 
-def _qc(who: Actor, din: str, form: MultiDict) -> str:
+def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
     test = form.get("test", "")
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
         value = number(value)
     body = load(QcCreateSchema(), in_hand(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
-    verdict = "within spec" if result.within_spec else "OUT OF SPEC: a deviation was opened"
-    return f"{test} = {result.value['v']} recorded ({verdict}); it awaits a second person's verification."
+    said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
+    if not result.within_spec:
+        return Outcome(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
+    return Outcome(f"{said}, within the specification; it awaits a second person's verification.")
 
 
-def _panel(who: Actor, din: str, form: MultiDict) -> str:
+def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
     entries = []
     for test in ALL_TESTS:
         value: Any = form.get(f"value.{test}", "").strip()
@@ -270,16 +284,43 @@ def _panel(who: Actor, din: str, form: MultiDict) -> str:
         entries.append({"test": test, "value": number(value) if test in NUMERIC_TESTS else value})
         if form.get(f"method.{test}", "").strip():
             entries[-1]["method"] = form[f"method.{test}"].strip()
+    confirmed = form.get("confirm_out_of_spec") == "yes"
+
+    def enter(s: Session) -> list[QcResult]:
+        recorded = qc.record_panel(s, who, din, **body)
+        out = [r for r in recorded if not r.within_spec]
+        if out and not confirmed:
+            raise _unconfirmed(out)  # rolls the whole panel back: nothing is recorded until confirmed
+        return recorded
+
     try:
         body = load(QcPanelCreateSchema(), in_hand(form) | {"results": entries})
-        recorded = database().write(lambda s: qc.record_panel(s, who, din, **body))
+        recorded = database().write(enter)
     except ValidationFailed as error:
         raise ValidationFailed(_panel_fields(error.errors or {}, [e["test"] for e in entries])) from None
     out = [r for r in recorded if not r.within_spec]
     said = f"{len(recorded)} QC result(s) recorded; each awaits a second person's verification."
     if out:
-        said += f" Out of specification, a deviation was opened: {', '.join(words(r.test) for r in out)}."
-    return said
+        named = ", ".join(glossary.words(r.test) for r in out)
+        return Outcome(
+            f"{said} Out of specification, so a deviation was opened and the batch is held: {named}.", "warning"
+        )
+    return Outcome(said)
+
+
+def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
+    """An out-of-spec value is asked about before it is recorded (a mistyped 55 instead of 85)."""
+    fields = {
+        f"value.{r.test}": [
+            f"{glossary.words(r.test)} {glossary.quantity(r.value['v'], r.unit)} is outside the specification "
+            f"({glossary.limit(r.limit, r.unit)}). Check it against the instrument."
+        ]
+        for r in out
+    }
+    fields["confirm_out_of_spec"] = [
+        "Nothing was recorded yet. If the values are right, tick the box and record them: a deviation opens."
+    ]
+    return ValidationFailed(fields)
 
 
 def _correct(who: Actor, din: str, form: MultiDict) -> str:
@@ -306,7 +347,10 @@ def _correct(who: Actor, din: str, form: MultiDict) -> str:
 @bp.app_template_filter("correction_options")
 def correction_options(entry: corrections.Correctable) -> list[tuple[str, str]]:
     """The fields of a correctable entry, each with the value standing now."""
-    return [(f.name, f"{words(f.name)} (now {words(entry.values.get(f.name, '—'))})") for f in entry.fields]
+    return [
+        (f.name, f"{glossary.words(f.name)} (now {glossary.words(entry.values.get(f.name, '—'))})")
+        for f in entry.fields
+    ]
 
 
 def _one_field(spec: DataField) -> StepDefinition:
@@ -331,7 +375,7 @@ def _verify(who: Actor, din: str, form: MultiDict) -> str:
         raise BadRequest("Tick the results this signature covers.")
     body = load(SignedSchema(), _signed(form))
     verified = database().write(lambda s: qc.verify_many(s, who, din, qc_ids, **body))
-    return f"Verified and signed: {', '.join(words(r.test) for r in verified)}."
+    return f"Verified and signed: {', '.join(glossary.words(r.test) for r in verified)}."
 
 
 def _release(who: Actor, din: str, form: MultiDict) -> str:
@@ -372,7 +416,7 @@ def _label(who: Actor, din: str, form: MultiDict) -> Response:
     return _pdf(render_label(view), f"label-{view.din}-{view.kind}.pdf")
 
 
-ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Response]] = {
+ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] = {
     "step": _step,
     "handoff": _handoff,
     "receipt": _receipt,

@@ -22,8 +22,8 @@ QUEUE_SIZE = 100
 @roles(Role.QA)
 def qa_queue():
     session, who = read_session(), actor()
-    awaiting, _ = batches.search(session, who, batches.BatchFilter(status="awaiting_release", per_page=QUEUE_SIZE))
-    held, _ = batches.search(session, who, batches.BatchFilter(held=True, per_page=QUEUE_SIZE))
+    awaiting = batches.search(session, who, batches.BatchFilter(status="awaiting_release"), limit=QUEUE_SIZE).items
+    held = batches.search(session, who, batches.BatchFilter(held=True), limit=QUEUE_SIZE).items
     proposals = specifications.proposals(session, who, status="proposed")
     return render_template(
         "qa.html",
@@ -31,7 +31,7 @@ def qa_queue():
         awaiting=awaiting,
         took_part=decisions.took_part_in(session, who, [b.id for b in awaiting]),
         held=held,
-        open_deviations=deviations.search(session, who, status="open"),
+        open_deviations=deviations.search(session, who, status="open", limit=QUEUE_SIZE).items,
         mismatches=identity.recent_mismatches(session, who),
         proposals=[(p, {d.action: d for d in specifications.decisions_for(session, who, p)}) for p in proposals],
     )

@@ -55,7 +55,7 @@ def test_r_coi_1_r_qc_2_the_panel_is_entered_after_one_scan_and_evaluated(lab):
     assert [r["test"] for r in entered] == list(GOOD_RESULTS["adipose"])
     assert {r["test"]: r["within_spec"] for r in entered}["viability_pct"] is False
     deviations = lab.ok(lab.get("qa", "/deviations", din=din), 200)
-    assert [d["kind"] for d in deviations] == ["qc_out_of_spec"]
+    assert [d["kind"] for d in deviations["items"]] == ["qc_out_of_spec"]
     events = lab.ok(lab.get("qa", f"/batches/{din}/events"), 200)
     assert [e["type"] for e in events].count("qc_recorded") == len(GOOD_RESULTS["adipose"])
 
