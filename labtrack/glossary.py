@@ -59,6 +59,12 @@ WORDS: dict[str, str] = {
     "label_printed": "label printed",
     "correction": "correction",
     "signature_failed": "failed signature attempt",
+    "specification_proposed": "specification change proposed",
+    "specification_approved": "specification change approved",
+    "specification_withdrawn": "specification proposal withdrawn",
+    "password_changed": "password changed",
+    "proposed": "proposed, awaiting approval",
+    "withdrawn": "withdrawn",
     "released_conditionally": "released conditionally",
     # step data fields
     "patient_mrn": "Patient MRN",
@@ -197,6 +203,7 @@ WORDS: dict[str, str] = {
     "not_found": "not found",
     "payload_too_large": "too much data",
     "account_locked": "account locked",
+    "password_change_required": "choose a new password",
     "rate_limited": "too many attempts",
     "validation_error": "some values are not accepted",
     "invalid_din": "not a DIN",
@@ -241,6 +248,8 @@ ACTIONS: dict[str, str] = {
     "print_label": "print labels",
     "read_record": "read batch records",
     "audit": "verify the audit trail",
+    "propose_specification": "propose specification changes",
+    "approve_specification": "approve specification changes",
 }
 
 UNITS = {"cells": "cells", "%": "%", "EU/mL": "EU/mL", "mL": "mL", "kg": "kg", "min": "min", "°C": "°C"}

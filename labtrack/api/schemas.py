@@ -126,6 +126,12 @@ class TokenCreateSchema(Schema):
     password = _text(1000, required=True)
 
 
+class PasswordChangeSchema(TokenCreateSchema):
+    """Choose a new password (required after an admin reset): the current one, then the new one."""
+
+    new_password = _text(1000, required=True)
+
+
 class UserSummarySchema(Schema):
     username = fields.String()
     full_name = fields.String()
@@ -137,6 +143,7 @@ class UserSchema(UserSummarySchema):
     active = fields.Boolean()
     locked = fields.Function(lambda u: u.locked_at is not None)
     email = fields.String(allow_none=True)
+    must_change_password = fields.Boolean(metadata={"description": "reset by an admin: no token until changed"})
     created_at = UTC()
 
 
@@ -179,6 +186,9 @@ class UserUpdateSchema(Schema):
     role = fields.String(validate=validate.OneOf(ROLES))
     unlock = fields.Boolean(load_default=False)
     email = fields.Email(allow_none=True, metadata={"description": "null removes it"})
+    full_name = _text(200)
+    clinic = _text(16)  # a clinic user's clinic, by code
+    password = _text(1000, load_only=True)  # reset: a temporary password the user must replace at the next sign-in
 
 
 class LotCreateSchema(Schema):
@@ -383,6 +393,7 @@ class DecisionSchema(Schema):
     by = fields.String(allow_none=True, metadata={"description": "who can take it instead, in words"})
     code = fields.String(allow_none=True, metadata={"description": "the refusal's stable code"})
     warning = fields.String(allow_none=True, metadata={"description": "what taking it entails"})
+    sentence = fields.String(allow_none=True, metadata={"description": "the refusal or warning as one sentence"})
     subject = fields.Integer(allow_none=True, metadata={"description": "the QC result or deviation it concerns"})
 
 
@@ -564,3 +575,36 @@ class QcVerifyManySchema(SignedSchema):
         required=True,
         validate=validate.Length(min=1, max=50),
     )
+
+
+class SpecificationProposalCreateSchema(Schema):
+    """A proposed specification version (R-QC-6): the whole body, and why it changes."""
+
+    body = fields.Nested(SpecificationUpdateSchema, required=True)
+    reason = _text(4000, multiline=True, required=True)
+
+
+class SpecificationProposalSchema(Schema):
+    id = fields.Integer()
+    tissue_source = fields.String()
+    status = fields.String(metadata={"description": "proposed, approved or withdrawn"})
+    base_version = fields.Integer(metadata={"description": "the version in force when it was proposed"})
+    body = fields.Dict()
+    reason = fields.String()
+    proposed_by = fields.Nested(UserSummarySchema)
+    proposed_at = UTC()
+    record_hash = fields.String(metadata={"description": "the hash an approval's signature binds (R-SIG-3)"})
+    decided_by = fields.Nested(UserSummarySchema, allow_none=True)
+    decided_at = UTC(allow_none=True)
+    withdrawal_reason = fields.String(allow_none=True)
+    signature = fields.Dict(allow_none=True)
+    version = fields.Integer(allow_none=True, metadata={"description": "the version it became, once approved"})
+
+
+class ProposalQueryArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(("proposed", "approved", "withdrawn")))
+    tissue_source = fields.String(validate=validate.OneOf(tuple(t.value for t in TissueSource)))
+
+
+class WithdrawalCreateSchema(Schema):
+    reason = _text(4000, multiline=True, required=True)

@@ -56,10 +56,20 @@ class Action(StrEnum):
     PRINT_LABEL = "print_label"
     READ_RECORD = "read_record"  # the batch record PDF and the audit export
     AUDIT = "audit"
+    PROPOSE_SPECIFICATION = "propose_specification"  # R-QC-6: admin or QA proposes, with a reason
+    APPROVE_SPECIFICATION = "approve_specification"  # R-QC-6: another QA user approves, signed
 
 
 _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset({Action.MANAGE_REFERENCE, Action.READ_MATERIALS, Action.AUDIT, Action.READ_BATCH}),
+    Role.ADMIN: frozenset(
+        {
+            Action.MANAGE_REFERENCE,
+            Action.READ_MATERIALS,
+            Action.AUDIT,
+            Action.READ_BATCH,
+            Action.PROPOSE_SPECIFICATION,
+        }
+    ),
     Role.TECHNICIAN: frozenset(
         {
             Action.READ_MATERIALS,
@@ -75,6 +85,7 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.QC_VERIFY,
             Action.CORRECT,
             Action.PRINT_LABEL,
+            Action.READ_RECORD,
         }
     ),
     Role.QA: frozenset(
@@ -93,6 +104,8 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.PRINT_LABEL,
             Action.READ_RECORD,
             Action.AUDIT,
+            Action.PROPOSE_SPECIFICATION,
+            Action.APPROVE_SPECIFICATION,
         }
     ),
     Role.CLINIC: frozenset(

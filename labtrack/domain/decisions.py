@@ -113,7 +113,7 @@ class Decision:
         if self.must:
             return f"{_capital(self.by)} must {self.must}: {self.reason}"
         if self.by and self.code != "forbidden":
-            return f"{self.reason} {_capital(self.by)} can do it."
+            return f"{self.reason} Ask {self.by}."
         return self.reason
 
     def as_dict(self) -> dict[str, Any]:

@@ -85,3 +85,19 @@ def _name(user) -> str | None:
 def for_actor(session: Session, actor: Actor, batch: Batch) -> list[Decision]:
     """Every action ``batch`` has now, allowed or refused for ``actor``, with the reasons in words."""
     return decide(actor, facts(session, batch))
+
+
+def took_part_in(session: Session, actor: Actor, batch_ids: list[int]) -> set[int]:
+    """Of ``batch_ids``, the batches on which ``actor`` performed or verified a step or result (one query)."""
+    if not batch_ids:
+        return set()
+    rows = session.execute(
+        select(BatchEvent.batch_id)
+        .where(
+            BatchEvent.batch_id.in_(batch_ids),
+            BatchEvent.actor_id == actor.id,
+            BatchEvent.type.in_(PARTICIPATION),
+        )
+        .distinct()
+    ).scalars()
+    return set(rows)

@@ -15,7 +15,7 @@ from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
 from labtrack.domain.errors import NotFound, ValidationFailed
-from labtrack.domain.lifecycle import BatchState, Status
+from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, Evaluation, evaluate, parse_value, required_tests
 from labtrack.domain.release import QcView, all_required_verified
 from labtrack.domain.signatures import Meaning
@@ -298,3 +298,17 @@ def advance_after_qc(session: Session, batch: Batch) -> None:
         batch.status = Status.AWAITING_RELEASE.value
     elif batch.status == Status.AWAITING_RELEASE and not complete:
         batch.status = Status.PROCESSED.value
+
+
+def awaiting_verification(session: Session, actor: Actor, limit: int = 100) -> list[tuple[QcResult, str]]:
+    """QC results not yet verified, with their batch's DIN, on batches not yet closed, oldest first: QA's
+    queue (R-QC-3)."""
+    require(actor, Action.QC_VERIFY)
+    query = (
+        select(QcResult, Batch.din)
+        .join(Batch, Batch.id == QcResult.batch_id)
+        .where(QcResult.verified_by_id.is_(None), Batch.status.not_in([s.value for s in TERMINAL]))
+        .order_by(QcResult.id)
+        .limit(limit)
+    )
+    return [(result, din) for result, din in session.execute(query).unique()]

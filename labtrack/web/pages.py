@@ -175,6 +175,12 @@ def at_path(body: dict[str, Any], path: str) -> Any:
     return "" if body == {} else body
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico on every page, signed in or not."""
+    return bp.send_static_file("favicon.ico")
+
+
 BENCH_FILTERS = ("status", "tissue_source", "clinic", "waiting_for_me", "patient")
 
 

@@ -79,6 +79,8 @@ class World:
     notification_id: dict[str, int]  # one of each user's own
     lot_id: int
     spec: dict[str, Any]  # the bone-marrow specification in force
+    proposal_id: int  # an open adipose specification proposal by qa2 (R-QC-6)
+    verify_many: dict[str, list[int]]  # results entered by tech2, several verified with one signature
     harvest: dict[str, Any]  # harvest data for the batch's patient
 
     def missing(self) -> World:
@@ -91,6 +93,8 @@ class World:
             qc_id=dict.fromkeys(self.qc_id, ABSENT),
             deviation_id=ABSENT,
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
+            proposal_id=ABSENT,
+            verify_many={user: [ABSENT] for user in self.verify_many},
         )
 
 
@@ -172,6 +176,19 @@ def verify(w: World, user: str | None) -> Call:
     return Call(f"/batches/{w.din['processed']}/qc/{result_to_verify(w, user)}/verify", VERIFICATION)
 
 
+PANEL = {"tech": "cd34_pct", "qa": "sterility_culture"}  # tests no other row of the processed batch enters
+
+
+def panel_entry(w: World, user: str | None) -> dict[str, Any]:
+    test = PANEL.get(user or "", "cd34_pct")
+    return {"scanned_din": w.din["processed"], "results": [{"test": test, "value": GOOD_RESULTS["adipose"][test]}]}
+
+
+def verify_several(w: World, user: str | None) -> Call:
+    ids = w.verify_many.get(user or "", w.verify_many["tech"])
+    return Call(f"/batches/{w.din['verify_many']}/qc/verify", {"qc_ids": ids} | VERIFICATION)
+
+
 def correction(w: World, user: str | None) -> dict[str, Any]:
     """Each user a different value, so two allowed corrections both change something."""
     minutes = {"tech": 50, "qa": 55}.get(user or "", 60)
@@ -222,6 +239,10 @@ ROWS: tuple[Row, ...] = (
     #    method path    (case)                               | anon adm  tech qa   C1   C2
     row("POST  /auth/token                                   | 200  200  200  200  200  200",
         lambda _w, user: Call("/auth/token", {"username": user or "tech", "password": PASSWORD})),
+    # choosing a new password signs in with the current one: a too short new one is refused, writing nothing
+    row("POST  /auth/password                                | 422  422  422  422  422  422",
+        lambda _w, user: Call("/auth/password", {"username": user or "tech", "password": PASSWORD,
+                                                 "new_password": "short"})),
     row("POST  /auth/revoke                                  | 401  204  204  204  204  204",
         lambda _w, _user: Call("/auth/revoke", own_token=True)),
     row("GET   /auth-events                                  | 401  200  403  403  403  403", plain("/auth-events")),
@@ -245,8 +266,20 @@ ROWS: tuple[Row, ...] = (
     row("PATCH /equipment/{code}                             | 401  200  403  403  403  403",
         plain("/equipment/CEN-OUT", {"status": "in_service"})),
     row("GET   /specifications                               | 401  200  200  200  200  200", plain("/specifications")),
-    row("PUT   /specifications/{tissue_source}               | 401  200  403  403  403  403",
-        lambda w, _user: Call("/specifications/bone_marrow", w.spec)),
+    row("GET   /specifications/{tissue_source}/versions      | 401  200  200  200  200  200",
+        plain("/specifications/adipose/versions")),
+    # R-QC-6: admin or QA proposes; a QA user other than the proposer approves (so QA's withdrawal then finds
+    # the proposal decided: 409)
+    row("POST  /specifications/{tissue_source}/proposals     | 401  201  403  201  403  403",
+        lambda w, _user: Call("/specifications/bone_marrow/proposals", {"body": w.spec, "reason": "tighter"})),
+    row("GET   /specification-proposals                      | 401  200  403  200  403  403",
+        plain("/specification-proposals")),
+    row("GET   /specification-proposals/{proposal_id}        | 401  200  403  200  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}")),
+    row("POST  /specification-proposals/{proposal_id}/approve | 401  403  403  200  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}/approve", SIGNED_APPROVAL)),
+    row("POST  /specification-proposals/{proposal_id}/withdraw | 401  403  403  409  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}/withdraw", {"reason": "not needed"})),
     # patients: clinic (own), technician; QA reads them too (batch records under review show the patient)
     row("GET   /patients                                     | 401  403  200  200  200  200", plain("/patients")),
     row("GET   /patients ?clinic=C1                          | 401  403  200  200  200  200~",
@@ -276,6 +309,9 @@ ROWS: tuple[Row, ...] = (
     row("POST  /batches/{din}/qc                             | 401  403  201  201  403  404~",
         at("processed", "/qc", qc_entry)),
     row("POST  /batches/{din}/qc/{qc_id}/verify              | 401  403  200  200  403  404~", verify),
+    row("POST  /batches/{din}/qc/panel                       | 401  403  201  201  403  404~",
+        at("processed", "/qc/panel", panel_entry)),
+    row("POST  /batches/{din}/qc/verify                      | 401  403  200  200  403  404~", verify_several),
     row("POST  /batches/{din}/deviations                     | 401  403  201  201  201  404~",
         at("deviation", "/deviations", fixed({"description": "label smudged"}))),
     row("GET   /deviations                                   | 401  403  200  200  403  403", plain("/deviations")),
@@ -292,7 +328,7 @@ ROWS: tuple[Row, ...] = (
     # documents
     row("GET   /batches/{din}/label.pdf                      | 401  403  200  200  200  404~",
         at("registered", "/label.pdf", kind="collection")),
-    row("GET   /batches/{din}/record.pdf                     | 401  403  403  200  200  404~",
+    row("GET   /batches/{din}/record.pdf                     | 401  403  200  200  200  404~",
         at("registered", "/record.pdf")),
     # audit trail
     row("GET   /audit/verify                                 | 401  200  403  200  403  403", plain("/audit/verify")),
@@ -302,7 +338,7 @@ ROWS: tuple[Row, ...] = (
         plain("/audit/checkpoints")),
     row("GET   /audit/public-key                             | 401  200  200  200  200  200",
         plain("/audit/public-key")),
-    row("GET   /batches/{din}/audit-export                   | 401  403  403  200  200  404~",
+    row("GET   /batches/{din}/audit-export                   | 401  403  200  200  200  404~",
         at("registered", "/audit-export")),
     # notifications: each user their own
     row("GET   /notifications                                | 401  200  200  200  200  200", plain("/notifications")),
@@ -348,6 +384,20 @@ def build_world(lab: Lab) -> World:
         user: lab.ok(lab.qc(processed, test, GOOD_RESULTS["adipose"][test], by="tech2"))["id"]
         for user, test in VERIFY.items()
     }
+    several = at_lab()
+    for name in ("digestion", "isolation", "concentration"):
+        lab.ok(lab.step(several, name))
+    entered = {
+        test: lab.ok(lab.qc(several, test, value, by="tech2"))["id"] for test, value in GOOD_RESULTS["adipose"].items()
+    }
+    verify_many = {
+        "tech": [entered["viability_pct"], entered["tnc_total"]],
+        "qa": [entered["gram_stain"], entered["cd34_pct"]],
+    }
+    adipose = next(s["body"] for s in lab.ok(lab.get("qa", "/specifications"), 200) if s["tissue_source"] == "adipose")
+    proposal_id = lab.ok(
+        lab.post("qa2", "/specifications/adipose/proposals", {"body": adipose, "reason": "review of the limits"})
+    )["id"]
     deviation = registered()
     deviation_id = lab.ok(lab.post("tech", f"/batches/{deviation}/deviations", {"description": "seal loose"}))["id"]
     return World(
@@ -361,6 +411,7 @@ def build_world(lab: Lab) -> World:
             "processed": processed,
             "deviation": deviation,
             "reject": registered(),
+            "verify_many": several,
         },
         patient_id=patient_id,
         qc_id=qc_id,
@@ -374,6 +425,8 @@ def build_world(lab: Lab) -> World:
             if spec["tissue_source"] == "bone_marrow"
         ),
         harvest=lab.harvest_data(),
+        proposal_id=proposal_id,
+        verify_many=verify_many,
     )
 
 
@@ -695,6 +748,7 @@ WEB_ROWS: tuple[Row, ...] = (
     #    method path    (case)               | anon  adm   tech  qa    C1    C2
     row("GET   /                             | login 302   302   302   302   302", plain("/")),
     row("GET   /login                        | 200   200   200   200   200   200", plain("/login")),
+    row("GET   /favicon.ico                  | 200   200   200   200   200   200", plain("/favicon.ico")),
     row("POST  /login                        | 303   303   303   303   303   303", signs_in),
     row("POST  /logout                       | login 303   303   303   303   303",
         lambda _w, _user: Call("/logout", own_token=True)),
@@ -723,10 +777,11 @@ WEB_ROWS: tuple[Row, ...] = (
     row("GET   /admin/equipment              | login 200   403   403   403   403", plain("/admin/equipment")),
     row("POST  /admin/equipment              | login 303   403   403   403   403",
         form("/admin/equipment", "create", EQUIPMENT | {"code": "E-W"})),
-    row("GET   /admin/specifications         | login 200   403   403   403   403",
+    row("GET   /admin/specifications         | login 200   403   200   403   403",
         plain("/admin/specifications")),
-    row("POST  /admin/specifications         | login 303   403   403   403   403",
-        form("/admin/specifications", "publish", SPEC_FORM)),
+    # admin proposes first; QA's proposal for the same tissue source then finds one open (409)
+    row("POST  /admin/specifications         | login 303   403   409   403   403",
+        form("/admin/specifications", "propose", SPEC_FORM | {"reason": "annual review"})),
     # the batch card: admins read it for audits; its forms call the API's services
     row("GET   /batches/{din}                | login 200   200   200   200   404~", at("registered")),
     row("POST  /batches/{din} step:harvest   | login 403   403   403   303   404~",
@@ -739,6 +794,9 @@ WEB_ROWS: tuple[Row, ...] = (
         on_the_card("in_transit", "receipt", RECEIPT)),
     row("POST  /batches/{din} qc             | login 403   303   303   403   404~",
         on_the_card("processed", "qc", qc_entry)),
+    row("POST  /batches/{din} qc_panel       | login 403   303   303   403   404~",
+        on_the_card("processed", "qc_panel", lambda w, user: {"scanned_din": w.din["processed"]} | {
+            f"value.{PANEL.get(user or '', 'cd34_pct')}": GOOD_RESULTS["adipose"][PANEL.get(user or "", "cd34_pct")]})),
     row("POST  /batches/{din} verify         | login 403   303   303   403   404~",
         on_the_card("processed", "verify", lambda w, user: {"qc_id": result_to_verify(w, user)} | VERIFICATION)),
     row("POST  /batches/{din} deviation      | login 403   303   303   303   404~",
@@ -751,10 +809,10 @@ WEB_ROWS: tuple[Row, ...] = (
         on_the_card("reject", "reject", fixed(REJECTION))),
     row("POST  /batches/{din} label          | login 403   200   200   200   404~",
         on_the_card("registered", "label", fixed({"kind": "collection"}))),
-    row("GET   /batches/{din}/record         | login 403   403   200   200   404~", at("registered", "/record")),
-    row("GET   /batches/{din}/record.pdf     | login 403   403   200   200   404~",
+    row("GET   /batches/{din}/record         | login 403   200   200   200   404~", at("registered", "/record")),
+    row("GET   /batches/{din}/record.pdf     | login 403   200   200   200   404~",
         at("registered", "/record.pdf")),
-    row("GET   /batches/{din}/audit-export   | login 403   403   200   200   404~",
+    row("GET   /batches/{din}/audit-export   | login 403   200   200   200   404~",
         at("registered", "/audit-export")),
     # the API's description is public
     row("GET   /api/openapi.json             | 200   200   200   200   200   200", plain("/api/openapi.json")),
