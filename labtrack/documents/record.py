@@ -1,4 +1,4 @@
-"""The batch record (SPEC §8): everything QA sees, on paper, for an inspector.
+"""The batch record (requirements §8): everything QA sees, on paper, for an inspector.
 
 Every signature prints its manifestation (R-SIG-2); corrected entries are marked
 with the original value (R-COR-1); the chain verification result and the latest
@@ -21,6 +21,8 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from labtrack.documents import fonts
+from labtrack.documents.curve import drawing
+from labtrack.domain.hashing import iso_utc
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class RecordView:
     generated: str = ""
     stages: list[Any] = field(default_factory=list)  # labtrack.domain.stages.Stage: the stepper
     sign_off: list[tuple[str, str]] = field(default_factory=list)  # the release or rejection signature
+    temperatures: list[Any] = field(default_factory=list)  # services.temperatures.LegView, R-TMP-1
 
 
 def _styles() -> dict[str, ParagraphStyle]:
@@ -220,6 +223,7 @@ def render_record(view: RecordView) -> bytes:
             [10 * mm, 18 * mm, 38 * mm, 40 * mm, width - 106 * mm] if view.custody else [width],
             styles,
         ),
+        *_temperatures(view, width, styles),
         Paragraph("QC results against the specification", styles["h2"]),
         _table(
             [
@@ -279,3 +283,28 @@ def render_record(view: RecordView) -> bytes:
     story.append(KeepTogether(closing))
     document.build(story, canvasmaker=_numbered_canvas(view.din_display))
     return buffer.getvalue()
+
+
+def _temperatures(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """Each transport leg's logger summary and curve (R-TMP-1); nothing when the batch has no leg."""
+    if not view.temperatures:
+        return []
+    story: list[Any] = [Paragraph("Transport temperatures", styles["h2"])]
+    for leg in view.temperatures:
+        log = leg.log
+        title = f"Leg {leg.number}: hand-off {iso_utc(leg.handed_off_at)}"
+        title += f" → receipt {iso_utc(leg.received_at)}" if leg.received_at else " (not received yet)"
+        if log is None:
+            story.append(Paragraph(escape(f"{title}. No logger file imported."), styles["base"]))
+            continue
+        rows = [
+            ["Lowest", "Highest", "Mean", f"Outside {log.low_c:g}–{log.high_c:g} °C", "Logger file"],
+            [f"{log.min_c:g} °C", f"{log.max_c:g} °C", f"{log.mean_c:g} °C", f"{log.minutes_out_of_range:g} min",
+             f"{log.filename} ({log.timezone}), SHA-256 {log.file_sha256[:16]}…, event {log.event_seq}"],
+        ]  # fmt: skip
+        story += [
+            Paragraph(escape(title), styles["cell_bold"]),
+            _table(rows, [18 * mm, 18 * mm, 18 * mm, 30 * mm, width - 84 * mm], styles),
+            drawing(leg.curve),
+        ]
+    return story

@@ -1,4 +1,4 @@
-"""Views for the printed documents: labels (each print an event) and the batch record (SPEC §8)."""
+"""Views for the printed documents: labels (each print an event) and the batch record (requirements §8)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from labtrack.domain.lifecycle import Status
 from labtrack.domain.process import PROCESSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch
-from labtrack.services import batches, deviations, qc
+from labtrack.services import batches, deviations, qc, temperatures
 from labtrack.services.streams import append_batch_event
 
 TISSUE_WORDS = {"adipose": "Adipose lipoaspirate", "bone_marrow": "Bone marrow aspirate"}
@@ -30,12 +30,22 @@ def _local(moment: Any, zone: str) -> str:
     return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z") if moment else "—"
 
 
-def print_label(session: Session, actor: Actor, din: str, *, kind: str, facility: str, zone: str) -> LabelView:
-    """A product label only for a released batch; a collection label until then. Each print is an event."""
+def print_label(
+    session: Session, actor: Actor, din: str, *, kind: str, facility: str, zone: str, format: str = "pdf"
+) -> LabelView:
+    """A product label only for a released batch; a collection label until then. Each print is an event
+    (a ZPL download too: whoever downloads it sends it to a printer)."""
     batch = batches.get(session, actor, din, for_update=True)
+    view = label_view(batch, actor, kind=kind, facility=facility, zone=zone)
+    data = {"kind": kind} | ({} if format == "pdf" else {"format": format})
+    append_batch_event(session, batch, actor, "label_printed", data)
+    return view
+
+
+def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: str) -> LabelView:
+    """What a label of ``kind`` shows, if ``actor`` may print it now (R-ZPL-1 prints the same view as ZPL)."""
     require(actor, Action.PRINT_LABEL, batch.clinic_id, what="batch")
     check_label(Status(batch.status), kind)
-    append_batch_event(session, batch, actor, "label_printed", {"kind": kind})
     code = Din(batch.din)
     low, high = transport_range(batch.specification.body)
     patient = batch.patient
@@ -238,6 +248,7 @@ def record_view(session: Session, actor: Actor, din: str, *, zone: str) -> Recor
         generated=f"{glossary.moment(utcnow(), zone)} by {actor.full_name} ({actor.username})",
         stages=stepper.stages(Status(batch.status), tuple(batch.steps_done or ()), batch.released_at),
         sign_off=sign_off,
+        temperatures=temperatures.leg_views(session, batch),
     )
 
 

@@ -1,4 +1,4 @@
-"""Clinic, QA and admin pages over the same services as the API (SPEC §7)."""
+"""Clinic, QA and admin pages over the same services as the API (requirements §7)."""
 
 from __future__ import annotations
 

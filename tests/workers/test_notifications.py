@@ -1,4 +1,4 @@
-"""Who hears about what (SPEC §6): every topic reaches only the users and the clinic it concerns.
+"""Who hears about what (requirements §6): every topic reaches only the users and the clinic it concerns.
 
 The dispatcher runs in this process here (its worker path is covered by test_outbox_delivery),
 against the real database, a real HTTP receiver and a real SMTP conversation.
