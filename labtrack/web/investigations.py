@@ -13,7 +13,7 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
+from labtrack.db import database, read_session
 from labtrack.api.investigation_schemas import (
     AdverseReactionCloseSchema,
     AdverseReactionCreateSchema,
