@@ -55,9 +55,10 @@ def verify(args: dict):
     """Incremental verification: the events since the newest verified checkpoint, each batch extending the head
     it signed (``mode``: incremental); with ``din``, that batch's whole chain (``mode``: full). A full run over
     every chain is ``POST /audit/verifications`` (QA, admin)."""
+    trusted = keys.trusted_public_key(current_app.config)
     if args.get("din"):
-        return chains.verify_batch(read_session(), actor(), args["din"]).as_dict()
-    return chains.verify_recent(read_session(), actor()).as_dict()
+        return chains.verify_batch(read_session(), actor(), args["din"], public_key=trusted).as_dict()
+    return chains.verify_recent(read_session(), actor(), public_key=trusted).as_dict()
 
 
 @blp.post("/audit/verifications")
@@ -98,7 +99,7 @@ def list_checkpoints():
 @refusals(blp, 403, 409, 422)
 def make_checkpoint():
     """Sign a checkpoint of every stream head now (QA, admin)."""
-    key, origin, who = keys.lab_key(), current_app.config["LABTRACK_FIN"], actor()
+    key, origin, who = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"], actor()
     return write(lambda s: checkpoints.as_dict(checkpoints.create(s, key, origin, who)), CheckpointSchema())
 
 
@@ -107,7 +108,7 @@ def make_checkpoint():
 @refusals(blp)
 def public_key():
     """The key that signs checkpoints, for offline verification (any signed-in user)."""
-    key = keys.lab_key()
+    key = keys.lab_key(current_app.config)
     return Response(key.public_pem, mimetype="application/x-pem-file", headers={"X-LabTrack-Key-Id": key.key_id})
 
 

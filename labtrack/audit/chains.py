@@ -47,7 +47,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from labtrack.audit import checkpoints, keys, tree
+from labtrack.audit import checkpoints, tree
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
@@ -337,14 +337,14 @@ def verify(
     session: Session,
     actor: Actor | None = None,
     din: str | None = None,
-    public_key: Ed25519PublicKey | None = None,
     *,
+    public_key: Ed25519PublicKey,
     split_from: int | None = SPLIT_FROM_EVENTS,
 ) -> Report:
     """Full verification of batch chains (all, or one DIN) and, for all, the admin chain; then the checkpoints.
 
-    Checkpoints are checked against ``public_key`` (an auditor's copy of the lab's key) or
-    else the trusted key (``keys.trusted_public_key``). On PostgreSQL a run over ``split_from``
+    Checkpoints are checked against ``public_key``: the trusted key (``keys.trusted_public_key``)
+    or an auditor's copy of the lab's key. On PostgreSQL a run over ``split_from``
     events or more scans them on two connections sharing one snapshot (None: always one); the
     report is the same either way. The run reads through sessions of its own on ``session``'s
     engine. A full run over everything belongs to the CLI and the background task
@@ -352,7 +352,7 @@ def verify(
     """
     if actor is not None:
         require(actor, Action.AUDIT)
-    trusted = public_key or keys.trusted_public_key()
+    trusted = public_key
     if session.get_bind().dialect.name == "postgresql":
         try:
             with _own_session(session) as own:
@@ -639,12 +639,12 @@ def verify_batch(session: Session, actor: Actor | None, din: str, public_key: Ed
     record): the cost of the batch's events and O(log n) for the checkpoint, never the whole tree."""
     if actor is not None:
         require(actor, Action.AUDIT)
-    trusted = public_key or keys.trusted_public_key()
+    trusted = public_key
     with _own_session(session) as own:
         return _Run(own, trusted, in_database=False).one(actor, din)
 
 
-def verify_recent(session: Session, actor: Actor | None = None, public_key: Ed25519PublicKey | None = None) -> Report:
+def verify_recent(session: Session, actor: Actor | None = None, *, public_key: Ed25519PublicKey) -> Report:
     """Incremental verification (R-SCL-2): what was appended since the newest verified checkpoint.
 
     The base is the newest checkpoint a verification run vouched for (``labtrack.audit.runs``), or
@@ -657,7 +657,7 @@ def verify_recent(session: Session, actor: Actor | None = None, public_key: Ed25
         require(actor, Action.AUDIT)
     from labtrack.audit import runs  # runs builds on this module
 
-    trusted = public_key or keys.trusted_public_key()
+    trusted = public_key
     for in_database in (True, False) if session.get_bind().dialect.name == "postgresql" else (False,):
         try:
             with _own_session(session) as own:

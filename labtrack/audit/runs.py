@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flask import Flask
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from labtrack.audit import chains, keys
+from labtrack.audit import chains
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Action, Actor, require
@@ -180,12 +181,12 @@ def _vouched(report: chains.Report) -> int | None:
     return int(checkpoint["id"]) if report.ok and checkpoint is not None and checkpoint.get("ok") else None  # type: ignore[arg-type]
 
 
-def run_full(database: Database, run_id: int) -> str:
+def run_full(database: Database, run_id: int, public_key: Ed25519PublicKey) -> str:
     """The task's work: claim the run, check chunk after chunk from where it stopped, store the result."""
     if not database.write(lambda s: _claim(s, run_id, utcnow())):
         return "taken"
     try:
-        with chains.Chunked(database.engine, keys.trusted_public_key()) as verifier:
+        with chains.Chunked(database.engine, public_key) as verifier:
             while _chunk(database, run_id, verifier):
                 pass
             _finish(database, run_id, verifier)
@@ -217,10 +218,10 @@ def stalled(database: Database, now: datetime | None = None) -> list[int]:
     return database.write(work)
 
 
-def record_incremental(database: Database) -> chains.Report:
+def record_incremental(database: Database, public_key: Ed25519PublicKey) -> chains.Report:
     """After a checkpoint: verify what was appended since the last verified one and store the outcome."""
     with Session(database.engine) as session:
-        report = chains.verify_recent(session)
+        report = chains.verify_recent(session, public_key=public_key)
     now = utcnow()
 
     def work(session: Session) -> None:

@@ -7,7 +7,7 @@ import random
 
 from sqlalchemy import event, select, update
 
-from labtrack.audit import chains, checkpoints, runs, tree
+from labtrack.audit import chains, checkpoints, keys, runs, tree
 from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves, verify_inclusion
 from labtrack.models import BatchEvent, CheckpointHead
 from tests.api.test_audit_trail import triggers_bypassed
@@ -95,7 +95,7 @@ def test_r_scl_2_incremental_verification_reads_only_what_came_after_the_verifie
     assert lab.ok(lab.get("qa", "/audit/verify"), 200)["since_checkpoint"] is None  # nothing verified: all
     make_checkpoint(lab)
     with app.app_context():
-        recorded = runs.record_incremental(db)
+        recorded = runs.record_incremental(db, keys.trusted_public_key(app.config))
     assert recorded.ok
     assert recorded.mode == "incremental"
     base = lab.sql("SELECT max(checkpoint_id) FROM audit_verifications WHERE status = 'done'")[0][0]
@@ -115,7 +115,7 @@ def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
     din = lab.batch()
     make_checkpoint(lab)
     with app.app_context():
-        assert runs.record_incremental(db).ok
+        assert runs.record_incremental(db, keys.trusted_public_key(app.config)).ok
     lab.ok(lab.harvest(din))
     with triggers_bypassed(lab) as connection:
         batch_id = connection.execute(select(BatchEvent.batch_id).where(BatchEvent.seq == 2)).scalar_one()
@@ -123,6 +123,6 @@ def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
             update(BatchEvent).where(BatchEvent.batch_id == batch_id, BatchEvent.seq == 2).values(data={"x": 1})
         )
     with app.app_context():
-        report = chains.verify_recent(db.reader())
+        report = chains.verify_recent(db.reader(), public_key=keys.trusted_public_key(app.config))
     assert [(f["din"], f["seq"]) for f in report.failures] == [(din, 2)]
     assert "canonical" in report.failures[0]["reason"]

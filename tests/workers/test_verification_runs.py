@@ -51,7 +51,7 @@ def test_r_scl_2_a_run_whose_worker_died_is_resumed_where_it_stopped(app, lab, d
     with app.app_context():
         assert runs.stalled(db) == [run_id]
         assert db.write(lambda s: runs._claim(s, run_id, utcnow()))
-        with chains.Chunked(db.engine, keys.trusted_public_key()) as verifier:
+        with chains.Chunked(db.engine, keys.trusted_public_key(app.config)) as verifier:
             assert runs._chunk(db, run_id, verifier)  # one chunk, then the worker dies
         assert runs.stalled(db) == []  # its lease still runs
         progress = lab.ok(lab.get("qa", f"/audit/verifications/{run_id}"), 200)
@@ -63,8 +63,8 @@ def test_r_scl_2_a_run_whose_worker_died_is_resumed_where_it_stopped(app, lab, d
         lapsed = utcnow() - runs.LEASE - timedelta(seconds=1)
         lab.sql("UPDATE audit_verifications SET heartbeat_at = :at", at=lapsed)
         assert runs.stalled(db) == [run_id]
-        assert runs.run_full(db, run_id) == "done"
-        assert runs.run_full(db, run_id) == "taken"  # done: nobody runs it again
+        assert runs.run_full(db, run_id, keys.trusted_public_key(app.config)) == "done"
+        assert runs.run_full(db, run_id, keys.trusted_public_key(app.config)) == "taken"  # done: nobody runs it again
     done = lab.ok(lab.get("qa", f"/audit/verifications/{run_id}"), 200)
     assert done["progress"]["batches_done"] == 5  # not 7: the first chunk was not read again
     assert done["result"]["ok"] is True
