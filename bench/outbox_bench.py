@@ -36,7 +36,7 @@ from labtrack.migrate import upgrade  # noqa: E402
 from labtrack.models import OutboxMessage  # noqa: E402
 from labtrack.services import batches, outbox, patients, reference, specifications  # noqa: E402
 from labtrack.services.auth import actor_of  # noqa: E402
-from tests.workers.conftest import drop_queue  # noqa: E402
+from tests.fixtures import drop_queue  # noqa: E402
 from tests.workers.support import SECRET, Receiver, Worker, wait_until  # noqa: E402
 
 
