@@ -128,7 +128,7 @@ EXPORTS: dict[str, tuple[type[Schema], Export]] = {
         lambda s, who, args: exports.adverse_reactions_csv(s, who, **args),
     ),
 }
-PAGING = ("format", "page", "per_page", "limit", "after")
+PAGING = ("format", "limit", "after")
 
 
 @bp.get("/exports/<name>.csv")
