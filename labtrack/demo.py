@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labtrack import demo_history
+from labtrack import demo_history, demo_investigations
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Actor
@@ -66,8 +66,12 @@ def load(database: Database, facility: str) -> str:
         demo = DemoLab.open(session, facility)
         demo.add_materials()
         demo.add_batches()
+        demo_investigations.add(demo)
         history = demo_history.load(session, facility, DEMO_PASSWORD)  # a year of follow-up and trends
-        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today, {history} over the past year."
+        return (
+            f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today (one released), "
+            f"{history} over the past year."
+        )
 
     return database.write(work)
 

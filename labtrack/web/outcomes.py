@@ -11,9 +11,9 @@ from typing import Any
 from flask import Response, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
 from labtrack.api.outcome_schemas import BaselineResetSchema, FollowUpCreateSchema, OutcomesQueryArgsSchema
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Role, can
 from labtrack.domain.din import Din
 from labtrack.domain.errors import NotFound
