@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labtrack import demo_investigations
+from labtrack import demo_history, demo_investigations
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Actor
@@ -67,7 +67,11 @@ def load(database: Database, facility: str) -> str:
         demo.add_materials()
         demo.add_batches()
         demo_investigations.add(demo)
-        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 patients, 5 batches (one released)."
+        history = demo_history.load(session, facility, DEMO_PASSWORD)  # a year of follow-up and trends
+        return (
+            f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today (one released), "
+            f"{history} over the past year."
+        )
 
     return database.write(work)
 

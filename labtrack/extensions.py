@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from celery import Celery, Task
 from celery.schedules import crontab
 from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
+
+from labtrack.services import labels, outbox
 
 api = Api()
 csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
@@ -28,6 +33,17 @@ TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
 TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
 TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
+
+
+def send_label_print(app: Flask) -> Callable[[int], None]:
+    """What ``labels.request_print`` calls after commit: ask the broker to print that job."""
+    celery = app.extensions["celery"]
+    return lambda job_id: celery.send_task(labels.TASK_PRINT_LABEL, args=[job_id], retry=False)
+
+
+def _send_dispatch(celery: Celery, ids: list[int]) -> None:
+    """The outbox's ``Send``: ask the broker to run the dispatch task for these rows."""
+    celery.send_task(TASK_DISPATCH, args=[ids], retry=False)
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
@@ -90,4 +106,5 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery.set_default()
     app.extensions["celery"] = celery
+    app.extensions["labtrack.db"].session_info[outbox.DISPATCH] = partial(_send_dispatch, celery)
     return celery

@@ -25,12 +25,12 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from labtrack.api.errors import problem_response
 from labtrack.domain.errors import RateLimited
+from labtrack.problems import problem_response
 from labtrack.services.auth import Client
 
 LIMITER = "labtrack.limiter"
-SIGN_IN_ENDPOINTS = ("auth.create_token", "web.login")
+SIGN_IN_ENDPOINTS = ("auth.create_token", "auth.change_password", "web.login")
 USERNAME_KEY_LENGTH = 100
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"

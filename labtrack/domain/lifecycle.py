@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.errors import (
@@ -150,14 +151,7 @@ def check_step(state: BatchState, step_name: str) -> tuple[StepDefinition, Statu
 
 def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
     """R-CUS-1: only the custodian hands off, to one named active user; returns the new status."""
-    if state.status in TERMINAL:
-        raise _refuse_order(state, "A hand-off")
-    if state.transfer is not None:
-        raise CustodyViolation("A hand-off is already pending for this batch.")
-    if state.custodian_id is None:
-        raise _refuse_order(state, "A hand-off")
-    if state.custodian_id != actor.id:
-        raise CustodyViolation("Only the batch's current custodian can hand it off.")
+    check_hand_off_by(state, actor)
     if recipient.id == actor.id:
         raise ValidationFailed({"to_username": ["cannot hand a batch off to yourself"]})
     if recipient.role == Role.ADMIN:
@@ -177,6 +171,16 @@ def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
     raise _refuse_order(state, f"A hand-off from {from_side} to {to_side}")
 
 
+def check_hand_off_by(state: BatchState, actor: Actor) -> None:
+    """R-CUS-1: a hand-off is possible now and ``actor`` is the one who may make it (whoever the recipient)."""
+    if state.status in TERMINAL or state.custodian_id is None:
+        raise _refuse_order(state, "A hand-off")
+    if state.transfer is not None:
+        raise CustodyViolation("A hand-off is already pending for this batch.")
+    if state.custodian_id != actor.id:
+        raise CustodyViolation("Only the batch's current custodian can hand it off.")
+
+
 def check_receipt(state: BatchState, actor: Actor) -> Status:
     """R-CUS-1: only the named recipient receives; returns the new status."""
     if state.transfer is None:
@@ -191,3 +195,28 @@ def check_receipt(state: BatchState, actor: Actor) -> Status:
         case Status.RELEASED, Performer.CLINIC:
             return Status.DELIVERED
     return state.transfer.status_before
+
+
+def state_of(batch: Any) -> BatchState:
+    """The snapshot of a batch's projection (the ``batches`` row and its custodian and recipient, read by attribute)."""
+    transfer = None
+    if batch.transfer_to_id is not None and batch.transfer_to is not None:
+        transfer = PendingTransfer(
+            from_user_id=batch.transfer_from_id or 0,
+            to_user_id=batch.transfer_to_id,
+            to_side=side_of(batch.transfer_to.role),
+            seal_id=batch.transfer_seal_id or "",
+            status_before=Status(batch.transfer_status_before),
+        )
+    return BatchState(
+        status=Status(batch.status),
+        tissue_source=TissueSource(batch.tissue_source),
+        clinic_id=batch.clinic_id,
+        steps_done=tuple(batch.steps_done or ()),
+        custodian_id=batch.custodian_id,
+        custodian_side=side_of(batch.custodian.role) if batch.custodian else None,
+        transfer=transfer,
+        held=batch.held,
+        expires_at=batch.expires_at,
+        last_physical_at=batch.last_physical_at,
+    )

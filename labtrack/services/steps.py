@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.domain import timing
+from labtrack.domain import lifecycle, timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
 from labtrack.domain.investigations import Activity
@@ -33,7 +33,7 @@ def in_hand(
 ) -> tuple[Batch, BatchState]:
     """Load and lock the batch for a write made with the product in hand: access, then the scan."""
     batch = batches.get(session, actor, din, for_update=True)
-    state = batches.state_of(batch)
+    state = lifecycle.state_of(batch)
     require(actor, action(state) if callable(action) else action, batch.clinic_id, what="batch")
     identity.check_scan(batch, actor, scanned_din, what)
     return batch, state
@@ -80,13 +80,12 @@ def equipment_view(item: Equipment | Row) -> EquipmentView:
     return EquipmentView(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
 
 
-def usable_materials(
+def materials(
     session: Session, actor: Actor, step: StepDefinition, on: date
-) -> tuple[list[ReagentLot], list[Equipment]]:
-    """The lots and equipment a step may use on ``on``: of its required kinds and usable (R-MAT-1..3).
-
-    For pickers that offer only what the step would accept; ``log_step`` checks again.
-    """
+) -> tuple[list[tuple[ReagentLot, str | None]], list[tuple[Equipment, str | None]]]:
+    """The lots and equipment of a step's required kinds, each with why it cannot be used on ``on``
+    (None when it can, R-MAT-1..3). Pickers offer the usable ones and show the others disabled with
+    their reason; ``log_step`` checks again."""
     require(actor, Action.READ_MATERIALS)
     lots = session.execute(
         select(ReagentLot)
@@ -97,8 +96,8 @@ def usable_materials(
         select(Equipment).where(Equipment.kind.in_(step.equipment_kinds)).order_by(Equipment.kind, Equipment.code)
     ).scalars()
     return (
-        [lot for lot in lots if lot_usable(lot_view(lot), on) is None],
-        [item for item in items if equipment_usable(equipment_view(item), on) is None],
+        [(lot, lot_usable(lot_view(lot), on)) for lot in lots],
+        [(item, equipment_usable(equipment_view(item), on)) for item in items],
     )
 
 

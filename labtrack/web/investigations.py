@@ -13,13 +13,13 @@ from typing import Any
 from flask import current_app, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from labtrack.api.common import database, read_session
 from labtrack.api.investigation_schemas import (
     AdverseReactionCloseSchema,
     AdverseReactionCreateSchema,
     LookbackCloseSchema,
     LookbackCreateSchema,
 )
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Role, can
 from labtrack.domain.din import Din
 from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import PASSWORD
 from tests.investigation_support import INFECTION, Batches, reaction, reaction_form
-from tests.web.conftest import error_beside
+from tests.web.support import error_beside
 
 
 @pytest.fixture
