@@ -225,6 +225,27 @@ WORDS: dict[str, str] = {
     "batch.handed_to_you": "batch handed to you",
     "identity.mismatch": "identity mismatch",
     "sterility.positive": "positive sterility culture",
+    # investigations (R-ADV, R-LBK)
+    "not_administered": "not administered yet",
+    "reviewed": "reviewed",
+    "recalled": "recalled",
+    "lookback": "lookback",
+    "infection": "infection",
+    "allergic_reaction": "allergic reaction",
+    "injection_site_reaction": "injection site reaction",
+    "not_recovered": "not recovered",
+    "reagent_lot": "reagent lot",
+    "operator": "operator",
+    "follow_up": "administered: follow the patient up",
+    "adverse_reaction_reported": "adverse reaction reported",
+    "adverse_reaction_closed": "adverse reaction closed",
+    "adverse_reaction.reported": "adverse reaction reported",
+    "adverse_reaction.due_soon": "adverse reaction report due soon",
+    "adverse_reaction.overdue": "adverse reaction report overdue",
+    "lookback.opened": "lookback opened",
+    "lookback.reminder": "lookback awaiting acknowledgement",
+    "lookback.unanswered": "lookback unanswered",
+    "lookback.auto_opened": "lookback opened automatically",
 }
 
 # Actions a role may take (``Action`` values), as a person says them.
@@ -250,6 +271,10 @@ ACTIONS: dict[str, str] = {
     "audit": "verify the audit trail",
     "propose_specification": "propose specification changes",
     "approve_specification": "approve specification changes",
+    "report_reaction": "report adverse reactions",
+    "read_investigations": "see adverse reactions and lookbacks",
+    "investigate": "open lookbacks and close investigations",
+    "acknowledge_lookback": "acknowledge lookbacks",
 }
 
 UNITS = {"cells": "cells", "%": "%", "EU/mL": "EU/mL", "mL": "mL", "kg": "kg", "min": "min", "°C": "°C"}
