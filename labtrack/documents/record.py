@@ -20,6 +20,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from labtrack.documents import fonts
+from labtrack.glossary import words
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,16 @@ def manifestation_text(signature: dict[str, Any]) -> str:
     return (
         f"Signed by {signature['printed_name']} ({signature['username']}) at {signature['signed_at']} — "
         f"meaning: {signature['meaning']}; record {signature['record_hash'][:16]}…"
-    )
+    ) + covers_text(signature)
+
+
+def covers_text(signature: dict[str, Any]) -> str:
+    """A signature over several QC results names each of them and its record (R-SIG-3)."""
+    covers = signature.get("covers") or []
+    if not covers:
+        return ""
+    listed = "; ".join(f"{words(c['test'])} (record {c['record_hash'][:12]}…)" for c in covers)
+    return f"; covers {len(covers)} results: {listed}"
 
 
 def _table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:

@@ -86,7 +86,7 @@ def test_r_rel_1_r_sig_3_queue_lists_every_kind_of_work_and_qa_is_warned_before_
     expect(qa2.page.get_by_role("button", name="Release…")).to_be_visible()
 
 
-def test_qc_panel_after_one_scan_and_a_correction_beside_the_original(people, lab):
+def test_r_coi_1_r_cor_1_qc_panel_after_one_scan_and_a_correction_beside_the_original(people, lab):
     din = lab.processed()
     tech = people("tech")
     page = tech.page
@@ -153,7 +153,7 @@ def test_r_qc_6_a_specification_change_proposed_compared_and_approved_with_a_sig
     assert registered["specification_version"] == 2  # batches registered afterwards
 
 
-def test_admin_confirms_deactivation_edits_and_resets_a_password(people, lab, live_server):
+def test_r_acc_2_admin_confirms_deactivation_edits_and_resets_a_password(people, lab, live_server):
     admin = people("admin")
     page = admin.page
     admin.goto("/admin/users", "users")
