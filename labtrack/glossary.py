@@ -36,6 +36,8 @@ WORDS: dict[str, str] = {
     "rejected": "rejected",
     "expired": "expired",
     "discarded": "discarded",
+    "not_administered": "not administered",
+    "reviewed": "reviewed",
     # tissue sources, products
     "adipose": "adipose tissue",
     "bone_marrow": "bone marrow",

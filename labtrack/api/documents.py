@@ -26,7 +26,7 @@ class LabelQueryArgsSchema(Schema):
 
 
 class LabelPrintCreateSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(documents.LABEL_KINDS))
+    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
 
 
 class LabelPrintSchema(Schema):
