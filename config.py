@@ -63,6 +63,20 @@ class Config:
     # trusted for that many hops, so throttling and the auth record see the client, not the proxy.
     # 0 (the default) trusts none: a client cannot choose the address it is counted under.
     LABTRACK_PROXY_HOPS: int = 0
+    # Operations (docs/operations.md): who may scrape /metrics (addresses or networks, comma-separated),
+    # and single sign-on with OpenID Connect, on when the issuer is set. LABTRACK_OIDC_CLAIM names the
+    # ID token claim matched to a LabTrack user: their username, or their e-mail when the claim is "email".
+    LABTRACK_METRICS_ALLOW: str = "127.0.0.0/8,::1/128"
+    LABTRACK_OIDC_ISSUER: str | None = None
+    LABTRACK_OIDC_CLIENT_ID: str | None = None
+    LABTRACK_OIDC_CLIENT_SECRET: str | None = None
+    LABTRACK_OIDC_CLAIM: str = "preferred_username"
+    LABTRACK_OIDC_NAME: str = "your organisation's account"
+    # Interoperability (docs/interoperability.md): the thermal label printer as host:port (raw TCP,
+    # port 9100 by default), and how long a transport leg may spend outside its range before a
+    # temperature_excursion deviation opens (0: any time at all).
+    LABTRACK_LABEL_PRINTER: str | None = None
+    LABTRACK_EXCURSION_MINUTES: float = 0
     ARGON2_TIME_COST: int = 3
     ARGON2_MEMORY_KIB: int = 65536
     MAX_CONTENT_LENGTH: int = 1024 * 1024
@@ -95,6 +109,14 @@ class Config:
             "LABTRACK_LOGIN_LIMIT_PER_ADDRESS": env.get("LABTRACK_LOGIN_LIMIT_PER_ADDRESS") or "30/minute",
             "LABTRACK_RATELIMIT_KEY_PREFIX": env.get("LABTRACK_RATELIMIT_KEY_PREFIX") or "labtrack",
             "LABTRACK_PROXY_HOPS": int(env.get("LABTRACK_PROXY_HOPS", 0)),
+            "LABTRACK_METRICS_ALLOW": env.get("LABTRACK_METRICS_ALLOW") or "127.0.0.0/8,::1/128",
+            "LABTRACK_OIDC_ISSUER": env.get("LABTRACK_OIDC_ISSUER") or None,
+            "LABTRACK_OIDC_CLIENT_ID": env.get("LABTRACK_OIDC_CLIENT_ID") or None,
+            "LABTRACK_OIDC_CLIENT_SECRET": env.get("LABTRACK_OIDC_CLIENT_SECRET") or None,
+            "LABTRACK_OIDC_CLAIM": env.get("LABTRACK_OIDC_CLAIM") or "preferred_username",
+            "LABTRACK_OIDC_NAME": env.get("LABTRACK_OIDC_NAME") or "your organisation's account",
+            "LABTRACK_LABEL_PRINTER": env.get("LABTRACK_LABEL_PRINTER") or None,
+            "LABTRACK_EXCURSION_MINUTES": float(env.get("LABTRACK_EXCURSION_MINUTES", 0)),
             "ARGON2_TIME_COST": int(env.get("ARGON2_TIME_COST", 3)),
             "ARGON2_MEMORY_KIB": int(env.get("ARGON2_MEMORY_KIB", 65536)),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +161,9 @@ def run(_args: list[str]) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # Metrics of the web workers and the Celery worker, added up by any scrape (docs/operations.md).
+    metrics_dir = tempfile.mkdtemp(prefix="labtrack-metrics-")
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     children = Children(env)
     children.start("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"])
     children.start(
@@ -188,6 +192,7 @@ def run(_args: list[str]) -> int:
     else:
         say(f"{signal.Signals(stop_signal[0]).name}: stopping the web server and the worker")
     children.stop()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     say("stopped")
     return 1 if exited is not None else 0
 

@@ -1,4 +1,4 @@
-"""The step-logging floor (SPEC §9): a bare Flask endpoint doing one INSERT + COMMIT.
+"""The step-logging floor (requirements §9): a bare Flask endpoint doing one INSERT + COMMIT.
 
 Served by the same ``gunicorn -c gunicorn.conf.py`` configuration as LabTrack and
 built on the same engine settings (``labtrack.db.make_engine``), so the ratio to it

@@ -1,4 +1,4 @@
-"""Outbox webhook delivery rate to a local receiver (SPEC §9: at least 500 webhooks/s).
+"""Outbox webhook delivery rate to a local receiver (requirements §9: at least 500 webhooks/s).
 
     .venv/bin/python bench/outbox_bench.py [--count 5000] [--concurrency 2]
 

@@ -1,4 +1,4 @@
-"""LabTrack against the quality bars of SPEC §9, each as a ratio to a floor measured in the same run.
+"""LabTrack against the quality bars of requirements §9, each as a ratio to a floor measured in the same run.
 
     DATABASE_URL=postgresql://root@127.0.0.1/postgres CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python bench/run.py [--quick] [--only steps,serial,readiness,audit,outbox]

@@ -10,6 +10,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
@@ -21,6 +22,7 @@ from labtrack.audit import chains, checkpoints, keys
 from labtrack.db import Database
 from labtrack.domain.errors import DomainError
 from labtrack.migrate import upgrade
+from labtrack.ops import backup
 from labtrack.services import reference, specifications
 
 labtrack = AppGroup("labtrack", help="LabTrack administration.")
@@ -155,6 +157,34 @@ def audit_checkpoint() -> None:
         f"Checkpoint {checkpoint.id}: {checkpoint.tree_size} stream(s), "
         f"root {checkpoint.root}, key {checkpoint.key_id}."
     )
+
+
+@labtrack.command("backup")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def backup_command(path: Path) -> None:
+    """Write a consistent copy of the database to PATH while the app runs (R-OPS-5)."""
+    click.echo(backup.backup(_db(), path))
+
+
+@labtrack.command("restore-check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--public-key", type=click.File("rb"), default=None, help="Check checkpoints against this PEM key.")
+@user_errors
+def restore_check(path: Path, public_key: BinaryIO | None) -> None:
+    """Restore the copy at PATH to a scratch database and run the full audit verification on it; exit 1 on failure."""
+    try:
+        trusted = keys.load_public_pem(public_key.read()) if public_key else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--public-key") from None
+    result = backup.restore_check(path, current_app.config["DATABASE_URL"], trusted)
+    for failure in result.failures:
+        click.echo(f"FAIL {failure['din']} seq {failure['seq']}: {failure['reason']}", err=True)
+    click.echo(
+        f"{'OK' if result.ok else 'FAILED'}: the copy at {path} restores (schema revision {result.revision}); "
+        f"{result.batches} batch(es), {result.events} event(s) verified, {len(result.failures)} failure(s)."
+    )
+    sys.exit(0 if result.ok else 1)
 
 
 def register(app: Flask) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
@@ -21,19 +22,27 @@ TASK_SWEEP = "labtrack.outbox.sweep"
 TASK_EXPIRY_WATCH = "labtrack.watch.expiry"
 TASK_CUSTODY_WATCH = "labtrack.watch.custody"
 TASK_CHECKPOINT = "labtrack.audit.checkpoint"
+TASK_HOUSEKEEPING = "labtrack.housekeeping"
+HOUSEKEEPING_AT = crontab(hour=2, minute=30)  # nightly, UTC (R-OPS-6)
+TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
+TASK_TREND_WATCH = "labtrack.watch.trends"
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
-    """SPEC §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
+    """requirements §6. Each run expires after its period, so a stopped worker does not come back to a backlog."""
     periods = {
         TASK_SWEEP: sweep_seconds,
         TASK_EXPIRY_WATCH: 60.0,
         TASK_CUSTODY_WATCH: 300.0,
         TASK_CHECKPOINT: 600.0,
+        TASK_FOLLOWUP_WATCH: 3600.0,
+        TASK_TREND_WATCH: 300.0,
     }
-    return {
+    schedule: dict[str, dict[str, object]] = {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()
     }
+    schedule[TASK_HOUSEKEEPING] = {"task": TASK_HOUSEKEEPING, "schedule": HOUSEKEEPING_AT, "options": {"expires": 3600}}
+    return schedule
 
 
 def celery_init_app(app: Flask) -> Celery:

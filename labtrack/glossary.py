@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
@@ -23,8 +25,8 @@ WORDS: dict[str, str] = {
     "registered": "registered",
     "collected": "collected",
     "in_transit": "in transit",
-    "received": "received at the lab",
-    "processing": "in processing",
+    "received": "received",
+    "processing": "processing",
     "processed": "processed",
     "awaiting_release": "awaiting release",
     "released": "released",
@@ -34,6 +36,8 @@ WORDS: dict[str, str] = {
     "rejected": "rejected",
     "expired": "expired",
     "discarded": "discarded",
+    "not_administered": "not administered",
+    "reviewed": "reviewed",
     # tissue sources, products
     "adipose": "adipose tissue",
     "bone_marrow": "bone marrow",
@@ -100,6 +104,34 @@ WORDS: dict[str, str] = {
     "signature.password": "Password",
     "signature.meaning": "Meaning of the signature",
     "password": "Password",
+    # other event data
+    "to": "Handed to",
+    "to_full_name": "Recipient",
+    "from": "From",
+    "handoff_seal_id": "Seal id at hand-off",
+    "conditional_release": "Conditional release",
+    "patient_id": "Patient number",
+    "product": "Product",
+    "specification_version": "Specification version",
+    "event_seq": "Corrects entry",
+    "changes": "Changes",
+    "qc_result_id": "QC result number",
+    "qc_ids": "QC results",
+    "deviation_id": "Deviation number",
+    "record_hash": "Record hash",
+    "record_seq": "Verifies entry",
+    "locked": "Account locked",
+    "attempt": "Attempt",
+    "check": "Check",
+    "mismatched": "Did not match",
+    "action": "Action",
+    "expires_at": "Expires",
+    "reagent_lots": "Reagent lots",
+    "equipment": "Equipment",
+    "test": "Test",
+    "unit": "Unit",
+    "limit": "Specification",
+    "within_spec": "Within specification",
     # harvest sites, anticoagulants
     "abdomen": "abdomen",
     "flank": "flank",
@@ -164,7 +196,6 @@ WORDS: dict[str, str] = {
     "retired": "retired",
     # label kinds
     "collection": "collection",
-    "product": "product",
     # error codes (problem+json ``code``)
     "bad_request": "request not understood",
     "unauthenticated": "sign-in needed",
@@ -240,9 +271,28 @@ def words(code: Any) -> str:
     return text.replace("_", " ") if CODE.match(text) else text
 
 
+def label(code: Any) -> str:
+    """``words`` for a heading or a label: its first letter capital ("QC result recorded")."""
+    said = words(code)
+    return said[:1].upper() + said[1:]
+
+
 def is_code(text: str) -> bool:
-    """Whether ``text`` is a code people should never read as it is (it has words of its own)."""
-    return bool(CODE.match(text)) and words(text) != text
+    """Whether ``text`` is a code of the glossary people should never read as it is (it has words of its own).
+
+    Other snake_case text (a username such as ``clinic_b``) is not a code."""
+    head = text.partition(":")[0]
+    return (text in WORDS or head in WORDS) and bool(CODE.match(head)) and words(text) != text
+
+
+# Numbers as a machine prints them: 36000000.0, 1e+07.
+MACHINE_NUMBERS = re.compile(r"\b\d+\.0\b(?!\.)|\b\d(?:\.\d+)?e[+-]\d+\b", re.IGNORECASE)
+
+
+def codes_in(text: str) -> list[str]:
+    """The codes (and machine-printed numbers) in a text meant for people: what should have been words."""
+    tokens = {token.strip(".:") for token in re.findall(r"[A-Za-z0-9_.+-]+", text)}
+    return sorted(code for code in tokens if is_code(code)) + MACHINE_NUMBERS.findall(text)
 
 
 def scientific(value: float, digits: int = 2) -> str:
@@ -338,3 +388,22 @@ def sentence(message: str) -> str:
 def _part_in_words(part: str) -> str:
     core = part.strip(".,;:()'\"")
     return part.replace(core, words(core)) if core and is_code(core) else part
+
+
+def moment(when: Any, zone: str) -> str:
+    """A time to the second in the lab's zone, the zone named: "2026-12-02 16:58:03 CET (Europe/Berlin)".
+
+    Accepts a datetime or an ISO 8601 text (as stored in event data); other text is returned as it is."""
+    if when is None or when == "":
+        return "—"
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            return when
+    if when.tzinfo is None:
+        return when.isoformat(sep=" ")
+    local = when.astimezone(ZoneInfo(zone))
+    abbreviation = local.tzname() or zone
+    named = "" if abbreviation == zone else f" ({zone})"
+    return f"{local:%Y-%m-%d %H:%M:%S} {abbreviation}{named}"

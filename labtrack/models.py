@@ -17,9 +17,11 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -77,7 +79,7 @@ STATUSES = (
 )  # fmt: skip
 DEVIATION_KINDS = (
     "qc_out_of_spec", "temperature_excursion", "seal_mismatch", "damaged_container",
-    "custody_overdue", "sterility_positive", "manual",
+    "custody_overdue", "sterility_positive", "manual", "lookback",
 )  # fmt: skip
 
 
@@ -116,6 +118,8 @@ class User(Base):
     # Set when an admin resets the password: the user chooses a new one before anything else.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An SSO user's signing password (R-OPS-4, migration 0010): signatures check it when set.
+    signing_password_hash: Mapped[str | None] = mapped_column(String(200))
     clinic: Mapped[Clinic | None] = relationship(lazy="joined")
 
 
@@ -125,7 +129,7 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     revoked_at: Mapped[datetime | None]
 
 
@@ -171,7 +175,7 @@ class ReagentLot(Base):
     __tablename__ = "reagent_lots"
     __table_args__ = (
         UniqueConstraint("kind", "lot_number", name="uq_reagent_lots_kind_lot"),
-        CheckConstraint(_in("status", ("quarantined", "released", "rejected")), name="status"),
+        CheckConstraint(_in("status", ("quarantined", "released", "rejected", "recalled")), name="status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -230,6 +234,8 @@ class Batch(Base):
     registered_at: Mapped[datetime]
     seq: Mapped[int] = mapped_column(Integer)
     head_hash: Mapped[str] = mapped_column(String(64))
+    # When the expiry watcher warned the clinic (R-SEQ-3); the outbox rows may be gone (migration 0010).
+    expiry_warned_at: Mapped[datetime | None]
 
     patient: Mapped[Patient] = relationship(lazy="joined")
     clinic: Mapped[Clinic] = relationship(lazy="joined")
@@ -388,6 +394,7 @@ class OutboxMessage(Base):
         CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
         Index("ix_outbox_batch_topic", "batch_id", "topic"),
+        Index("ix_outbox_status_delivered", "status", "delivered_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     topic: Mapped[str] = mapped_column(String(40))
@@ -406,6 +413,8 @@ class OutboxMessage(Base):
     locked_until: Mapped[datetime | None]
     locked_by: Mapped[str | None] = mapped_column(String(100))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The X-Request-ID of the request that wrote the row, logged by its delivery (R-OPS-3, migration 0010).
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):
@@ -442,7 +451,7 @@ class Notification(Base):
     message: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    read_at: Mapped[datetime | None]
+    read_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class OutboxDelivery(Base):
@@ -524,3 +533,348 @@ class SpecificationProposal(Base):
     version: Mapped[int | None] = mapped_column(Integer)  # the version it became
     proposed_by: Mapped[User] = relationship(foreign_keys=[proposed_by_id], lazy="joined")
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id], lazy="joined")
+# --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
+
+LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")
+
+
+class LabelPrint(Base):
+    """A request to send a ZPL label to a thermal printer; the print itself is the ``label_printed`` event."""
+
+    __tablename__ = "label_prints"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ("product", "collection")), name="kind"),
+        CheckConstraint(_in("status", LABEL_PRINT_STATUSES), name="status"),
+        CheckConstraint("(status = 'printed') = (event_seq IS NOT NULL)", name="printed_has_event"),
+        Index("ix_label_prints_batch", "batch_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    printer: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    event_seq: Mapped[int | None] = mapped_column(Integer)
+
+    batch: Mapped[Batch] = relationship(lazy="raise")
+    requested_by: Mapped[User] = relationship(lazy="joined")
+
+
+class TemperatureLog(Base):
+    """One transport leg's logger readings and their summary (append-only, R-TMP-1)."""
+
+    __tablename__ = "temperature_logs"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "leg", name="uq_temperature_logs_batch_leg"),
+        UniqueConstraint("batch_id", "file_sha256", name="uq_temperature_logs_batch_file"),
+        CheckConstraint("leg >= 1", name="leg_positive"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    leg: Mapped[int] = mapped_column(Integer)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    imported_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    imported_at: Mapped[datetime]
+    event_seq: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]  # the leg: hand-off
+    ended_at: Mapped[datetime]  # and receipt
+    low_c: Mapped[float] = mapped_column(Float)  # the transport range in force
+    high_c: Mapped[float] = mapped_column(Float)
+    min_c: Mapped[float] = mapped_column(Float)
+    max_c: Mapped[float] = mapped_column(Float)
+    mean_c: Mapped[float] = mapped_column(Float)
+    minutes_out_of_range: Mapped[float] = mapped_column(Float)
+    readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
+
+    imported_by: Mapped[User] = relationship(lazy="joined")
+# --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
+
+VISIT_STATUSES = ("due", "done", "missed")
+PLAN_STATUSES = ("proposed", "approved")
+TREND_METRICS = ("viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml")
+TREND_RULES = ("nelson_1", "nelson_2", "nelson_3", "nelson_4")
+
+
+class FollowUpPlan(Base):
+    """A version of a tissue source's follow-up plan (R-OUT-1): proposed by an admin, approved by QA, signed."""
+
+    __tablename__ = "follow_up_plans"
+    __table_args__ = (
+        UniqueConstraint("tissue_source", "version", name="uq_follow_up_plans_tissue_version"),
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("status", PLAN_STATUSES), name="status"),
+        CheckConstraint("version >= 1", name="version_positive"),
+        CheckConstraint("approved_by IS NULL OR approved_by <> proposed_by", name="second_person"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(12))
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
+    signature: Mapped[dict[str, Any] | None]
+
+
+class FollowUpVisit(Base):
+    """Projection of a batch's follow-up visit: scheduled at administration, recorded by the clinic (R-OUT-2)."""
+
+    __tablename__ = "follow_up_visits"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "visit", name="uq_follow_up_visits_batch_visit"),
+        CheckConstraint(_in("status", VISIT_STATUSES), name="status"),
+        CheckConstraint("window_from <= window_to", name="window_order"),
+        Index("ix_follow_up_visits_status_due", "status", "due_on"),
+        Index("ix_follow_up_visits_status_closes", "status", "closes_on"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    plan_id: Mapped[int] = mapped_column(ForeignKey("follow_up_plans.id"))
+    visit: Mapped[str] = mapped_column(String(12))
+    due_on: Mapped[date] = mapped_column(Date)
+    window_from: Mapped[date] = mapped_column(Date)
+    window_to: Mapped[date] = mapped_column(Date)
+    closes_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(8), default="due")
+    measured_on: Mapped[date | None] = mapped_column(Date)
+    measurement: Mapped[dict[str, Any] | None]
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    recorded_seq: Mapped[int | None] = mapped_column(Integer)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reminded_at: Mapped[datetime | None]
+    missed_at: Mapped[datetime | None]
+
+    batch: Mapped[Batch] = relationship(lazy="raise")
+
+
+class Attachment(Base):
+    """A photo for a batch (R-OUT-3), stored without its metadata; append-only, cited by SHA-256."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        CheckConstraint(_in("content_type", ("image/jpeg", "image/png")), name="content_type"),
+        CheckConstraint("length(sha256) = 64", name="sha256_length"),
+        Index("ix_attachments_batch", "batch_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[datetime]
+    event_seq: Mapped[int] = mapped_column(Integer)
+
+
+class TrendBaseline(Base):
+    """Where a chart's baseline starts (R-SPC-1): set by QA with a signed reason; append-only, newest wins."""
+
+    __tablename__ = "trend_baselines"
+    __table_args__ = (
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+        Index("ix_trend_baselines_chart", "tissue_source", "metric", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(24))
+    starts_at: Mapped[datetime]  # the first batch released at or after this opens the baseline
+    reason: Mapped[str] = mapped_column(Text)
+    signature: Mapped[dict[str, Any]]
+    set_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    set_at: Mapped[datetime]
+
+
+class TrendFlag(Base):
+    """A Nelson rule tripped by a released batch's value (R-SPC-2), once per chart baseline; QA is told once."""
+
+    __tablename__ = "trend_flags"
+    __table_args__ = (
+        UniqueConstraint("tissue_source", "metric", "baseline_key", "batch_id", "rule", name="uq_trend_flags_point"),
+        CheckConstraint(_in("rule", TREND_RULES), name="rule"),
+        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(24))
+    baseline_key: Mapped[int] = mapped_column(Integer)  # the trend_baselines id in force, 0 for the first 20 ever
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    rule: Mapped[str] = mapped_column(String(12))
+    value: Mapped[float] = mapped_column(Float)
+    flagged_at: Mapped[datetime]
+# --- Investigations (issue 14): material and operator use, adverse reactions, lookbacks (migration 0007) ---
+
+_USED = ("reagent_lot_id", "equipment_code", "user_id")
+
+
+def _partial(name: str, where: str, *columns: str) -> Index:
+    """An index of the rows ``where`` holds, on both databases."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
+class BatchUse(Base):
+    """One use of a reagent lot, an equipment item or an operator by one batch event (R-LBK-1).
+
+    Written in the event's own transaction, so a lookback finds batches by index, never by reading
+    event JSON. The event is named by ``(batch_id, seq)``: ``batch_events`` may be partitioned by batch.
+    Exactly one of ``reagent_lot_id``, ``equipment_code`` and ``user_id`` is set. Append-only.
+    """
+
+    __tablename__ = "batch_uses"
+    __table_args__ = (
+        CheckConstraint(_in("activity", ("step", "qc_entry", "qc_verification")), name="activity"),
+        CheckConstraint(
+            " + ".join(f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)" for c in _USED) + " = 1", name="one_thing_used"
+        ),
+        _partial("ix_batch_uses_lot", "reagent_lot_id IS NOT NULL", "reagent_lot_id", "batch_id"),
+        _partial("ix_batch_uses_equipment", "equipment_code IS NOT NULL", "equipment_code", "occurred_at", "batch_id"),
+        _partial("ix_batch_uses_user", "user_id IS NOT NULL", "user_id", "occurred_at", "batch_id"),
+        Index("ix_batch_uses_batch", "batch_id", "seq"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    event_type: Mapped[str] = mapped_column(String(40))
+    activity: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
+    reagent_lot_id: Mapped[int | None] = mapped_column(ForeignKey("reagent_lots.id"))
+    equipment_code: Mapped[str | None] = mapped_column(String(64), ForeignKey("equipment.code"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class AdverseReaction(Base):
+    """Projection of a reaction's events on its batch's chain (R-ADV-1..3)."""
+
+    __tablename__ = "adverse_reactions"
+    __table_args__ = (
+        CheckConstraint(
+            _in("category", ("infection", "allergic_reaction", "injection_site_reaction", "other")), name="category"
+        ),
+        CheckConstraint(
+            _in("outcome", ("recovered", "recovering", "not_recovered", "fatal", "unknown")), name="outcome"
+        ),
+        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        CheckConstraint(
+            "related_to_product IS NULL OR " + _in("related_to_product", ("yes", "no", "unknown")),
+            name="related_to_product",
+        ),
+        CheckConstraint("reportable = false OR serious = true", name="reportable_is_serious"),
+        CheckConstraint("(report_due_on IS NOT NULL) = reportable", name="due_when_reportable"),
+        CheckConstraint(
+            "status = 'open' OR reportable = false OR reported_to_authority_on IS NOT NULL",
+            name="reported_if_reportable",
+        ),
+        Index("ix_adverse_reactions_batch", "batch_id"),
+        Index("ix_adverse_reactions_status_due", "status", "report_due_on"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
+    reported_seq: Mapped[int] = mapped_column(Integer)
+    reported_hash: Mapped[str] = mapped_column(String(64))  # what the closing signature signs
+    reported_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    reported_at: Mapped[datetime]
+    received_on: Mapped[date] = mapped_column(Date)
+    onset_at: Mapped[datetime]
+    category: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    fatal: Mapped[bool] = mapped_column(Boolean)
+    life_threatening: Mapped[bool] = mapped_column(Boolean)
+    permanent_impairment: Mapped[bool] = mapped_column(Boolean)
+    intervention_required: Mapped[bool] = mapped_column(Boolean)
+    communicable_disease_suspected: Mapped[bool] = mapped_column(Boolean)
+    serious: Mapped[bool] = mapped_column(Boolean)
+    reportable: Mapped[bool] = mapped_column(Boolean)
+    report_due_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    lookback_id: Mapped[int | None] = mapped_column(ForeignKey("lookbacks.id"))
+    due_warned_at: Mapped[datetime | None]
+    overdue_told_at: Mapped[datetime | None]
+    conclusion: Mapped[str | None] = mapped_column(Text)
+    related_to_product: Mapped[str | None] = mapped_column(String(8))
+    reported_to_authority_on: Mapped[date | None] = mapped_column(Date)
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None]
+    closed_seq: Mapped[int | None] = mapped_column(Integer)
+    signature: Mapped[dict[str, Any] | None]
+
+    batch: Mapped[Batch] = relationship(lazy="joined")
+    reported_by: Mapped[User] = relationship(foreign_keys=[reported_by_id], lazy="joined")
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+
+
+class Lookback(Base):
+    """A backward search from a seed to every batch it may touch (R-LBK-1..5); its facts are on the admin chain."""
+
+    __tablename__ = "lookbacks"
+    __table_args__ = (
+        CheckConstraint(_in("seed_kind", ("reagent_lot", "equipment", "operator", "batch")), name="seed_kind"),
+        CheckConstraint(_in("trigger", ("qa", "recall", "adverse_reaction")), name="trigger"),
+        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        Index("ix_lookbacks_status", "status", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(8), default="open")
+    reason: Mapped[str] = mapped_column(Text)
+    seed_kind: Mapped[str] = mapped_column(String(16))
+    seed_value: Mapped[str] = mapped_column(String(64))  # lot id, equipment code, username or DIN, as given
+    window_from: Mapped[datetime | None]
+    window_to: Mapped[datetime | None]
+    trigger: Mapped[str] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(64))  # who asked: QA, the admin who recalled, the reporter
+    opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    opened_at: Mapped[datetime]
+    opened_hash: Mapped[str] = mapped_column(String(64))  # the admin-chain event the closing signature signs
+    conclusion: Mapped[str | None] = mapped_column(Text)
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None]
+    signature: Mapped[dict[str, Any] | None]
+
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id], lazy="joined")
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id], lazy="joined")
+
+
+class LookbackBatch(Base):
+    """An affected batch as the lookback found it, and what was done about it (R-LBK-2)."""
+
+    __tablename__ = "lookback_batches"
+    __table_args__ = (
+        CheckConstraint(_in("action", ("held", "follow_up", "none")), name="action"),
+        Index("ix_lookback_batches_batch", "batch_id"),
+    )
+    lookback_id: Mapped[int] = mapped_column(ForeignKey("lookbacks.id"), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"), primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"))
+    status_at_opening: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(12))
+    deviation_id: Mapped[int | None] = mapped_column(ForeignKey("deviations.id"))
+
+
+class LookbackClinic(Base):
+    """One clinic told of a lookback: its acknowledgement, the reminder and QA's escalation, each once (R-LBK-3)."""
+
+    __tablename__ = "lookback_clinics"
+    __table_args__ = (
+        _partial("ix_lookback_clinics_unanswered", "acknowledged_at IS NULL", "notified_at"),
+        Index("ix_lookback_clinics_clinic", "clinic_id", "lookback_id"),
+    )
+    lookback_id: Mapped[int] = mapped_column(ForeignKey("lookbacks.id"), primary_key=True)
+    clinic_id: Mapped[int] = mapped_column(ForeignKey("clinics.id"), primary_key=True)
+    notified_at: Mapped[datetime]
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    acknowledged_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+
+    clinic: Mapped[Clinic] = relationship(lazy="joined")
+    acknowledged_by: Mapped[User | None] = relationship(lazy="joined")

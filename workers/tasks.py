@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
+from labtrack.api.common import IDEMPOTENCY_WINDOW
 from labtrack.audit import checkpoints, keys
 from labtrack.db import Database
 from labtrack.extensions import (
@@ -22,9 +23,10 @@ from labtrack.extensions import (
     TASK_CUSTODY_WATCH,
     TASK_DISPATCH,
     TASK_EXPIRY_WATCH,
+    TASK_HOUSEKEEPING,
     TASK_SWEEP,
 )
-from labtrack.services import outbox, watchers
+from labtrack.services import housekeeping, outbox, watchers
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,11 @@ def make_checkpoint() -> int:
     checkpoint = _database().write(lambda session: checkpoints.create(session, key, origin))
     log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
     return checkpoint.id
+
+
+@shared_task(name=TASK_HOUSEKEEPING)
+def nightly_housekeeping() -> dict[str, int]:
+    """R-OPS-6: delete expired operational rows in small batches; never history."""
+    outcome = housekeeping.run(_database(), housekeeping.Retention(idempotency=IDEMPOTENCY_WINDOW))
+    log.info("housekeeping: %s row(s) deleted %s", outcome.total, outcome.deleted)
+    return outcome.deleted

@@ -40,10 +40,24 @@ def init_app(app: Flask) -> None:
     api.init_app(app)
     errors.document_problems(api.spec)
 
-    from labtrack.api import admin, audit, auth, batches, documents, notifications, patients
+    from labtrack.api import (
+        admin,
+        audit,
+        auth,
+        batches,
+        documents,
+        exports,
+        investigations,
+        notifications,
+        outcomes,
+        patients,
+        temperatures,
+    )
 
-    for module in (auth, admin, patients, batches, documents, audit, notifications):
+    modules = (auth, admin, patients, batches, documents, audit, notifications, temperatures, exports, outcomes)
+    for module in (*modules, investigations):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
+    temperatures.allow_uploads(app)
 
     errors.register(app)
     app.teardown_appcontext(close_read_session)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app
 from flask_smorest import Blueprint
 
+from labtrack.api import exports
 from labtrack.api.common import actor, authenticate, autocommit_read, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
@@ -32,6 +33,7 @@ from labtrack.api.schemas import (
     StepCreateSchema,
 )
 from labtrack.services import batches, corrections, custody, decisions, deviations, qc, release, steps
+from labtrack.services import exports as export_service
 
 blp = Blueprint("batches", __name__, description="Batches from registration through processing.")
 blp.before_request(authenticate)
@@ -51,8 +53,13 @@ def register_batch(body: dict):
 @blp.arguments(BatchQueryArgsSchema, location="query")
 @blp.response(200, BatchPageSchema)
 @refusals(blp, 403)
+@exports.also_csv(blp, BatchPageSchema)
 def list_batches(args: dict):
-    """Batches, newest first, filtered, a keyset page at a time (clinic users: own clinic)."""
+    """Batches, newest first, filtered, a keyset page at a time (clinic users: own clinic);
+    `format=csv`: every matching one."""
+    if args.pop("format") == "csv":
+        filters = batches.filter_of(actor(), args)
+        return exports.csv_download(lambda s: export_service.batches_csv(s, actor(), filters), "batches")
     return batches.listing(read_session(), actor(), args)
 
 
@@ -131,8 +138,12 @@ def open_deviation(body: dict, din: str):
 @blp.arguments(DeviationQueryArgsSchema, location="query")
 @blp.response(200, DeviationPageSchema)
 @refusals(blp, 403)
+@exports.also_csv(blp, DeviationSchema(many=True))
 def list_deviations(args: dict):
-    """Deviations, newest first, a keyset page at a time (QA and technicians)."""
+    """Deviations, newest first, a keyset page at a time (QA and technicians); `format=csv`: every matching one."""
+    if args.pop("format") == "csv":
+        wanted = {k: v for k, v in args.items() if k not in ("limit", "after")}
+        return exports.csv_download(lambda s: export_service.deviations_csv(s, actor(), **wanted), "deviations")
     return deviations.search(read_session(), actor(), **args)
 
 

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from apispec import APISpec
-from flask import Flask, Response, current_app, json, request
+from flask import Flask, Response, current_app, has_request_context, json, request
 from flask_smorest import Blueprint
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -42,7 +42,20 @@ _HTTP_CODES = {
 }
 
 
+# Path prefix -> a function rendering a refusal for the interface mounted there (the FHIR API's
+# OperationOutcome, labtrack.fhir); set by that interface at start-up.
+PROBLEM_RENDERERS = "labtrack.problem_renderers"
+
+
+def _renderer(path: str) -> Callable[[dict[str, Any], dict[str, str]], Response] | None:
+    renderers = current_app.extensions.get(PROBLEM_RENDERERS, {}) if has_request_context() else {}
+    return next((render for prefix, render in renderers.items() if path.startswith(prefix)), None)
+
+
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    render = _renderer(request.path) if has_request_context() else None
+    if render is not None:
+        return render(body, headers or {})
     response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_JSON)
     response.headers.update(headers or {})
     return response
@@ -68,12 +81,15 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 def _from_http(error: HTTPException) -> dict[str, Any]:
     status = error.code or 500
     if status == 413:
-        return PayloadTooLarge("The request body is larger than 1 MiB.").to_problem()
+        limit = request.max_content_length or 0
+        return PayloadTooLarge(f"The request body is larger than {limit / 1024 / 1024:g} MiB.").to_problem()
     messages = getattr(error, "data", {}).get("messages") if hasattr(error, "data") else None
     if status in (400, 422) and messages is not None:
         errors: dict[str, list[str]] = {}
         for location, fields in messages.items():
-            errors.update(_flatten(fields) if location in ("json", "query", "form") else _flatten(fields, location))
+            errors.update(
+                _flatten(fields) if location in ("json", "query", "form", "multipart") else _flatten(fields, location)
+            )
         return ValidationFailed(errors).to_problem()
     return {
         "type": f"https://labtrack.example/problems/{_HTTP_CODES.get(status, 'error')}",
@@ -102,7 +118,7 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         # An unknown URL outside the API (a mistyped page in a browser) gets the web's HTML page.
         page = current_app.extensions.get(HTML_ERROR_PAGE)
-        if page is not None and not request.path.startswith("/api/"):
+        if page is not None and not request.path.startswith("/api/") and _renderer(request.path) is None:
             return page(error.code or 500, error.name, error.description or error.name)
         return problem_response(_from_http(error))
 

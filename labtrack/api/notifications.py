@@ -1,4 +1,4 @@
-"""The signed-in user's own notifications (SPEC §6), written by the outbox dispatcher."""
+"""The signed-in user's own notifications (requirements §6), written by the outbox dispatcher."""
 
 from __future__ import annotations
 

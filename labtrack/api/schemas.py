@@ -15,6 +15,7 @@ from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
+from labtrack.domain.signatures import Meaning
 from labtrack.services.batches import state_of
 from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
@@ -290,7 +291,17 @@ class BatchCreateSchema(Schema):
     planned_administration_at = _moment()
 
 
-class BatchQueryArgsSchema(PageArgsSchema):
+class ExportArgsSchema(Schema):
+    """``?format=csv`` turns a list into a CSV download of every matching row (R-EXP-1)."""
+
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv")),
+        metadata={"description": "csv: every matching row (not one page) as text/csv"},
+    )
+
+
+class BatchQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
@@ -472,7 +483,7 @@ class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
     password = _text(1000, required=True, load_only=True)
-    meaning = fields.String(required=True, validate=validate.OneOf(("verified", "approved", "rejected")))
+    meaning = fields.String(required=True, validate=validate.OneOf(tuple(m.value for m in Meaning)))
 
 
 class SignedSchema(Schema):
@@ -510,7 +521,7 @@ class SpecificationUpdateSchema(Schema):
     tests = Data(required=True)
 
 
-class DeviationQueryArgsSchema(PageArgsSchema):
+class DeviationQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = Text()
 

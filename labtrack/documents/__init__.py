@@ -1,1 +1,1 @@
-"""Printed documents: container labels and the batch record (SPEC §8). Pure rendering from views."""
+"""Printed documents: container labels and the batch record (requirements §8). Pure rendering from views."""

@@ -1,9 +1,9 @@
-"""Container labels, 4 × 2 inches (SPEC §8; 21 CFR 1271.90 "FOR AUTOLOGOUS USE ONLY").
+"""Container labels, 4 × 2 inches (requirements §8; 21 CFR 1271.90 "FOR AUTOLOGOUS USE ONLY").
 
 The DIN is printed eye-readable with its check character boxed, as a Code 128 of
 the ISBT 128 DIN data structure (``=`` + DIN + flags ``00``) and as a DataMatrix of
 the same data. ppf-datamatrix draws the DataMatrix: reportlab's own encoder gets
-``=`` wrong (SPEC §8, measured).
+``=`` wrong (requirements §8, measured).
 """
 
 from __future__ import annotations
@@ -39,6 +39,30 @@ class LabelView:
     storage: str | None = None
     conditional: bool = False
 
+    # The printed lines, shared by the PDF and the ZPL renderers (labtrack/documents/zpl.py).
+    @property
+    def heading(self) -> str:
+        return f"FIN {self.facility} · {self.clinic}"
+
+    @property
+    def headline(self) -> str:
+        return self.product or f"{self.tissue} — COLLECTION"
+
+    @property
+    def patient_line(self) -> str:
+        return f"Patient: {self.patient_name}   DOB {self.birth_date}"
+
+    @property
+    def product_line(self) -> str | None:
+        return f"EXP {self.expires}   Store {self.storage}" if self.product else None
+
+    @property
+    def conditional_line(self) -> str | None:
+        return "CONDITIONAL RELEASE — STERILITY PENDING" if self.conditional else None
+
+
+AUTOLOGOUS = "FOR AUTOLOGOUS USE ONLY"
+
 
 def _datamatrix(canvas: Canvas, data: str, x: float, y: float, size: float) -> None:
     matrix = DataMatrix(data).matrix
@@ -57,10 +81,9 @@ def render_label(view: LabelView) -> bytes:
     top = HEIGHT - MARGIN
 
     canvas.setFont(fonts.BOLD, 8)
-    canvas.drawString(MARGIN, top - 8, f"FIN {view.facility} · {view.clinic}")
-    headline = view.product or f"{view.tissue} — COLLECTION"
+    canvas.drawString(MARGIN, top - 8, view.heading)
     canvas.setFont(fonts.BOLD, 14 if view.product else 9)
-    canvas.drawRightString(WIDTH - MARGIN, top - 12, headline)
+    canvas.drawRightString(WIDTH - MARGIN, top - 12, view.headline)
 
     # DIN eye-readable, check character in a box
     canvas.setFont(fonts.BOLD, 13)
@@ -77,16 +100,16 @@ def render_label(view: LabelView) -> bytes:
 
     canvas.setFont(fonts.REGULAR, 8)
     line_y = din_y - 0.64 * inch
-    canvas.drawString(MARGIN, line_y, f"Patient: {view.patient_name}   DOB {view.birth_date}")
+    canvas.drawString(MARGIN, line_y, view.patient_line)
     line_y -= 10
-    if view.product:
-        canvas.drawString(MARGIN, line_y, f"EXP {view.expires}   Store {view.storage}")
+    if view.product_line:
+        canvas.drawString(MARGIN, line_y, view.product_line)
         line_y -= 10
     canvas.setFont(fonts.BOLD, 9)
-    canvas.drawString(MARGIN, line_y, "FOR AUTOLOGOUS USE ONLY")
-    if view.conditional:
+    canvas.drawString(MARGIN, line_y, AUTOLOGOUS)
+    if view.conditional_line:
         canvas.setFont(fonts.BOLD, 7)
-        canvas.drawString(MARGIN, MARGIN - 2, "CONDITIONAL RELEASE — STERILITY PENDING")
+        canvas.drawString(MARGIN, MARGIN - 2, view.conditional_line)
     canvas.showPage()
     canvas.save()
     return buffer.getvalue()

@@ -58,6 +58,15 @@ class Action(StrEnum):
     AUDIT = "audit"
     PROPOSE_SPECIFICATION = "propose_specification"  # R-QC-6: admin or QA proposes, with a reason
     APPROVE_SPECIFICATION = "approve_specification"  # R-QC-6: another QA user approves, signed
+    RECORD_FOLLOW_UP = "record_follow_up"  # follow-up visits and their photos (R-OUT-2, R-OUT-3)
+    READ_OUTCOMES = "read_outcomes"  # the outcomes report (R-OUT-5; a clinic: its own patients)
+    READ_TRENDS = "read_trends"  # SPC charts (R-SPC-1..3)
+    RESET_TREND_BASELINE = "reset_trend_baseline"
+    APPROVE_FOLLOW_UP_PLAN = "approve_follow_up_plan"
+    REPORT_REACTION = "report_reaction"  # R-ADV-1: the batch's clinic, or QA
+    READ_INVESTIGATIONS = "read_investigations"  # reactions and lookbacks (clinics: their own)
+    INVESTIGATE = "investigate"  # R-ADV-3, R-LBK-1, R-LBK-4: QA opens lookbacks and closes both
+    ACKNOWLEDGE_LOOKBACK = "acknowledge_lookback"  # R-LBK-3: a clinic, for its own batches
 
 
 _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
@@ -106,6 +115,13 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.AUDIT,
             Action.PROPOSE_SPECIFICATION,
             Action.APPROVE_SPECIFICATION,
+            Action.READ_OUTCOMES,
+            Action.READ_TRENDS,
+            Action.RESET_TREND_BASELINE,
+            Action.APPROVE_FOLLOW_UP_PLAN,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.INVESTIGATE,
         }
     ),
     Role.CLINIC: frozenset(
@@ -120,6 +136,11 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.CORRECT,
             Action.PRINT_LABEL,
             Action.READ_RECORD,
+            Action.RECORD_FOLLOW_UP,
+            Action.READ_OUTCOMES,
+            Action.REPORT_REACTION,
+            Action.READ_INVESTIGATIONS,
+            Action.ACKNOWLEDGE_LOOKBACK,
         }
     ),
 }

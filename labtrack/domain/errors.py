@@ -132,6 +132,12 @@ class CustodyViolation(DomainError):
     status, code, title = 409, "custody_violation", "Custody violation"
 
 
+class NotAdministered(DomainError):
+    """An adverse reaction is reported only on a batch that was administered (R-ADV-1)."""
+
+    status, code, title = 409, "not_administered", "Not administered"
+
+
 class BatchHeld(DomainError):
     status, code, title = 409, "batch_held", "Batch held"
 

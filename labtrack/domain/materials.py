@@ -18,6 +18,7 @@ class LotStatus(StrEnum):
     QUARANTINED = "quarantined"
     RELEASED = "released"
     REJECTED = "rejected"
+    RECALLED = "recalled"  # R-LBK-5: refused like a quarantined lot, and for good
 
 
 class EquipmentStatus(StrEnum):

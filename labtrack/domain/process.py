@@ -1,4 +1,4 @@
-"""Process definitions per tissue source, as data (SPEC §2 "Process definitions").
+"""Process definitions per tissue source, as data (requirements §2 "Process definitions").
 
 Each step names who performs it (clinic or lab), the data it records with plausible
 ranges, and the reagent and equipment kinds it needs (R-MAT-3). Step order comes

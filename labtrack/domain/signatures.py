@@ -24,6 +24,7 @@ class Meaning(StrEnum):
     VERIFIED = "verified"
     APPROVED = "approved"
     REJECTED = "rejected"
+    REVIEWED = "reviewed"  # QA's conclusion on an adverse reaction or a lookback (R-ADV-3, R-LBK-4)
 
 
 def check_meaning(given: str, expected: Meaning) -> None:

@@ -13,7 +13,7 @@ from labtrack.domain.process import TissueSource
 
 
 def default_specification(tissue_source: TissueSource) -> dict[str, Any]:
-    """The defaults of SPEC R-QC-1, as stored in version 1 of each tissue source's specification."""
+    """The defaults of R-QC-1, as stored in version 1 of each tissue source's specification."""
     tnc_minimum = 1.0e7 if tissue_source == TissueSource.ADIPOSE else 1.0e8
     return {
         "stability_hours": 24,

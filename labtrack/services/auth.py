@@ -58,6 +58,16 @@ def password_matches(user: User | None, password: str) -> bool:
         return False
 
 
+def signing_password_matches(user: User, password: str) -> bool:
+    """A signature's password (R-SIG-1): the signing password when the user has one (SSO, R-OPS-4), else theirs."""
+    if user.signing_password_hash is None:
+        return password_matches(user, password)
+    try:
+        return _hasher.verify(user.signing_password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def actor_of(user: User | Row) -> Actor:
     """The acting user, from its row (an entity or the token lookup's columns)."""
     return Actor(
@@ -186,11 +196,17 @@ def issue_token(
         choose_password(session, user, password, new_password)
     elif user.must_change_password:
         raise _refused(session, username, user, client, "password_change_required")
+    token, expires_at = new_token(session, user, lifetime)
+    record_event(session, "sign_in", "success", client, username=username, user_id=user.id)
+    return token, expires_at, user
+
+
+def new_token(session: Session, user: User, lifetime: timedelta) -> tuple[str, datetime]:
+    """A new bearer token for a user already authenticated (password or SSO): shown once, stored hashed."""
     token = secrets.token_urlsafe(32)
     expires_at = utcnow() + lifetime
     session.add(ApiToken(token_hash=_token_hash(token), user_id=user.id, expires_at=expires_at))
-    record_event(session, "sign_in", "success", client, username=username, user_id=user.id)
-    return token, expires_at, user
+    return token, expires_at
 
 
 def choose_password(session: Session, user: User, current: str, new: str) -> None:

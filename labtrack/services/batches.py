@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, lazyload
@@ -163,6 +163,11 @@ def search(
     session: Session, actor: Actor, filters: BatchFilter, *, limit: int = paging.LIMIT_DEFAULT, after: str | None = None
 ) -> paging.Page[Batch]:
     """Batches the actor may see, newest first, one keyset page at a time (R-SCL-4)."""
+    return paging.page(session, filtered(actor, filters), Batch.id, limit=limit, after=after, unique=True)
+
+
+def filtered(actor: Actor, filters: BatchFilter) -> Select:
+    """The batches the actor may see that match ``filters``, unordered (lists and exports page it)."""
     require(actor, Action.READ_BATCH)
     query = select(Batch)
     if actor.role == Role.CLINIC:
@@ -182,15 +187,21 @@ def search(
         )
     if filters.patient:
         query = query.where(Batch.patient_id.in_(patients.matching(filters.patient)))
-    return paging.page(session, query, Batch.id, limit=limit, after=after, unique=True)
+    return query
 
 
 def listing(session: Session, actor: Actor, args: dict[str, Any]) -> paging.Page[Batch]:
     """``search`` by the list's query arguments (``BatchQueryArgsSchema``), the API's and the bench's."""
     args = dict(args)
     paged = {"limit": args.pop("limit", paging.LIMIT_DEFAULT), "after": args.pop("after", None)}
-    waiting = args.pop("waiting_for_me", False)
-    return search(session, actor, BatchFilter(**args, waiting_for=actor.id if waiting else None), **paged)
+    return search(session, actor, filter_of(actor, args), **paged)
+
+
+def filter_of(actor: Actor, args: dict[str, Any]) -> BatchFilter:
+    """A ``BatchFilter`` from the list's query arguments, without the paging ones."""
+    waiting = args.get("waiting_for_me", False)
+    wanted = {k: v for k, v in args.items() if k not in ("waiting_for_me", "limit", "after", "format")}
+    return BatchFilter(**wanted, waiting_for=actor.id if waiting else None)
 
 
 def lab_custody(batch: Batch) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -25,11 +25,14 @@ def open_on(
     *,
     occurred_at: datetime | None = None,
     qc_result_id: int | None = None,
+    lookback_id: int | None = None,
 ) -> Deviation:
     """Open a deviation inside the current unit of work; the batch is held unless already administered."""
     data: dict[str, object] = {"kind": kind, "description": description}
     if qc_result_id is not None:
         data["qc_result_id"] = qc_result_id
+    if lookback_id is not None:
+        data["lookback_id"] = lookback_id
     event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
     deviation = Deviation(
         batch=batch,  # the loaded batch, so that showing the deviation does not read it again
@@ -85,6 +88,12 @@ def search(
     after: str | None = None,
 ) -> paging.Page[Deviation]:
     """Deviations, newest first, a keyset page at a time (R-SCL-4)."""
+    query = filtered(session, actor, status=status, din=din)
+    return paging.page(session, query, Deviation.id, limit=limit, after=after, unique=True)
+
+
+def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
+    """The deviations the actor may list that match, unordered (lists and exports page it)."""
     require(actor, Action.LIST_DEVIATIONS)
     query = select(Deviation)
     if actor.role == Role.CLINIC:
@@ -94,4 +103,4 @@ def search(
     if din:
         batch = batches.get(session, actor, din)
         query = query.where(Deviation.batch_id == batch.id)
-    return paging.page(session, query, Deviation.id, limit=limit, after=after, unique=True)
+    return query

@@ -1,4 +1,4 @@
-"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (SPEC §6).
+"""Who hears about what, and the three ways they hear it: in-app, clinic webhook, e-mail (requirements §6).
 
 Routing, per topic (``ROUTES``):
 
@@ -13,6 +13,12 @@ batch.expired          the batch's clinic users, QA    yes
 deviation.opened       QA, the batch's clinic users    yes (the batch is held)
 sterility.positive     QA, the batch's clinic users    yes (urgent, R-QC-5)
 identity.mismatch      QA                              no (lab near-miss review)
+batch.handed_to_you    the user it was handed to       no (their work list)
+follow_up.due          the batch's clinic users        yes (R-OUT-4)
+follow_up.missed       the batch's clinic users, QA    yes (R-OUT-4)
+trend.flag             QA                              no (R-SPC-2 trend alert)
+lookback.opened        the clinic's users (its DINs)   yes (R-LBK-2)
+lookback.reminder      the clinic's users (its DINs)   yes (R-LBK-3, after 24 h)
 any other topic        QA                              no
 =====================  ==============================  =====================
 
@@ -57,6 +63,7 @@ class Route:
     clinic: bool  # the batch's clinic users, and the clinic's webhook
     qa: bool
     urgent: bool = False
+    addressee: bool = False  # the user the payload names (``to_user_id``)
 
 
 ROUTES: dict[str, Route] = {
@@ -68,6 +75,12 @@ ROUTES: dict[str, Route] = {
     "deviation.opened": Route(clinic=True, qa=True),
     "sterility.positive": Route(clinic=True, qa=True, urgent=True),
     "identity.mismatch": Route(clinic=False, qa=True),
+    "batch.handed_to_you": Route(clinic=False, qa=False, addressee=True),
+    "follow_up.due": Route(clinic=True, qa=False),
+    "follow_up.missed": Route(clinic=True, qa=True),
+    "trend.flag": Route(clinic=False, qa=True),
+    "lookback.opened": Route(clinic=True, qa=False),
+    "lookback.reminder": Route(clinic=True, qa=False),
 }
 LAB_ONLY = Route(clinic=False, qa=True)
 
@@ -101,9 +114,51 @@ def describe(topic: str, payload: dict) -> str:
             )
         case "sterility.positive":
             return f"URGENT: sterility culture positive for batch {din} (status {payload.get('status')})."
+        case "batch.handed_to_you":
+            return f"Batch {din} was handed to you by {payload.get('from')}. Receive it when it reaches you."
+        case "follow_up.due":
+            return f"Follow-up visit {payload.get('visit')} for batch {din} is due on {payload.get('due_on')} " + (
+                f"(window {payload.get('window_from')} to {payload.get('window_to')})."
+            )
+        case "follow_up.missed":
+            return f"Follow-up visit {payload.get('visit')} for batch {din} was missed: its window closed unrecorded."
+        case "trend.flag":
+            measured = f"{payload.get('metric')} {payload.get('value'):g} {payload.get('unit')}"
+            rules = ", ".join(payload.get("rules") or [])
+            return f"Trend alert on batch {din}: {measured} trips {rules} (a trend alert, not a deviation)."
         case "identity.mismatch":
             return f"Identity mismatch refused on batch {din} ({payload.get('action')}, by {payload.get('actor')})."
+        case _ if topic.startswith(("adverse_reaction.", "lookback.")):
+            return investigation_words(topic, payload)
     return f"{topic} on batch {din}."
+
+
+def investigation_words(topic: str, payload: dict) -> str:
+    """Adverse reactions and lookbacks (R-ADV-2, R-LBK-2..3), in words."""
+    din = _display(payload.get("din"))
+    dins = ", ".join(_display(d) for d in payload.get("dins", []))
+    lookback = f"Lookback {payload.get('lookback_id')}"
+    reaction = f"adverse reaction {payload.get('reaction_id')} on batch {din}"
+    match topic:
+        case "adverse_reaction.reported":
+            kind = "reportable" if payload.get("reportable") else "serious" if payload.get("serious") else "non-serious"
+            due = f"; report due {payload['report_due_on']}" if payload.get("report_due_on") else ""
+            return f"Adverse reaction {payload.get('reaction_id')} ({kind}) reported on batch {din}{due}."
+        case "adverse_reaction.due_soon":
+            return f"Report {reaction} to the FDA by {payload.get('report_due_on')}."
+        case "adverse_reaction.overdue":
+            return f"OVERDUE: {reaction} was due to be reported on {payload.get('report_due_on')}."
+        case "lookback.opened":
+            return f"{lookback} names your batches {dins}: {payload.get('reason')}. Please acknowledge."
+        case "lookback.reminder":
+            return f"Reminder: {lookback} names your batches {dins} and awaits your acknowledgement."
+        case "lookback.unanswered":
+            clinics = ", ".join(payload.get("clinics", []))
+            return f"{lookback}: no acknowledgement after 72 hours from {clinics}."
+        case "lookback.auto_opened":
+            named = payload.get("affected")
+            return f"{lookback} opened automatically ({payload.get('trigger')}): {named} batch(es) named."
+    return f"{topic} ({lookback})."
 
 
 class Recipients:
@@ -115,6 +170,9 @@ class Recipients:
 
     def of(self, message: OutboxMessage) -> list[User]:
         route = route_of(message.topic)
+        if route.addressee:
+            user = self.session.get(User, message.payload.get("to_user_id", 0))
+            return [user] if user is not None and user.active else []
         key = (route, message.clinic_id if route.clinic else None)
         if key not in self._cache:
             wanted = []

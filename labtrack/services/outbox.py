@@ -44,6 +44,7 @@ from labtrack.clock import utcnow
 from labtrack.db import Database, after_commit
 from labtrack.extensions import TASK_DISPATCH
 from labtrack.models import Batch, Clinic, OutboxDelivery, OutboxMessage
+from labtrack.ops import logs
 from labtrack.services import notifications
 from labtrack.services.notifications import Recipients, Webhook
 
@@ -56,13 +57,19 @@ MAX_BACKOFF = timedelta(hours=1)
 _PENDING = "labtrack_outbox_pending"
 
 
-def enqueue(session: Session, topic: str, batch: Batch | None, payload: dict[str, Any]) -> OutboxMessage:
-    """Write a notification in the caller's transaction; dispatch is requested after it commits."""
+def enqueue(
+    session: Session, topic: str, batch: Batch | None, payload: dict[str, Any], *, clinic_id: int | None = None
+) -> OutboxMessage:
+    """Write a notification in the caller's transaction; dispatch is requested after it commits.
+
+    ``clinic_id`` addresses a clinic without a batch (a lookback tells each clinic of its own batches).
+    """
     message = OutboxMessage(
         topic=topic,
         batch_id=batch.id if batch else None,
-        clinic_id=batch.clinic_id if batch else None,
+        clinic_id=batch.clinic_id if batch else clinic_id,
         payload=payload | ({"din": batch.din} if batch else {}),
+        request_id=logs.current_request_id(),
     )
     session.add(message)
     pending = session.info.get(_PENDING)
@@ -238,6 +245,7 @@ def _claim(session: Session, settings: Settings, ids: Sequence[int] | None, limi
             message.status = "delivered"
             message.delivered_at = now
             message.locked_until = message.locked_by = None
+            _log_row(message, logging.INFO, "delivered (in-app only)")
             continue
         message.locked_until = now + settings.lease
         message.locked_by = settings.worker
@@ -332,14 +340,22 @@ def _record(session: Session, settings: Settings, jobs: list[Job], attempts: lis
         if not failures:
             message.status = "delivered"
             message.delivered_at = now
+            _log_row(message, logging.INFO, f"delivered ({', '.join(r.channel for r in results)})")
             continue
         message.attempts += 1
         message.last_error = "; ".join(f"{r.channel}: {r.error}" for r in failures)
         if now - message.created_at >= RETRY_WINDOW:
             message.status = "failed"
-            log.error("outbox %s gave up after %s attempts: %s", message.id, message.attempts, message.last_error)
+            _log_row(message, logging.ERROR, f"gave up after {message.attempts} attempts: {message.last_error}")
         else:
             message.next_attempt_at = now + backoff(settings.retry_base, message.attempts)
+            _log_row(message, logging.WARNING, f"attempt {message.attempts} failed, retrying: {message.last_error}")
+
+
+def _log_row(message: OutboxMessage, level: int, outcome: str) -> None:
+    """One line per row and outcome, under the request id of the request that wrote the row (R-OPS-3)."""
+    with logs.context(request_id=message.request_id, din=message.payload.get("din")):
+        log.log(level, "outbox %s %s: %s", message.id, message.topic, outcome)
 
 
 def dispatch(database: Database, settings: Settings, ids: Sequence[int] | None = None, limit: int = CHUNK) -> int:

@@ -15,12 +15,13 @@ from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
 from labtrack.domain.errors import NotFound, ValidationFailed
+from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, Evaluation, evaluate, parse_value, required_tests
 from labtrack.domain.release import QcView, all_required_verified
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, Deviation, QcResult
-from labtrack.services import batches, deviations, outbox, signatures
+from labtrack.services import batches, deviations, outbox, signatures, uses
 from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
 
@@ -181,6 +182,7 @@ def _record(session: Session, actor: Actor, batch: Batch, state: BatchState, ent
     if late_entry_reason:
         data["late_entry_reason"] = late_entry_reason.strip()
     event = append_batch_event(session, batch, actor, "qc_recorded", data, occurred_at=occurred_at, recorded_at=now)
+    uses.record(session, event, Activity.QC_ENTRY)
     result = QcResult(
         batch_id=batch.id,
         test=test,
@@ -244,6 +246,7 @@ def verify_many(
         signed["covers"] = covers
         data = {"qc_result_ids": [r.id for r in chosen], "tests": [r.test for r in chosen]}
     event = append_batch_event(session, batch, actor, "qc_verified", data | {"signature": signed})
+    uses.record(session, event, Activity.QC_VERIFICATION)
     for result in chosen:
         result.verified_by_id = actor.id
         result.verified_at = event.recorded_at

@@ -16,6 +16,7 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
 from labtrack.domain.lifecycle import TERMINAL
+from labtrack.domain.materials import LotStatus
 from labtrack.models import Batch, Clinic, Equipment, ReagentLot, User
 from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password, revoke_user_tokens
 from labtrack.services.streams import append_admin_event
@@ -222,6 +223,8 @@ def update_lot(session: Session, actor: Actor, lot_id: int, changes: dict[str, A
     lot = session.get(ReagentLot, lot_id)
     if lot is None:
         raise NotFound(f"No reagent lot {lot_id}.")
+    if lot.status == LotStatus.RECALLED and changes.get("status", lot.status) != lot.status:
+        raise Conflict(f"Reagent lot {lot.lot_number} was recalled; a recall is not undone (R-LBK-5).")
     return _apply(session, actor, lot, changes, LOT_FIELDS, "reagent_lot_updated", str(lot.id))
 
 

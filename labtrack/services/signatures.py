@@ -16,7 +16,7 @@ from labtrack.services.auth import (
     LOCKED_DETAIL,
     Client,
     lock_account,
-    password_matches,
+    signing_password_matches,
     wrong_password_refusal,
 )
 from labtrack.services.streams import append_batch_event
@@ -42,7 +42,7 @@ def sign(
     user = session.get(User, signer.id)
     if user is None or user.locked_at is not None:
         raise AccountLocked(LOCKED_DETAIL)
-    if not password_matches(user, signature.get("password", "")):
+    if not signing_password_matches(user, signature.get("password", "")):
         raise _failure(session, user, signer, expected, batch)
     return manifestation(signer, expected, utcnow(), record_hash)
 

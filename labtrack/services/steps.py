@@ -13,12 +13,13 @@ from labtrack.clock import utcnow
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
+from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import BatchState, check_step
 from labtrack.domain.materials import Equipment as EquipmentView
 from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials, equipment_usable, lot_usable
 from labtrack.domain.process import Performer, StepDefinition, validate_step_data
 from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
-from labtrack.services import batches, identity
+from labtrack.services import batches, followups, identity, uses
 from labtrack.services.streams import append_batch_event
 
 
@@ -146,4 +147,8 @@ def log_step(
         batch.custodian_id = actor.id
         stability = batch.specification.body.get("stability_hours", 24)
         batch.expires_at = timing.expiry(clean["ended_at"], stability)
-    return append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    event = append_batch_event(session, batch, actor, step, payload, occurred_at=occurred_at, recorded_at=now)
+    uses.record(session, event, Activity.STEP, lot_ids=[x.id for x in lots], equipment_codes=[i.code for i in items])
+    if step == "administration":  # R-OUT-2: administration schedules the follow-up visits
+        followups.schedule(session, batch, actor, occurred_at)
+    return event

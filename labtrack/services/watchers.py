@@ -24,7 +24,7 @@ from labtrack.db import Database
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import TERMINAL, Status
-from labtrack.models import Batch, BatchEvent, Deviation, OutboxMessage, User
+from labtrack.models import Batch, BatchEvent, Deviation, User
 from labtrack.services import batches, deviations, outbox
 from labtrack.services.auth import actor_of
 from labtrack.services.streams import append_admin_event, append_batch_event
@@ -84,19 +84,17 @@ def _expire(session: Session, din: str, now: datetime) -> bool:
     return True
 
 
-def _warned_already(batch_id: int):
-    return exists().where(OutboxMessage.batch_id == batch_id, OutboxMessage.topic == "batch.expiring")
-
-
 def _warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool:
     batch = batches.find(session, din, for_update=True)
     if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None:
         return False
-    if not now < batch.expires_at <= now + warning or session.execute(select(_warned_already(batch.id))).scalar():
+    # The warning's state is on the batch (migration 0010), not in the outbox, whose rows housekeeping deletes.
+    if not now < batch.expires_at <= now + warning or batch.expiry_warned_at is not None:
         return False
     minutes_left = int((batch.expires_at - now).total_seconds() // 60)
     payload = {"expires_at": iso_utc(batch.expires_at), "minutes_left": minutes_left, "status": batch.status}
     outbox.enqueue(session, "batch.expiring", batch, payload)
+    batch.expiry_warned_at = now
     return True
 
 
@@ -112,7 +110,7 @@ def expiry_watch(database: Database, *, warning: timedelta, now: datetime | None
     for din in _candidates(database, due.where(Batch.expires_at <= now).order_by(Batch.expires_at)):
         if database.write(lambda s, din=din: _expire(s, din, now)):
             outcome.expired.append(din)
-    not_warned = due.where(Batch.expires_at > now, ~_warned_already(Batch.id)).order_by(Batch.expires_at)
+    not_warned = due.where(Batch.expires_at > now, Batch.expiry_warned_at.is_(None)).order_by(Batch.expires_at)
     for din in _candidates(database, not_warned):
         if database.write(lambda s, din=din: _warn(s, din, now, warning)):
             outcome.warned.append(din)

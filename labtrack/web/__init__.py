@@ -1,4 +1,4 @@
-"""The web interface (SPEC §7): server-rendered pages over the same services as the API.
+"""The web interface (requirements §7): server-rendered pages over the same services as the API.
 
 Every page is a thin adapter: it reads the form, loads it with the API's own input
 schema, calls the service function the API calls, and renders the result or the
@@ -55,7 +55,9 @@ def init_app(app: Flask) -> None:
     app.session_interface = TlsAwareSessionInterface()
     csrf.init_app(app)
 
-    from labtrack.web import admin, auth, batch, clinic, pages, qa  # noqa: F401  (routes register on bp)
+    from labtrack.web import admin, auth, batch, clinic, interop, outcomes, pages, qa, sso  # noqa: F401
+
+    sso.configure(app)
 
     app.register_blueprint(bp)
     app.extensions[HTML_ERROR_PAGE] = _error_page

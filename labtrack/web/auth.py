@@ -27,7 +27,7 @@ from labtrack.services import auth, notifications
 from labtrack.web import bp
 from labtrack.web.forms import NO_FAILURE, Failure
 
-PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.favicon"})
+PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.favicon", "web.sso_start", "web.sso_callback"})
 REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not on every request
 UNREAD_SHOWN = 100  # the badge counts up to this many unread notifications
 HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
@@ -37,9 +37,16 @@ NAVIGATION = {
         ("web.qa_queue", "Review queue"),
         ("web.bench", "Bench"),
         ("web.admin_specifications", "Specifications"),
+        ("web.trends_page", "Trends"),
+        ("web.outcomes_page", "Outcomes"),
         ("web.audit", "Audit"),
     ),
-    Role.CLINIC: (("web.board", "Readiness"), ("web.patients_page", "Patients")),
+    Role.CLINIC: (
+        ("web.board", "Readiness"),
+        ("web.patients_page", "Patients"),
+        ("web.follow_ups_page", "Follow-ups"),
+        ("web.outcomes_page", "Outcomes"),
+    ),
     Role.ADMIN: (
         ("web.admin_users", "Users"),
         ("web.admin_clinics", "Clinics"),

@@ -64,7 +64,7 @@ from labtrack.services import (
     release,
     steps,
 )
-from labtrack.web import bp
+from labtrack.web import bp, interop
 from labtrack.web.auth import actor
 from labtrack.web.forms import Outcome, given, in_hand, load, number, respond, step_data
 
@@ -431,6 +431,8 @@ ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] 
     "dispose": _dispose,
     "deviation": _open_deviation,
     "label": _label,
+    "temperatures": interop.upload_temperatures,
+    "print_label": interop.send_label,
 }
 
 

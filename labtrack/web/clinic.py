@@ -32,6 +32,7 @@ IN_THE_WAY = {
     "open_deviation": "On hold at the lab for a quality review.",
     "expired": "The product has expired and cannot be used.",
 }
+SERIOUS = frozenset({"qc_out_of_spec", "open_deviation", "expired"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ def where(batch: Batch, who_id: int) -> str:
 def in_the_way(status: Status, blockers: list[dict[str, str]]) -> list[str]:
     """The reasons it is not ready, each said once in the clinic's words; the stage itself is in ``where``."""
     said: list[str] = []
+    kinds = {found["code"].partition(":")[0] for found in blockers}
+    if kinds & SERIOUS:  # the serious reasons say it all; "still testing" beside them is noise
+        blockers = [found for found in blockers if found["code"].partition(":")[0] in SERIOUS | {"not_ready"}]
     for found in blockers:
         kind = found["code"].partition(":")[0]
         phrase = IN_THE_WAY.get(kind) if kind != "qc_missing" or status in AT_THE_LAB else None

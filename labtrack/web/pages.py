@@ -12,9 +12,10 @@ from werkzeug.datastructures import MultiDict
 
 from labtrack import glossary
 from labtrack.api.common import database, read_session
-from labtrack.api.schemas import BatchQueryArgsSchema
+from labtrack.api.schemas import BatchQueryArgsSchema, PageArgsSchema
 from labtrack.audit import chains
 from labtrack.clock import utcnow
+from labtrack.domain import stages
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
@@ -53,10 +54,22 @@ def tone(status: str) -> str:
     return "bad" if status in BAD_NEWS else "neutral"
 
 
+@bp.app_template_filter("stepper")
+def stepper(status: str, batch: Any) -> list[stages.Stage]:
+    """The harvest-to-administration stepper of a batch."""
+    return stages.stages(Status(status), tuple(batch.steps_done or ()), batch.released_at)
+
+
 @bp.app_template_filter("product_words")
 def product_words(tissue_source: str) -> str:
     """``adipose`` as "SVF (adipose tissue)": the product people name, with its source."""
     return f"{PROCESSES[TissueSource(tissue_source)].product} ({glossary.words(tissue_source)})"
+
+
+@bp.app_template_filter("moment")
+def moment(when: Any) -> str:
+    """A time to the second in the lab's zone, with the zone named."""
+    return glossary.moment(when, current_app.config["LABTRACK_TIMEZONE"])
 
 
 @bp.app_template_filter("local")
@@ -190,7 +203,8 @@ def bench():
     chosen = {name: request.args[name].strip() for name in BENCH_FILTERS if request.args.get(name, "").strip()}
     listed = paging.Page([], None)
     try:
-        listed = batches.listing(session, who, load(BatchQueryArgsSchema(), chosen | given(request.args, "after")))
+        paged = given(request.args, "after", "limit")
+        listed = batches.listing(session, who, load(BatchQueryArgsSchema(), chosen | paged))
     except DomainError as error:
         failure = Failure.of(error, "filter")
     return render_template(
@@ -213,14 +227,12 @@ def notifications_page():
         database().write(lambda s: notifications.mark_read(s, who, ident if isinstance(ident, int) else 0))
         return "Marked as read."
 
-    return respond(
-        {"read": mark_read},
-        lambda failure: render_template(
-            "notifications.html",
-            listed=notifications.for_user(read_session(), who, after=request.args.get("after") or None),
-            failure=failure,
-        ),
-    )
+    def render(failure: Failure) -> str:
+        paged = load(PageArgsSchema(), given(request.args, "after", "limit"))
+        listed = notifications.for_user(read_session(), who, limit=paged["limit"], after=paged.get("after"))
+        return render_template("notifications.html", listed=listed, failure=failure)
+
+    return respond({"read": mark_read}, render)
 
 
 @bp.get("/audit")

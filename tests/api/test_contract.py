@@ -1,4 +1,4 @@
-"""The HTTP contract of SPEC §3: problem+json refusals, bad input, Idempotency-Key, OpenAPI and docs."""
+"""The HTTP contract of requirements §3: problem+json refusals, bad input, Idempotency-Key, OpenAPI and docs."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ A failure prints the request as a curl command; ``--hypothesis-seed=N`` replays 
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -37,8 +38,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from labtrack.services import auth, outbox, reference
+from tests.api.test_access_matrix import PHOTO
 from tests.conftest import fresh_database, make_app
 from tests.helpers import PASSWORD, USERS, Lab
+from tests.investigation_support import investigated
+from tests.outcome_support import administered
 
 EXAMPLES = int(os.environ.get("LABTRACK_FUZZ_EXAMPLES", "20"))
 SIGNED_IN_AS = ("admin", "tech", "qa", "clinic")  # one user of each role (tests/helpers.py)
@@ -69,16 +73,31 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
     elsewhere = lab.ok(lab.post("other", "/batches", {"patient_id": theirs["id"], "tissue_source": "adipose"}))["din"]
     deviation = lab.ok(lab.post("tech", f"/batches/{at_lab}/deviations", {"description": "seal looked loose"}))
     qc_ids = [result["id"] for result in batch["qc"]]
+    followed = administered(lab, "MRN-F")
+    photo = lab.client.post(
+        f"/api/v1/batches/{followed}/attachments",
+        data={"file": (io.BytesIO(PHOTO), "p.png")},
+        headers=lab.headers("clinic"),
+        content_type="multipart/form-data",
+    )
+    investigated_din, reaction_id, lookback_id = investigated(lab, batch["patient"]["id"])
     outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
     return {
-        "din": [registered, at_lab, awaiting, elsewhere],
+        "din": [registered, at_lab, awaiting, elsewhere, followed, investigated_din],
         "qc_id": qc_ids,
         "deviation_id": [deviation["id"]],
         "lot_id": list(lab.lots.values()),
         "code": ["INC-1", "CEN-1", "CEN-OUT"],
         "username": [name for name in USERS if name != "admin"],  # the admin never locks itself out of the run
         "tissue_source": ["adipose", "bone_marrow"],
+        "leg": [1, 2],  # transport legs (R-TMP-1): the first is received, the second does not exist
         "notification_id": [row[0] for row in lab.sql("SELECT id FROM notifications")],  # some are others'
+        "visit": ["baseline", "m3", "m6", "m12"],
+        "metric": ["viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml"],
+        "version": [1, 2],
+        "attachment_id": [lab.ok(photo)["id"]],
+        "reaction_id": [reaction_id],
+        "lookback_id": [lookback_id],
     }
 
 

@@ -52,7 +52,7 @@ def assert_problem(response, status: int, code: str) -> dict[str, Any]:
 
 
 def assert_refused(lab, request: Callable[[], Any], status: int, code: str) -> dict[str, Any]:
-    """Send ``request``; assert the refusal and that nothing at all was written (SPEC §3)."""
+    """Send ``request``; assert the refusal and that nothing at all was written (requirements §3)."""
     before = footprint(lab)
     problem = assert_problem(request(), status, code)
     assert footprint(lab) == before

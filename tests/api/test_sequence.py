@@ -230,7 +230,7 @@ def test_r_seq_2_seq_is_recording_order_and_occurred_at_what_happened(lab):
     assert times == sorted(times)
 
 
-# --- Step data ranges (SPEC §2 process definitions) -------------------------------------------
+# --- Step data ranges (requirements §2 process definitions) -------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ brought forward through the API to a later stage) and lets random users try rand
 actions on them, with plausible or slightly wrong inputs: harvest, hand-off, receipt,
 lab steps in any order, QC entry and verification, deviations and their disposition,
 release, rejection, administration and corrections. Every answer must be a success or
-a problem+json refusal with a SPEC §3 code, and a refusal writes nothing but the
+a problem+json refusal with a requirements §3 code, and a refusal writes nothing but the
 recorded refusals of R-COI-1 and R-SIG-1.
 
 After every step each stream is read back and checked from its events alone, with
-rules written from SPEC rather than from labtrack's code: the release conditions of
+rules written from docs/requirements.md rather than from labtrack's code: the release conditions of
 R-REL-1 held at the moment of release, no step was skipped (R-SEQ-1) and nothing went
 to the patient while held or expired, a rejected batch stays rejected (R-REL-3), seqs
 are gapless and linked, and the audit verification of R-AUD-3 passes.
@@ -50,7 +50,7 @@ PATIENTS = {"C1": ("MRN-1", "1980-05-17"), "C2": ("MRN-2", "1975-02-03")}
 # ones are not), up to MAX_BATCHES in all.
 MAX_LIVE, MAX_BATCHES = 3, 8
 
-# SPEC §2 "Process definitions" and "Status": the milestones of a lifecycle, in order; hand-off
+# requirements §2 "Process definitions" and "Status": the milestones of a lifecycle, in order; hand-off
 # and receipt count where they cross between clinic and lab.
 STEP_TYPES = frozenset({"harvest", *LAB_STEPS, "administration"})
 LIFECYCLE = {
@@ -69,7 +69,7 @@ STERILITY = "sterility_culture"
 ENDOTOXIN = "endotoxin_eu_per_ml"
 STABILITY = timedelta(hours=24)  # R-QC-1 default stability window (R-SEQ-3)
 
-# SPEC §3: every stable code with its status.
+# requirements §3: every stable code with its status.
 CODES = {
     "unauthenticated": 401,
     "invalid_credentials": 401,
@@ -90,7 +90,7 @@ CODES = {
     "release_blocked": 409,
     "conflict": 409,
 }
-# SPEC §3 "a refused request writes nothing (except the recorded refusal of R-COI-1 and R-SIG-1)".
+# requirements §3 "a refused request writes nothing (except the recorded refusal of R-COI-1 and R-SIG-1)".
 RECORDED_REFUSALS = {
     "identity_mismatch": "identity_mismatch",
     "signature_invalid": "signature_failed",
@@ -134,7 +134,7 @@ def side(username: str) -> str:
 
 
 def within_spec(tissue: str, test: str, value: Any, *, weight_kg: float, final_volume_ml: float) -> bool:
-    """R-QC-1's default limits, from the SPEC table."""
+    """R-QC-1's default limits, from the requirements' table."""
     match test:
         case "viability_pct":
             return value >= 70
@@ -311,7 +311,7 @@ class StreamReplay:
 
 
 def check_stream(tissue: str, status: str, events: list[dict[str, Any]]) -> None:
-    """The stream's own integrity, then its story told again from SPEC."""
+    """The stream's own integrity, then its story told again from the requirements."""
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "seqs are not 1..N"
     assert events[0]["prev_hash"] == "0" * 64
     for previous, event in pairwise(events):
@@ -399,7 +399,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         return self.lab.ok(self.lab.get("admin", path, **query), 200)
 
     def attempt(self, user: str, path: str, body: Any, batch: dict[str, Any]) -> None:
-        """One write by ``user``; a refusal writes nothing but the refusals SPEC wants recorded."""
+        """One write by ``user``; a refusal writes nothing but the refusals the requirements want recorded."""
         response = self.request(user, "POST", path, body)
         if response.status_code < 400:
             return

@@ -22,7 +22,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from werkzeug.serving import make_server
 
-from labtrack.glossary import WORDS, is_code
+from labtrack.glossary import codes_in
 from tests.helpers import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,17 +41,15 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screensh
 TIMEOUT_MS = 15_000
 WIDTHS = (390, 1024, 1440)  # a phone, a tablet in portrait-ish landscape (1024 × 768), a desktop
 HEIGHTS = {390: 844, 1024: 768, 1440: 900}
-# Codes a person must never read; words with no underscore ("released") read the same either way.
-SHOWN_CODES = sorted((code for code in WORDS if is_code(code)), key=len, reverse=True)
-# Numbers as a machine prints them: 36000000.0, 1e+07.
-MACHINE_NUMBERS = re.compile(r"\b\d+\.0\b(?!\.)|\b\d(?:\.\d+)?e[+-]\d+\b", re.IGNORECASE)
 OVERFLOW = """() => {
   const width = document.documentElement.clientWidth;
   const wide = Array.from(document.querySelectorAll('body *')).filter(el => {
     const box = el.getBoundingClientRect();
     return box.width > 0 && box.right > width + 1 && getComputedStyle(el).position !== 'fixed'
       && !el.closest('.table-wrap, dialog:not([open])');
-  }).slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
+  }).concat(Array.from(document.querySelectorAll('body *')).filter(el => el.scrollWidth > el.clientWidth + 1
+      && getComputedStyle(el).overflowX === 'visible' && el.clientWidth > 0 && !el.closest('.table-wrap')))
+    .slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
   return {scroll: document.documentElement.scrollWidth, width, wide};
 }"""
 
@@ -93,13 +91,6 @@ class Album:
         page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
-def visible_codes(text: str) -> list[str]:
-    """Glossary codes and machine-printed numbers in a page's visible text."""
-    tokens = set(re.findall(r"[A-Za-z0-9_.+-]+", text))
-    found = [code for code in SHOWN_CODES if code in tokens or any(t.strip(".:") == code for t in tokens)]
-    return found + MACHINE_NUMBERS.findall(text)
-
-
 def check_widths(page: Page, album: Album, label: str) -> None:
     """Screenshots of ``page`` at 390, 1024 and 1440 px wide. Fails if the page scrolls sideways at any
     of them or shows, as visible text, a code the glossary maps (or a number printed like 1e+07)."""
@@ -112,7 +103,7 @@ def check_widths(page: Page, album: Album, label: str) -> None:
             assert measured["scroll"] <= measured["width"], (
                 f"{label} scrolls sideways at {width} px: {measured['scroll']} px wide; wide: {measured['wide']}"
             )
-        shown = visible_codes(page.locator("body").inner_text())
+        shown = codes_in(page.locator("body").inner_text())
         assert not shown, f"{label} shows codes where people read: {shown}"
     finally:
         if original:

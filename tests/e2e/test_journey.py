@@ -1,4 +1,4 @@
-"""One batch from the clinic through the lab and QA back to the patient, in a real browser (SPEC §7)."""
+"""One batch from the clinic through the lab and QA back to the patient, in a real browser (requirements §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`flask --app wsgi labtrack ...` (SPEC §4): set-up commands, demo data, and one-line user errors."""
+"""`flask --app wsgi labtrack ...` (requirements §4): set-up commands, demo data, and one-line user errors."""
 
 from __future__ import annotations
 

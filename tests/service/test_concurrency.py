@@ -1,4 +1,4 @@
-"""Racing writers on real PostgreSQL connections (SPEC §1: per-batch chains, no global lock).
+"""Racing writers on real PostgreSQL connections (requirements §1: per-batch chains, no global lock).
 
 Each thread has its own test client; tokens are fetched before the threads start, and a
 barrier releases them together so the requests really overlap.

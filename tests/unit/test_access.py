@@ -19,7 +19,7 @@ OTHER = Actor(5, "other", "Otto Other", Role.CLINIC, OTHER_CLINIC_ID)
 BY_ROLE = {Role.ADMIN: ADMIN, Role.TECHNICIAN: TECH, Role.QA: QA, Role.CLINIC: CLINIC}
 
 A, T, Q, C = Role.ADMIN, Role.TECHNICIAN, Role.QA, Role.CLINIC
-# SPEC R-ACC-2, R-ACC-3 and the "who" column of the HTTP API table.
+# R-ACC-2, R-ACC-3 and the "who" column of the HTTP API table.
 ALLOWED: dict[Action, set[Role]] = {
     Action.MANAGE_REFERENCE: {A},
     Action.READ_MATERIALS: {A, T, Q},  # GET lots and equipment: lab staff
@@ -42,6 +42,15 @@ ALLOWED: dict[Action, set[Role]] = {
     Action.AUDIT: {A, Q},
     Action.PROPOSE_SPECIFICATION: {A, Q},  # R-QC-6: admin or QA proposes
     Action.APPROVE_SPECIFICATION: {Q},  # R-QC-6: another QA user approves
+    Action.REPORT_REACTION: {Q, C},  # R-ADV-1: the batch's clinic, or QA
+    Action.READ_INVESTIGATIONS: {Q, C},  # clinics: their own reactions and lookbacks
+    Action.INVESTIGATE: {Q},  # R-ADV-3, R-LBK-1, R-LBK-4
+    Action.ACKNOWLEDGE_LOOKBACK: {C},  # R-LBK-3
+    Action.RECORD_FOLLOW_UP: {C},  # R-OUT-2, R-OUT-3: the batch's clinic
+    Action.READ_OUTCOMES: {Q, C},  # R-OUT-5: a clinic, its own patients
+    Action.READ_TRENDS: {Q},  # R-SPC-3
+    Action.RESET_TREND_BASELINE: {Q},  # R-SPC-1
+    Action.APPROVE_FOLLOW_UP_PLAN: {Q},  # R-OUT-1
 }
 
 

@@ -52,7 +52,7 @@ def test_r_din_1_every_din_is_thirteen_characters_in_order(facility, year, seque
 @pytest.mark.parametrize(
     ("value", "check"),
     [
-        ("G123498654321", "H"),  # the standard's worked example (SPEC R-DIN-2, shared/vectors/README.md)
+        ("G123498654321", "H"),  # the standard's worked example (R-DIN-2; the UK transfusion guidelines)
         ("A999921123456", "3"),
     ],
 )
@@ -86,7 +86,7 @@ def test_r_din_2_any_adjacent_transposition_changes_the_check_character(din, pos
 
 def test_r_din_2_display_form():
     din = format_din("A9999", 2026, 123)
-    assert din.display == "A9999 26 000123 P"  # SPEC's example
+    assert din.display == "A9999 26 000123 P"  # the requirements' example
     assert din.check == "P"
 
 

@@ -1,7 +1,7 @@
 """The batch state machine and chain of custody (R-SEQ-1, R-CUS-1..3).
 
 The stateful test drives random steps, hand-offs and receipts against ``BatchState``
-snapshots, keeping its own model of the batch written from SPEC (step order per
+snapshots, keeping its own model of the batch written from docs/requirements.md (step order per
 tissue source, who holds the batch, which status follows), and checks every
 answer of check_step / check_handoff / check_receipt against that model.
 """
@@ -45,7 +45,7 @@ USERS = {
 CLINIC_STAFF = ("clinic", "clinic_b")  # the batch's clinic
 LAB_STAFF = ("tech", "tech2", "qa")
 
-# SPEC §2 "Process definitions": the order of steps per tissue source.
+# requirements §2 "Process definitions": the order of steps per tissue source.
 ORDER = {
     TissueSource.ADIPOSE: ("harvest", "digestion", "isolation", "concentration", "administration"),
     TissueSource.BONE_MARROW: ("harvest", "separation", "concentration", "administration"),
@@ -74,7 +74,7 @@ class Transfer:
 
 
 class BatchModel:
-    """The batch as SPEC describes it, kept by the test independently of labtrack.domain."""
+    """The batch as docs/requirements.md describes it, kept by the test independently of labtrack.domain."""
 
     def __init__(self, tissue: TissueSource) -> None:
         self.tissue = tissue
@@ -119,7 +119,7 @@ class BatchModel:
         )
 
     def expect_step(self, name: str, actor: str) -> type[DomainError] | str:
-        """The refusal SPEC asks for, or the status after the step."""
+        """The refusal the requirements ask for, or the status after the step."""
         if self.transfer is not None:
             return CustodyViolation  # R-CUS-2
         if name in LAB_STEPS and name == self.next_step() and side(self.custodian) == "clinic":
@@ -167,7 +167,7 @@ class BatchModel:
 
 
 def performer(step: str, who: int) -> str:
-    """Clinic steps by staff of the batch's clinic, lab steps by technicians: the roles SPEC allows."""
+    """Clinic steps by staff of the batch's clinic, lab steps by technicians: the roles the requirements allow."""
     return CLINIC_STAFF[who] if step in ("harvest", "administration") else ("tech", "tech2")[who]
 
 
@@ -244,7 +244,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(who=st.integers(min_value=0, max_value=2))
     def advance(self, who: int) -> None:
-        """What SPEC says comes next, so that random runs also get through to administration."""
+        """What the requirements say comes next, so that random runs also get through to administration."""
         model = self.batch
         name = model.next_step()
         if model.transfer is not None:

@@ -93,7 +93,7 @@ def test_r_mat_3_a_usable_item_of_the_wrong_kind_does_not_count():
     assert "incubator" in refused.value.errors["equipment"][0]
 
 
-# SPEC §2 "Process definitions", column "required materials".
+# requirements §2 "Process definitions", column "required materials".
 REQUIRED = {
     (TissueSource.ADIPOSE, "harvest"): ((), ()),
     (TissueSource.ADIPOSE, "digestion"): (("collagenase",), ("incubator",)),

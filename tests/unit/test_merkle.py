@@ -22,7 +22,7 @@ from labtrack.domain.merkle import (
     verify_inclusion,
 )
 
-VECTORS = json.loads(Path("/work/shared/vectors/rfc6962.json").read_text())
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "rfc6962.json").read_text())
 LEAF_INPUTS = [bytes.fromhex(h) for h in VECTORS["leaf_inputs_hex"]]
 ROOTS = [bytes.fromhex(h) for h in VECTORS["root_by_tree_size_hex"]]
 

@@ -1,4 +1,4 @@
-"""Process definitions and step data (SPEC §2), timing (R-SEQ-2) and expiry (R-SEQ-3)."""
+"""Process definitions and step data (requirements §2), timing (R-SEQ-2) and expiry (R-SEQ-3)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_r_seq_1_process_order_per_tissue_source(tissue, steps):
     assert PROCESSES[tissue].product == {"adipose": "SVF", "bone_marrow": "BMAC"}[tissue]
 
 
-# SPEC §2 "Process definitions", column "data".
+# requirements §2 "Process definitions", column "data".
 SPEC_FIELDS = {
     "harvest": {"patient_mrn", "patient_birth_date", "weight_kg", "volume_ml", "site", "started_at", "ended_at"},
     "digestion": {"duration_min", "temperature_c"},

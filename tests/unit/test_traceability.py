@@ -53,3 +53,28 @@ def test_every_listed_test_exists():
             path, _, name = test.partition("::")
             source = (ROOT / path).read_text() if (ROOT / path).exists() else ""
             assert re.search(rf"^\s*(def|class) {name}\b", source, re.M), f"{rule}: {test} does not exist"
+
+
+def _stated_rules() -> set[str]:
+    """Rule IDs stated in docs/requirements.md, each where it is defined (``- **R-XXX-n**``)."""
+    text = (ROOT / "docs" / "requirements.md").read_text()
+    return set(re.findall(r"^- \*\*(R-[A-Z]+-\d+)\*\*", text, re.M))
+
+
+def test_every_traced_rule_is_stated_in_the_requirements():
+    missing = set(_table()) - _stated_rules()
+    assert not missing, f"state these rules in docs/requirements.md: {sorted(missing)}"
+
+
+def test_the_project_states_its_requirements_itself():
+    """No file points at a specification outside the project: docs/requirements.md is the one."""
+    outside = re.compile(r"SPEC\.md|steering repo|/work/shared|\.\./shared")
+    offenders = [
+        path.relative_to(ROOT).as_posix()
+        for folder in ("labtrack", "tests", "workers", "bench", "docs")
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in {".py", ".md", ".html", ".txt"}
+        and path != Path(__file__)
+        and outside.search(path.read_text(errors="replace"))
+    ] + [name for name in ("README.md", "dev.py", "config.py") if outside.search((ROOT / name).read_text())]
+    assert not offenders, f"point these at docs/requirements.md: {offenders}"

@@ -1,4 +1,4 @@
-"""The batch card: scanning, next actions as forms, refusals beside their fields, signatures (SPEC §7)."""
+"""The batch card: scanning, next actions as forms, refusals beside their fields, signatures (requirements §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Clinic, QA and admin pages over the same services as the API (SPEC §7)."""
+"""Clinic, QA and admin pages over the same services as the API (requirements §7)."""
 
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def test_r_cor_1_r_sig_2_record_marks_corrections_and_shows_signature_manifestat
     correction = {"event_seq": harvest["seq"], "reason": "Scale misread", "data": {"weight_kg": 82}}
     lab.ok(lab.post("clinic", f"/batches/{din}/corrections", correction))
     page = html.unescape(sign_in("qa").get(f"/batches/{din}/record").text)
-    assert "[CORRECTED by seq" in page
-    assert "weight_kg was 80, now 82; reason: Scale misread" in page
-    signatures = re.search(r'<table class="signatures">.*?</table>', page, re.S).group(0)
+    assert "Corrected by entry" in page
+    assert "Patient weight was 80 kg, now 82 kg; reason: Scale misread" in page
+    signatures = re.search(r'<table class="signatures stack">.*?</table>', page, re.S).group(0)
     assert "Quinn Assurance" in signatures
     assert "approved" in signatures
     assert "Tara Second" in signatures

@@ -1,4 +1,4 @@
-"""Signing in and out of the web pages: cookie flags, server-side end of sessions, CSRF (SPEC §7)."""
+"""Signing in and out of the web pages: cookie flags, server-side end of sessions, CSRF (requirements §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The transactional outbox delivered by a real Celery worker to a real HTTP receiver (SPEC §6)."""
+"""The transactional outbox delivered by a real Celery worker to a real HTTP receiver (requirements §6)."""
 
 from __future__ import annotations
 

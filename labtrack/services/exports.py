@@ -1,0 +1,165 @@
+"""CSV exports of the lists (R-EXP-1): every matching row, read by keyset in chunks, one CSV row each.
+
+The lists' own filters and access rules (``batches.filtered``, ``deviations.filtered``,
+``qc_filtered``) choose the rows; the export walks them newest first by id, a chunk at a
+time, so a ten-year list streams in constant memory instead of being one page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from labtrack.documents.spreadsheet import Column, lines
+from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.din import Din
+from labtrack.models import Batch, Clinic, Deviation, QcResult
+from labtrack.services import batches, deviations
+
+CHUNK = 500
+T = TypeVar("T")
+
+
+def keyset(session: Session, query: Select, key: InstrumentedAttribute) -> Iterator[Any]:
+    """Every row of ``query``, newest ``key`` first, ``CHUNK`` rows per statement; nothing kept between chunks."""
+    chunk, last = CHUNK, None
+    while True:
+        page = query if last is None else query.where(key < last)
+        rows = list(session.execute(page.order_by(key.desc()).limit(chunk)).unique().scalars())
+        yield from rows
+        if len(rows) < chunk:
+            return
+        last = getattr(rows[-1], key.key)
+        session.expunge_all()
+
+
+def _who(user: Any) -> str | None:
+    return f"{user.full_name} ({user.username})" if user else None
+
+
+BATCH_COLUMNS: list[Column[Batch]] = [
+    Column("DIN", lambda b: b.din),
+    Column("DIN as printed", lambda b: Din(b.din).display),
+    Column("Product", lambda b: b.product),
+    Column("Tissue source", lambda b: b.tissue_source),
+    Column("Status", lambda b: b.status),
+    Column("Held", lambda b: b.held),
+    Column("Clinic", lambda b: b.clinic.code),
+    Column("Patient MRN", lambda b: b.patient.mrn),
+    Column("Registered (UTC)", lambda b: b.registered_at),
+    Column("Expires (UTC)", lambda b: b.expires_at),
+    Column("Released (UTC)", lambda b: b.released_at),
+    Column("Conditional release", lambda b: b.conditional_release),
+    Column("Custodian", lambda b: _who(b.custodian)),
+    Column("Specification version", lambda b: b.specification.version),
+]
+DEVIATION_COLUMNS: list[Column[Deviation]] = [
+    Column("Deviation", lambda d: d.id),
+    Column("DIN", lambda d: d.batch.din),
+    Column("Kind", lambda d: d.kind),
+    Column("Description", lambda d: d.description),
+    Column("Status", lambda d: d.status),
+    Column("Opened by", lambda d: _who(d.opened_by)),
+    Column("Opened (UTC)", lambda d: d.opened_at),
+    Column("Decision", lambda d: d.decision),
+    Column("Justification", lambda d: d.justification),
+    Column("Closed by", lambda d: _who(d.closed_by)),
+    Column("Closed (UTC)", lambda d: d.closed_at),
+]
+QC_COLUMNS: list[Column[QcResult]] = [
+    Column("Result", lambda r: r.id),
+    Column("DIN", lambda r: r.din),
+    Column("Test", lambda r: r.test),
+    Column("Value", lambda r: r.value["v"]),
+    Column("Unit", lambda r: r.unit),
+    Column("Within specification", lambda r: r.within_spec),
+    Column("Specification", lambda r: r.limit),
+    Column("Method", lambda r: r.method),
+    Column("Entered by", lambda r: _who(r.entered_by)),
+    Column("Entered (UTC)", lambda r: r.entered_at),
+    Column("Verified by", lambda r: _who(r.verified_by)),
+    Column("Verified (UTC)", lambda r: r.verified_at),
+    Column("Corrected", lambda r: r.corrected),
+    Column("Original value", lambda r: r.original_value["v"] if r.original_value else None),
+]
+
+
+@dataclass(frozen=True)
+class QcFilter:
+    din: str | None = None
+    test: str | None = None
+    within_spec: bool | None = None
+    verified: bool | None = None
+    clinic: str | None = None
+
+
+def qc_filtered(session: Session, actor: Actor, filters: QcFilter) -> Select:
+    """QC results across batches (lab staff), matching ``filters``, unordered."""
+    require(actor, Action.QC_ENTRY)
+    query = select(QcResult).join(Batch, Batch.id == QcResult.batch_id)
+    if actor.role == Role.CLINIC:
+        query = query.where(Batch.clinic_id == actor.clinic_id)
+    if filters.din:
+        query = query.where(QcResult.batch_id == batches.get(session, actor, filters.din).id)
+    if filters.clinic:
+        query = query.join(Clinic, Clinic.id == Batch.clinic_id).where(Clinic.code == filters.clinic.upper())
+    if filters.test:
+        query = query.where(QcResult.test == filters.test)
+    if filters.within_spec is not None:
+        query = query.where(QcResult.within_spec.is_(filters.within_spec))
+    if filters.verified is not None:
+        query = query.where(
+            QcResult.verified_by_id.is_not(None) if filters.verified else QcResult.verified_by_id.is_(None)
+        )
+    return query
+
+
+def qc_page(
+    session: Session, actor: Actor, filters: QcFilter, *, limit: int, after: int | None
+) -> tuple[list[QcResult], int | None]:
+    """One keyset page of QC results, newest first, and the id to continue after (None at the end)."""
+    query = qc_filtered(session, actor, filters)
+    if after is not None:
+        query = query.where(QcResult.id < after)
+    rows = list(session.execute(query.order_by(QcResult.id.desc()).limit(limit + 1)).unique().scalars())
+    page = rows[:limit]
+    _with_dins(session, page)
+    return page, (page[-1].id if len(rows) > limit else None)
+
+
+def _with_dins(session: Session, results: list[QcResult]) -> list[QcResult]:
+    ids = {r.batch_id for r in results}
+    dins = dict(session.execute(select(Batch.id, Batch.din).where(Batch.id.in_(ids))).all()) if ids else {}
+    for result in results:
+        result.din = dins[result.batch_id]
+    return results
+
+
+def _chunks_with_dins(session: Session, rows: Iterator[QcResult]) -> Iterator[QcResult]:
+    chunk: list[QcResult] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield from _with_dins(session, chunk)
+            chunk = []
+    yield from _with_dins(session, chunk)
+
+
+def batches_csv(session: Session, actor: Actor, filters: batches.BatchFilter) -> Iterator[str]:
+    """Every batch the list would show with these filters, as CSV lines."""
+    return lines(BATCH_COLUMNS, keyset(session, batches.filtered(actor, filters), Batch.id))
+
+
+def deviations_csv(session: Session, actor: Actor, **filters: Any) -> Iterator[str]:
+    """Every deviation the list would show with these filters, as CSV lines."""
+    return lines(DEVIATION_COLUMNS, keyset(session, deviations.filtered(session, actor, **filters), Deviation.id))
+
+
+def qc_csv(session: Session, actor: Actor, filters: QcFilter) -> Iterator[str]:
+    """Every QC result the list would show with these filters, as CSV lines."""
+    rows = keyset(session, qc_filtered(session, actor, filters), QcResult.id)
+    return lines(QC_COLUMNS, _chunks_with_dins(session, rows))

@@ -1,0 +1,102 @@
+"""The follow-up watcher (R-OUT-4), run by Celery beat: reminders and missed visits.
+
+It reminds the batch's clinic 7 days before a visit is due and marks a visit
+``missed`` when its window closes unrecorded, telling the clinic and QA; the miss is
+a ``follow_up_missed`` event in the batch's chain. Like the other watchers
+(``labtrack.services.watchers``) it finds candidates with a plain read, then handles
+each visit in a unit of work of its own that locks the batch row and re-checks under
+the lock, so two workers running it at once remind and mark each visit once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labtrack.clock import utcnow
+from labtrack.db import Database
+from labtrack.domain import followup
+from labtrack.domain.followup import BASELINE, VisitStatus
+from labtrack.models import Batch, FollowUpVisit
+from labtrack.services import outbox
+from labtrack.services.followups import scheduled
+from labtrack.services.streams import append_batch_event
+from labtrack.services.watchers import system_actor
+
+REMINDER_TOPIC = "follow_up.due"
+MISSED_TOPIC = "follow_up.missed"
+
+
+@dataclass
+class Outcome:
+    reminded: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+
+def _candidates(database: Database, query) -> list[tuple[int, int]]:
+    session = database.reader()
+    try:
+        return [(row[0], row[1]) for row in session.execute(query)]
+    finally:
+        session.close()
+
+
+def _locked(session: Session, batch_id: int, visit_id: int) -> tuple[Batch, FollowUpVisit] | None:
+    batch = session.execute(select(Batch).where(Batch.id == batch_id).with_for_update(of=Batch)).unique().scalar_one()
+    visit = session.get(FollowUpVisit, visit_id, populate_existing=True)
+    return (batch, visit) if visit is not None and visit.status == VisitStatus.DUE.value else None
+
+
+def _payload(visit: FollowUpVisit) -> dict[str, str]:
+    return {
+        "visit": visit.visit,
+        "due_on": visit.due_on.isoformat(),
+        "window_from": visit.window_from.isoformat(),
+        "window_to": visit.window_to.isoformat(),
+    }
+
+
+def _remind(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+    found = _locked(session, batch_id, visit_id)
+    if found is None or found[1].reminded_at is not None or not followup.reminder_due(scheduled(found[1]), today):
+        return False
+    batch, visit = found
+    visit.reminded_at = utcnow()
+    outbox.enqueue(session, REMINDER_TOPIC, batch, _payload(visit))
+    return True
+
+
+def _miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+    found = _locked(session, batch_id, visit_id)
+    if found is None or not followup.missed(scheduled(found[1]), today):
+        return False
+    batch, visit = found
+    visit.status = VisitStatus.MISSED.value
+    visit.missed_at = utcnow()
+    data = _payload(visit) | {"closes_on": visit.closes_on.isoformat()}
+    append_batch_event(session, batch, system_actor(session), "follow_up_missed", data)
+    outbox.enqueue(session, MISSED_TOPIC, batch, data)
+    return True
+
+
+def followup_watch(database: Database, *, today: date | None = None) -> Outcome:
+    """Remind each visit's clinic once, 7 days before it is due; mark visits missed when their window closes."""
+    today = today or utcnow().date()
+    outcome = Outcome()
+    due = select(FollowUpVisit.batch_id, FollowUpVisit.id).where(FollowUpVisit.status == VisitStatus.DUE.value)
+    for batch_id, visit_id in _candidates(database, due.where(FollowUpVisit.closes_on < today)):
+        if database.write(lambda s, b=batch_id, v=visit_id: _miss(s, b, v, today)):
+            outcome.missed.append(f"{batch_id}:{visit_id}")
+    soon = due.where(
+        FollowUpVisit.reminded_at.is_(None),
+        FollowUpVisit.visit != BASELINE,
+        FollowUpVisit.due_on <= today + timedelta(days=followup.REMINDER_DAYS),
+        FollowUpVisit.window_to >= today,
+    )
+    for batch_id, visit_id in _candidates(database, soon):
+        if database.write(lambda s, b=batch_id, v=visit_id: _remind(s, b, v, today)):
+            outcome.reminded.append(f"{batch_id}:{visit_id}")
+    return outcome

@@ -1,0 +1,93 @@
+"""Batches for the investigation tests: many batches of one patient, in the states a lookback meets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, Lab, iso, now
+
+
+class Batches:
+    """Batches of the first clinic's patient MRN-1, registered afresh for each call."""
+
+    def __init__(self, lab: Lab, patient_id: int | None = None) -> None:
+        self.lab = lab
+        self.patient_id = patient_id or lab.patient()["id"]
+
+    def registered(self, tissue_source: str = "adipose") -> str:
+        body = {"patient_id": self.patient_id, "tissue_source": tissue_source}
+        return self.lab.ok(self.lab.post("clinic", "/batches", body))["din"]
+
+    def at_lab(self, tissue_source: str = "adipose") -> str:
+        din = self.registered(tissue_source)
+        self.lab.ok(self.lab.harvest(din, tissue_source))
+        self.lab.ok(self.lab.handoff(din))
+        self.lab.ok(self.lab.receive(din))
+        return din
+
+    def processed(self, tissue_source: str = "adipose") -> str:
+        din = self.at_lab(tissue_source)
+        for name in PROCESS_ORDER[tissue_source]:
+            self.lab.ok(self.lab.step(din, name))
+        return din
+
+    def awaiting_release(self, tissue_source: str = "adipose") -> str:
+        din = self.processed(tissue_source)
+        for test, value in GOOD_RESULTS[tissue_source].items():
+            entered = self.lab.ok(self.lab.qc(din, test, value))
+            self.lab.ok(self.lab.verify(din, entered["id"]), 200)
+        return din
+
+    def administered(self, tissue_source: str = "adipose") -> str:
+        return self.finish(self.processed(tissue_source), tissue_source)
+
+    def finish(self, din: str, tissue_source: str = "adipose") -> str:
+        """A processed batch's QC, release, dispatch, receipt at the clinic and administration."""
+        for test, value in GOOD_RESULTS[tissue_source].items():
+            entered = self.lab.ok(self.lab.qc(din, test, value))
+            self.lab.ok(self.lab.verify(din, entered["id"]), 200)
+        self.lab.ok(self.lab.release(din), 200)
+        self.lab.ok(self.lab.handoff(din, by="tech", to="clinic", seal="SEAL-2"))
+        self.lab.ok(self.lab.receive(din, by="clinic", seal="SEAL-2"))
+        self.lab.ok(self.lab.administration(din))
+        return din
+
+
+REACTION = {
+    "category": "injection_site_reaction",
+    "description": "Redness and swelling at two injection sites, resolved with cold packs.",
+    "outcome": "recovered",
+    "fatal": False,
+    "life_threatening": False,
+    "permanent_impairment": False,
+    "intervention_required": False,
+    "communicable_disease_suspected": False,
+}
+INFECTION = REACTION | {
+    "category": "infection",
+    "description": "Abscess at the injection site; incised and drained, cultures sent.",
+    "outcome": "recovering",
+    "intervention_required": True,
+}
+
+
+def reaction(**overrides) -> dict:
+    """A report's body; the onset is now (after the administration just recorded)."""
+    return {"onset_at": iso(now() + timedelta(milliseconds=1))} | REACTION | overrides
+
+
+def investigated(lab: Lab, patient_id: int) -> tuple[str, int, int]:
+    """An administered batch with a reaction reported, and a lookback naming it (and nothing else).
+
+    The lookback's seed is the batch's centrifuge over the time it was processed, so later batches
+    stay out of it and nothing is held.
+    """
+    made = Batches(lab, patient_id)
+    start = iso(now())
+    din = made.processed()
+    end = iso(now())
+    made.finish(din)
+    reaction_id = lab.ok(lab.post("clinic", f"/batches/{din}/adverse-reactions", reaction()))["id"]
+    body = {"reason": "centrifuge drift", "seed": {"kind": "equipment", "value": "CEN-1"}, "from": start, "to": end}
+    lookback = lab.ok(lab.post("qa", "/lookbacks", body))
+    return din, reaction_id, lookback["id"]
