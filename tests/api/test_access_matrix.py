@@ -961,6 +961,8 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/record.pdf")),
     row("GET   /batches/{din}/audit-export   | login 403   200   200   200   404~",
         at("registered", "/audit-export")),
+    # lists as CSV (R-EXP-1), with the list's access rules: another clinic's user gets only their own
+    row("GET   /exports/{name}.csv           | login 200   200   200   200   200", plain("/exports/batches.csv")),
     # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
     row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
     row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",
