@@ -225,4 +225,3 @@ def outcomes_chart(chart: str):
         raise NotFound("No such chart.")
     report = outcomes.report(read_session(), actor(), **_report_args())
     return charts.svg_response(drawers[chart](report))
-
