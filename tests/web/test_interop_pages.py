@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pypdf import PdfReader
 
 from labtrack.services import labels
-from tests.web.conftest import error_beside
+from tests.web.support import error_beside
 from tests.workers.support import free_port
 
 
