@@ -40,7 +40,7 @@ from sqlalchemy import event, text  # noqa: E402
 
 from config import Config  # noqa: E402
 from labtrack import create_app  # noqa: E402
-from labtrack.audit import chains  # noqa: E402
+from labtrack.audit import chains, keys  # noqa: E402
 from labtrack.db import Database  # noqa: E402
 from labtrack.migrate import upgrade  # noqa: E402
 
@@ -155,7 +155,7 @@ def profile_audit(app, bench: run.Bench, args: argparse.Namespace) -> None:
     with app.app_context():
         session = bench.db.reader()
         profiler.enable()
-        chains.verify(session)
+        chains.verify(session, public_key=keys.trusted_public_key(app.config))
         profiler.disable()
         session.close()
     print_profile("chains.verify", profiler, "tottime", args.top)

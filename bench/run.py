@@ -43,7 +43,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from config import Config  # noqa: E402
 from labtrack import create_app  # noqa: E402
-from labtrack.audit import chains  # noqa: E402
+from labtrack.audit import chains, keys  # noqa: E402
 from labtrack.db import Database  # noqa: E402
 from labtrack.domain.actors import Actor, Role  # noqa: E402
 from labtrack.domain.hashing import link_hash  # noqa: E402
@@ -485,7 +485,7 @@ def bench_audit(bench: Bench, app) -> None:
     with app.app_context():
         session = bench.db.reader()
         began = time.perf_counter()
-        report = chains.verify(session)
+        report = chains.verify(session, public_key=keys.trusted_public_key(app.config))
         verify_seconds = time.perf_counter() - began
         session.close()
     floor_rate, verify_rate = events / floor_seconds, report.events_checked / verify_seconds

@@ -19,7 +19,7 @@ from flask.cli import AppGroup
 
 from labtrack import privileges
 from labtrack.audit import chains, checkpoints, keys
-from labtrack.db import Database
+from labtrack.db import database
 from labtrack.domain.errors import DomainError
 from labtrack.migrate import upgrade
 from labtrack.ops import backup
@@ -28,10 +28,6 @@ from labtrack.services import reference, specifications
 labtrack = AppGroup("labtrack", help="LabTrack administration.")
 audit = AppGroup("audit", help="Audit trail verification.")
 labtrack.add_command(audit)
-
-
-def _db() -> Database:
-    return current_app.extensions["labtrack.db"]
 
 
 def _cli_actor():
@@ -50,10 +46,10 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @labtrack.command("init-db")
-def init_db() -> None:
+def initdatabase() -> None:
     """Migrate to head and seed default specifications; safe to run again."""
     upgrade(current_app.config["DATABASE_URL"])
-    added = _db().write(specifications.seed_defaults)
+    added = database().write(specifications.seed_defaults)
     click.echo(f"Database at head; {added} default specification(s) seeded.")
 
 
@@ -63,7 +59,7 @@ def init_db() -> None:
 @user_errors
 def create_clinic(code: str, name: str) -> None:
     """Add a clinic."""
-    clinic = _db().write(lambda s: reference.create_clinic(s, _cli_actor(), code=code, name=name))
+    clinic = database().write(lambda s: reference.create_clinic(s, _cli_actor(), code=code, name=name))
     click.echo(f"Clinic {clinic.code} created.")
 
 
@@ -79,7 +75,7 @@ def create_user(username: str, role: str, full_name: str, clinic: str | None, em
     password = os.environ.get("LABTRACK_PASSWORD") or click.prompt(
         "Password", hide_input=True, confirmation_prompt=True
     )
-    _db().write(
+    database().write(
         lambda s: reference.create_user(
             s,
             _cli_actor(),
@@ -99,7 +95,7 @@ def create_user(username: str, role: str, full_name: str, clinic: str | None, em
 @user_errors
 def grant_app_role(role: str) -> None:
     """PostgreSQL: give ROLE what the app needs and no UPDATE or DELETE on history (run as the owner, after init-db)."""
-    with _db().engine.begin() as connection:
+    with database().engine.begin() as connection:
         grants = privileges.grant_app_role(connection, role)
     click.echo(
         f"Role {role}: SELECT, INSERT on {', '.join(grants.append_only)}; SELECT on {', '.join(grants.read_only)}; "
@@ -113,7 +109,7 @@ def demo_data() -> None:
     """Load demo clinic, users, materials and batches; idempotent."""
     from labtrack.demo import DEMO_PASSWORD, load
 
-    summary = load(_db(), current_app.config["LABTRACK_FIN"])
+    summary = load(database(), current_app.config["LABTRACK_FIN"])
     click.echo(summary)
     click.echo(f"Demo logins (password {DEMO_PASSWORD}): tech, tech2, qa, clinic, admin")
 
@@ -133,9 +129,9 @@ def audit_verify(din: str | None, public_key: BinaryIO | None) -> None:
         trusted = keys.load_public_pem(public_key.read()) if public_key else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--public-key") from None
-    session = _db().reader()
+    session = database().reader()
     try:
-        report = chains.verify(session, None, din, trusted)
+        report = chains.verify(session, None, din, public_key=trusted or keys.trusted_public_key(current_app.config))
     finally:
         session.close()
     for failure in report.failures:
@@ -151,8 +147,8 @@ def audit_verify(din: str | None, public_key: BinaryIO | None) -> None:
 @user_errors
 def audit_checkpoint() -> None:
     """Sign a checkpoint of every stream head now (R-AUD-4)."""
-    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
-    checkpoint = _db().write(lambda s: checkpoints.create(s, key, origin))
+    key, origin = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
+    checkpoint = database().write(lambda s: checkpoints.create(s, key, origin))
     click.echo(
         f"Checkpoint {checkpoint.id}: {checkpoint.tree_size} stream(s), "
         f"root {checkpoint.root}, key {checkpoint.key_id}."
@@ -164,7 +160,7 @@ def audit_checkpoint() -> None:
 @user_errors
 def backup_command(path: Path) -> None:
     """Write a consistent copy of the database to PATH while the app runs (R-OPS-5)."""
-    click.echo(backup.backup(_db(), path))
+    click.echo(backup.backup(database(), path))
 
 
 @labtrack.command("restore-check")
@@ -177,6 +173,7 @@ def restore_check(path: Path, public_key: BinaryIO | None) -> None:
         trusted = keys.load_public_pem(public_key.read()) if public_key else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--public-key") from None
+    trusted = trusted or keys.trusted_public_key(current_app.config)
     result = backup.restore_check(path, current_app.config["DATABASE_URL"], trusted)
     for failure in result.failures:
         click.echo(f"FAIL {failure['din']} seq {failure['seq']}: {failure['reason']}", err=True)

@@ -18,8 +18,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from flask import current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -156,6 +157,8 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.reader = sessionmaker(self.engine, expire_on_commit=False)
         self.writer = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        # What the app lends every unit of work (its session.info), e.g. how to reach the broker.
+        self.session_info: dict[str, Any] = {}
 
     def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one write transaction; commit once; retry on collisions.
@@ -166,6 +169,7 @@ class Database:
         """
         for attempt in range(MAX_ATTEMPTS):
             session = self.writer()
+            session.info.update(self.session_info)
             try:
                 result = work(session)
                 session.commit()
@@ -198,3 +202,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def database() -> Database:
+    """The running app's Database (made by ``create_app``): for every adapter, API, pages, CLI and tasks."""
+    return current_app.extensions["labtrack.db"]
+
+
+def read_session() -> Session:
+    """One read session per request, closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = database().reader()
+    return g.db_session
+
+
+def close_read_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        close_session(session)

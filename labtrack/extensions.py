@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from celery import Celery, Task
 from celery.schedules import crontab
 from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
+
+from labtrack.services import labels, outbox
 
 api = Api()
 csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
@@ -26,6 +31,19 @@ TASK_HOUSEKEEPING = "labtrack.housekeeping"
 HOUSEKEEPING_AT = crontab(hour=2, minute=30)  # nightly, UTC (R-OPS-6)
 TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
+TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
+TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
+
+
+def send_label_print(app: Flask) -> Callable[[int], None]:
+    """What ``labels.request_print`` calls after commit: ask the broker to print that job."""
+    celery = app.extensions["celery"]
+    return lambda job_id: celery.send_task(labels.TASK_PRINT_LABEL, args=[job_id], retry=False)
+
+
+def _send_dispatch(celery: Celery, ids: list[int]) -> None:
+    """The outbox's ``Send``: ask the broker to run the dispatch task for these rows."""
+    celery.send_task(TASK_DISPATCH, args=[ids], retry=False)
 
 
 def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
@@ -37,6 +55,8 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
         TASK_CHECKPOINT: 600.0,
         TASK_FOLLOWUP_WATCH: 3600.0,
         TASK_TREND_WATCH: 300.0,
+        TASK_REACTION_WATCH: 3600.0,
+        TASK_LOOKBACK_WATCH: 300.0,
     }
     schedule: dict[str, dict[str, object]] = {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()
@@ -86,4 +106,5 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery.set_default()
     app.extensions["celery"] = celery
+    app.extensions["labtrack.db"].session_info[outbox.DISPATCH] = partial(_send_dispatch, celery)
     return celery

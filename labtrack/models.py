@@ -533,6 +533,8 @@ class SpecificationProposal(Base):
     version: Mapped[int | None] = mapped_column(Integer)  # the version it became
     proposed_by: Mapped[User] = relationship(foreign_keys=[proposed_by_id], lazy="joined")
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id], lazy="joined")
+
+
 # --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
 
 LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")
@@ -592,6 +594,8 @@ class TemperatureLog(Base):
     readings: Mapped[list[Any]] = mapped_column(Json)  # [[seconds after hand-off, °C], ...] over the leg ± 15 min
 
     imported_by: Mapped[User] = relationship(lazy="joined")
+
+
 # --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
 
 VISIT_STATUSES = ("due", "done", "missed")
@@ -712,6 +716,8 @@ class TrendFlag(Base):
     rule: Mapped[str] = mapped_column(String(12))
     value: Mapped[float] = mapped_column(Float)
     flagged_at: Mapped[datetime]
+
+
 # --- Investigations (issue 14): material and operator use, adverse reactions, lookbacks (migration 0007) ---
 
 _USED = ("reagent_lot_id", "equipment_code", "user_id")

@@ -25,8 +25,8 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 
-from labtrack.api.errors import problem_response
 from labtrack.domain.errors import RateLimited
+from labtrack.problems import problem_response
 from labtrack.services.auth import Client
 
 LIMITER = "labtrack.limiter"

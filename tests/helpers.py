@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -257,6 +258,19 @@ GOOD_RESULTS: dict[str, dict[str, Any]] = {
         "cd34_pct": 1.2,
     },
 }
+
+
+# What the offline verifier must run without: the app's own stack.
+APP_STACK = ("sqlalchemy", "flask", "celery", "marshmallow", "werkzeug", "psycopg", "alembic", "kombu")
+
+
+def unimportable(directory: Path, names: tuple[str, ...] = APP_STACK) -> Path:
+    """A folder to put first on PYTHONPATH in which importing any of ``names`` raises ImportError."""
+    for name in names:
+        package = directory / "unimportable" / name
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(f"raise ImportError('{name} is not to be imported here')\n")
+    return directory / "unimportable"
 
 
 def signature(meaning: str, password: str = PASSWORD) -> dict[str, str]:

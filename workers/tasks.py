@@ -17,7 +17,7 @@ from flask import current_app
 
 from labtrack.api.common import IDEMPOTENCY_WINDOW
 from labtrack.audit import checkpoints, keys
-from labtrack.db import Database
+from labtrack.db import database
 from labtrack.extensions import (
     TASK_CHECKPOINT,
     TASK_CUSTODY_WATCH,
@@ -29,10 +29,6 @@ from labtrack.extensions import (
 from labtrack.services import housekeeping, outbox, watchers
 
 log = logging.getLogger(__name__)
-
-
-def _database() -> Database:
-    return current_app.extensions["labtrack.db"]
 
 
 def _settings() -> outbox.Settings:
@@ -51,18 +47,18 @@ def dispatch_outbox(ids: list[int]) -> int:
     worker drain a burst at its own pace instead of one broker message at a time (the
     embedded broker hands out a message per poll, once a second).
     """
-    database, settings = _database(), _settings()
+    lab_db, settings = database(), _settings()
     handled = sum(
-        outbox.dispatch(database, settings, ids[start : start + outbox.CHUNK])
+        outbox.dispatch(lab_db, settings, ids[start : start + outbox.CHUNK])
         for start in range(0, len(ids), outbox.CHUNK)
     )
-    return handled + outbox.sweep(database, settings, budget_s=_sweep_budget())
+    return handled + outbox.sweep(lab_db, settings, budget_s=_sweep_budget())
 
 
 @shared_task(name=TASK_SWEEP)
 def sweep_outbox() -> int:
     """Deliver every due row: retries, and rows whose after-commit request never reached a worker."""
-    delivered = outbox.sweep(_database(), _settings(), budget_s=_sweep_budget())
+    delivered = outbox.sweep(database(), _settings(), budget_s=_sweep_budget())
     if delivered:
         log.info("outbox sweep: %s row(s) handled", delivered)
     return delivered
@@ -71,20 +67,20 @@ def sweep_outbox() -> int:
 @shared_task(name=TASK_EXPIRY_WATCH)
 def expiry_watch() -> dict[str, list[str]]:
     warning = timedelta(minutes=int(current_app.config["LABTRACK_EXPIRY_WARNING_MINUTES"]))
-    outcome = watchers.expiry_watch(_database(), warning=warning)
+    outcome = watchers.expiry_watch(database(), warning=warning)
     return {"expired": outcome.expired, "warned": outcome.warned}
 
 
 @shared_task(name=TASK_CUSTODY_WATCH)
 def custody_watch() -> list[str]:
     gap = timedelta(minutes=int(current_app.config["LABTRACK_CUSTODY_GAP_MINUTES"]))
-    return watchers.custody_watch(_database(), gap=gap).overdue
+    return watchers.custody_watch(database(), gap=gap).overdue
 
 
 @shared_task(name=TASK_CHECKPOINT)
 def make_checkpoint() -> int:
-    key, origin = keys.lab_key(), current_app.config["LABTRACK_FIN"]
-    checkpoint = _database().write(lambda session: checkpoints.create(session, key, origin))
+    key, origin = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
+    checkpoint = database().write(lambda session: checkpoints.create(session, key, origin))
     log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
     return checkpoint.id
 
@@ -92,6 +88,6 @@ def make_checkpoint() -> int:
 @shared_task(name=TASK_HOUSEKEEPING)
 def nightly_housekeeping() -> dict[str, int]:
     """R-OPS-6: delete expired operational rows in small batches; never history."""
-    outcome = housekeeping.run(_database(), housekeeping.Retention(idempotency=IDEMPOTENCY_WINDOW))
+    outcome = housekeeping.run(database(), housekeeping.Retention(idempotency=IDEMPOTENCY_WINDOW))
     log.info("housekeeping: %s row(s) deleted %s", outcome.total, outcome.deleted)
     return outcome.deleted

@@ -7,8 +7,8 @@ from flask_smorest import Blueprint
 from swagger_ui_bundle import swagger_ui_path
 
 from labtrack.api import errors
-from labtrack.api.common import close_read_session
 from labtrack.api.schemas import Problem
+from labtrack.db import close_read_session
 from labtrack.extensions import api
 
 SWAGGER_STATIC = "/api/docs/static/"

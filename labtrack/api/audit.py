@@ -33,7 +33,8 @@ class CheckpointSchema(Schema):
 @refusals(blp, 403, 404)
 def verify(args: dict):
     """Recompute every chain (or one DIN's), check them against the latest checkpoint, name each failure (QA, admin)."""
-    return chains.verify(read_session(), actor(), args.get("din")).as_dict()
+    trusted = keys.trusted_public_key(current_app.config)
+    return chains.verify(read_session(), actor(), args.get("din"), public_key=trusted).as_dict()
 
 
 @blp.get("/audit/checkpoints")
@@ -49,7 +50,7 @@ def list_checkpoints():
 @refusals(blp, 403, 409, 422)
 def make_checkpoint():
     """Sign a checkpoint of every stream head now (QA, admin)."""
-    key, origin, who = keys.lab_key(), current_app.config["LABTRACK_FIN"], actor()
+    key, origin, who = keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"], actor()
     return write(lambda s: checkpoints.as_dict(checkpoints.create(s, key, origin, who)), CheckpointSchema())
 
 
@@ -58,7 +59,7 @@ def make_checkpoint():
 @refusals(blp)
 def public_key():
     """The key that signs checkpoints, for offline verification (any signed-in user)."""
-    key = keys.lab_key()
+    key = keys.lab_key(current_app.config)
     return Response(key.public_pem, mimetype="application/x-pem-file", headers={"X-LabTrack-Key-Id": key.key_id})
 
 
@@ -69,7 +70,9 @@ def public_key():
 @refusals(blp, 403, 404, 422)
 def audit_export(din: str):
     """A batch's events with their canonical bytes, a signed checkpoint and the inclusion proof (QA; clinic: own)."""
-    lines = export.export(database(), actor(), din, keys.lab_key(), current_app.config["LABTRACK_FIN"])
+    lines = export.export(
+        database(), actor(), din, keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
+    )
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

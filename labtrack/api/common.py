@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import Database, close_session
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import (
     IdempotencyKeyReused,
@@ -24,23 +24,6 @@ from labtrack.models import IdempotencyRecord
 from labtrack.services import auth
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
-
-
-def database() -> Database:
-    return current_app.extensions["labtrack.db"]
-
-
-def read_session() -> Session:
-    """One read session per request, closed at teardown."""
-    if "db_session" not in g:
-        g.db_session = database().reader()
-    return g.db_session
-
-
-def close_read_session(_exc: BaseException | None = None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
-        close_session(session)
 
 
 def bearer_token() -> str | None:

@@ -9,10 +9,12 @@ from marshmallow import Schema, fields, validate
 from labtrack.api.common import actor, authenticate, database, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, UserSummarySchema
+from labtrack.audit import keys, records
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.documents.zpl import render_zpl
 from labtrack.domain.decisions import LABEL_KINDS
+from labtrack.extensions import send_label_print
 from labtrack.services import documents, labels
 
 blp = Blueprint(
@@ -93,9 +95,9 @@ def print_label(body: dict, din: str):
     `printer_not_configured` when no printer is set.
     """
     settings = labels.LabelSettings.of(current_app.config)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    send = send_label_print(current_app)
     return write(
-        lambda s: labels.request_print(s, actor(), din, kind=body["kind"], settings=settings, app=app),
+        lambda s: labels.request_print(s, actor(), din, kind=body["kind"], settings=settings, send=send),
         LabelPrintSchema(),
         status=202,
     )
@@ -114,5 +116,11 @@ def print_job(din: str, print_id: int):
 @refusals(blp, 403, 404, 422)
 def record(din: str):
     """The whole batch record for QA and inspectors: events, QC, custody, deviations, signatures, verification."""
-    view = documents.record_view(read_session(), actor(), din, zone=current_app.config["LABTRACK_TIMEZONE"])
+    view = records.record_view(
+        read_session(),
+        actor(),
+        din,
+        zone=current_app.config["LABTRACK_TIMEZONE"],
+        public_key=keys.trusted_public_key(current_app.config),
+    )
     return _pdf(render_record(view), f"batch-record-{view.din}.pdf")

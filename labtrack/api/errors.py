@@ -12,22 +12,21 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from apispec import APISpec
-from flask import Flask, Response, current_app, has_request_context, json, request
+from flask import Flask, Response, current_app, request
 from flask_smorest import Blueprint
 from sqlalchemy.exc import DataError, DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from labtrack.db import outage
 from labtrack.domain.errors import DomainError, PayloadTooLarge, ValidationFailed
+from labtrack.problems import HTML_ERROR_PAGE, PROBLEM_JSON, problem_response, renderer
 
 log = logging.getLogger(__name__)
-PROBLEM_JSON = "application/problem+json"
 # Any request can meet these: no valid token (or, for POST /auth/token, wrong credentials); the account
 # locked (R-SIG-1: its tokens answer 423 until an admin unlocks it); the database out of service.
 ALWAYS = (401, 423, 503)
 RETRY_AFTER_UNAVAILABLE_S = 5  # a restart or failover takes seconds; clients resend unchanged
 View = TypeVar("View", bound=Callable[..., Any])
-HTML_ERROR_PAGE = "labtrack.html_error_page"  # set by the web pages, when they are installed
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -40,25 +39,6 @@ _HTTP_CODES = {
     422: "validation_error",
     429: "too_many_requests",
 }
-
-
-# Path prefix -> a function rendering a refusal for the interface mounted there (the FHIR API's
-# OperationOutcome, labtrack.fhir); set by that interface at start-up.
-PROBLEM_RENDERERS = "labtrack.problem_renderers"
-
-
-def _renderer(path: str) -> Callable[[dict[str, Any], dict[str, str]], Response] | None:
-    renderers = current_app.extensions.get(PROBLEM_RENDERERS, {}) if has_request_context() else {}
-    return next((render for prefix, render in renderers.items() if path.startswith(prefix)), None)
-
-
-def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    render = _renderer(request.path) if has_request_context() else None
-    if render is not None:
-        return render(body, headers or {})
-    response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_JSON)
-    response.headers.update(headers or {})
-    return response
 
 
 def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -118,7 +98,7 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException) -> Response:
         # An unknown URL outside the API (a mistyped page in a browser) gets the web's HTML page.
         page = current_app.extensions.get(HTML_ERROR_PAGE)
-        if page is not None and not request.path.startswith("/api/") and _renderer(request.path) is None:
+        if page is not None and not request.path.startswith("/api/") and renderer(request.path) is None:
             return page(error.code or 500, error.name, error.description or error.name)
         return problem_response(_from_http(error))
 

@@ -12,11 +12,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from labtrack.domain.din import Din
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.lifecycle import Status, allowed_actions
+from labtrack.domain.lifecycle import Status, allowed_actions, state_of
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.domain.signatures import Meaning
-from labtrack.services.batches import state_of
 from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
 ROLES = ("technician", "qa", "clinic", "admin")

@@ -44,7 +44,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from labtrack.audit import checkpoints, keys
+from labtrack.audit import checkpoints
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
@@ -325,20 +325,20 @@ def verify(
     session: Session,
     actor: Actor | None = None,
     din: str | None = None,
-    public_key: Ed25519PublicKey | None = None,
     *,
+    public_key: Ed25519PublicKey,
     split_from: int | None = SPLIT_FROM_EVENTS,
 ) -> Report:
     """Verify batch chains (all, or one DIN) and, for a full run, the admin chain; then the checkpoints.
 
-    Checkpoints are checked against ``public_key`` (an auditor's copy of the lab's key) or
-    else the trusted key (``keys.trusted_public_key``). On PostgreSQL, with a session whose
+    Checkpoints are checked against ``public_key``: the trusted key (``keys.trusted_public_key``)
+    or an auditor's copy of the lab's key. On PostgreSQL, with a session whose
     transaction has not begun, a run over ``split_from`` events or more scans them on two
     connections sharing one snapshot (None: always one); the report is the same either way.
     """
     if actor is not None:
         require(actor, Action.AUDIT)
-    trusted = public_key or keys.trusted_public_key()
+    trusted = public_key
     if session.get_bind().dialect.name == "postgresql":
         try:
             return _verify(session, actor, din, trusted, in_database=True, split_from=split_from)

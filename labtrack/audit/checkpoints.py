@@ -39,13 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import and_, func, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
+from labtrack.audit.statement import COMMIT_MARGIN, parse_statement, statement_text
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import Conflict, NotFound
@@ -54,24 +55,7 @@ from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves
 from labtrack.models import AdminEvent, Batch, BatchEvent, Checkpoint, CheckpointLeaf
 from labtrack.services.streams import ADMIN_STREAM
 
-STATEMENT_TITLE = "LabTrack checkpoint v1"
 _ADVISORY_LOCK = 0x4C54_434B  # "LTCK": one checkpoint at a time
-# An event is stamped (recorded_at) before its transaction commits, so one recorded just before a
-# checkpoint may commit just after it and be left out. One recorded earlier than this before a
-# checkpoint that does not cover it was inserted afterwards.
-COMMIT_MARGIN = timedelta(minutes=5)
-
-
-def statement_text(origin: str, tree_size: int, root: str, created_at: str) -> str:
-    return f"{STATEMENT_TITLE}\n{origin}\n{tree_size}\n{root}\n{created_at}\n"
-
-
-def parse_statement(statement: str) -> dict[str, object] | None:
-    """The fields of a signed statement, or None when it is not one."""
-    lines = statement.split("\n")
-    if len(lines) != 6 or lines[0] != STATEMENT_TITLE or lines[5] != "" or not lines[2].isdigit():
-        return None
-    return {"origin": lines[1], "tree_size": int(lines[2]), "root": lines[3], "created_at": lines[4]}
 
 
 def current_heads(session: Session) -> list[Leaf]:

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from flask import current_app
 
 KEY_FILE = "checkpoint-ed25519.pem"
 ALGORITHM = "Ed25519"
@@ -113,9 +114,9 @@ def load_or_create(instance_path: str) -> LabKey:
     return LabKey(key)
 
 
-def lab_key() -> LabKey:
-    """The key of the running app's instance folder."""
-    return load_or_create(str(current_app.config["INSTANCE_PATH"]))
+def lab_key(config: Mapping[str, Any]) -> LabKey:
+    """The key of the instance folder that ``config`` (the app's configuration) names."""
+    return load_or_create(str(config["INSTANCE_PATH"]))
 
 
 @cache
@@ -129,9 +130,9 @@ def load_pinned(path: str) -> Ed25519PublicKey:
         ) from error
 
 
-def trusted_public_key() -> Ed25519PublicKey:
-    """The key checkpoints must be signed with: the pinned one when configured, else the lab's own."""
-    pinned = current_app.config.get("LABTRACK_CHECKPOINT_PUBLIC_KEY")
+def trusted_public_key(config: Mapping[str, Any]) -> Ed25519PublicKey:
+    """The key checkpoints must be signed with: the pinned one when ``config`` names one, else the lab's own."""
+    pinned = config.get("LABTRACK_CHECKPOINT_PUBLIC_KEY")
     if pinned:
         return load_pinned(pinned)
-    return lab_key().public_key
+    return lab_key(config).public_key

@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labtrack.audit.checkpoints import COMMIT_MARGIN, parse_statement
 from labtrack.audit.keys import key_id_of, load_public_pem, signature_valid
+from labtrack.audit.statement import COMMIT_MARGIN, parse_statement
 from labtrack.domain.hashing import StoredLink, verify_links
 from labtrack.domain.merkle import Leaf, root_from_proof
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.errors import (
@@ -194,3 +195,28 @@ def check_receipt(state: BatchState, actor: Actor) -> Status:
         case Status.RELEASED, Performer.CLINIC:
             return Status.DELIVERED
     return state.transfer.status_before
+
+
+def state_of(batch: Any) -> BatchState:
+    """The snapshot of a batch's projection (the ``batches`` row and its custodian and recipient, read by attribute)."""
+    transfer = None
+    if batch.transfer_to_id is not None and batch.transfer_to is not None:
+        transfer = PendingTransfer(
+            from_user_id=batch.transfer_from_id or 0,
+            to_user_id=batch.transfer_to_id,
+            to_side=side_of(batch.transfer_to.role),
+            seal_id=batch.transfer_seal_id or "",
+            status_before=Status(batch.transfer_status_before),
+        )
+    return BatchState(
+        status=Status(batch.status),
+        tissue_source=TissueSource(batch.tissue_source),
+        clinic_id=batch.clinic_id,
+        steps_done=tuple(batch.steps_done or ()),
+        custodian_id=batch.custodian_id,
+        custodian_side=side_of(batch.custodian.role) if batch.custodian else None,
+        transfer=transfer,
+        held=batch.held,
+        expires_at=batch.expires_at,
+        last_physical_at=batch.last_physical_at,
+    )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
-from labtrack.api.errors import PROBLEM_RENDERERS
 from labtrack.extensions import api
 from labtrack.fhir import resources
+from labtrack.problems import PROBLEM_RENDERERS
 
 PREFIX = "/fhir"
 

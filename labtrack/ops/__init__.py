@@ -15,8 +15,8 @@ import time
 
 from flask import Blueprint, Flask, Response, abort, current_app, g, json, jsonify, request
 
-from labtrack.api.errors import PROBLEM_JSON
 from labtrack.ops import health, logs, metrics
+from labtrack.problems import PROBLEM_JSON
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("labtrack.access")

@@ -127,8 +127,9 @@ def _restored(path: Path, live_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def restore_check(path: Path, live_url: str, trusted: Ed25519PublicKey | None = None) -> CheckResult:
-    """Restore the copy at ``path`` to a scratch database and verify every chain and checkpoint there."""
+def restore_check(path: Path, live_url: str, trusted: Ed25519PublicKey) -> CheckResult:
+    """Restore the copy at ``path`` to a scratch database and verify every chain and checkpoint there
+    against ``trusted`` (``keys.trusted_public_key``, or an auditor's copy of the lab's key)."""
     if not path.is_file():
         raise ValidationFailed({"path": [f"{path} is not a file"]})
     with _restored(path, live_url) as url:
@@ -137,7 +138,7 @@ def restore_check(path: Path, live_url: str, trusted: Ed25519PublicKey | None = 
             session = copy.reader()
             try:
                 revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
-                report = chains.verify(session, None, None, trusted)
+                report = chains.verify(session, None, None, public_key=trusted)
             finally:
                 session.close()
         finally:

@@ -16,7 +16,7 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din, format_din, parse_din
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
-from labtrack.domain.lifecycle import TERMINAL, BatchState, PendingTransfer, Status, side_of
+from labtrack.domain.lifecycle import TERMINAL, Status, side_of
 from labtrack.domain.process import PROCESSES, Performer, TissueSource
 from labtrack.domain.timing import check_planned_administration
 from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
@@ -123,30 +123,6 @@ def get(
         raise NotFound("No such batch.")
     require(actor, Action.READ_BATCH, batch.clinic_id, what="batch")
     return batch
-
-
-def state_of(batch: Batch) -> BatchState:
-    transfer = None
-    if batch.transfer_to_id is not None and batch.transfer_to is not None:
-        transfer = PendingTransfer(
-            from_user_id=batch.transfer_from_id or 0,
-            to_user_id=batch.transfer_to_id,
-            to_side=side_of(batch.transfer_to.role),
-            seal_id=batch.transfer_seal_id or "",
-            status_before=Status(batch.transfer_status_before),
-        )
-    return BatchState(
-        status=Status(batch.status),
-        tissue_source=TissueSource(batch.tissue_source),
-        clinic_id=batch.clinic_id,
-        steps_done=tuple(batch.steps_done or ()),
-        custodian_id=batch.custodian_id,
-        custodian_side=side_of(batch.custodian.role) if batch.custodian else None,
-        transfer=transfer,
-        held=batch.held,
-        expires_at=batch.expires_at,
-        last_physical_at=batch.last_physical_at,
-    )
 
 
 @dataclass(frozen=True)

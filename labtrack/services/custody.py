@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.domain import timing
+from labtrack.domain import lifecycle, timing
 from labtrack.domain.actors import Action, Actor, Role
 from labtrack.domain.errors import DomainError, InvalidTransition, ValidationFailed
 from labtrack.domain.lifecycle import (
@@ -19,7 +19,7 @@ from labtrack.domain.lifecycle import (
 )
 from labtrack.domain.specifications import receipt_deviations
 from labtrack.models import Batch, BatchEvent, User
-from labtrack.services import batches, deviations, outbox
+from labtrack.services import deviations, outbox
 from labtrack.services.auth import actor_of
 from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
@@ -27,7 +27,7 @@ from labtrack.services.streams import append_batch_event
 
 def recipients(session: Session, actor: Actor, batch: Batch) -> list[User]:
     """The active users ``actor`` may hand this batch to now (R-CUS-1), for a picker; ``handoff`` checks again."""
-    state = batches.state_of(batch)
+    state = lifecycle.state_of(batch)
     candidates = session.execute(
         select(User)
         .where(User.active.is_(True), User.role != Role.ADMIN.value, User.id != actor.id)

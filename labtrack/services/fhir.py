@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack.documents.wording import TISSUE_WORDS
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import parse_din
 from labtrack.domain.errors import InvalidDin, NotFound, ValidationFailed
@@ -23,7 +24,6 @@ from labtrack.fhir import resources
 from labtrack.fhir.resources import DispenseView, Person, ProductView
 from labtrack.models import Batch, BatchEvent, Clinic, Patient, QcResult, User
 from labtrack.services import batches
-from labtrack.services.documents import TISSUE_WORDS
 
 MAX_COUNT = 200
 

@@ -14,10 +14,10 @@ instead of printing long after someone asked for it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -53,9 +53,10 @@ class LabelSettings:
 
 
 def request_print(
-    session: Session, actor: Actor, din: str, *, kind: str, settings: LabelSettings, app: Flask
+    session: Session, actor: Actor, din: str, *, kind: str, settings: LabelSettings, send: Callable[[int], None]
 ) -> LabelPrint:
-    """Queue a label for the configured printer, if ``actor`` may print it now; sent after commit."""
+    """Queue a label for the configured printer, if ``actor`` may print it now; ``send(job_id)`` (asking the
+    broker for the print task, ``labtrack.extensions.send_label_print``) runs after commit."""
     batch = batches.get(session, actor, din, for_update=True)
     documents.label_view(batch, actor, kind=kind, facility=settings.facility, zone=settings.zone)
     if not settings.printer:
@@ -69,7 +70,7 @@ def request_print(
     session.add(job)
     session.flush()
     job_id = job.id
-    after_commit(session, lambda: app.extensions["celery"].send_task(TASK_PRINT_LABEL, args=[job_id], retry=False))
+    after_commit(session, lambda: send(job_id))
     job.din = batch.din
     return job
 

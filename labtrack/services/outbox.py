@@ -2,7 +2,9 @@
 
 ``enqueue`` adds a row in the caller's transaction and, once that transaction has
 committed, hands its id to a background thread that asks the broker to run the
-dispatch task for it, so no step waits for the broker. If the broker is down,
+dispatch task for it (through the ``Send`` the app put in the unit of work's
+``session_info`` under ``DISPATCH``: this module knows no Flask and no Celery),
+so no step waits for the broker. If the broker is down,
 the request is dropped with a log line (never an error: the step is already
 recorded) and the sweep, every ``LABTRACK_OUTBOX_SWEEP_SECONDS``, finds the row
 anyway. Delivery is at least once.
@@ -29,20 +31,18 @@ import queue
 import random
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.db import Database, after_commit
-from labtrack.extensions import TASK_DISPATCH
 from labtrack.models import Batch, Clinic, OutboxDelivery, OutboxMessage
 from labtrack.ops import logs
 from labtrack.services import notifications
@@ -55,6 +55,8 @@ DELIVERY_THREADS = 16
 RETRY_WINDOW = timedelta(hours=24)
 MAX_BACKOFF = timedelta(hours=1)
 _PENDING = "labtrack_outbox_pending"
+DISPATCH = "labtrack_outbox_send"  # session.info key: the Send of the app whose unit of work this is
+Send = Callable[[list[int]], None]  # asks the broker to run the dispatch task for these rows
 
 
 def enqueue(
@@ -75,23 +77,24 @@ def enqueue(
     pending = session.info.get(_PENDING)
     if pending is None:
         pending = session.info[_PENDING] = []
-        after_commit(session, lambda: request_dispatch([m.id for m in pending]))
+        send = session.info.get(DISPATCH)
+        if send is not None:
+            after_commit(session, lambda: request_dispatch([m.id for m in pending], send))
     pending.append(message)
     return message
 
 
-def request_dispatch(ids: list[int], app: Flask | None = None) -> None:
+def request_dispatch(ids: list[int], send: Send) -> None:
     """Ask a worker to dispatch these rows now, without waiting for the broker (see ``_Publisher``)."""
-    app = app or (current_app._get_current_object() if has_app_context() else None)  # type: ignore[attr-defined]
-    if app is not None and ids:
-        _publisher.submit(app, ids)
+    if ids:
+        _publisher.submit(send, ids)
 
 
-def publish(app: Flask, ids: list[int]) -> bool:
+def publish(send: Send, ids: list[int]) -> bool:
     """Send the dispatch tasks for ``ids``; False (logged) when the broker cannot take them."""
     try:
         for start in range(0, len(ids), CHUNK):  # a burst is shared out among the workers
-            app.extensions["celery"].send_task(TASK_DISPATCH, args=[ids[start : start + CHUNK]], retry=False)
+            send(ids[start : start + CHUNK])
     except Exception as error:  # any broker failure: the sweep delivers these rows later
         log.warning("outbox %s: broker unavailable (%s); the sweep will deliver them", ids, error)
         return False
@@ -110,34 +113,34 @@ class _Publisher:
 
     def __init__(self) -> None:
         self._idle = threading.Condition()
-        self._queue: queue.SimpleQueue[tuple[Flask, list[int]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Send, list[int]]] = queue.SimpleQueue()
         self._pending = 0
         self._pid: int | None = None
 
-    def submit(self, app: Flask, ids: list[int]) -> None:
+    def submit(self, send: Send, ids: list[int]) -> None:
         with self._idle:
             if self._pid != os.getpid():  # first use in this process (or a forked child of the one that had it)
                 self._queue, self._pending, self._pid = queue.SimpleQueue(), 0, os.getpid()
                 threading.Thread(target=self._run, args=(self._queue,), name="outbox-publisher", daemon=True).start()
             self._pending += 1
-            self._queue.put((app, ids))
+            self._queue.put((send, ids))
 
     def drain(self, timeout: float) -> bool:
         """Wait until every submitted request has been published (or dropped); False on timeout."""
         with self._idle:
             return self._pid != os.getpid() or self._idle.wait_for(lambda: self._pending == 0, timeout)
 
-    def _run(self, requests: queue.SimpleQueue[tuple[Flask, list[int]]]) -> None:
+    def _run(self, requests: queue.SimpleQueue[tuple[Send, list[int]]]) -> None:
         while True:
             waiting = [requests.get()]
             with contextlib.suppress(queue.Empty):
                 while True:
                     waiting.append(requests.get_nowait())
-            merged: dict[int, tuple[Flask, list[int]]] = {}
-            for app, ids in waiting:
-                merged.setdefault(id(app), (app, []))[1].extend(ids)
-            for app, ids in merged.values():
-                publish(app, ids)
+            merged: dict[int, tuple[Send, list[int]]] = {}
+            for send, ids in waiting:
+                merged.setdefault(id(send), (send, []))[1].extend(ids)
+            for send, ids in merged.values():
+                publish(send, ids)
             with self._idle:
                 self._pending -= len(waiting)
                 self._idle.notify_all()

@@ -9,6 +9,7 @@ from sqlalchemy import null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
+from labtrack.domain import lifecycle
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import check_reject, check_release
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
@@ -46,7 +47,7 @@ def readiness(session: Session, batch: Batch) -> dict[str, Any]:
     """R-RDY-1: ready for the clinic, or every reason why not."""
     results, open_deviations = qc_and_open_deviations(session, batch)
     blockers = readiness_blockers(
-        batches.state_of(batch),
+        lifecycle.state_of(batch),
         now=utcnow(),
         required=required_tests(batch.specification.body),
         results=results,

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.domain import timing
+from labtrack.domain import lifecycle, timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
 from labtrack.domain.investigations import Activity
@@ -33,7 +33,7 @@ def in_hand(
 ) -> tuple[Batch, BatchState]:
     """Load and lock the batch for a write made with the product in hand: access, then the scan."""
     batch = batches.get(session, actor, din, for_update=True)
-    state = batches.state_of(batch)
+    state = lifecycle.state_of(batch)
     require(actor, action(state) if callable(action) else action, batch.clinic_id, what="batch")
     identity.check_scan(batch, actor, scanned_din, what)
     return batch, state

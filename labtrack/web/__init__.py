@@ -17,10 +17,10 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
-from labtrack.api.errors import HTML_ERROR_PAGE
 from labtrack.db import outage
 from labtrack.domain.errors import DomainError
 from labtrack.extensions import csrf
+from labtrack.problems import HTML_ERROR_PAGE
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def init_app(app: Flask) -> None:
     app.session_interface = TlsAwareSessionInterface()
     csrf.init_app(app)
 
-    from labtrack.web import admin, auth, batch, clinic, interop, outcomes, pages, qa, sso  # noqa: F401
+    from labtrack.web import admin, auth, batch, clinic, interop, investigations, outcomes, pages, qa, sso  # noqa: F401
 
     sso.configure(app)
 

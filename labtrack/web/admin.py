@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     EQUIPMENT_STATUSES,
     LOT_STATUSES,
@@ -32,6 +31,7 @@ from labtrack.api.schemas import (
     WithdrawalCreateSchema,
 )
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.decisions import Decision
 from labtrack.domain.errors import ValidationFailed

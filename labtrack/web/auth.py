@@ -18,7 +18,7 @@ from typing import Any
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter import RateLimitExceeded
 
-from labtrack.api.common import database, read_session
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.errors import AccountLocked, DomainError, PasswordChangeRequired, Unauthenticated, ValidationFailed
 from labtrack.extensions import csrf
@@ -35,6 +35,7 @@ NAVIGATION = {
     Role.TECHNICIAN: (("web.bench", "Bench"),),
     Role.QA: (
         ("web.qa_queue", "Review queue"),
+        ("web.investigations", "Investigations"),
         ("web.bench", "Bench"),
         ("web.admin_specifications", "Specifications"),
         ("web.trends_page", "Trends"),

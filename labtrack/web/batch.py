@@ -19,7 +19,6 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
 from labtrack import glossary
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import (
     CorrectionCreateSchema,
     DeviationCreateSchema,
@@ -32,8 +31,9 @@ from labtrack.api.schemas import (
     SignedSchema,
     StepCreateSchema,
 )
-from labtrack.audit import export, keys
+from labtrack.audit import export, keys, records
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.domain.actors import Action, Actor, Role, can
@@ -457,20 +457,34 @@ def card(din: str):
 @bp.get("/batches/<din>/record")
 def record(din: str):
     """The batch record as QA reviews it: the same view the printed record is made from."""
-    view = documents.record_view(read_session(), actor(), din, zone=current_app.config["LABTRACK_TIMEZONE"])
+    view = records.record_view(
+        read_session(),
+        actor(),
+        din,
+        zone=current_app.config["LABTRACK_TIMEZONE"],
+        public_key=keys.trusted_public_key(current_app.config),
+    )
     return render_template("batch/record.html", record=view)
 
 
 @bp.get("/batches/<din>/record.pdf")
 def record_pdf(din: str):
-    view = documents.record_view(read_session(), actor(), din, zone=current_app.config["LABTRACK_TIMEZONE"])
+    view = records.record_view(
+        read_session(),
+        actor(),
+        din,
+        zone=current_app.config["LABTRACK_TIMEZONE"],
+        public_key=keys.trusted_public_key(current_app.config),
+    )
     return _pdf(render_record(view), f"batch-record-{view.din}.pdf")
 
 
 @bp.get("/batches/<din>/audit-export")
 def audit_export(din: str):
     """The offline-verifiable export (R-AUD-4), as the API serves it, for the signed-in user."""
-    lines = export.export(database(), actor(), din, keys.lab_key(), current_app.config["LABTRACK_FIN"])
+    lines = export.export(
+        database(), actor(), din, keys.lab_key(current_app.config), current_app.config["LABTRACK_FIN"]
+    )
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

@@ -11,8 +11,8 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from werkzeug.datastructures import MultiDict
 
 from labtrack import glossary
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import BatchCreateSchema, PatientCreateSchema
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Role
 from labtrack.domain.lifecycle import TERMINAL, Status
 from labtrack.domain.process import TissueSource

@@ -17,11 +17,13 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound as PageNotFound
 
-from labtrack.api.common import database, read_session
 from labtrack.api.exports import QcQueryArgsSchema, csv_download
+from labtrack.api.investigation_schemas import AdverseReactionQueryArgsSchema
 from labtrack.api.schemas import BatchQueryArgsSchema, DeviationQueryArgsSchema
+from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Actor, can
 from labtrack.domain.errors import DomainError, ValidationFailed
+from labtrack.extensions import send_label_print
 from labtrack.models import Batch, LabelPrint
 from labtrack.services import batches, exports, labels, temperatures
 from labtrack.web import bp
@@ -85,9 +87,9 @@ def upload_temperatures(who: Actor, din: str, form: MultiDict) -> str | Response
 def send_label(who: Actor, din: str, form: MultiDict) -> str | Response:
     """Queue the label for the printer and wait a moment for the worker's answer, so the page can tell."""
     settings = labels.LabelSettings.of(current_app.config)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    send = send_label_print(current_app)
     job = database().write(
-        lambda s: labels.request_print(s, who, din, kind=form.get("kind", ""), settings=settings, app=app)
+        lambda s: labels.request_print(s, who, din, kind=form.get("kind", ""), settings=settings, send=send)
     )
     deadline = time.monotonic() + PRINT_WAIT_S
     status, error = job.status, None
@@ -121,6 +123,10 @@ EXPORTS: dict[str, tuple[type[Schema], Export]] = {
     ),
     "deviations": (DeviationQueryArgsSchema, lambda s, who, args: exports.deviations_csv(s, who, **args)),
     "qc-results": (QcQueryArgsSchema, lambda s, who, args: exports.qc_csv(s, who, exports.QcFilter(**args))),
+    "adverse-reactions": (
+        AdverseReactionQueryArgsSchema,
+        lambda s, who, args: exports.adverse_reactions_csv(s, who, **args),
+    ),
 }
 PAGING = ("format", "limit", "after")
 

@@ -11,10 +11,10 @@ from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
 from labtrack import glossary
-from labtrack.api.common import database, read_session
 from labtrack.api.schemas import BatchQueryArgsSchema, PageArgsSchema
-from labtrack.audit import chains
+from labtrack.audit import chains, keys
 from labtrack.clock import utcnow
+from labtrack.db import database, read_session
 from labtrack.domain import stages
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
@@ -243,7 +243,8 @@ def audit():
     if "run" in request.args:
         din = request.args.get("din", "").strip() or None
         try:
-            report = chains.verify(read_session(), actor(), din).as_dict()
+            trusted = keys.trusted_public_key(current_app.config)
+            report = chains.verify(read_session(), actor(), din, public_key=trusted).as_dict()
         except DomainError as error:
             failure = Failure.of(error, "audit", field="din")
     return render_template("audit.html", report=report, failure=failure), failure.status

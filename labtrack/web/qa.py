@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import render_template
 
-from labtrack.api.common import read_session
+from labtrack.db import read_session
 from labtrack.domain.actors import Role
 from labtrack.services import batches, decisions, deviations, identity, qc, specifications
 from labtrack.web import bp

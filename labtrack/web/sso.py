@@ -21,7 +21,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, session, url_for
 from joserfc.errors import JoseError
 
-from labtrack.api.common import database, read_session
+from labtrack.db import database, read_session
 from labtrack.domain.errors import DomainError
 from labtrack.security import client
 from labtrack.services import auth, sso

@@ -42,7 +42,7 @@ from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
-from tests.investigation_support import investigated, reaction
+from tests.investigation_support import investigated, reaction, reaction_form
 from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
@@ -393,6 +393,8 @@ ROWS: tuple[Row, ...] = (
         lambda _w, _user: Call("/batches", query={"format": "csv"})),
     row("GET   /deviations ?format=csv                       | 401  403  200  200  403  403",
         lambda _w, _user: Call("/deviations", query={"format": "csv"})),
+    row("GET   /adverse-reactions ?format=csv                | 401  403  403  200  200  200",
+        lambda _w, _user: Call("/adverse-reactions", query={"format": "csv"})),
     # audit trail
     row("GET   /audit/verify                                 | 401  200  403  200  403  403", plain("/audit/verify")),
     row("GET   /audit/checkpoints                            | 401  200  403  200  403  403",
@@ -873,6 +875,15 @@ def on_the_card(state: str, action: str, body: Body) -> Request:
     return lambda w, user: Call(f"/batches/{w.din[state]}", {"action": action} | form_of(body(w, user)))
 
 
+def logger_upload(state: str) -> Request:
+    """The card's logger form for leg 1 of the C1 batch kept in ``state``, with a file (R-TMP-1)."""
+    content = b"time,temperature\n2026-01-01T00:00:00Z,5\n"
+    return lambda w, _user: Call(
+        f"/batches/{w.din[state]}",
+        {"action": "temperatures", "leg": "1", "timezone": "UTC", "file": (io.BytesIO(content), "log.csv")},
+    )
+
+
 def signs_in(_w: World, user: str | None) -> Call:
     """The column's user signs in on a new browser (anonymous: a technician)."""
     return Call("/login", {"username": user or "tech", "password": PASSWORD}, own_token=True)
@@ -956,6 +967,10 @@ WEB_ROWS: tuple[Row, ...] = (
         on_the_card("reject", "reject", fixed(REJECTION))),
     row("POST  /batches/{din} label          | login 403   200   200   200   404~",
         on_the_card("registered", "label", fixed({"kind": "collection"}))),
+    # no printer is configured here; leg 1 of a batch in transit is not received yet: both refused after access
+    row("POST  /batches/{din} print_label    | login 403   409   409   409   404~",
+        on_the_card("registered", "print_label", fixed({"kind": "collection"}))),
+    row("POST  /batches/{din} temperatures   | login 403   409   409   409   404~", logger_upload("leg_open")),
     row("GET   /batches/{din}/record         | login 403   200   200   200   404~", at("registered", "/record")),
     row("GET   /batches/{din}/record.pdf     | login 403   200   200   200   404~",
         at("registered", "/record.pdf")),
@@ -963,6 +978,16 @@ WEB_ROWS: tuple[Row, ...] = (
         at("registered", "/audit-export")),
     # lists as CSV (R-EXP-1), with the list's access rules: another clinic's user gets only their own
     row("GET   /exports/{name}.csv           | login 200   200   200   200   200", plain("/exports/batches.csv")),
+    # investigations: QA's page; the clinic reports on its administered batch and acknowledges
+    row("GET   /investigations               | login 403   403   200   403   403", plain("/investigations")),
+    row("POST  /investigations               | login 403   403   303   403   403",
+        form("/investigations", "open_lookback", {"seed.kind": "equipment", "seed.value": "CEN-OUT", "reason": "x"})),
+    row("GET   /batches/{din}/adverse-reaction | login 403 403   200   200   404~",
+        at("administered", "/adverse-reaction")),
+    row("POST  /batches/{din}/adverse-reaction | login 403 403   303   303   404~",
+        at("administered", "/adverse-reaction", lambda _w, _user: reaction_form())),
+    row("POST  /lookbacks/{lookback_id}/acknowledge | login 403 403 403 303 404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge", {"next": "/clinic"})),
     # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
     row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
     row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",

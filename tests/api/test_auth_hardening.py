@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from labtrack.security import LIMITER
 from tests.conftest import make_app
 from tests.helpers import PASSWORD, Lab
-from tests.web.conftest import csrf_token
+from tests.web.support import csrf_token
 
 PROBLEM_JSON = "application/problem+json"
 REDIS_BROKER = os.environ.get("CELERY_BROKER_URL", "").startswith("redis://")

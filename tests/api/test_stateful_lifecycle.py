@@ -21,11 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -36,8 +34,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import fresh_database, make_app
-from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, PROCESS_ORDER, USERS, Lab, signature
+from tests.conftest import LabState, SharedApp, lab_database
+from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, PROCESS_ORDER, USERS, signature
 
 TISSUES = ("adipose", "bone_marrow")
 ALL_USERS = tuple(USERS)
@@ -332,11 +330,6 @@ def check_stream(tissue: str, status: str, events: list[dict[str, Any]]) -> None
 # --- the machine ------------------------------------------------------------------------------
 
 
-def fresh_app(template: str, directory: Path) -> Flask:
-    """An app on an emptied database, as conftest's ``app`` fixture builds one per test."""
-    return make_app(fresh_database(template, directory), directory)
-
-
 # Where a new batch starts, brought there through the API; later stages are likelier, so that
 # release, dispatch and administration are reached often within a run's few steps.
 LEVELS = (
@@ -366,10 +359,11 @@ BATCH_ACTIONS = tuple(DUE)
 class LifecycleMachine(RuleBasedStateMachine):
     """Each step is one action, mostly on a batch where it is due and by a user who may do it."""
 
-    def __init__(self, template: str, tmp: pytest.TempPathFactory) -> None:
+    def __init__(self, shared: SharedApp, state: LabState, template: str, tmp: pytest.TempPathFactory) -> None:
         super().__init__()
-        self.app = fresh_app(template, tmp.mktemp("lifecycle"))
-        self.lab = Lab.build(self.app, self.app.test_client())
+        self.shared = shared  # conftest's app, on a fresh database of Lab.build's for each run
+        self.app = shared.lend(lab_database(template, state, tmp.mktemp("lifecycle")))
+        self.lab = state.lab(self.app, self.app.test_client())
         for username in ALL_USERS:
             self.lab.headers(username)  # a token each, while nobody is locked
         self.patients = {
@@ -382,7 +376,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.seals = 0
 
     def teardown(self) -> None:
-        self.app.extensions["labtrack.db"].dispose()
+        self.shared.take_back()
 
     # --- HTTP ----------------------------------------------------------------------------------
 
@@ -707,5 +701,6 @@ def test_r_rel_1_r_seq_1_r_aud_3_random_users_and_actions_keep_the_lifecycle_law
     """Random actions by random users through the API never answer 5xx, and after every step
     a released batch met every R-REL-1 condition, no step was skipped (R-SEQ-1) and the
     chain verifies (R-AUD-3)."""
-    template = request.getfixturevalue("_template")  # conftest's migrated database, made once per run
-    run_state_machine_as_test(lambda: LifecycleMachine(template, tmp_path_factory), settings=SETTINGS)
+    # conftest's app, migrated database and Lab.build state, made once per run
+    shared, state, template = (request.getfixturevalue(name) for name in ("_shared_app", "_lab_state", "_template"))
+    run_state_machine_as_test(lambda: LifecycleMachine(shared, state, template, tmp_path_factory), settings=SETTINGS)

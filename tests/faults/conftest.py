@@ -1,6 +1,6 @@
 """Fault injection with real components: a private PostgreSQL cluster of the test session's own (to
 restart, make read-only or fill without touching the shared server), a tiny filesystem to fill, and the
-real Celery worker fixtures of tests/workers, so that tasks published here go to a queue of the test's own.
+app a real Celery worker serves (``worker_app``, tests/fixtures.py), whose tasks go to a queue of the test's own.
 
 Without initdb the PostgreSQL fault tests skip with the reason, except under CI (``CI=true``), where a
 fault test that cannot run fails instead.
@@ -27,11 +27,15 @@ from labtrack.db import normalise_url
 from labtrack.migrate import upgrade
 from labtrack.models import BatchEvent, Deviation, OutboxMessage
 from tests.conftest import IN_CI, _seed
-from tests.web.conftest import sign_in  # noqa: F401  (a fixture)
-from tests.workers.conftest import app, broker_url, smtp_url, start_worker  # noqa: F401  (fixtures)
 from tests.workers.support import ROOT, free_port, wait_until, worker_env
 
 POSTGRES_USER = "postgres"
+
+
+@pytest.fixture
+def app(worker_app):
+    """The app a real worker serves (tests/fixtures.py)."""
+    return worker_app
 
 
 def cannot_run(reason: str) -> None:

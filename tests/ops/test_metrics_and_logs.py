@@ -21,10 +21,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from labtrack.extensions import TASK_CUSTODY_WATCH
 from tests.faults.conftest import HttpClient, gunicorn  # noqa: F401  (a fixture)
 from tests.helpers import PASSWORD, Lab, signature
-from tests.workers.conftest import app, broker_url, receiver, set_webhook, smtp_url, start_worker  # noqa: F401
+from tests.workers.conftest import set_webhook
 from tests.workers.support import SECRET, wait_until
 
 RELEASE_REQUEST_ID = "journey-release-0001"
+
+
+@pytest.fixture
+def app(worker_app):
+    """The app a real worker serves (tests/fixtures.py)."""
+    return worker_app
 
 
 @pytest.fixture
@@ -63,8 +69,8 @@ def test_r_ops_2_r_ops_3_metrics_add_up_over_workers_and_logs_are_json_without_s
     metrics_dir: Path,
     lab: Lab,
     gunicorn: str,  # noqa: F811
-    start_worker,  # noqa: F811
-    receiver,  # noqa: F811
+    start_worker,
+    receiver,
     tmp_path: Path,
 ):
     set_webhook(lab, "C1", receiver.url, SECRET)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from labtrack.audit import chains
+from labtrack.audit import chains, keys
 from tests.api.test_audit_trail import batch_id, change_data, change_hash, set_event, triggers_bypassed
 from tests.service.test_audit_verify_streaming import EVENTS, at_lab, processed, readers
 from tests.workers.test_checkpoints import make_checkpoint, rewrite_consistently
@@ -27,7 +27,9 @@ def run(lab, split_from: int | None) -> dict:
     session = lab.db.reader()
     try:
         with lab.app.app_context():
-            return chains.verify(session, split_from=split_from).as_dict()
+            return chains.verify(
+                session, public_key=keys.trusted_public_key(lab.app.config), split_from=split_from
+            ).as_dict()
     finally:
         session.close()
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from config import Config
 from labtrack import create_app
-from labtrack.audit import checkpoints, keys, verify
+from labtrack.audit import checkpoints, keys, statement, verify
 from labtrack.audit.keys import KEY_FILE, LabKey
 from labtrack.clock import utcnow
 from labtrack.domain.hashing import GENESIS_HASH, canonical_body, link_hash
@@ -251,7 +251,7 @@ def test_r_aud_4_an_event_stamped_just_before_a_checkpoint_it_missed_is_no_forge
     signed_at = datetime.fromisoformat(make_checkpoint(lab)["created_at"])
     victim = Victim(batch_id(lab, din), din, signed_at)
     with triggers_bypassed(lab) as connection:
-        forge_event(connection, victim, EVENTS + 1, signed_at - checkpoints.COMMIT_MARGIN + timedelta(seconds=5))
+        forge_event(connection, victim, EVENTS + 1, signed_at - statement.COMMIT_MARGIN + timedelta(seconds=5))
         rehash(connection, victim)
     assert failures(lab) == []
     later = make_checkpoint(lab)["id"]

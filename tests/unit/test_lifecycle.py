@@ -96,7 +96,7 @@ class BatchModel:
         return name == self.next_step() and self.status in STEP_NEEDS[name]
 
     def snapshot(self) -> BatchState:
-        """What services.batches.state_of builds from the batch's row."""
+        """What lifecycle.state_of builds from the batch's row."""
         transfer = None
         if self.transfer is not None:
             transfer = PendingTransfer(

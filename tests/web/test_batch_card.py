@@ -10,7 +10,7 @@ import pytest
 
 from labtrack.domain.din import Din
 from tests.helpers import LAB_STEPS, now
-from tests.web.conftest import error_beside
+from tests.web.support import error_beside
 
 
 def _options(page: str, form_id: str, name: str) -> dict[str, str | None]:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from labtrack.models import OutboxMessage
 from labtrack.services import notifications
 from tests.helpers import PASSWORD
-from tests.web.conftest import error_beside
+from tests.web.support import error_beside
 
 
 def _row(page: str, din: str) -> str:

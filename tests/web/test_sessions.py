@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 
 from labtrack.models import ApiToken
-from tests.web.conftest import csrf_token
+from tests.web.support import csrf_token
 
 HOMES = {"tech": "/bench", "qa": "/qa", "clinic": "/clinic", "admin": "/admin"}
 

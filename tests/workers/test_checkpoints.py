@@ -19,6 +19,7 @@ from labtrack.domain.hashing import GENESIS_HASH, canonical_body, link_hash
 from labtrack.domain.merkle import MerkleTree
 from labtrack.models import Batch, BatchEvent, CheckpointLeaf, User
 from tests.api.test_audit_trail import triggers_bypassed
+from tests.helpers import unimportable
 from tests.workers.support import ROOT
 
 
@@ -71,10 +72,12 @@ def rewrite_consistently(db, din: str, seq: int, data_change: dict) -> None:
 
 
 def verify_offline(tmp_path: Path, export: str, public_key: str) -> subprocess.CompletedProcess:
-    """``python -m labtrack.audit.verify`` with no database configured and nothing to reach."""
+    """``python -m labtrack.audit.verify`` with no database configured, nothing to reach, and
+    neither SQLAlchemy nor Flask (nor the rest of the app's stack) importable."""
     (tmp_path / "export.jsonl").write_text(export)
     (tmp_path / "lab.pem").write_text(public_key)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": "postgresql://nobody@192.0.2.1/none"}
+    path = f"{unimportable(tmp_path)}{os.pathsep}{ROOT}"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": path, "DATABASE_URL": "postgresql://nobody@192.0.2.1/none"}
     return subprocess.run(
         [sys.executable, "-m", "labtrack.audit.verify", str(tmp_path / "export.jsonl"), "--public-key", "lab.pem"],
         cwd=tmp_path,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import PASSWORD, Lab
 from tests.interop import zpl
-from tests.web.conftest import csrf_token
+from tests.web.support import csrf_token
 from tests.workers.support import free_port, wait_until
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from labtrack.audit import chains
+from labtrack.audit import chains, keys
 from labtrack.extensions import TASK_CUSTODY_WATCH, TASK_EXPIRY_WATCH
 from labtrack.services import watchers
 from tests.workers.conftest import set_batch
@@ -65,7 +65,7 @@ def chains_verify(app, db):
     with app.app_context():
         session = db.reader()
         try:
-            return chains.verify(session)
+            return chains.verify(session, public_key=keys.trusted_public_key(app.config))
         finally:
             session.close()
 

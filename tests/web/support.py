@@ -1,4 +1,4 @@
-"""Web pages through Flask's test client: one cookie jar per signed-in user."""
+"""Web pages through Flask's test client: one cookie jar per signed-in user (``sign_in``, tests/fixtures.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-from flask import Flask
 from flask.testing import FlaskClient
-
-from tests.helpers import PASSWORD
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -35,22 +31,6 @@ class Browser:
         """Open the page, then post a form on it as a browser would."""
         page = self.client.get(path)
         return self.client.post(path, data=data | {"csrf_token": csrf_token(page.text)}, **kwargs)
-
-
-@pytest.fixture
-def sign_in(app: Flask, lab):
-    """``sign_in("tech")`` -> a Browser with that user's session."""
-
-    def sign_in(username: str, password: str = PASSWORD, **client_kwargs: Any) -> Browser:
-        client = app.test_client(**client_kwargs)
-        page = client.get("/login")
-        response = client.post(
-            "/login", data={"username": username, "password": password, "csrf_token": csrf_token(page.text)}
-        )
-        assert response.status_code == 303, response.text
-        return Browser(client, username)
-
-    return sign_in
 
 
 def error_beside(html: str, form_id: str, name: str) -> str:
