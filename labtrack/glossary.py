@@ -36,6 +36,8 @@ WORDS: dict[str, str] = {
     "rejected": "rejected",
     "expired": "expired",
     "discarded": "discarded",
+    "not_administered": "not administered",
+    "reviewed": "reviewed",
     # tissue sources, products
     "adipose": "adipose tissue",
     "bone_marrow": "bone marrow",
@@ -271,13 +273,17 @@ ACTIONS: dict[str, str] = {
     "audit": "verify the audit trail",
     "propose_specification": "propose specification changes",
     "approve_specification": "approve specification changes",
+    "record_follow_up": "record follow-up visits",
+    "read_outcomes": "see the outcomes report",
+    "read_trends": "see the quality trends",
+    "reset_trend_baseline": "reset a trend's baseline",
+    "approve_follow_up_plan": "approve follow-up plans",
     "report_reaction": "report adverse reactions",
-    "read_investigations": "see adverse reactions and lookbacks",
-    "investigate": "open lookbacks and close investigations",
+    "read_investigations": "see investigations",
+    "investigate": "open and close investigations",
     "acknowledge_lookback": "acknowledge lookbacks",
 }
 
-UNITS = {"cells": "cells", "%": "%", "EU/mL": "EU/mL", "mL": "mL", "kg": "kg", "min": "min", "°C": "°C"}
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 CODE = re.compile(r"^[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+$")
 

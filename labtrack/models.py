@@ -533,6 +533,8 @@ class SpecificationProposal(Base):
     version: Mapped[int | None] = mapped_column(Integer)  # the version it became
     proposed_by: Mapped[User] = relationship(foreign_keys=[proposed_by_id], lazy="joined")
     decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id], lazy="joined")
+
+
 # --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
 
 LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")

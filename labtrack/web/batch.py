@@ -324,19 +324,15 @@ def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
 
 
 def _correct(who: Actor, din: str, form: MultiDict) -> str:
-    seq, name = _int(form, "event_seq"), form.get("field", "")
-    entry = next(
-        (
-            c
-            for c in corrections.correctable(read_session(), who, batches.get(read_session(), who, din))
-            if c.seq == seq
-        ),
-        None,
-    )
+    seq_text, _, name = form.get("entry", "").partition(":")
+    seq = number(seq_text)
+    batch = batches.get(read_session(), who, din)
+    stream = batches.events(read_session(), batch)
+    entry = next((c for c in corrections.correctable(who, batch, stream) if c.seq == seq), None)
     read_session().rollback()
     spec = next((f for f in entry.fields if f.name == name), None) if entry else None
     if spec is None:
-        raise BadRequest("This form names no entry or field you may correct.")
+        raise ValidationFailed({"entry": ["choose the entry and the value to correct"]})
     raw = form.get("value", "").strip()
     data = {name: step_data(_one_field(spec), {f"data.{name}": raw}).get(name, raw)}
     body = load(CorrectionCreateSchema(), {"event_seq": seq, "reason": form.get("reason", ""), "data": data})
@@ -345,11 +341,17 @@ def _correct(who: Actor, din: str, form: MultiDict) -> str:
 
 
 @bp.app_template_filter("correction_options")
-def correction_options(entry: corrections.Correctable) -> list[tuple[str, str]]:
-    """The fields of a correctable entry, each with the value standing now."""
+def correction_options(entries: list[corrections.Correctable]) -> list[tuple[str, str]]:
+    """Every value this user may correct, as ``seq:field``, each with what it is and its value now."""
     return [
-        (f.name, f"{glossary.words(f.name)} (now {glossary.quantity(entry.values.get(f.name, '—'), f.unit)})")
-        for f in entry.fields
+        (
+            f"{c.seq}:{f.name}",
+            f"{glossary.words(c.subject)}"
+            + (f", {glossary.words(f.name)}" if c.type != "qc_recorded" else "")
+            + f" (entry {c.seq}): now {glossary.quantity(c.values.get(f.name, '—'), f.unit)}",
+        )
+        for c in entries
+        for f in c.fields
     ]
 
 
