@@ -16,8 +16,8 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din, format_din, parse_din
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
-from labtrack.domain.lifecycle import Status, side_of
-from labtrack.domain.process import PROCESSES, Performer, TissueSource
+from labtrack.domain.lifecycle import Status
+from labtrack.domain.process import PROCESSES, TissueSource
 from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
 from labtrack.services import specifications
 from labtrack.services.streams import append_batch_event
@@ -162,10 +162,6 @@ def filtered(actor: Actor, filters: BatchFilter) -> Select:
     if filters.held is not None:
         query = query.where(Batch.held.is_(filters.held))
     return query
-
-
-def lab_custody(batch: Batch) -> bool:
-    return batch.custodian is not None and side_of(batch.custodian.role) == Performer.LAB
 
 
 def events(session: Session, batch: Batch) -> list[BatchEvent]:

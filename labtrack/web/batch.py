@@ -44,7 +44,7 @@ from labtrack.models import Batch, Equipment, QcResult, ReagentLot, User
 from labtrack.services import batches, custody, deviations, documents, qc, release, steps
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import given, in_hand, load, number, respond, step_data
+from labtrack.web.forms import given, in_hand_fields, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 # Who takes an action the viewer cannot: said in words on the card.
@@ -207,7 +207,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
             "data": step_data(definition, form) if definition else {},
             "reagent_lots": [number(v) for v in form.getlist("reagent_lots") if v],
             "equipment": [v for v in form.getlist("equipment") if v],
-            **in_hand(form),
+            **in_hand_fields(form),
         },
     )
     event = database().write(lambda s: steps.log_step(s, who, din, **body))
@@ -215,13 +215,13 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
 
 
 def _handoff(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(HandoffCreateSchema(), in_hand(form) | given(form, "to_username", "seal_id", "temperature_c"))
+    body = load(HandoffCreateSchema(), in_hand_fields(form) | given(form, "to_username", "seal_id", "temperature_c"))
     database().write(lambda s: custody.handoff(s, who, din, **body))
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
 
 def _receipt(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(ReceiptCreateSchema(), in_hand(form) | given(form, "seal_id", "temperature_c", "condition"))
+    body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
     database().write(lambda s: custody.receipt(s, who, din, **body))
     return "Receipt recorded: you are the custodian."
 
@@ -231,7 +231,7 @@ def _qc(who: Actor, din: str, form: MultiDict) -> str:
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
         value = number(value)
-    body = load(QcCreateSchema(), in_hand(form) | given(form, "method") | {"test": test, "value": value})
+    body = load(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
     verdict = "within spec" if result.within_spec else "OUT OF SPEC: a deviation was opened"
     return f"{test} = {result.value['v']} recorded ({verdict}); it awaits a second person's verification."

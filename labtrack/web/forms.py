@@ -69,9 +69,6 @@ class Failure:
     def value(self, form: str, name: str, default: Any = "") -> Any:
         return self.values.get(name, default) if self.here(form) else default
 
-    def chosen(self, form: str, name: str) -> list[str]:
-        return self.values.getlist(name) if self.here(form) else []
-
     def summary(self, form: str) -> str | None:
         """The message at the top of the refused form; field messages stand beside their fields."""
         if not self.here(form):
@@ -128,7 +125,7 @@ def number(text: str) -> int | float | str:
         return text
 
 
-def in_hand(form: MultiDict) -> dict[str, str]:
+def in_hand_fields(form: MultiDict) -> dict[str, str]:
     """The fields of every write made with the product in hand (R-COI-1), late entries (R-SEQ-2) included."""
     body = given(form, "scanned_din", "late_entry_reason")
     if form.get("occurred_at", "").strip():
