@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack import demo_history, demo_investigations
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.actors import Actor
@@ -65,7 +66,12 @@ def load(database: Database, facility: str) -> str:
         demo = DemoLab.open(session, facility)
         demo.add_materials()
         demo.add_batches()
-        return f"Demo data loaded: clinic {CLINIC}, 5 users, 5 patients, 5 batches (one released)."
+        demo_investigations.add(demo)
+        history = demo_history.load(session, facility, DEMO_PASSWORD)  # a year of follow-up and trends
+        return (
+            f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today (one released), "
+            f"{history} over the past year."
+        )
 
     return database.write(work)
 

@@ -31,6 +31,8 @@ TASK_HOUSEKEEPING = "labtrack.housekeeping"
 HOUSEKEEPING_AT = crontab(hour=2, minute=30)  # nightly, UTC (R-OPS-6)
 TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
+TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
+TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
 
 
 def send_label_print(app: Flask) -> Callable[[int], None]:
@@ -53,6 +55,8 @@ def beat_schedule(sweep_seconds: float) -> dict[str, dict[str, object]]:
         TASK_CHECKPOINT: 600.0,
         TASK_FOLLOWUP_WATCH: 3600.0,
         TASK_TREND_WATCH: 300.0,
+        TASK_REACTION_WATCH: 3600.0,
+        TASK_LOOKBACK_WATCH: 300.0,
     }
     schedule: dict[str, dict[str, object]] = {
         name: {"task": name, "schedule": period, "options": {"expires": period}} for name, period in periods.items()

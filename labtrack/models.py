@@ -115,6 +115,8 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(254))  # for notifications when SMTP_URL is set
     # Signature failures before this moment no longer count toward a lockout (set on unlock).
     failures_reset_at: Mapped[datetime | None]
+    # Set when an admin resets the password: the user chooses a new one before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # An SSO user's signing password (R-OPS-4, migration 0010): signatures check it when set.
     signing_password_hash: Mapped[str | None] = mapped_column(String(200))
@@ -493,6 +495,44 @@ class CheckpointLeaf(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+PROPOSAL_STATUSES = ("proposed", "approved", "withdrawn")
+
+
+class SpecificationProposal(Base):
+    """A proposed specification version (R-QC-6): it takes force only when another QA user approves it,
+    signed; at most one open proposal per tissue source."""
+
+    __tablename__ = "specification_proposals"
+    __table_args__ = (
+        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("status", PROPOSAL_STATUSES), name="status"),
+        CheckConstraint("(status = 'approved') = (version IS NOT NULL AND signature IS NOT NULL)", name="approved"),
+        CheckConstraint("status = 'proposed' OR decided_by_id IS NOT NULL", name="decided"),
+        CheckConstraint("status <> 'approved' OR decided_by_id <> proposed_by_id", name="second_person"),
+        Index(
+            "uq_specification_proposals_open",
+            "tissue_source",
+            unique=True,
+            sqlite_where=text("status = 'proposed'"),
+            postgresql_where=text("status = 'proposed'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tissue_source: Mapped[str] = mapped_column(String(16))
+    base_version: Mapped[int] = mapped_column(Integer)  # the version in force when proposed
+    body: Mapped[dict[str, Any]]
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    proposed_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    proposed_at: Mapped[datetime]
+    record_hash: Mapped[str] = mapped_column(String(64))  # the proposal's admin event: what a signature binds
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None]
+    withdrawal_reason: Mapped[str | None] = mapped_column(Text)
+    signature: Mapped[dict[str, Any] | None]
+    version: Mapped[int | None] = mapped_column(Integer)  # the version it became
+    proposed_by: Mapped[User] = relationship(foreign_keys=[proposed_by_id], lazy="joined")
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id], lazy="joined")
 # --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
 
 LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")

@@ -30,7 +30,7 @@ from labtrack.problems import problem_response
 from labtrack.services.auth import Client
 
 LIMITER = "labtrack.limiter"
-SIGN_IN_ENDPOINTS = ("auth.create_token", "web.login")
+SIGN_IN_ENDPOINTS = ("auth.create_token", "auth.change_password", "web.login")
 USERNAME_KEY_LENGTH = 100
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from labtrack.web.investigations import FLAGS
 from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, Lab, iso, now
 
 
@@ -91,3 +92,11 @@ def investigated(lab: Lab, patient_id: int) -> tuple[str, int, int]:
     body = {"reason": "centrifuge drift", "seed": {"kind": "equipment", "value": "CEN-1"}, "from": start, "to": end}
     lookback = lab.ok(lab.post("qa", "/lookbacks", body))
     return din, reaction_id, lookback["id"]
+
+
+def reaction_form(**overrides) -> dict[str, str]:
+    """A report as the page's form sends it: the flags as yes/no, the onset in the lab's zone (UTC in tests)."""
+    body = reaction(**overrides)
+    form = {"action": "report", "form_id": "report", "onset_at": body["onset_at"][:26]}
+    form |= {name: body[name] for name in ("category", "description", "outcome")}
+    return form | {flag: "yes" if body[flag] else "no" for flag in FLAGS}

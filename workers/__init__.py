@@ -11,4 +11,4 @@ worker.install()  # before the worker sets up logging: JSON lines, task metrics 
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 
-from workers import labels, outcome_tasks, tasks  # noqa: E402, F401  (registers the tasks with celery_app)
+from workers import investigations, labels, outcome_tasks, tasks  # noqa: E402, F401  (registers the tasks with celery_app)

@@ -15,13 +15,18 @@ from labtrack.api.schemas import (
     LotCreateSchema,
     LotSchema,
     LotUpdateSchema,
+    ProposalQueryArgsSchema,
+    SignedSchema,
+    SpecificationProposalCreateSchema,
+    SpecificationProposalSchema,
     SpecificationSchema,
-    SpecificationUpdateSchema,
     UserCreateSchema,
     UserSchema,
     UserUpdateSchema,
+    WithdrawalCreateSchema,
 )
 from labtrack.domain.errors import NotFound
+from labtrack.domain.process import TissueSource
 from labtrack.services import reference, specifications
 
 blp = Blueprint("reference", __name__, description="Reference data managed by admins; every change is audited.")
@@ -131,12 +136,69 @@ def list_specifications():
     return specifications.list_current(read_session())
 
 
-@blp.put("/specifications/<string:tissue_source>")
-@blp.arguments(SpecificationUpdateSchema)
-@blp.response(200, SpecificationSchema)
+@blp.get("/specifications/<string:tissue_source>/versions")
+@blp.response(200, SpecificationSchema(many=True))
+@refusals(blp, 404)
+def specification_versions(tissue_source: str):
+    """Every version of a tissue source's specification, newest first (any signed-in user)."""
+    return specifications.history(read_session(), _source(tissue_source))
+
+
+@blp.post("/specifications/<string:tissue_source>/proposals")
+@blp.arguments(SpecificationProposalCreateSchema)
+@blp.response(201, SpecificationProposalSchema)
 @refusals(blp, 403, 404, 409, 413)
-def publish_specification(body: dict, tissue_source: str):
-    """Publish a new specification version for a tissue source (admin); batches keep theirs (R-QC-1)."""
-    if tissue_source not in ("adipose", "bone_marrow"):
+def propose_specification(body: dict, tissue_source: str):
+    """Propose a new specification version with a reason (admin or QA); limits are checked against physical
+    ranges. It takes force only when another QA user approves it (R-QC-6)."""
+    source = _source(tissue_source)
+    return write(
+        lambda s: specifications.propose(s, actor(), source, body=body["body"], reason=body["reason"]),
+        SpecificationProposalSchema(),
+    )
+
+
+@blp.get("/specification-proposals")
+@blp.arguments(ProposalQueryArgsSchema, location="query")
+@blp.response(200, SpecificationProposalSchema(many=True))
+@refusals(blp, 403)
+def list_specification_proposals(args: dict):
+    """Specification proposals, newest first, open ones with ``status=proposed`` (admin and QA)."""
+    return specifications.proposals(read_session(), actor(), **args)
+
+
+@blp.get("/specification-proposals/<int:proposal_id>")
+@blp.response(200, SpecificationProposalSchema)
+@refusals(blp, 403, 404)
+def get_specification_proposal(proposal_id: int):
+    """One specification proposal (admin and QA)."""
+    return specifications.proposal(read_session(), actor(), proposal_id)
+
+
+@blp.post("/specification-proposals/<int:proposal_id>/approve")
+@blp.arguments(SignedSchema)
+@blp.response(200, SpecificationProposalSchema)
+@refusals(blp, 403, 404, 409, 413)
+def approve_specification_proposal(body: dict, proposal_id: int):
+    """A QA user other than the proposer approves with a signature meaning `approved`; the proposal becomes the
+    version in force for batches registered from now on (R-QC-6, R-SIG-1)."""
+    return write(
+        lambda s: specifications.approve(s, actor(), proposal_id, **body), SpecificationProposalSchema(), status=200
+    )
+
+
+@blp.post("/specification-proposals/<int:proposal_id>/withdraw")
+@blp.arguments(WithdrawalCreateSchema)
+@blp.response(200, SpecificationProposalSchema)
+@refusals(blp, 403, 404, 409, 413)
+def withdraw_specification_proposal(body: dict, proposal_id: int):
+    """The proposer, or a QA user, withdraws an open proposal with a reason (R-QC-6)."""
+    return write(
+        lambda s: specifications.withdraw(s, actor(), proposal_id, **body), SpecificationProposalSchema(), status=200
+    )
+
+
+def _source(tissue_source: str) -> str:
+    if tissue_source not in {t.value for t in TissueSource}:
         raise NotFound("No such tissue source.")
-    return write(lambda s: specifications.publish(s, actor(), tissue_source, body), SpecificationSchema(), status=200)
+    return tissue_source

@@ -11,7 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from labtrack.api.common import actor, authenticate, bearer_token, database, read_session, write
 from labtrack.api.errors import refusals
-from labtrack.api.schemas import UTC, Problem, TokenCreateSchema, TokenSchema
+from labtrack.api.schemas import UTC, PasswordChangeSchema, Problem, TokenCreateSchema, TokenSchema
 from labtrack.security import client
 from labtrack.services import auth
 
@@ -43,6 +43,12 @@ class AuthEventQueryArgsSchema(Schema):
 @blp.response(200, TokenSchema)
 @blp.alt_response(401, schema=Problem, content_type=PROBLEM, description="`invalid_credentials`")
 @blp.alt_response(
+    403,
+    schema=Problem,
+    content_type=PROBLEM,
+    description="`password_change_required`: an admin reset the password; choose one at POST /auth/password",
+)
+@blp.alt_response(
     423,
     schema=Problem,
     content_type=PROBLEM,
@@ -70,6 +76,37 @@ def create_token(body: dict):
 
     def work(session):
         token, expires_at, user = auth.issue_token(session, body["username"], body["password"], lifetime, who)
+        return {"token": token, "expires_at": expires_at, "user": user}
+
+    return write(work, TokenSchema(), status=200)
+
+
+@blp.post("/auth/password")
+@blp.arguments(PasswordChangeSchema)
+@blp.response(200, TokenSchema)
+@blp.alt_response(401, schema=Problem, content_type=PROBLEM, description="`invalid_credentials`")
+@blp.alt_response(422, schema=Problem, content_type=PROBLEM, description="`validation_error`: the new password")
+@blp.alt_response(423, schema=Problem, content_type=PROBLEM, description="`account_locked`")
+@blp.alt_response(
+    429,
+    schema=Problem,
+    content_type=PROBLEM,
+    description="`rate_limited`, as for POST /auth/token",
+    headers={"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+)
+@blp.alt_response(413, response=HTTPStatus.REQUEST_ENTITY_TOO_LARGE.name)
+@blp.alt_response(503, response=HTTPStatus.SERVICE_UNAVAILABLE.name)
+@blp.doc(security=[])
+def change_password(body: dict):
+    """Choose a new password with the current one, and get a bearer token: required after an admin reset
+    the password (POST /auth/token answers 403 `password_change_required` until then)."""
+    lifetime = timedelta(hours=current_app.config["LABTRACK_TOKEN_HOURS"])
+    who = client("api")
+
+    def work(session):
+        token, expires_at, user = auth.issue_token(
+            session, body["username"], body["password"], lifetime, who, new_password=body["new_password"]
+        )
         return {"token": token, "expires_at": expires_at, "user": user}
 
     return write(work, TokenSchema(), status=200)

@@ -16,20 +16,23 @@ from labtrack.api.schemas import (
     BatchSchema,
     CorrectionCreateSchema,
     DeviationCreateSchema,
+    DeviationPageSchema,
     DeviationQueryArgsSchema,
     DeviationSchema,
     DispositionCreateSchema,
     EventSchema,
     HandoffCreateSchema,
     QcCreateSchema,
+    QcPanelCreateSchema,
     QcResultSchema,
+    QcVerifyManySchema,
     ReadinessSchema,
     ReceiptCreateSchema,
     RejectCreateSchema,
     SignedSchema,
     StepCreateSchema,
 )
-from labtrack.services import batches, corrections, custody, deviations, qc, release, steps
+from labtrack.services import batches, corrections, custody, decisions, deviations, qc, release, steps
 from labtrack.services import exports as export_service
 
 blp = Blueprint("batches", __name__, description="Batches from registration through processing.")
@@ -52,13 +55,12 @@ def register_batch(body: dict):
 @refusals(blp, 403)
 @exports.also_csv(blp, BatchPageSchema)
 def list_batches(args: dict):
-    """Batches, newest first, filtered and paginated (clinic users: own clinic); `format=csv`: all of them."""
+    """Batches, newest first, filtered, a keyset page at a time (clinic users: own clinic);
+    `format=csv`: every matching one."""
     if args.pop("format") == "csv":
-        filters = batches.BatchFilter(**{k: v for k, v in args.items() if k not in ("page", "per_page")})
+        filters = batches.filter_of(actor(), args)
         return exports.csv_download(lambda s: export_service.batches_csv(s, actor(), filters), "batches")
-    filters = batches.BatchFilter(**args)
-    items, total = batches.search(read_session(), actor(), filters)
-    return {"items": items, "page": filters.page, "per_page": filters.per_page, "total": total}
+    return batches.listing(read_session(), actor(), args)
 
 
 @blp.get("/batches/<string:din>")
@@ -70,6 +72,7 @@ def get_batch(din: str):
     batch = batches.get(session, actor(), din)
     batch.deviations = deviations.for_batch(session, batch.id)
     batch.qc = qc.results(session, batch)
+    batch.decisions = [d.as_dict() for d in decisions.for_actor(session, actor(), batch)]
     return batch
 
 
@@ -133,13 +136,14 @@ def open_deviation(body: dict, din: str):
 
 @blp.get("/deviations")
 @blp.arguments(DeviationQueryArgsSchema, location="query")
-@blp.response(200, DeviationSchema(many=True))
+@blp.response(200, DeviationPageSchema)
 @refusals(blp, 403)
 @exports.also_csv(blp, DeviationSchema(many=True))
 def list_deviations(args: dict):
-    """Deviations, newest first (QA and technicians); `format=csv`: as a spreadsheet."""
+    """Deviations, newest first, a keyset page at a time (QA and technicians); `format=csv`: every matching one."""
     if args.pop("format") == "csv":
-        return exports.csv_download(lambda s: export_service.deviations_csv(s, actor(), **args), "deviations")
+        wanted = {k: v for k, v in args.items() if k not in ("limit", "after")}
+        return exports.csv_download(lambda s: export_service.deviations_csv(s, actor(), **wanted), "deviations")
     return deviations.search(read_session(), actor(), **args)
 
 
@@ -150,6 +154,24 @@ def list_deviations(args: dict):
 def record_qc(body: dict, din: str):
     """Record a QC result with the sample's DIN scanned; evaluated against the batch's spec (R-QC-2)."""
     return write(lambda s: qc.record(s, actor(), din, **body), QcResultSchema())
+
+
+@blp.post("/batches/<string:din>/qc/panel")
+@blp.arguments(QcPanelCreateSchema)
+@blp.response(201, QcResultSchema(many=True))
+@refusals(blp, 403, 404, 409, 413)
+def record_qc_panel(body: dict, din: str):
+    """Record several QC results of one sample after one scan, all or none (R-COI-1, R-QC-2)."""
+    return write(lambda s: qc.record_panel(s, actor(), din, **body), QcResultSchema(many=True))
+
+
+@blp.post("/batches/<string:din>/qc/verify")
+@blp.arguments(QcVerifyManySchema)
+@blp.response(200, QcResultSchema(many=True))
+@refusals(blp, 403, 404, 409, 413)
+def verify_qc_results(body: dict, din: str):
+    """Verify several results with one signature meaning `verified` that lists each (R-QC-3, R-SIG-1, R-SIG-3)."""
+    return write(lambda s: qc.verify_many(s, actor(), din, **body), QcResultSchema(many=True), status=200)
 
 
 @blp.post("/batches/<string:din>/qc/<int:qc_id>/verify")

@@ -13,6 +13,7 @@ from labtrack.audit import keys, records
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.documents.zpl import render_zpl
+from labtrack.domain.decisions import LABEL_KINDS
 from labtrack.extensions import send_label_print
 from labtrack.services import documents, labels
 
@@ -23,11 +24,11 @@ blp.before_request(authenticate)
 
 
 class LabelQueryArgsSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(documents.LABEL_KINDS))
+    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
 
 
 class LabelPrintCreateSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(documents.LABEL_KINDS))
+    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
 
 
 class LabelPrintSchema(Schema):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.schemas import UTC, SignatureSchema, UserSummarySchema, _day, _moment, _plausible, _text
+from labtrack.api.schemas import (
+    UTC,
+    ExportArgsSchema,
+    SignatureSchema,
+    UserSummarySchema,
+    _day,
+    _moment,
+    _plausible,
+    _text,
+)
 from labtrack.domain.din import Din
 from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind
 
@@ -29,7 +38,7 @@ class AdverseReactionCreateSchema(Schema):
     communicable_disease_suspected = _flag("a communicable disease is suspected")
 
 
-class AdverseReactionQueryArgsSchema(Schema):
+class AdverseReactionQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = _text(40)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, current_app
 from flask_smorest import Blueprint
 
+from labtrack.api import exports
 from labtrack.api.common import actor, authenticate, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.investigation_schemas import (
@@ -21,6 +22,7 @@ from labtrack.api.investigation_schemas import (
 )
 from labtrack.documents.adverse_reaction import render_worksheet
 from labtrack.services import adverse_reactions, lookbacks
+from labtrack.services import exports as export_service
 
 blp = Blueprint("investigations", __name__, description="Adverse reactions, lookbacks and recalls.")
 blp.before_request(authenticate)
@@ -46,9 +48,14 @@ def report_reaction(body: dict, din: str):
 @blp.get("/adverse-reactions")
 @blp.arguments(AdverseReactionQueryArgsSchema, location="query")
 @blp.response(200, AdverseReactionSchema(many=True))
+@exports.also_csv(blp, AdverseReactionSchema(many=True))
 @refusals(blp, 403, 404)
 def list_reactions(args: dict):
-    """Adverse reactions, newest first (QA; clinic users: their own clinic's)."""
+    """Adverse reactions, newest first (QA; clinic users: their own clinic's); `format=csv`: as a spreadsheet."""
+    if args.pop("format") == "csv":
+        return exports.csv_download(
+            lambda s: export_service.adverse_reactions_csv(s, actor(), **args), "adverse-reactions"
+        )
     return adverse_reactions.search(read_session(), actor(), **args)
 
 

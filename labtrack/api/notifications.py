@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from labtrack.api.common import actor, authenticate, read_session, write
 from labtrack.api.errors import refusals
-from labtrack.api.schemas import UTC
+from labtrack.api.schemas import UTC, PageArgsSchema, page_of
 from labtrack.services import notifications
 
 blp = Blueprint("notifications", __name__, description="In-app notifications of the signed-in user.")
@@ -25,18 +25,22 @@ class NotificationSchema(Schema):
     read_at = UTC(allow_none=True)
 
 
-class NotificationQueryArgsSchema(Schema):
+class NotificationQueryArgsSchema(PageArgsSchema):
     unread = fields.Boolean(load_default=False)
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+NotificationPageSchema = page_of(NotificationSchema, "NotificationPage")
 
 
 @blp.get("/notifications")
 @blp.arguments(NotificationQueryArgsSchema, location="query")
-@blp.response(200, NotificationSchema(many=True))
+@blp.response(200, NotificationPageSchema)
 @refusals(blp)
 def list_notifications(args: dict):
-    """The signed-in user's notifications, newest first; `?unread=true` for unread ones only."""
-    return notifications.for_user(read_session(), actor(), unread_only=args["unread"], limit=args["limit"])
+    """The signed-in user's notifications, newest first, a keyset page at a time; `?unread=true` for unread ones."""
+    return notifications.for_user(
+        read_session(), actor(), unread_only=args["unread"], limit=args["limit"], after=args.get("after")
+    )
 
 
 @blp.post("/notifications/<int:notification_id>/read")

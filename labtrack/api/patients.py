@@ -8,6 +8,7 @@ from labtrack.api.common import actor, authenticate, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import (
     PatientCreateSchema,
+    PatientPageSchema,
     PatientQueryArgsSchema,
     PatientSchema,
 )
@@ -28,8 +29,9 @@ def register_patient(body: dict):
 
 @blp.get("/patients")
 @blp.arguments(PatientQueryArgsSchema, location="query")
-@blp.response(200, PatientSchema(many=True))
+@blp.response(200, PatientPageSchema)
 @refusals(blp, 403)
 def search_patients(args: dict):
-    """Find patients by clinic and MRN (clinic users: own clinic only)."""
+    """Find patients by clinic, exact MRN, or part of a name, an MRN or a birth date (`q`), newest first,
+    a keyset page at a time (clinic users: own clinic only)."""
     return patients.search(read_session(), actor(), **args)

@@ -16,6 +16,7 @@ from labtrack.domain.lifecycle import Status, allowed_actions, state_of
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.domain.signatures import Meaning
+from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
 ROLES = ("technician", "qa", "clinic", "admin")
 TISSUES = tuple(t.value for t in TissueSource)
@@ -57,11 +58,13 @@ class Printable(validate.Validator):
 class Text(fields.String):
     """A string of printable characters; ``multiline`` allows tab and line breaks."""
 
-    def __init__(self, *, multiline: bool = False, validate: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, multiline: bool = False, validate: Any = None, metadata: dict | None = None, **kwargs: Any
+    ) -> None:
         printable = Printable(multiline=multiline)
         super().__init__(
             validate=[printable] if validate is None else [printable, validate],
-            metadata={"pattern": printable.pattern} | kwargs.pop("metadata", {}),
+            metadata={"pattern": printable.pattern} | (metadata or {}),
             **kwargs,
         )
 
@@ -123,6 +126,12 @@ class TokenCreateSchema(Schema):
     password = _text(1000, required=True)
 
 
+class PasswordChangeSchema(TokenCreateSchema):
+    """Choose a new password (required after an admin reset): the current one, then the new one."""
+
+    new_password = _text(1000, required=True)
+
+
 class UserSummarySchema(Schema):
     username = fields.String()
     full_name = fields.String()
@@ -134,6 +143,7 @@ class UserSchema(UserSummarySchema):
     active = fields.Boolean()
     locked = fields.Function(lambda u: u.locked_at is not None)
     email = fields.String(allow_none=True)
+    must_change_password = fields.Boolean(metadata={"description": "reset by an admin: no token until changed"})
     created_at = UTC()
 
 
@@ -176,6 +186,9 @@ class UserUpdateSchema(Schema):
     role = fields.String(validate=validate.OneOf(ROLES))
     unlock = fields.Boolean(load_default=False)
     email = fields.Email(allow_none=True, metadata={"description": "null removes it"})
+    full_name = _text(200)
+    clinic = _text(16)  # a clinic user's clinic, by code
+    password = _text(1000, load_only=True)  # reset: a temporary password the user must replace at the next sign-in
 
 
 class LotCreateSchema(Schema):
@@ -242,11 +255,24 @@ class PatientCreateSchema(Schema):
     birth_date = _day(required=True)
 
 
-class PatientQueryArgsSchema(Schema):
+class PageArgsSchema(Schema):
+    """Keyset paging of a list (R-SCL-4): ``limit`` rows after the opaque cursor ``after``."""
+
+    limit = fields.Integer(load_default=LIMIT_DEFAULT, validate=validate.Range(min=1, max=LIMIT_MAX))
+    after = fields.String(validate=validate.Length(min=1, max=200))
+
+
+def page_of(item: type[Schema], name: str) -> type[Schema]:
+    """The answer of a paged list: ``{items, next}``, ``next`` the following page's cursor or null."""
+    return Schema.from_dict(
+        {"items": fields.List(fields.Nested(item)), "next": fields.String(allow_none=True)}, name=name
+    )
+
+
+class PatientQueryArgsSchema(PageArgsSchema):
     clinic = Text()
     mrn = Text()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    q = Text(metadata={"description": "part of a family or given name or an MRN, or a birth date (YYYY-MM-DD)"})
 
 
 class PatientSchema(Schema):
@@ -274,13 +300,15 @@ class ExportArgsSchema(Schema):
     )
 
 
-class BatchQueryArgsSchema(ExportArgsSchema):
+class BatchQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(STATUSES))
     clinic = Text()
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
     held = fields.Boolean()
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    waiting_for_me = fields.Boolean(
+        metadata={"description": "only batches handed to you, or in your custody and not yet finished"}
+    )
+    patient = Text(metadata={"description": "part of the patient's name or MRN, or their birth date (YYYY-MM-DD)"})
 
 
 class PendingTransferSchema(Schema):
@@ -326,11 +354,8 @@ class BatchSchema(Schema):
         return allowed_actions(state_of(batch))
 
 
-class BatchPageSchema(Schema):
-    items = fields.List(fields.Nested(BatchSchema))
-    page = fields.Integer()
-    per_page = fields.Integer()
-    total = fields.Integer()
+BatchPageSchema = page_of(BatchSchema, "BatchPage")
+PatientPageSchema = page_of(PatientSchema, "PatientPage")
 
 
 class DeviationSchema(Schema):
@@ -346,6 +371,9 @@ class DeviationSchema(Schema):
     closed_by = fields.Nested(UserSummarySchema, allow_none=True)
     closed_at = UTC(allow_none=True)
     signature = fields.Dict(allow_none=True)
+
+
+DeviationPageSchema = page_of(DeviationSchema, "DeviationPage")
 
 
 class QcResultSchema(Schema):
@@ -366,9 +394,23 @@ class QcResultSchema(Schema):
     record_seq = fields.Integer()
 
 
+class DecisionSchema(Schema):
+    """One action on the batch for the signed-in user: allowed, or refused with why and who can instead."""
+
+    action = fields.String(metadata={"description": "a process step, handoff, receipt, qc, verify, release, ..."})
+    allowed = fields.Boolean()
+    reason = fields.String(allow_none=True, metadata={"description": "why it is refused, in words"})
+    by = fields.String(allow_none=True, metadata={"description": "who can take it instead, in words"})
+    code = fields.String(allow_none=True, metadata={"description": "the refusal's stable code"})
+    warning = fields.String(allow_none=True, metadata={"description": "what taking it entails"})
+    sentence = fields.String(allow_none=True, metadata={"description": "the refusal or warning as one sentence"})
+    subject = fields.Integer(allow_none=True, metadata={"description": "the QC result or deviation it concerns"})
+
+
 class BatchDetailSchema(BatchSchema):
     deviations = fields.List(fields.Nested(DeviationSchema))
     qc = fields.List(fields.Nested(QcResultSchema))
+    decisions = fields.List(fields.Nested(DecisionSchema))
 
 
 class EventSchema(Schema):
@@ -478,7 +520,7 @@ class SpecificationUpdateSchema(Schema):
     tests = Data(required=True)
 
 
-class DeviationQueryArgsSchema(ExportArgsSchema):
+class DeviationQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
     status = fields.String(validate=validate.OneOf(("open", "closed")))
     din = Text()
 
@@ -515,3 +557,64 @@ class AuditReportSchema(Schema):
         allow_none=True,
         metadata={"description": "the latest signed checkpoint the chains were checked against (R-AUD-4)"},
     )
+
+
+class QcPanelEntrySchema(Schema):
+    test = fields.String(required=True, validate=validate.OneOf(QC_TESTS))
+    value = fields.Raw(
+        required=True,
+        validate=Printable(),
+        metadata={"description": "a number, or for gram_stain / sterility_culture a word"},
+    )
+    method = Text(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+
+class QcPanelCreateSchema(InHandSchema):
+    """Several QC results of one sample after one scan (R-COI-1), recorded all or none."""
+
+    results = fields.List(
+        fields.Nested(QcPanelEntrySchema), required=True, validate=validate.Length(min=1, max=len(QC_TESTS))
+    )
+
+
+class QcVerifyManySchema(SignedSchema):
+    """Verify several results with one signature whose manifestation lists each one (R-QC-3, R-SIG-3)."""
+
+    qc_ids = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1)),
+        required=True,
+        validate=validate.Length(min=1, max=50),
+    )
+
+
+class SpecificationProposalCreateSchema(Schema):
+    """A proposed specification version (R-QC-6): the whole body, and why it changes."""
+
+    body = fields.Nested(SpecificationUpdateSchema, required=True)
+    reason = _text(4000, multiline=True, required=True)
+
+
+class SpecificationProposalSchema(Schema):
+    id = fields.Integer()
+    tissue_source = fields.String()
+    status = fields.String(metadata={"description": "proposed, approved or withdrawn"})
+    base_version = fields.Integer(metadata={"description": "the version in force when it was proposed"})
+    body = fields.Dict()
+    reason = fields.String()
+    proposed_by = fields.Nested(UserSummarySchema)
+    proposed_at = UTC()
+    record_hash = fields.String(metadata={"description": "the hash an approval's signature binds (R-SIG-3)"})
+    decided_by = fields.Nested(UserSummarySchema, allow_none=True)
+    decided_at = UTC(allow_none=True)
+    withdrawal_reason = fields.String(allow_none=True)
+    signature = fields.Dict(allow_none=True)
+    version = fields.Integer(allow_none=True, metadata={"description": "the version it became, once approved"})
+
+
+class ProposalQueryArgsSchema(Schema):
+    status = fields.String(validate=validate.OneOf(("proposed", "approved", "withdrawn")))
+    tissue_source = fields.String(validate=validate.OneOf(tuple(t.value for t in TissueSource)))
+
+
+class WithdrawalCreateSchema(Schema):
+    reason = _text(4000, multiline=True, required=True)

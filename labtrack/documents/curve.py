@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH, HEIGHT = 320, 120
+SHOWN_HEIGHT = 160  # px on the pages
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 34, 8, 8, 18
 ALARM = "#b3261e"
 LINE = "#1f4e79"
@@ -53,7 +54,9 @@ def curve(readings: list[list[float]], low: float, high: float, leg_seconds: flo
 def svg(shape: Curve, title: str) -> str:
     """Inline SVG with a title for screen readers; the numbers are in the table beside it."""
     parts = [
-        f'<svg class="temperature-curve" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        # A fixed height keeps the curve small on wide screens; the width follows it, shrinking on a phone.
+        f'<svg class="temperature-curve" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" height="{SHOWN_HEIGHT}" '
+        f'role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>',
         f'<rect x="{PAD_LEFT}" y="{shape.band[0]}" width="{WIDTH - PAD_LEFT - PAD_RIGHT}" '
         f'height="{round(shape.band[1] - shape.band[0], 1)}" fill="{BAND}"/>',

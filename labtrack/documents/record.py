@@ -16,6 +16,7 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -37,6 +38,8 @@ class RecordView:
     verification: str
     checkpoint: list[tuple[str, str]] = field(default_factory=list)
     generated: str = ""
+    stages: list[Any] = field(default_factory=list)  # labtrack.domain.stages.Stage: the stepper
+    sign_off: list[tuple[str, str]] = field(default_factory=list)  # the release or rejection signature
     temperatures: list[Any] = field(default_factory=list)  # services.temperatures.LegView, R-TMP-1
 
 
@@ -55,16 +58,94 @@ def _styles() -> dict[str, ParagraphStyle]:
 
 
 def manifestation_text(signature: dict[str, Any]) -> str:
-    """R-SIG-2: printed name, username, date and time (UTC), meaning."""
-    return (
-        f"Signed by {signature['printed_name']} ({signature['username']}) at {signature['signed_at']} — "
-        f"meaning: {signature['meaning']}; record {signature['record_hash'][:16]}…"
+    """R-SIG-2: printed name, username, date and time (to the second, zone named), meaning."""
+    text = signature.get("text") or (
+        f"{signature['printed_name']} ({signature['username']}), {signature['signed_at']}, "
+        f"meaning: {signature['meaning']}"
     )
+    said = signature.get("what", "entry")
+    what = f"{said[:1].upper()}{said[1:]} (entry {signature.get('seq', '—')})"
+    return f"{what}: signed by {text}; record {signature['record_hash'][:16]}…"
+
+
+SUPERSCRIPTS = {ord(c): str(i) for i, c in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")}
+
+
+def markup(text: Any) -> str:
+    """Text for a Paragraph: escaped, powers of ten as superscripts (the font has no ⁷)."""
+    escaped = escape(str(text))
+    out, run = [], ""
+    for char in escaped + "\0":
+        if ord(char) in SUPERSCRIPTS or char == "⁻":
+            run += "-" if char == "⁻" else SUPERSCRIPTS[ord(char)]
+            continue
+        if run:
+            out.append(f"<super>{run}</super>")
+            run = ""
+        out.append(char)
+    return "".join(out[:-1])
+
+
+def _details(event: dict[str, Any]) -> str:
+    lines = [f"<b>{markup(label)}</b> {markup(value)}" for label, value in event.get("details", [])]
+    lines += [f"<b>{markup(note)}</b>" for note in event.get("corrections", [])]
+    return "<br/>".join(lines) or "—"
+
+
+def _stepper(stages: list[Any], width: float, styles: dict[str, ParagraphStyle]) -> Table:
+    """Harvest → administration, the done stages ticked, the current one (or where it stopped) marked."""
+    marks = {"done": "done", "current": "now", "stopped": "stopped", "todo": ""}
+    cells = [Paragraph(f"<b>{escape(st.name)}</b><br/>{marks[st.state]}", styles["small"]) for st in stages]
+    table = Table([cells], colWidths=[width / max(len(stages), 1)] * len(stages))
+    shades = {
+        "done": colors.Color(0.85, 0.95, 0.87),
+        "current": colors.Color(0.8, 0.88, 0.97),
+        "stopped": colors.Color(0.98, 0.85, 0.84),
+        "todo": colors.white,
+    }
+    style = [("GRID", (0, 0), (-1, -1), 0.3, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]
+    style += [("BACKGROUND", (i, 0), (i, 0), shades[st.state]) for i, st in enumerate(stages)]
+    table.setStyle(TableStyle(style))
+    return table
+
+
+def _heading(din_display: str, styles: dict[str, ParagraphStyle]) -> Table:
+    """ "Batch record — DIN A9999 26 000001 [8]": the check character boxed, as on the label."""
+    body, check = din_display[:-2], din_display[-1:]
+    text = f"Batch record — DIN {body}"
+    width = pdfmetrics.stringWidth(text, fonts.BOLD, styles["h1"].fontSize) + 6
+    table = Table(
+        [[Paragraph(escape(text), styles["h1"]), Paragraph(escape(check), styles["h1"])]],
+        colWidths=[width, 7 * mm],
+        hAlign="LEFT",
+    )
+    table.setStyle(
+        TableStyle(
+            [
+                ("BOX", (1, 0), (1, 0), 1.2, colors.black),
+                ("ALIGN", (1, 0), (1, 0), "CENTER"),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("LEFTPADDING", (0, 0), (0, 0), 0),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+            ]
+        )
+    )
+    return table
+
+
+def _sign_off(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    """The reviewer's block: the release or rejection as signed, then lines to sign the printed review."""
+    rows = [[label, value] for label, value in view.sign_off] or [["Release", "not yet released or rejected"]]
+    rows += [["Reviewed by (printed name)", ""], ["Signature", ""], ["Date and time", ""]]
+    table = _table([["Reviewer sign-off", ""], *rows], [50 * mm, width - 50 * mm], styles)
+    return [Paragraph("Reviewer sign-off", styles["h2"]), table]
 
 
 def _table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
     def cell(value: Any, header: bool) -> Paragraph:
-        return Paragraph(escape(str(value)), styles["cell_bold" if header else "base"])
+        if isinstance(value, Paragraph):
+            return value
+        return Paragraph(markup(value), styles["cell_bold" if header else "base"])
 
     data = [[cell(v, index == 0) for v in row] for index, row in enumerate(rows)]
     table = Table(data, colWidths=widths, repeatRows=1)
@@ -123,15 +204,19 @@ def render_record(view: RecordView) -> bytes:
     )
     width = A4[0] - 30 * mm
     story: list[Any] = [
-        Paragraph(escape(f"Batch record — DIN {view.din_display}"), styles["h1"]),
+        _heading(view.din_display, styles),
         Paragraph(escape(f"Generated {view.generated}. FOR AUTOLOGOUS USE ONLY."), styles["small"]),
         Spacer(0, 4),
+        *([_stepper(view.stages, width, styles), Spacer(0, 4)] if view.stages else []),
         _table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
         Paragraph("Chain of custody", styles["h2"]),
         _table(
             [
-                ["Seq", "Event", "When (UTC)", "By", "Details"],
-                *[[c["seq"], c["type"], c["occurred_at"], c["actor"], c["details"]] for c in view.custody],
+                ["Entry", "Event", "When", "By", "Details"],
+                *[
+                    [c["seq"], c["type"], c["occurred_at"], c["actor"], Paragraph(_details(c), styles["base"])]
+                    for c in view.custody
+                ],
             ]
             if view.custody
             else [["Custody"], ["No custody events."]],
@@ -142,18 +227,18 @@ def render_record(view: RecordView) -> bytes:
         Paragraph("QC results against the specification", styles["h2"]),
         _table(
             [
-                ["Test", "Value", "Specification", "Within", "Entered by", "Verified (signature)"],
+                ["Test", "Result", "Specification", "Verdict", "Entered", "Verified (signature)"],
                 *[[q["test"], q["value"], q["spec"], q["within"], q["entered"], q["verified"]] for q in view.qc],
             ]
             if view.qc
             else [["QC"], ["No QC results recorded."]],
-            [25 * mm, 28 * mm, 40 * mm, 12 * mm, 28 * mm, width - 133 * mm] if view.qc else [width],
+            [25 * mm, 26 * mm, 34 * mm, 18 * mm, 32 * mm, width - 135 * mm] if view.qc else [width],
             styles,
         ),
         Paragraph("Deviations", styles["h2"]),
         _table(
             [
-                ["Id", "Kind", "Description", "Status", "Disposition"],
+                ["No.", "Kind", "Description", "Status", "Disposition"],
                 *[[d["id"], d["kind"], d["description"], d["status"], d["disposition"]] for d in view.deviations],
             ]
             if view.deviations
@@ -163,20 +248,26 @@ def render_record(view: RecordView) -> bytes:
         ),
         Paragraph("Electronic signatures", styles["h2"]),
     ]
-    story.extend(Paragraph(escape(manifestation_text(s)), styles["base"]) for s in view.signatures)
+    story.extend(Paragraph(markup(manifestation_text(s)), styles["base"]) for s in view.signatures)
     if not view.signatures:
         story.append(Paragraph("No signatures.", styles["base"]))
     story.append(Paragraph("Event timeline", styles["h2"]))
     story.append(
         _table(
             [
-                ["Seq", "Type", "Occurred / recorded (UTC)", "By", "Data"],
+                ["Entry", "Event", "Happened / recorded", "By", "Details"],
                 *[
-                    [e["seq"], e["type"], f"{e['occurred_at']}\n{e['recorded_at']}", e["actor"], e["summary"]]
+                    [
+                        e["seq"],
+                        e["type"],
+                        Paragraph(f"{markup(e['occurred_at'])}<br/>{markup(e['recorded_at'])}", styles["base"]),
+                        e["actor"],
+                        Paragraph(_details(e), styles["base"]),
+                    ]
                     for e in view.events
                 ],
             ],
-            [10 * mm, 24 * mm, 36 * mm, 34 * mm, width - 104 * mm],
+            [11 * mm, 24 * mm, 36 * mm, 32 * mm, width - 103 * mm],
             styles,
         )
     )
@@ -188,6 +279,7 @@ def render_record(view: RecordView) -> bytes:
         closing.append(
             _table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
         )
+    story.append(KeepTogether(_sign_off(view, width, styles)))
     story.append(KeepTogether(closing))
     document.build(story, canvasmaker=_numbered_canvas(view.din_display))
     return buffer.getvalue()

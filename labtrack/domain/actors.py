@@ -48,6 +48,8 @@ class Action(StrEnum):
     PRINT_LABEL = "print_label"
     READ_RECORD = "read_record"  # the batch record PDF and the audit export
     AUDIT = "audit"
+    PROPOSE_SPECIFICATION = "propose_specification"  # R-QC-6: admin or QA proposes, with a reason
+    APPROVE_SPECIFICATION = "approve_specification"  # R-QC-6: another QA user approves, signed
     RECORD_FOLLOW_UP = "record_follow_up"  # follow-up visits and their photos (R-OUT-2, R-OUT-3)
     READ_OUTCOMES = "read_outcomes"  # the outcomes report (R-OUT-5; a clinic: its own patients)
     READ_TRENDS = "read_trends"  # SPC charts (R-SPC-1..3)
@@ -60,7 +62,15 @@ class Action(StrEnum):
 
 
 _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
-    Role.ADMIN: frozenset({Action.MANAGE_REFERENCE, Action.READ_MATERIALS, Action.AUDIT, Action.READ_BATCH}),
+    Role.ADMIN: frozenset(
+        {
+            Action.MANAGE_REFERENCE,
+            Action.READ_MATERIALS,
+            Action.AUDIT,
+            Action.READ_BATCH,
+            Action.PROPOSE_SPECIFICATION,
+        }
+    ),
     Role.TECHNICIAN: frozenset(
         {
             Action.READ_MATERIALS,
@@ -76,6 +86,7 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.QC_VERIFY,
             Action.CORRECT,
             Action.PRINT_LABEL,
+            Action.READ_RECORD,
         }
     ),
     Role.QA: frozenset(
@@ -94,6 +105,8 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
             Action.PRINT_LABEL,
             Action.READ_RECORD,
             Action.AUDIT,
+            Action.PROPOSE_SPECIFICATION,
+            Action.APPROVE_SPECIFICATION,
             Action.READ_OUTCOMES,
             Action.READ_TRENDS,
             Action.RESET_TREND_BASELINE,

@@ -67,6 +67,12 @@ class NotFound(DomainError):
     status, code, title = 404, "not_found", "Not found"
 
 
+class PasswordChangeRequired(DomainError):
+    """An admin reset the password: the user chooses a new one before signing in (pages and API)."""
+
+    status, code, title = 403, "password_change_required", "Password change required"
+
+
 class PayloadTooLarge(DomainError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

@@ -150,14 +150,7 @@ def check_step(state: BatchState, step_name: str) -> tuple[StepDefinition, Statu
 
 def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
     """R-CUS-1: only the custodian hands off, to one named active user; returns the new status."""
-    if state.status in TERMINAL:
-        raise _refuse_order(state, "A hand-off")
-    if state.transfer is not None:
-        raise CustodyViolation("A hand-off is already pending for this batch.")
-    if state.custodian_id is None:
-        raise _refuse_order(state, "A hand-off")
-    if state.custodian_id != actor.id:
-        raise CustodyViolation("Only the batch's current custodian can hand it off.")
+    check_hand_off_by(state, actor)
     if recipient.id == actor.id:
         raise ValidationFailed({"to_username": ["cannot hand a batch off to yourself"]})
     if recipient.role == Role.ADMIN:
@@ -175,6 +168,16 @@ def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
             raise BatchHeld("The batch is held by an open deviation and cannot be dispatched.")
         return Status.DISPATCHED
     raise _refuse_order(state, f"A hand-off from {from_side} to {to_side}")
+
+
+def check_hand_off_by(state: BatchState, actor: Actor) -> None:
+    """R-CUS-1: a hand-off is possible now and ``actor`` is the one who may make it (whoever the recipient)."""
+    if state.status in TERMINAL or state.custodian_id is None:
+        raise _refuse_order(state, "A hand-off")
+    if state.transfer is not None:
+        raise CustodyViolation("A hand-off is already pending for this batch.")
+    if state.custodian_id != actor.id:
+        raise CustodyViolation("Only the batch's current custodian can hand it off.")
 
 
 def check_receipt(state: BatchState, actor: Actor) -> Status:

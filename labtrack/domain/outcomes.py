@@ -6,6 +6,9 @@ Per visit and tissue source: n, mean, median and the 95 % confidence interval of
 the mean % change (Student's t, n − 1 degrees of freedom). And the relation of
 viable-cell dose to the 6-month % change: the least-squares slope with its 95 %
 confidence interval (t with n − 2 degrees of freedom), from ``scipy.stats.linregress``.
+
+numpy and scipy.stats are imported on first use: they add some 70 MB to a process, which a web
+worker that never draws the outcomes report should not carry (SPEC §9, 150 MB).
 """
 
 from __future__ import annotations
@@ -13,9 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from scipy import stats
 
 CONFIDENCE = 0.95
 DOSE_VISIT = "m6"
@@ -47,12 +47,16 @@ class Summary:
 
 def summarise(values: Sequence[float]) -> Summary:
     """n, mean, median and the t-based 95 % CI of the mean (no interval below two values)."""
+    import numpy as np  # see the module's note
+
     data = np.asarray(values, dtype=float)
     if data.size == 0:
         return Summary(0, None, None, None, None)
     mean, median = float(np.mean(data)), float(np.median(data))
     if data.size < 2:
         return Summary(1, mean, median, None, None)
+    from scipy import stats  # see the module's note
+
     sem = stats.sem(data)
     if sem == 0:
         return Summary(int(data.size), mean, median, mean, mean)
@@ -76,6 +80,9 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
     n = len(x)
     if n < 3 or len(set(x)) < 2:
         return Fit(n, None, None, None, None, None, None)
+    import numpy as np
+    from scipy import stats  # see the module's note
+
     result = stats.linregress(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     half = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 2)) * float(result.stderr)
     r = float(result.rvalue)

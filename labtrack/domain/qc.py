@@ -116,8 +116,49 @@ def validate_specification(body: Any) -> dict[str, Any]:
                     errors[f"tests.{name}.{key}"] = ["must be a number"]
             if "required" in rule and not isinstance(rule["required"], bool):
                 errors[f"tests.{name}.required"] = ["must be true or false"]
+            errors.update(limit_errors(name, rule))
         if isinstance(tests.get(STERILITY), dict) and tests[STERILITY].get("required") is False:
             errors[f"tests.{STERILITY}.required"] = ["a sterility sample is always required before release"]
     if errors:
         raise ValidationFailed(errors)
     return body
+
+
+# R-QC-6: the physical range of each test's limits, as (lowest allowed, whether the lowest is excluded, highest).
+PHYSICAL_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "viability_pct": (0, False, 100),
+    "cd34_pct": (0, False, 100),
+    "tnc_total": (0, True, None),
+}
+RANGE_WORDS = {
+    "viability_pct": "a percentage, from 0 to 100",
+    "cd34_pct": "a percentage, from 0 to 100",
+    "tnc_total": "a cell count, above 0",
+}
+
+
+def limit_errors(name: str, rule: dict[str, Any]) -> dict[str, list[str]]:
+    """R-QC-6: a test's limits within physical ranges (a percentage within 0–100, counts and volumes above 0),
+    the lower limit not above the upper one."""
+    errors: dict[str, list[str]] = {}
+    numbers = {k: v for k, v in rule.items() if k in ("min", "max", "max_eu_per_kg") and _is_number(v)}
+    low, excluded, high = PHYSICAL_RANGES.get(name, (0, True, None))
+    for key, value in numbers.items():
+        if key == "max_eu_per_kg":
+            if value <= 0:
+                errors[f"tests.{name}.{key}"] = ["must be above 0 EU/kg"]
+            continue
+        if (
+            not math.isfinite(value)
+            or value < low
+            or (excluded and value == low)
+            or (high is not None and value > high)
+        ):
+            errors[f"tests.{name}.{key}"] = [f"must be {RANGE_WORDS.get(name, 'above 0')}"]
+    if "min" in numbers and "max" in numbers and numbers["min"] > numbers["max"]:
+        errors.setdefault(f"tests.{name}.min", []).append("must not be above the upper limit")
+    return errors
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,9 +1,14 @@
-"""Product specifications, versioned per tissue source (R-QC-1), and custody limits (R-CUS-4)."""
+"""Product specifications, versioned per tissue source (R-QC-1) under change control (R-QC-6), and custody
+limits (R-CUS-4)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from labtrack.domain.actors import Action, Actor, can, require
+from labtrack.domain.decisions import Decision
+from labtrack.domain.errors import Conflict, DomainError, Forbidden, ValidationFailed
 from labtrack.domain.process import TissueSource
 
 
@@ -46,4 +51,76 @@ def receipt_deviations(
                 f"Received at {temperature_c:g} °C, outside the transport range {low:g}–{high:g} °C.",
             )
         )
+    return found
+
+
+# --- change control (R-QC-6) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProposalFacts:
+    """A specification proposal as the decisions read it."""
+
+    id: int
+    status: str  # proposed, approved, withdrawn
+    proposed_by_id: int
+    base_version: int
+    version_in_force: int
+
+
+def check_proposal(actor: Actor, reason: str, open_proposal_id: int | None) -> None:
+    """A proposal is made by an admin or a QA user, with a reason, while none is open for the tissue source."""
+    require(actor, Action.PROPOSE_SPECIFICATION)
+    if not reason.strip():
+        raise ValidationFailed({"reason": ["say why the specification changes"]})
+    if open_proposal_id is not None:
+        raise Conflict(
+            f"Proposal {open_proposal_id} for this tissue source is still open: it is approved or withdrawn first."
+        )
+
+
+def check_approval(actor: Actor, proposal: ProposalFacts) -> None:
+    """A QA user other than the proposer approves an open proposal made on the version still in force."""
+    require(actor, Action.APPROVE_SPECIFICATION)
+    _check_open(proposal)
+    if proposal.proposed_by_id == actor.id:
+        raise Forbidden("Another QA user must approve this proposal: you proposed it.")
+    if proposal.base_version != proposal.version_in_force:
+        raise Conflict(
+            f"The proposal was made on version {proposal.base_version}, but version {proposal.version_in_force} "
+            "is now in force: withdraw it and propose again on the version in force."
+        )
+
+
+def check_withdrawal(actor: Actor, proposal: ProposalFacts, reason: str) -> None:
+    """The proposer, or a QA user, withdraws an open proposal, saying why."""
+    _check_open(proposal)
+    if proposal.proposed_by_id != actor.id and not can(actor, Action.APPROVE_SPECIFICATION):
+        raise Forbidden("A proposal is withdrawn by the one who proposed it, or by a QA user.")
+    if not reason.strip():
+        raise ValidationFailed({"reason": ["say why the proposal is withdrawn"]})
+
+
+def _check_open(proposal: ProposalFacts) -> None:
+    if proposal.status != "proposed":
+        raise Conflict(f"Proposal {proposal.id} is already {proposal.status}.")
+
+
+def decide_proposal(actor: Actor, proposal: ProposalFacts) -> list[Decision]:
+    """Approval and withdrawal of one proposal for ``actor``: allowed, or why not and who can instead."""
+    found = []
+    for action, check, by in (
+        ("approve", lambda: check_approval(actor, proposal), "another QA user"),
+        ("withdraw", lambda: check_withdrawal(actor, proposal, "reason given on the form"), "the proposer or QA"),
+    ):
+        try:
+            check()
+        except DomainError as error:
+            mine = action == "approve" and error.code == "forbidden" and proposal.proposed_by_id == actor.id
+            if mine:
+                found.append(Decision(action, False, "you proposed it.", by, error.code, must="approve it"))
+            else:
+                found.append(Decision(action, False, error.detail, by, error.code))
+        else:
+            found.append(Decision(action, True))
     return found

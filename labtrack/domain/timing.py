@@ -50,3 +50,11 @@ def check_harvest_window(started_at: datetime, ended_at: datetime, *, now: datet
 def expiry(ended_at: datetime, stability_hours: float) -> datetime:
     """R-SEQ-3: harvest end + the specification's stability window."""
     return ended_at + timedelta(hours=stability_hours)
+
+
+def check_planned_administration(planned: datetime | None, *, now: datetime) -> None:
+    """A planned administration is a time to come: one in the past is refused (the clinic mistyped it)."""
+    if planned is not None and planned < now:
+        raise ValidationFailed(
+            {"planned_administration_at": ["This date and time is in the past: plan the administration from now on."]}
+        )

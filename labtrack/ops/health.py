@@ -14,6 +14,8 @@ probes time out too, which is the truth.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -52,7 +54,11 @@ def _broker(celery: Celery, url: str) -> None:
         ) as client:
             client.ping()
         return
-    with celery.connection_for_write() as connection:  # the embedded SQL broker: open its channel
+    if url.startswith("sqla+sqlite:///"):  # the embedded broker: its SQLite file opens and answers a query
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqla+sqlite:///"), timeout=READY_TIMEOUT_S)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return
+    with celery.connection_for_write() as connection:  # any other transport: open its channel
         connection.ensure_connection(max_retries=0, timeout=READY_TIMEOUT_S)
         connection.default_channel  # noqa: B018 (connects)
 

@@ -104,5 +104,6 @@ def configure(level: int = logging.INFO) -> None:
             root.removeHandler(existing)  # a plain-text handler set up before us (basicConfig)
     root.addHandler(handler())
     root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warning is a JSON line too, not a stray text line
     # Set before labtrack.cli imports alembic, which logs its plugin set-up at INFO on import.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -165,15 +165,21 @@ def search(
     session: Session, actor: Actor, *, status: str | None = None, din: str | None = None
 ) -> list[AdverseReaction]:
     """Reactions, newest first, by status and batch (a clinic: its own)."""
+    query = filtered(session, actor, status=status, din=din).order_by(AdverseReaction.id.desc())
+    return list(session.execute(query).unique().scalars())
+
+
+def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
+    """The reactions the actor may see that match, unordered (the list and its CSV export page it)."""
     require(actor, Action.READ_INVESTIGATIONS)
-    query = select(AdverseReaction).order_by(AdverseReaction.id.desc())
+    query = select(AdverseReaction)
     if actor.role == Role.CLINIC:
         query = query.join(Batch, Batch.id == AdverseReaction.batch_id).where(Batch.clinic_id == actor.clinic_id)
     if status:
         query = query.where(AdverseReaction.status == status)
     if din:
         query = query.where(AdverseReaction.batch_id == batches.get(session, actor, din).id)
-    return list(session.execute(query).unique().scalars())
+    return query
 
 
 def for_batch(session: Session, batch: Batch) -> list[AdverseReaction]:

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
-from labtrack.domain.errors import AccountLocked, DomainError, InvalidCredentials, Unauthenticated
+from labtrack.domain.errors import (
+    AccountLocked,
+    DomainError,
+    InvalidCredentials,
+    PasswordChangeRequired,
+    Unauthenticated,
+    ValidationFailed,
+)
 from labtrack.domain.signatures import FAILURE_WINDOW, locks_account
 from labtrack.models import ApiToken, AuthEvent, SignatureFailure, User
 from labtrack.services.streams import append_admin_event
@@ -162,12 +169,20 @@ def lock_account(session: Session, user_id: int, client: Client) -> None:
 
 
 def issue_token(
-    session: Session, username: str, password: str, lifetime: timedelta, client: Client = INTERNAL
+    session: Session,
+    username: str,
+    password: str,
+    lifetime: timedelta,
+    client: Client = INTERNAL,
+    *,
+    new_password: str | None = None,
 ) -> tuple[str, datetime, User]:
     """Exchange a username and password for a bearer token (shown once, stored hashed).
 
     Every attempt is recorded. A wrong password for an existing account counts toward
-    R-SIG-1's lockout; the fifth within 15 minutes locks the account (423).
+    R-SIG-1's lockout; the fifth within 15 minutes locks the account (423). After an
+    admin reset the password, the user gets no token until they choose a new one
+    (``new_password``; 403 ``password_change_required`` without it).
     """
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     matches = password_matches(user, password)  # an unknown name costs the same Argon2 time as a known one
@@ -177,6 +192,10 @@ def issue_token(
         raise _refused(session, username, user, client, "deactivated")
     if user.locked_at is not None:
         raise _refused(session, username, user, client, "account_locked")
+    if new_password is not None:
+        choose_password(session, user, password, new_password)
+    elif user.must_change_password:
+        raise _refused(session, username, user, client, "password_change_required")
     token, expires_at = new_token(session, user, lifetime)
     record_event(session, "sign_in", "success", client, username=username, user_id=user.id)
     return token, expires_at, user
@@ -190,12 +209,28 @@ def new_token(session: Session, user: User, lifetime: timedelta) -> tuple[str, d
     return token, expires_at
 
 
+def choose_password(session: Session, user: User, current: str, new: str) -> None:
+    """The user's own new password (after an admin reset, or any time): long enough, not the current one."""
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed({"new_password": [f"must be at least {MIN_PASSWORD_LENGTH} characters"]})
+    if new == current:
+        raise ValidationFailed({"new_password": ["must differ from the current password"]})
+    user.password_hash = hash_password(new)
+    user.must_change_password = False
+    append_admin_event(session, user.username, "password_changed", {"key": user.username})
+
+
 def _refused(session: Session, username: str, user: User | None, client: Client, reason: str) -> DomainError:
     """The refusal to raise; its ``record`` runs after the rollback (``Database.write``)."""
     lock = False
     error: DomainError
     if reason == "account_locked":
         error = AccountLocked(LOCKED_DETAIL)
+    elif reason == "password_change_required":
+        error = PasswordChangeRequired(
+            "Your password was reset by an admin: choose a new password to sign in "
+            "(on the sign-in page, or POST /api/v1/auth/password)."
+        )
     else:
         error = InvalidCredentials("Unknown username, wrong password, or deactivated account.")
         if reason == "wrong_password" and user is not None and user.active and user.locked_at is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, lazyload
@@ -16,10 +16,11 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din, format_din, parse_din
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
-from labtrack.domain.lifecycle import Status
+from labtrack.domain.lifecycle import TERMINAL, Status
 from labtrack.domain.process import PROCESSES, TissueSource
+from labtrack.domain.timing import check_planned_administration
 from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
-from labtrack.services import specifications
+from labtrack.services import paging, patients, specifications
 from labtrack.services.streams import append_batch_event
 
 
@@ -55,6 +56,7 @@ def register(
     if planned_administration_at is not None and planned_administration_at.tzinfo is None:
         raise ValidationFailed({"planned_administration_at": ["must carry a timezone offset"]})
     now = utcnow()
+    check_planned_administration(planned_administration_at, now=now)
     spec = specifications.current(session, source)
     din = allocate_din(session, facility, now.year)
     batch = Batch(
@@ -129,22 +131,15 @@ class BatchFilter:
     clinic: str | None = None
     tissue_source: str | None = None
     held: bool | None = None
-    page: int = 1
-    per_page: int = 50
+    waiting_for: int | None = None  # a user id: batches handed to them, or in their custody and still moving
+    patient: str | None = None  # part of a name, an MRN, or a birth date (YYYY-MM-DD)
 
 
-def search(session: Session, actor: Actor, filters: BatchFilter) -> tuple[list[Batch], int]:
-    """Batches the actor may see, newest first, with the total for pagination."""
-    query = filtered(actor, filters)
-    total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    rows = (
-        session.execute(
-            query.order_by(Batch.id.desc()).offset((filters.page - 1) * filters.per_page).limit(filters.per_page)
-        )
-        .unique()
-        .scalars()
-    )
-    return list(rows), total
+def search(
+    session: Session, actor: Actor, filters: BatchFilter, *, limit: int = paging.LIMIT_DEFAULT, after: str | None = None
+) -> paging.Page[Batch]:
+    """Batches the actor may see, newest first, one keyset page at a time (R-SCL-4)."""
+    return paging.page(session, filtered(actor, filters), Batch.id, limit=limit, after=after, unique=True)
 
 
 def filtered(actor: Actor, filters: BatchFilter) -> Select:
@@ -161,7 +156,28 @@ def filtered(actor: Actor, filters: BatchFilter) -> Select:
         query = query.where(Batch.tissue_source == filters.tissue_source)
     if filters.held is not None:
         query = query.where(Batch.held.is_(filters.held))
+    if filters.waiting_for is not None:
+        mine = (Batch.custodian_id == filters.waiting_for) & Batch.transfer_to_id.is_(None)
+        query = query.where(
+            (Batch.transfer_to_id == filters.waiting_for) | (mine & Batch.status.not_in([s.value for s in TERMINAL]))
+        )
+    if filters.patient:
+        query = query.where(Batch.patient_id.in_(patients.matching(filters.patient)))
     return query
+
+
+def listing(session: Session, actor: Actor, args: dict[str, Any]) -> paging.Page[Batch]:
+    """``search`` by the list's query arguments (``BatchQueryArgsSchema``), the API's and the bench's."""
+    args = dict(args)
+    paged = {"limit": args.pop("limit", paging.LIMIT_DEFAULT), "after": args.pop("after", None)}
+    return search(session, actor, filter_of(actor, args), **paged)
+
+
+def filter_of(actor: Actor, args: dict[str, Any]) -> BatchFilter:
+    """A ``BatchFilter`` from the list's query arguments, without the paging ones."""
+    waiting = args.get("waiting_for_me", False)
+    wanted = {k: v for k, v in args.items() if k not in ("waiting_for_me", "limit", "after", "format")}
+    return BatchFilter(**wanted, waiting_for=actor.id if waiting else None)
 
 
 def events(session: Session, batch: Batch) -> list[BatchEvent]:

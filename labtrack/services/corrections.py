@@ -7,6 +7,7 @@ is evaluated again and needs a new verification.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -14,12 +15,13 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain import timing
-from labtrack.domain.actors import Action, Actor, Role, require
-from labtrack.domain.errors import Forbidden, NotFound, ValidationFailed
+from labtrack.domain.actors import Action, Actor, can, require
+from labtrack.domain.decisions import check_correction
+from labtrack.domain.errors import DomainError, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
 from labtrack.domain.lifecycle import Status
-from labtrack.domain.process import PROCESSES, TissueSource, validate_step_data
-from labtrack.domain.qc import parse_value
+from labtrack.domain.process import PROCESSES, DataField, FieldKind, TissueSource, validate_step_data
+from labtrack.domain.qc import TEXT_TESTS, parse_value
 from labtrack.models import Batch, BatchEvent, QcResult
 from labtrack.services import batches, deviations, qc
 from labtrack.services.streams import append_batch_event
@@ -42,8 +44,7 @@ def correct(
     ).scalar_one_or_none()
     if original is None:
         raise NotFound(f"No event {event_seq} on this batch.")
-    if original.actor_id != actor.id and actor.role != Role.QA:
-        raise Forbidden("Only the person who recorded an entry, or QA, may correct it.")
+    check_correction(actor, original.actor_id)
     if not reason.strip():
         raise ValidationFailed({"reason": ["is required"]})
     if original.type == "qc_recorded":
@@ -126,3 +127,43 @@ def _correct_qc(
     result.entered_by_id = actor.id  # the person who entered the value now standing
     result.verified_by_id = result.verified_at = result.verified_seq = None
     return changes
+
+
+@dataclass(frozen=True)
+class Correctable:
+    """An entry ``actor`` may correct (R-COR-1), with the values standing now, for a correction form."""
+
+    seq: int
+    type: str  # qc_recorded or a step's name
+    fields: tuple[DataField, ...]
+    values: dict[str, Any]
+
+
+def correctable(actor: Actor, batch: Batch, stream: list[BatchEvent]) -> list[Correctable]:
+    """The entries of ``batch`` (its ``stream``) that ``actor`` may correct now: their own steps and QC results,
+    or any, for QA."""
+    if not can(actor, Action.CORRECT, batch.clinic_id):
+        return []
+    process = PROCESSES[TissueSource(batch.tissue_source)]
+    found = []
+    for event in stream:
+        definition = process.step(event.type)
+        if event.type != "qc_recorded" and definition is None:
+            continue
+        try:
+            check_correction(actor, event.actor_id)
+        except DomainError:
+            continue
+        if definition is None:
+            test = event.data["test"]
+            kind = FieldKind.TEXT if test in TEXT_TESTS else FieldKind.NUMBER
+            fields: tuple[DataField, ...] = (DataField("value", kind, choices=TEXT_TESTS.get(test)),)
+            values = {"value": event.data["value"]}
+        else:
+            fields = tuple(f for f in definition.fields if f.name not in IDENTITY_FIELDS)
+            values = dict(event.data.get("values", {}))
+        for later in stream:
+            if later.type == "correction" and later.data["corrects_seq"] == event.seq:
+                values.update({name: change["new"] for name, change in later.data["changes"].items()})
+        found.append(Correctable(event.seq, event.type, fields, values))
+    return found

@@ -92,6 +92,9 @@ def handoff(
     event = append_batch_event(session, batch, actor, "handoff", data, occurred_at=occurred_at, recorded_at=now)
     if new_status == Status.DISPATCHED:
         outbox.enqueue(session, "batch.dispatched", batch, {"to": recipient.username, "seq": event.seq})
+    else:  # their work list: the seal id is not told, the receipt stays blind
+        handed = {"to_user_id": recipient.id, "from": actor.full_name, "seq": event.seq}
+        outbox.enqueue(session, "batch.handed_to_you", batch, handed)
     session.flush()
     return event
 

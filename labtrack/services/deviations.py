@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
-from labtrack.services import batches, outbox
+from labtrack.services import batches, outbox, paging
 from labtrack.services.streams import append_batch_event
 
 MANUAL_KINDS = ("manual",)
@@ -72,9 +72,24 @@ def for_batch(session: Session, batch_id: int) -> list[Deviation]:
     )
 
 
-def search(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> list[Deviation]:
-    query = filtered(session, actor, status=status, din=din).order_by(Deviation.id.desc())
-    return list(session.execute(query).unique().scalars())
+def opened_after(session: Session, batch_id: int, seq: int) -> list[Deviation]:
+    """The deviations an event opened: those of the batch opened after its event ``seq``."""
+    query = select(Deviation).where(Deviation.batch_id == batch_id, Deviation.opened_seq > seq)
+    return list(session.execute(query.order_by(Deviation.id)).scalars())
+
+
+def search(
+    session: Session,
+    actor: Actor,
+    *,
+    status: str | None = None,
+    din: str | None = None,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[Deviation]:
+    """Deviations, newest first, a keyset page at a time (R-SCL-4)."""
+    query = filtered(session, actor, status=status, din=din)
+    return paging.page(session, query, Deviation.id, limit=limit, after=after, unique=True)
 
 
 def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:

@@ -10,18 +10,15 @@ from labtrack.clock import utcnow
 from labtrack.documents import wording
 from labtrack.documents.labels import LabelView
 from labtrack.documents.record import RecordView
+from labtrack.domain import stages as stepper
 from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.decisions import check_label
 from labtrack.domain.din import Din
-from labtrack.domain.errors import InvalidTransition
-from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import Status
-from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch
 from labtrack.services import batches, deviations, qc, temperatures
 from labtrack.services.streams import append_batch_event
-
-LABEL_KINDS = ("product", "collection")
 
 
 def print_label(
@@ -39,15 +36,7 @@ def print_label(
 def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: str) -> LabelView:
     """What a label of ``kind`` shows, if ``actor`` may print it now (R-ZPL-1 prints the same view as ZPL)."""
     require(actor, Action.PRINT_LABEL, batch.clinic_id, what="batch")
-    status = Status(batch.status)
-    if kind == "product" and status not in READY_STATUSES:
-        raise InvalidTransition(
-            f"A product label is printed only for a released batch; the batch is {status.value}. "
-            "Print a collection label (kind=collection) instead.",
-            allowed=["label:collection"],
-        )
-    if kind == "collection" and status not in (Status.REGISTERED, Status.COLLECTED):
-        raise InvalidTransition("A collection label is printed before the batch leaves the clinic.", allowed=[])
+    check_label(Status(batch.status), kind)
     code = Din(batch.din)
     low, high = transport_range(batch.specification.body)
     patient = batch.patient
@@ -73,22 +62,25 @@ def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: st
 def record_view(
     session: Session, actor: Actor, din: str, *, zone: str, chain: Any, checkpoint: Any | None
 ) -> RecordView:
-    """The batch record (QA; the batch's own clinic), closed by ``chain`` (the batch's ``audit.chains.Report``)
-    and ``checkpoint`` (the newest), which the caller verified and read (``labtrack.audit.records``)."""
+    """The batch record as QA reviews it, for the page and the PDF (QA; the batch's own clinic), closed by
+    ``chain`` (the batch's ``audit.chains.Report``) and ``checkpoint`` (the newest), which the caller verified
+    and read (``labtrack.audit.records``). The words are ``documents.wording``'s."""
     batch = batches.get(session, actor, din)
     require(actor, Action.READ_RECORD, batch.clinic_id, what="batch")
-    events, custody, signatures = wording.event_rows(batches.events(session, batch))
+    events, custody, signatures, sign_off = wording.event_rows(batches.events(session, batch), zone)
     return RecordView(
         din=batch.din,
         din_display=Din(batch.din).display,
         facts=wording.facts(batch, zone),
         events=events,
-        qc=[wording.qc_row(result) for result in qc.results(session, batch)],
+        qc=[wording.qc_row(result, zone) for result in qc.results(session, batch)],
         custody=custody,
-        deviations=[wording.deviation_row(deviation) for deviation in deviations.for_batch(session, batch.id)],
+        deviations=[wording.deviation_row(d, zone) for d in deviations.for_batch(session, batch.id)],
         signatures=signatures,
         verification=wording.verification_line(chain, batch),
-        checkpoint=wording.checkpoint_rows(checkpoint),
+        checkpoint=wording.checkpoint_rows(checkpoint, zone),
+        generated=wording.generated(utcnow(), actor, zone),
+        stages=stepper.stages(Status(batch.status), tuple(batch.steps_done or ()), batch.released_at),
+        sign_off=sign_off,
         temperatures=temperatures.leg_views(session, batch),
-        generated=f"{iso_utc(utcnow())} by {actor.full_name} ({actor.username})",
     )

@@ -17,8 +17,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from labtrack.documents.spreadsheet import Column, lines
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din
-from labtrack.models import Batch, Clinic, Deviation, QcResult
-from labtrack.services import batches, deviations
+from labtrack.models import AdverseReaction, Batch, Clinic, Deviation, QcResult
+from labtrack.services import adverse_reactions, batches, deviations
 
 CHUNK = 500
 T = TypeVar("T")
@@ -85,6 +85,27 @@ QC_COLUMNS: list[Column[QcResult]] = [
     Column("Verified (UTC)", lambda r: r.verified_at),
     Column("Corrected", lambda r: r.corrected),
     Column("Original value", lambda r: r.original_value["v"] if r.original_value else None),
+]
+
+
+ADVERSE_REACTION_COLUMNS: list[Column[AdverseReaction]] = [
+    Column("Adverse reaction", lambda r: r.id),
+    Column("DIN", lambda r: r.batch.din),
+    Column("Category", lambda r: r.category),
+    Column("Description", lambda r: r.description),
+    Column("Onset (UTC)", lambda r: r.onset_at),
+    Column("Received on", lambda r: r.received_on),
+    Column("Outcome", lambda r: r.outcome),
+    Column("Serious", lambda r: r.serious),
+    Column("Reportable", lambda r: r.reportable),
+    Column("Report due on", lambda r: r.report_due_on),
+    Column("Status", lambda r: r.status),
+    Column("Reported by", lambda r: _who(r.reported_by)),
+    Column("Related to product", lambda r: r.related_to_product),
+    Column("Reported to authority on", lambda r: r.reported_to_authority_on),
+    Column("Conclusion", lambda r: r.conclusion),
+    Column("Closed by", lambda r: _who(r.closed_by)),
+    Column("Closed (UTC)", lambda r: r.closed_at),
 ]
 
 
@@ -163,3 +184,9 @@ def qc_csv(session: Session, actor: Actor, filters: QcFilter) -> Iterator[str]:
     """Every QC result the list would show with these filters, as CSV lines."""
     rows = keyset(session, qc_filtered(session, actor, filters), QcResult.id)
     return lines(QC_COLUMNS, _chunks_with_dins(session, rows))
+
+
+def adverse_reactions_csv(session: Session, actor: Actor, **filters: Any) -> Iterator[str]:
+    """Every adverse reaction the list would show with these filters, as CSV lines."""
+    query = adverse_reactions.filtered(session, actor, **filters)
+    return lines(ADVERSE_REACTION_COLUMNS, keyset(session, query, AdverseReaction.id))

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
@@ -48,7 +48,7 @@ from labtrack.models import (
     ReagentLot,
     User,
 )
-from labtrack.services import batches, deviations, outbox, signatures
+from labtrack.services import deviations, outbox, signatures
 from labtrack.services.streams import append_admin_event
 from labtrack.services.watchers import watcher_actor
 
@@ -193,7 +193,9 @@ def open_lookback(
     )
     session.add(lookback)
     session.flush()
-    rows = [(_affect(session, opener, lookback, *found), found[1]) for found in find_affected(session, seed, window)]
+    found = find_affected(session, seed, window)
+    locked = _lock_holdable(session, [batch_id for batch_id, _din, _clinic, status in found if _holdable(status)])
+    rows = [(_affect(session, opener, lookback, locked, *row), row[1]) for row in found]
     session.add_all(row for row, _din in rows)
     opened = append_admin_event(
         session,
@@ -222,16 +224,41 @@ def open_lookback(
     return lookback
 
 
+def _holdable(status: str) -> bool:
+    return affected_action(Status(status)) == AffectedAction.HELD
+
+
+def _lock_holdable(session: Session, ids: list[int]) -> dict[int, Batch]:
+    """The batches a lookback may hold, locked in one statement, in id order (as every multi-batch writer locks)."""
+    if not ids:
+        return {}
+    query = (
+        select(Batch)
+        .options(lazyload("*"), joinedload(Batch.custodian).lazyload(User.clinic))
+        .where(Batch.id.in_(ids))
+        .order_by(Batch.id)
+        .with_for_update(of=Batch)
+        .execution_options(populate_existing=True)
+    )
+    return {batch.id: batch for batch in session.execute(query).unique().scalars()}
+
+
 def _affect(
-    session: Session, opener: Actor, lookback: Lookback, batch_id: int, din: str, clinic_id: int, status: str
+    session: Session,
+    opener: Actor,
+    lookback: Lookback,
+    locked: dict[int, Batch],
+    batch_id: int,
+    din: str,
+    clinic_id: int,
+    status: str,
 ) -> LookbackBatch:
-    """One affected batch: held under its row lock when it may still reach a patient (R-LBK-2)."""
+    """One affected batch: held when, read again under its row lock, it may still reach a patient (R-LBK-2)."""
     action = affected_action(Status(status))
     deviation_id = None
     if action == AffectedAction.HELD:
-        batch = batches.find(session, din, for_update=True)
-        assert batch is not None
-        action = affected_action(Status(batch.status))  # re-read under the lock
+        batch = locked[batch_id]
+        action = affected_action(Status(batch.status))
         status = batch.status
         if action == AffectedAction.HELD:
             description = f"Lookback {lookback.id}: {lookback.reason}"

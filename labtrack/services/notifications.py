@@ -13,6 +13,7 @@ batch.expired          the batch's clinic users, QA    yes
 deviation.opened       QA, the batch's clinic users    yes (the batch is held)
 sterility.positive     QA, the batch's clinic users    yes (urgent, R-QC-5)
 identity.mismatch      QA                              no (lab near-miss review)
+batch.handed_to_you    the user it was handed to       no (their work list)
 follow_up.due          the batch's clinic users        yes (R-OUT-4)
 follow_up.missed       the batch's clinic users, QA    yes (R-OUT-4)
 trend.flag             QA                              no (R-SPC-2 trend alert)
@@ -51,6 +52,7 @@ from labtrack.domain.din import Din
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
 from labtrack.models import Clinic, Notification, OutboxMessage, User
+from labtrack.services import paging
 
 WEBHOOK_TIMEOUT_S = 10
 SMTP_TIMEOUT_S = 10
@@ -61,6 +63,7 @@ class Route:
     clinic: bool  # the batch's clinic users, and the clinic's webhook
     qa: bool
     urgent: bool = False
+    addressee: bool = False  # the user the payload names (``to_user_id``)
 
 
 ROUTES: dict[str, Route] = {
@@ -72,6 +75,7 @@ ROUTES: dict[str, Route] = {
     "deviation.opened": Route(clinic=True, qa=True),
     "sterility.positive": Route(clinic=True, qa=True, urgent=True),
     "identity.mismatch": Route(clinic=False, qa=True),
+    "batch.handed_to_you": Route(clinic=False, qa=False, addressee=True),
     "follow_up.due": Route(clinic=True, qa=False),
     "follow_up.missed": Route(clinic=True, qa=True),
     "trend.flag": Route(clinic=False, qa=True),
@@ -110,6 +114,8 @@ def describe(topic: str, payload: dict) -> str:
             )
         case "sterility.positive":
             return f"URGENT: sterility culture positive for batch {din} (status {payload.get('status')})."
+        case "batch.handed_to_you":
+            return f"Batch {din} was handed to you by {payload.get('from')}. Receive it when it reaches you."
         case "follow_up.due":
             return f"Follow-up visit {payload.get('visit')} for batch {din} is due on {payload.get('due_on')} " + (
                 f"(window {payload.get('window_from')} to {payload.get('window_to')})."
@@ -164,6 +170,9 @@ class Recipients:
 
     def of(self, message: OutboxMessage) -> list[User]:
         route = route_of(message.topic)
+        if route.addressee:
+            user = self.session.get(User, message.payload.get("to_user_id", 0))
+            return [user] if user is not None and user.active else []
         key = (route, message.clinic_id if route.clinic else None)
         if key not in self._cache:
             wanted = []
@@ -215,11 +224,19 @@ def fan_out(session: Session, messages: Iterable[OutboxMessage], recipients: Rec
 # --- in-app list ----------------------------------------------------------------------------
 
 
-def for_user(session: Session, actor: Actor, *, unread_only: bool = False, limit: int = 100) -> list[Notification]:
+def for_user(
+    session: Session,
+    actor: Actor,
+    *,
+    unread_only: bool = False,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[Notification]:
+    """The actor's own notifications, newest first, a keyset page at a time (R-SCL-4)."""
     query = select(Notification).where(Notification.user_id == actor.id)
     if unread_only:
         query = query.where(Notification.read_at.is_(None))
-    return list(session.execute(query.order_by(Notification.id.desc()).limit(limit)).scalars())
+    return paging.page(session, query, Notification.id, limit=limit, after=after)
 
 
 def mark_read(session: Session, actor: Actor, notification_id: int) -> Notification:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.models import Patient
+from labtrack.services import paging
 from labtrack.services.reference import clinic_by_code
 
 
@@ -60,21 +61,37 @@ def get(session: Session, actor: Actor, patient_id: int) -> Patient:
     return patient
 
 
+def matching(text: str) -> Select[tuple[int]]:
+    """Ids of patients matching ``text``: a birth date (YYYY-MM-DD), or part of a name or an MRN."""
+    text = text.strip()
+    try:
+        born = date.fromisoformat(text)
+    except ValueError:
+        pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        fields = (Patient.family_name, Patient.given_name, Patient.mrn)
+        return select(Patient.id).where(or_(*(func.lower(f).like(pattern, escape="\\") for f in fields)))
+    return select(Patient.id).where(Patient.birth_date == born)
+
+
 def search(
     session: Session,
     actor: Actor,
     *,
     clinic: str | None = None,
     mrn: str | None = None,
-    page: int = 1,
-    per_page: int = 50,
-) -> list[Patient]:
+    q: str | None = None,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[Patient]:
+    """Patients the actor may see, newest first, by exact MRN or by ``q`` (``matching``), a keyset page at a time."""
     require(actor, Action.READ_PATIENTS)
-    query = select(Patient).order_by(Patient.id)
+    query = select(Patient)
     if actor.role == Role.CLINIC:
         query = query.where(Patient.clinic_id == actor.clinic_id)
     elif clinic:
         query = query.where(Patient.clinic_id == clinic_by_code(session, clinic).id)
     if mrn:
         query = query.where(Patient.mrn == mrn.strip())
-    return list(session.execute(query.offset((page - 1) * per_page).limit(per_page)).scalars())
+    if q and q.strip():
+        query = query.where(Patient.id.in_(matching(q)))
+    return paging.page(session, query, Patient.id, limit=limit, after=after)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +13,10 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.errors import Conflict, CustodyViolation, Forbidden, InvalidTransition, NotFound
+from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
+from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.investigations import Activity
-from labtrack.domain.lifecycle import Status, allowed_actions
-from labtrack.domain.process import Performer
+from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, Evaluation, evaluate, parse_value, required_tests
 from labtrack.domain.release import QcView, all_required_verified
 from labtrack.domain.signatures import Meaning
@@ -22,8 +24,6 @@ from labtrack.models import Batch, Deviation, QcResult
 from labtrack.services import batches, deviations, outbox, signatures, uses
 from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
-
-QC_ENTRY_STATUSES = frozenset({Status.PROCESSED, Status.AWAITING_RELEASE})
 
 
 def results(session: Session, batch: Batch) -> list[QcResult]:
@@ -110,30 +110,56 @@ def record(
 ) -> QcResult:
     """Record one QC result with the sample in hand (R-COI-1) and evaluate it (R-QC-2)."""
     batch, state = in_hand(session, actor, din, scanned_din, Action.QC_ENTRY, "qc")
+    entry = Entry(test, value, method, scanned_din, occurred_at, late_entry_reason)
+    return _record(session, actor, batch, state, entry)
+
+
+def record_panel(
+    session: Session,
+    actor: Actor,
+    din: str,
+    *,
+    scanned_din: str | None,
+    results: list[dict[str, Any]],
+    occurred_at: datetime | None = None,
+    late_entry_reason: str | None = None,
+) -> list[QcResult]:
+    """Record several QC results of one sample after one scan (R-COI-1), all or none.
+
+    A refused value is named by its test (``results.<test>.value``), so a form can show it
+    beside the field it came from.
+    """
+    batch, state = in_hand(session, actor, din, scanned_din, Action.QC_ENTRY, "qc")
+    tests = [item["test"] for item in results]
+    if not results or len(set(tests)) != len(tests):
+        raise ValidationFailed({"results": ["give each test at most once, and at least one"]})
+    recorded = []
+    for item in results:
+        entry = Entry(item["test"], item["value"], item.get("method"), scanned_din, occurred_at, late_entry_reason)
+        try:
+            recorded.append(_record(session, actor, batch, state, entry))
+        except ValidationFailed as error:
+            named = {f"results.{entry.test}.{name}": messages for name, messages in (error.errors or {}).items()}
+            raise ValidationFailed(named) from None
+    return recorded
+
+
+@dataclass(frozen=True)
+class Entry:
+    test: str
+    value: Any
+    method: str | None
+    scanned_din: str | None
+    occurred_at: datetime | None
+    late_entry_reason: str | None
+
+
+def _record(session: Session, actor: Actor, batch: Batch, state: BatchState, entry: Entry) -> QcResult:
+    test, value, method, scanned_din = entry.test, entry.value, entry.method, entry.scanned_din
+    occurred_at, late_entry_reason = entry.occurred_at, entry.late_entry_reason
     parsed = parse_value(test, value)
-    existing = [r for r in results(session, batch) if r.test == test]
-    final_sterility = test == STERILITY and parsed != STERILITY_PENDING
-    if final_sterility:
-        # R-CUS-3's exception: the 14-day culture is recorded whenever it comes, wherever the batch is.
-        if not any(r.value["v"] == STERILITY_PENDING for r in existing):
-            raise InvalidTransition(
-                "Record the sterility sample (value 'pending') before its final result.",
-                allowed=allowed_actions(state),
-            )
-        if any(r.value["v"] != STERILITY_PENDING for r in existing):
-            raise Conflict("The final sterility result is already recorded; correct it if it is wrong.")
-    else:
-        if state.transfer is not None:
-            raise CustodyViolation("A custody hand-off is pending: the recipient must receive the batch first.")
-        if state.status not in QC_ENTRY_STATUSES:
-            raise InvalidTransition(
-                f"QC results are recorded once processing is done; the batch is {state.status.value}.",
-                allowed=allowed_actions(state),
-            )
-        if state.custodian_side != Performer.LAB:
-            raise CustodyViolation("QC results need the batch in lab custody.")
-        if existing:
-            raise Conflict(f"A {test} result is already recorded; submit a correction to change it.")
+    existing = [r.value["v"] for r in results(session, batch) if r.test == test]
+    final_sterility = check_qc_entry(state, test, parsed, existing)
     now = utcnow()
     occurred_at = occurred_at or now
     timing.check_occurred_at(
@@ -188,31 +214,68 @@ def get(session: Session, batch: Batch, qc_id: int) -> QcResult:
 
 def verify(session: Session, actor: Actor, din: str, qc_id: int, *, signature: dict[str, Any]) -> QcResult:
     """R-QC-3: a second person verifies with an electronic signature bound to the result's record."""
+    return verify_many(session, actor, din, [qc_id], signature=signature)[0]
+
+
+def verify_many(
+    session: Session, actor: Actor, din: str, qc_ids: list[int], *, signature: dict[str, Any]
+) -> list[QcResult]:
+    """R-QC-3, R-SIG-3: verify one or several results of a batch with one signature.
+
+    One password entry, one ``qc_verified`` event. The manifestation binds the record hash of
+    the result it signs; signing several, it lists each result it covers with that result's
+    record hash, and binds the hash of that list.
+    """
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.QC_VERIFY, batch.clinic_id, what="batch")
-    result = get(session, batch, qc_id)
-    if result.verified_by_id is not None:
-        raise Conflict("This result is already verified.")
-    if result.entered_by_id == actor.id:
-        raise Forbidden("A result is verified by a second person, not the one who entered it (R-QC-3).")
-    signed = signatures.sign(session, actor, signature, Meaning.VERIFIED, result.record_hash, batch)
-    event = append_batch_event(
-        session,
-        batch,
-        actor,
-        "qc_verified",
-        {"qc_result_id": result.id, "test": result.test, "record_seq": result.record_seq, "signature": signed},
-    )
+    if not qc_ids or len(set(qc_ids)) != len(qc_ids):
+        raise ValidationFailed({"qc_ids": ["name each result to verify once"]})
+    chosen = [get(session, batch, qc_id) for qc_id in qc_ids]
+    for result in chosen:
+        check_verify(actor, result_facts(result))
+    if len(chosen) == 1:
+        (result,) = chosen
+        signed = signatures.sign(session, actor, signature, Meaning.VERIFIED, result.record_hash, batch)
+        data = {"qc_result_id": result.id, "test": result.test, "record_seq": result.record_seq}
+    else:
+        covers = [
+            {"qc_result_id": r.id, "test": r.test, "record_seq": r.record_seq, "record_hash": r.record_hash}
+            for r in chosen
+        ]
+        signed = signatures.sign(session, actor, signature, Meaning.VERIFIED, covered_hash(covers), batch)
+        signed["covers"] = covers
+        data = {"qc_result_ids": [r.id for r in chosen], "tests": [r.test for r in chosen]}
+    event = append_batch_event(session, batch, actor, "qc_verified", data | {"signature": signed})
     uses.record(session, event, Activity.QC_VERIFICATION)
-    result.verified_by_id = actor.id
-    result.verified_at = event.recorded_at
-    result.verified_seq = event.seq
+    for result in chosen:
+        result.verified_by_id = actor.id
+        result.verified_at = event.recorded_at
+        result.verified_seq = event.seq
     session.flush()
-    session.refresh(result, ["verified_by"])  # the response names the verifier; the FK alone leaves it stale
+    for result in chosen:
+        session.refresh(result, ["verified_by"])  # the response names the verifier; the FK alone leaves it stale
     advance_after_qc(session, batch)
-    if result.test == STERILITY and result.value["v"] != STERILITY_PENDING and result.within_spec:
+    if any(r.test == STERILITY and r.value["v"] != STERILITY_PENDING and r.within_spec for r in chosen):
         batch.conditional_release = False
-    return result
+    return chosen
+
+
+def covered_hash(covers: list[dict[str, Any]]) -> str:
+    """The hash a several-result signature binds: SHA-256 over each covered result's id and record hash."""
+    lines = "\n".join(f"{c['qc_result_id']}:{c['record_hash']}" for c in covers)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def result_facts(result: QcResult) -> ResultFacts:
+    return ResultFacts(
+        result.id,
+        result.test,
+        result.value["v"],
+        result.within_spec,
+        result.entered_by_id,
+        result.verified_by_id,
+        result.record_hash,
+    )
 
 
 def reevaluate(session: Session, batch: Batch, actor: Actor, test: str) -> None:
@@ -238,3 +301,17 @@ def advance_after_qc(session: Session, batch: Batch) -> None:
         batch.status = Status.AWAITING_RELEASE.value
     elif batch.status == Status.AWAITING_RELEASE and not complete:
         batch.status = Status.PROCESSED.value
+
+
+def awaiting_verification(session: Session, actor: Actor, limit: int = 100) -> list[tuple[QcResult, str]]:
+    """QC results not yet verified, with their batch's DIN, on batches not yet closed, oldest first: QA's
+    queue (R-QC-3)."""
+    require(actor, Action.QC_VERIFY)
+    query = (
+        select(QcResult, Batch.din)
+        .join(Batch, Batch.id == QcResult.batch_id)
+        .where(QcResult.verified_by_id.is_(None), Batch.status.not_in([s.value for s in TERMINAL]))
+        .order_by(QcResult.id)
+        .limit(limit)
+    )
+    return [(result, din) for result, din in session.execute(query).unique()]

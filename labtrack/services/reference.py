@@ -15,8 +15,9 @@ from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
+from labtrack.domain.lifecycle import TERMINAL
 from labtrack.domain.materials import LotStatus
-from labtrack.models import Clinic, Equipment, ReagentLot, User
+from labtrack.models import Batch, Clinic, Equipment, ReagentLot, User
 from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password, revoke_user_tokens
 from labtrack.services.streams import append_admin_event
 
@@ -26,7 +27,7 @@ def _snapshot(row: Any, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 CLINIC_FIELDS = ("code", "name", "webhook_url")
-USER_FIELDS = ("username", "full_name", "role", "clinic_id", "active", "locked_at", "email")
+USER_FIELDS = ("username", "full_name", "role", "clinic_id", "active", "locked_at", "email", "must_change_password")
 RESERVED_USERNAMES = ("system",)  # the author of automatic events (labtrack.services.watchers)
 _KEEP: Any = object()  # "not given" in a PATCH, where None clears a value
 LOT_FIELDS = ("kind", "name", "lot_number", "expires_on", "status")
@@ -140,10 +141,26 @@ def update_user(
     role: str | None = None,
     unlock: bool = False,
     email: str | None = _KEEP,
+    full_name: str | None = None,
+    clinic: str | None = None,
+    password: str | None = None,
 ) -> User:
+    """Change a user (admin): name, role, clinic, active, unlock, e-mail; ``password`` resets it to a temporary
+    one the user must replace at the next sign-in (their sessions and tokens end now)."""
     require(actor, Action.MANAGE_REFERENCE)
     user = user_by_username(session, username)
     old = _snapshot(user, USER_FIELDS)
+    if full_name is not None:
+        if not full_name.strip():
+            raise ValidationFailed({"full_name": ["is required"]})
+        user.full_name = full_name.strip()
+    if clinic is not None:
+        _move_to_clinic(session, user, clinic)
+    if password is not None:
+        _check_password(password)
+        user.password_hash = hash_password(password)
+        user.must_change_password = True
+        revoke_user_tokens(session, user.id)
     if active is not None:
         if not active and user.id == actor.id:
             raise ValidationFailed({"active": ["you cannot deactivate your own account"]})
@@ -164,6 +181,26 @@ def update_user(
     if new != old:
         _audit(session, actor.username, "user_updated", username, old, new)
     return user
+
+
+def _move_to_clinic(session: Session, user: User, code: str) -> None:
+    """A clinic user moves to another clinic, unless they hold or are receiving a batch of their clinic."""
+    if Role(user.role) != Role.CLINIC:
+        raise ValidationFailed({"clinic": ["only clinic users belong to a clinic"]})
+    target = clinic_by_code(session, code)
+    if target.id == user.clinic_id:
+        return
+    holding = session.execute(
+        select(Batch.din)
+        .where((Batch.custodian_id == user.id) | (Batch.transfer_to_id == user.id))
+        .where(Batch.status.not_in([s.value for s in TERMINAL]))
+        .limit(1)
+    ).scalar_one_or_none()
+    if holding is not None:
+        raise Conflict(f"{user.username} holds or is receiving batch {holding}: hand it over before the move.")
+    user.clinic_id = target.id
+    session.flush()
+    session.refresh(user, ["clinic"])
 
 
 def create_lot(

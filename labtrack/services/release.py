@@ -11,18 +11,15 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain import lifecycle
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.errors import Conflict, InvalidTransition, NotFound, ReleaseBlocked, ValidationFailed
+from labtrack.domain.decisions import check_reject, check_release
+from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import TERMINAL, Status
-from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, required_tests
-from labtrack.domain.release import QcView, readiness_blockers, release_blockers
+from labtrack.domain.release import QcView, readiness_blockers
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, BatchEvent, Deviation
-from labtrack.services import batches, outbox, qc, signatures
+from labtrack.services import batches, decisions, outbox, qc, signatures
 from labtrack.services.streams import append_batch_event
-
-# Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
-PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
 
 
 def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
@@ -44,34 +41,6 @@ def qc_and_open_deviations(session: Session, batch: Batch) -> tuple[list[QcView]
     both = union_all(qc.view_query(batch), open_deviations)
     rows = session.execute(both.order_by(both.selected_columns.id)).all()
     return [qc.view_of(row) for row in rows if row.test is not None], [row.id for row in rows if row.test is None]
-
-
-def took_part(session: Session, batch: Batch, actor: Actor) -> bool:
-    return (
-        session.execute(
-            select(BatchEvent.id)
-            .where(
-                BatchEvent.batch_id == batch.id,
-                BatchEvent.actor_id == actor.id,
-                BatchEvent.type.in_(PARTICIPATION),
-            )
-            .limit(1)
-        ).first()
-        is not None
-    )
-
-
-def blockers_for_release(session: Session, batch: Batch, releaser: Actor) -> list[dict[str, str]]:
-    results, open_deviations = qc_and_open_deviations(session, batch)
-    found = release_blockers(
-        lifecycle.state_of(batch),
-        now=utcnow(),
-        required=required_tests(batch.specification.body),
-        results=results,
-        open_deviation_ids=open_deviations,
-        releaser_took_part=took_part(session, batch, releaser),
-    )
-    return [b.as_dict() for b in found]
 
 
 def readiness(session: Session, batch: Batch) -> dict[str, Any]:
@@ -101,12 +70,7 @@ def release(session: Session, actor: Actor, din: str, *, signature: dict[str, An
     """QA releases with meaning `approved`, or is told every blocker at once (R-REL-1)."""
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.RELEASE, batch.clinic_id, what="batch")
-    blockers = blockers_for_release(session, batch, actor)
-    if blockers:
-        raise ReleaseBlocked(
-            f"Release refused: {len(blockers)} blocker(s): {', '.join(b['code'] for b in blockers)}.",
-            blockers=blockers,
-        )
+    check_release(actor, decisions.facts(session, batch))
     signed = signatures.sign(session, actor, signature, Meaning.APPROVED, batch.head_hash, batch)
     sterility_final = [
         r for r in qc.results(session, batch) if r.test == STERILITY and r.value["v"] != STERILITY_PENDING
@@ -126,8 +90,7 @@ def reject(session: Session, actor: Actor, din: str, *, reason: str, signature: 
     """QA rejects with meaning `rejected` and a reason; terminal (R-REL-3)."""
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.RELEASE, batch.clinic_id, what="batch")
-    if Status(batch.status) in TERMINAL:
-        raise InvalidTransition(f"The batch is already {batch.status}.", allowed=[])
+    check_reject(batches.state_of(batch))
     if not reason.strip():
         raise ValidationFailed({"reason": ["is required"]})
     signed = signatures.sign(session, actor, signature, Meaning.REJECTED, batch.head_hash, batch)

@@ -87,13 +87,12 @@ def equipment_view(item: Equipment | Row) -> EquipmentState:
     return EquipmentState(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
 
 
-def usable_materials(
+def materials(
     session: Session, actor: Actor, step: StepDefinition, on: date
-) -> tuple[list[ReagentLot], list[Equipment]]:
-    """The lots and equipment a step may use on ``on``: of its required kinds and usable (R-MAT-1..3).
-
-    For pickers that offer only what the step would accept; ``log_step`` checks again.
-    """
+) -> tuple[list[tuple[ReagentLot, str | None]], list[tuple[Equipment, str | None]]]:
+    """The lots and equipment of a step's required kinds, each with why it cannot be used on ``on``
+    (None when it can, R-MAT-1..3). Pickers offer the usable ones and show the others disabled with
+    their reason; ``log_step`` checks again."""
     require(actor, Action.READ_MATERIALS)
     lots = session.execute(
         select(ReagentLot)
@@ -104,8 +103,8 @@ def usable_materials(
         select(Equipment).where(Equipment.kind.in_(step.equipment_kinds)).order_by(Equipment.kind, Equipment.code)
     ).scalars()
     return (
-        [lot for lot in lots if lot_usable(lot_view(lot), on) is None],
-        [item for item in items if equipment_usable(equipment_view(item), on) is None],
+        [(lot, lot_usable(lot_view(lot), on)) for lot in lots],
+        [(item, equipment_usable(equipment_view(item), on)) for item in items],
     )
 
 

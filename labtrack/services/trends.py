@@ -47,7 +47,12 @@ class Released:
 
 
 def released_batches(
-    session: Session, tissue_source: str, tests: tuple[str, ...], *, clinic_id: int | None = None
+    session: Session,
+    tissue_source: str,
+    tests: tuple[str, ...],
+    *,
+    clinic_id: int | None = None,
+    volumes: bool = True,
 ) -> list[Released]:
     """Released batches of a tissue source in release order, with their numeric QC results and harvest volume."""
     query = select(Batch.id, Batch.din, Batch.clinic_id, Batch.released_at).where(
@@ -70,12 +75,14 @@ def released_batches(
     for batch_id, test, value in results:  # a later entry of the same test wins
         if batch_id in found and isinstance(value.get("v"), int | float):
             found[batch_id].results[test] = float(value["v"])
+    if not volumes:
+        return list(found.values())
+    volume_ml = BatchEvent.data["values"]["volume_ml"].as_float()  # read in the database, not the whole event
     harvests = session.execute(
-        select(BatchEvent.batch_id, BatchEvent.data).where(BatchEvent.batch_id.in_(ids), BatchEvent.type == "harvest")
+        select(BatchEvent.batch_id, volume_ml).where(BatchEvent.batch_id.in_(ids), BatchEvent.type == "harvest")
     )
-    for batch_id, data in harvests:
-        volume = (data.get("values") or {}).get("volume_ml")
-        if batch_id in found and isinstance(volume, int | float) and volume > 0:
+    for batch_id, volume in harvests:
+        if batch_id in found and volume is not None and volume > 0:
             found[batch_id].harvest_volume_ml = float(volume)
     return list(found.values())
 
@@ -125,7 +132,18 @@ def build(session: Session, tissue_source: str, metric: str) -> TrendChart:
     """The chart of one metric for one tissue source: points, baseline, limits, flags."""
     source, kind = chart_of(tissue_source, metric)
     tests = ("tnc_total",) if kind == Metric.TNC_PER_ML else (kind.value,)
-    points = [b for b in released_batches(session, source, tests) if value_of(b, kind) is not None]
+    return _chart(session, source, kind, released_batches(session, source, tests, volumes=kind == Metric.TNC_PER_ML))
+
+
+def build_all(session: Session, tissue_source: str) -> dict[Metric, TrendChart]:
+    """Every chart of one tissue source from one read of its released batches."""
+    source = chart_of(tissue_source, Metric.VIABILITY.value)[0]
+    found = released_batches(session, source, ("viability_pct", "tnc_total", "endotoxin_eu_per_ml"))
+    return {kind: _chart(session, source, kind, found) for kind in Metric}
+
+
+def _chart(session: Session, source: str, kind: Metric, released: list[Released]) -> TrendChart:
+    points = [b for b in released if value_of(b, kind) is not None]
     baseline = current_baseline(session, source, kind)
     start = 0
     if baseline is not None:
@@ -138,6 +156,12 @@ def trend(session: Session, actor: Actor, tissue_source: str, metric: str) -> di
     """R-SPC-3: ``{points: [{din, at, value, flags}], centre, ucl, lcl, mr_ucl}`` (QA)."""
     require(actor, Action.READ_TRENDS)
     return as_document(build(session, tissue_source, metric))
+
+
+def trends_of(session: Session, actor: Actor, tissue_source: str) -> dict[Metric, dict[str, Any]]:
+    """Every chart document of one tissue source (QA's trends page)."""
+    require(actor, Action.READ_TRENDS)
+    return {kind: as_document(found) for kind, found in build_all(session, tissue_source).items()}
 
 
 def as_document(found: TrendChart) -> dict[str, Any]:
@@ -217,7 +241,7 @@ def reset_baseline(
 
 
 def _record_flags(session: Session, tissue_source: str, metric: Metric) -> list[str]:
-    found = build(session, tissue_source, metric)
+    found = build(session, tissue_source, metric.value)
     known = set(
         session.execute(
             select(TrendFlag.batch_id, TrendFlag.rule).where(

@@ -55,7 +55,7 @@ def init_app(app: Flask) -> None:
     app.session_interface = TlsAwareSessionInterface()
     csrf.init_app(app)
 
-    from labtrack.web import admin, auth, batch, clinic, interop, outcomes, pages, qa, sso  # noqa: F401
+    from labtrack.web import admin, auth, batch, clinic, interop, investigations, outcomes, pages, qa, sso  # noqa: F401
 
     sso.configure(app)
 

@@ -7,9 +7,11 @@ same ``reference`` and ``specifications`` services; every change is audited ther
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from flask import redirect, render_template, url_for
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
@@ -22,20 +24,26 @@ from labtrack.api.schemas import (
     EquipmentUpdateSchema,
     LotCreateSchema,
     LotUpdateSchema,
-    SpecificationUpdateSchema,
+    SignedSchema,
+    SpecificationProposalCreateSchema,
     UserCreateSchema,
     UserUpdateSchema,
+    WithdrawalCreateSchema,
 )
 from labtrack.clock import utcnow
 from labtrack.db import database, read_session
-from labtrack.domain.actors import Role
+from labtrack.domain.actors import Actor, Role
+from labtrack.domain.decisions import Decision
+from labtrack.domain.errors import ValidationFailed
 from labtrack.domain.materials import equipment_usable, lot_usable
 from labtrack.domain.process import TissueSource
-from labtrack.models import Equipment, ReagentLot
+from labtrack.glossary import words
+from labtrack.models import Equipment, ReagentLot, Specification, SpecificationProposal
 from labtrack.services import reference, specifications, steps
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
 from labtrack.web.forms import given, load, number, respond
+from labtrack.web.pages import at_path
 
 # The numbers of a specification an admin edits on the page, by their path in its body; the rest is kept.
 SPEC_FIELDS = (
@@ -82,13 +90,30 @@ def admin_users():
         change = form.get("change", "")
         if change not in ("deactivate", "reactivate", "unlock"):
             raise BadRequest("Unknown change.")
+        if change == "deactivate" and form.get("confirmed") != "yes":
+            raise ValidationFailed({"confirmed": [f"confirm that {username} is to be deactivated"]})
         payload = {"unlock": True} if change == "unlock" else {"active": change == "reactivate"}
         body = load(UserUpdateSchema(), payload)
         _write(lambda s: reference.update_user(s, who, username, **body))
         return f"User {username}: {change}d." if change != "unlock" else f"User {username} unlocked."
 
+    def edit(form: MultiDict) -> str:
+        username = form.get("username", "")
+        body = load(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
+        user = _write(lambda s: reference.update_user(s, who, username, **body))
+        clinic = f", clinic {user.clinic.code}" if user.clinic else ""
+        return f"User {username}: {user.full_name}, {user.role}{clinic}."
+
+    def reset(form: MultiDict) -> str:
+        username = form.get("username", "")
+        body = load(UserUpdateSchema(), given(form, "password"))
+        if "password" not in body:
+            raise ValidationFailed({"password": ["give a temporary password"]})
+        _write(lambda s: reference.update_user(s, who, username, **body))
+        return f"Password of {username} reset: they choose a new one at their next sign-in; their sessions ended."
+
     return respond(
-        {"create": create, "update": update},
+        {"create": create, "update": update, "edit": edit, "reset": reset},
         lambda failure: render_template(
             "admin/users.html",
             users=reference.list_users(read_session(), who),
@@ -177,12 +202,52 @@ def _set(body: dict[str, Any], path: str, value: Any) -> None:
     body[last] = value
 
 
+@dataclass
+class SpecPanel:
+    """One tissue source on the specifications page: the version in force, the open proposal beside it, and
+    what this user may do with it (``labtrack.domain.specifications.decide_proposal``)."""
+
+    in_force: Specification
+    proposal: SpecificationProposal | None
+    decisions: dict[str, Decision]
+    history: list[Specification]
+    decided: list[SpecificationProposal]
+
+    @property
+    def changes(self) -> list[tuple[str, str, str, Any, Any]]:
+        """(path, label, unit, in force, proposed) for every field the page edits."""
+        proposed = self.proposal.body if self.proposal else {}
+        return [
+            (p, label, unit, at_path(self.in_force.body, p), at_path(proposed, p)) for p, label, unit in SPEC_FIELDS
+        ]
+
+
+def _spec_panels(session: Session, who: Actor) -> list[SpecPanel]:
+    panels = []
+    all_proposals = specifications.proposals(session, who)
+    for source in TissueSource:
+        mine = [p for p in all_proposals if p.tissue_source == source.value]
+        open_ = next((p for p in mine if p.status == "proposed"), None)
+        decided = {d.action: d for d in specifications.decisions_for(session, who, open_)} if open_ else {}
+        panels.append(
+            SpecPanel(
+                specifications.current(session, source),
+                open_,
+                decided,
+                specifications.history(session, source),
+                [p for p in mine if p.status != "proposed"],
+            )
+        )
+    return panels
+
+
 @bp.route("/admin/specifications", methods=["GET", "POST"])
-@roles(Role.ADMIN)
+@roles(Role.ADMIN, Role.QA)
 def admin_specifications():
+    """R-QC-6: propose a version with a reason; another QA user approves it, signed; or it is withdrawn."""
     who = actor()
 
-    def publish(form: MultiDict) -> str:
+    def propose(form: MultiDict) -> str:
         source = form.get("tissue_source", "")
         if source not in {t.value for t in TissueSource}:
             raise BadRequest("Unknown tissue source.")
@@ -190,16 +255,33 @@ def admin_specifications():
         read_session().rollback()
         for path, _label, _unit in SPEC_FIELDS:
             _set(body, path, number(form.get(path, "")))
-        body = load(SpecificationUpdateSchema(), body)
-        spec = _write(lambda s: specifications.publish(s, who, source, body))
-        return f"Specification for {source.replace('_', ' ')} published as version {spec.version}."
+        payload = load(SpecificationProposalCreateSchema(), {"body": body, "reason": form.get("reason", "")})
+        found = _write(lambda s: specifications.propose(s, who, source, body=payload["body"], reason=payload["reason"]))
+        return f"Proposal {found.id} for {words(source)} recorded: it takes force when another QA user approves it."
+
+    def approve(form: MultiDict) -> str:
+        body = load(SignedSchema(), {"signature": {k: form.get(f"signature.{k}", "") for k in ("password", "meaning")}})
+        found = _write(lambda s: specifications.approve(s, who, _proposal_id(form), **body))
+        return f"Version {found.version} of the {words(found.tissue_source)} specification is in force from now on."
+
+    def withdraw(form: MultiDict) -> str:
+        body = load(WithdrawalCreateSchema(), given(form, "reason"))
+        found = _write(lambda s: specifications.withdraw(s, who, _proposal_id(form), **body))
+        return f"Proposal {found.id} withdrawn; version {found.base_version} stays in force."
 
     return respond(
-        {"publish": publish},
+        {"propose": propose, "approve": approve, "withdraw": withdraw},
         lambda failure: render_template(
             "admin/specifications.html",
-            specs=specifications.list_current(read_session()),
+            panels=_spec_panels(read_session(), who),
             fields=SPEC_FIELDS,
             failure=failure,
         ),
     )
+
+
+def _proposal_id(form: MultiDict) -> int:
+    value = number(form.get("proposal_id", ""))
+    if not isinstance(value, int):
+        raise BadRequest("The form is missing its proposal.")
+    return value

@@ -20,21 +20,24 @@ from flask_limiter import RateLimitExceeded
 
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor, Role
-from labtrack.domain.errors import AccountLocked, DomainError, Unauthenticated, ValidationFailed
+from labtrack.domain.errors import AccountLocked, DomainError, PasswordChangeRequired, Unauthenticated, ValidationFailed
 from labtrack.extensions import csrf
 from labtrack.security import client, refusal
 from labtrack.services import auth, notifications
 from labtrack.web import bp
 from labtrack.web.forms import NO_FAILURE, Failure
 
-PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.sso_start", "web.sso_callback"})
+PUBLIC_ENDPOINTS = frozenset({"web.login", "web.static", "web.favicon", "web.sso_start", "web.sso_callback"})
 REFRESH_AFTER_S = 60  # extend the server-side expiry at most once a minute, not on every request
+UNREAD_SHOWN = 100  # the badge counts up to this many unread notifications
 HOMES = {Role.TECHNICIAN: "web.bench", Role.QA: "web.qa_queue", Role.CLINIC: "web.board", Role.ADMIN: "web.admin_home"}
 NAVIGATION = {
     Role.TECHNICIAN: (("web.bench", "Bench"),),
     Role.QA: (
         ("web.qa_queue", "Review queue"),
+        ("web.investigations", "Investigations"),
         ("web.bench", "Bench"),
+        ("web.admin_specifications", "Specifications"),
         ("web.trends_page", "Trends"),
         ("web.outcomes_page", "Outcomes"),
         ("web.audit", "Audit"),
@@ -123,7 +126,7 @@ def page_context() -> dict[str, Any]:
     who = g.get("actor")
     if who is None:
         return {"actor": None, "navigation": (), "unread": 0, "failure": NO_FAILURE}
-    unread = len(notifications.for_user(read_session(), who, unread_only=True, limit=100))
+    unread = len(notifications.for_user(read_session(), who, unread_only=True, limit=UNREAD_SHOWN).items)
     return {"actor": who, "navigation": NAVIGATION[who.role], "unread": unread, "failure": NO_FAILURE}
 
 
@@ -136,30 +139,37 @@ def _safe_next(target: str | None) -> str | None:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    failure = NO_FAILURE
+    failure, change = NO_FAILURE, False
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         lifetime = timedelta(minutes=current_app.config["LABTRACK_SESSION_IDLE_MINUTES"])
+        new_password = request.form.get("new_password")
         try:
             if not username or not password:
                 raise ValidationFailed({"password": ["enter your username and password"]})
+            if new_password is not None and new_password != request.form.get("confirm_password"):
+                raise ValidationFailed({"confirm_password": ["the two new passwords differ"]})
             who = client("web")
-            token, _expires, user = database().write(lambda s: auth.issue_token(s, username, password, lifetime, who))
+            token, _expires, user = database().write(
+                lambda s: auth.issue_token(s, username, password, lifetime, who, new_password=new_password)
+            )
         except DomainError as error:
             failure = Failure.of(error, "login", field="password")
+            change = isinstance(error, PasswordChangeRequired) or new_password is not None
         else:
             session.clear()  # a fresh session (and CSRF token) at every sign-in: no fixation
             session.permanent = True
             session["token"] = token
             session["refreshed"] = time.time()
             return redirect(_safe_next(request.form.get("next")) or home_url(auth.actor_of(user)), 303)
-    return _login_page(failure)
+    return _login_page(failure, change_password=change)
 
 
-def _login_page(failure: Failure, headers: dict[str, str] | None = None):
+def _login_page(failure: Failure, headers: dict[str, str] | None = None, *, change_password: bool = False):
     next_url = _safe_next(request.values.get("next"))
-    return render_template("login.html", failure=failure, next_url=next_url), failure.status, headers or {}
+    page = render_template("login.html", failure=failure, next_url=next_url, change_password=change_password)
+    return page, failure.status, headers or {}
 
 
 @bp.errorhandler(RateLimitExceeded)

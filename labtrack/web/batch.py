@@ -18,11 +18,14 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from labtrack import glossary
 from labtrack.api.schemas import (
+    CorrectionCreateSchema,
     DeviationCreateSchema,
     DispositionCreateSchema,
     HandoffCreateSchema,
     QcCreateSchema,
+    QcPanelCreateSchema,
     ReceiptCreateSchema,
     RejectCreateSchema,
     SignedSchema,
@@ -33,36 +36,48 @@ from labtrack.clock import utcnow
 from labtrack.db import database, read_session
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
-from labtrack.domain import lifecycle
 from labtrack.domain.actors import Action, Actor, Role, can
+from labtrack.domain.decisions import (
+    LABEL_KINDS,
+    BatchFacts,
+    Decision,
+    blockers_for,
+    check_qc_entry,
+    decide,
+    find,
+)
 from labtrack.domain.din import Din, parse_din
-from labtrack.domain.lifecycle import TERMINAL, Status, allowed_actions
-from labtrack.domain.process import PROCESSES, Performer, StepDefinition, TissueSource
-from labtrack.domain.qc import NUMERIC_TESTS, STERILITY, STERILITY_PENDING, TEXT_TESTS
-from labtrack.domain.release import READY_STATUSES
+from labtrack.domain.errors import DomainError, ValidationFailed
+from labtrack.domain.lifecycle import Status, allowed_actions
+from labtrack.domain.process import PROCESSES, DataField, Performer, StepDefinition, TissueSource
+from labtrack.domain.qc import ALL_TESTS, NUMERIC_TESTS, STERILITY, STERILITY_PENDING, TEXT_TESTS
+from labtrack.domain.release import BEFORE_RELEASE, Blocker
 from labtrack.models import Batch, Equipment, QcResult, ReagentLot, User
-from labtrack.services import batches, custody, deviations, documents, qc, release, steps
+from labtrack.services import (
+    batches,
+    corrections,
+    custody,
+    decisions,
+    deviations,
+    documents,
+    qc,
+    release,
+    steps,
+)
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import given, in_hand_fields, load, number, respond, step_data
+from labtrack.web.forms import Outcome, given, in_hand_fields, load, number, respond, step_data
 
 RECENT_EVENTS = 12
-# Who takes an action the viewer cannot: said in words on the card.
-WHO = {
-    "harvest": "clinic staff",
-    "administration": "clinic staff",
-    "handoff": "the custodian",
-    "receipt": "the named recipient",
-    "qc": "lab staff",
-    "release": "QA",
-}
 
 
 @dataclass
 class StepForm:
     step: StepDefinition
-    lots: dict[str, list[ReagentLot]] = field(default_factory=dict)  # by required kind: usable ones only
-    equipment: dict[str, list[Equipment]] = field(default_factory=dict)
+    decision: Decision
+    # by required kind: every lot and item, each with why it cannot be used (None when it can)
+    lots: dict[str, list[tuple[ReagentLot, str | None]]] = field(default_factory=dict)
+    equipment: dict[str, list[tuple[Equipment, str | None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,114 +86,124 @@ class QcRow:
     unit: str | None
     choices: tuple[str, ...] | None  # word results; None for numbers
     results: list[QcResult]
-    can_enter: bool
+    in_panel: bool  # no result yet, and the panel may be entered now
     final_choices: tuple[str, ...] = ()  # the sterility culture's final result, entered whenever it comes
 
 
 @dataclass
 class Card:
+    """The batch as this user may act on it: every choice made by ``labtrack.domain.decisions``."""
+
     batch: Batch
     din: Din
-    next_actions: list[str]
+    decisions: list[Decision]
     step_forms: list[StepForm]
-    others: list[tuple[str, str]]  # (action, who takes it)
+    waiting: list[Decision]  # the process's next actions this user does not take, and why
     recipients: list[User]
-    can_receive: bool
+    receipt: Decision | None
     qc_rows: list[QcRow]
-    can_verify: Callable[[QcResult], bool]
-    release_blockers: list[dict[str, str]] | None
-    can_release: bool
-    can_reject: bool
+    panel: Decision | None  # QC entry of the whole panel after one scan
+    verifications: dict[int, Decision]  # by QC result id
+    release_blockers: list[Blocker]
+    release: Decision | None
+    reject: Decision | None
     deviations: list[Any]
-    can_dispose: bool
-    can_open_deviation: bool
+    dispositions: dict[int, Decision]  # by deviation id
+    open_deviation: Decision | None
     readiness: dict[str, Any]
     label_kinds: list[str]
     can_read_record: bool
+    corrections: list[corrections.Correctable]
+    corrections_made: list[Any]
     events: list[Any]
     show_patient_name: bool
+
+    def allowed(self, action: str) -> Decision | None:
+        found = find(self.decisions, action)
+        return found if found is not None and found.allowed else None
+
+    @property
+    def to_verify(self) -> list[QcResult]:
+        """The results this user may verify now: one signature covers any of them (R-SIG-3)."""
+        return [r for row in self.qc_rows for r in row.results if self.verifications.get(r.id, NO).allowed]
+
+
+NO = Decision("", False)
 
 
 def card_view(session: Session, who: Actor, din: str) -> Card:
     batch = batches.get(session, who, din)
-    state = lifecycle.state_of(batch)
-    next_actions = allowed_actions(state)
+    facts = decisions.facts(session, batch)
+    found = decide(who, facts)
     process = PROCESSES[TissueSource(batch.tissue_source)]
-    clinic_id = batch.clinic_id
-    step_forms, others = [], []
-    for name in next_actions:
-        definition = process.step(name)
-        if definition is None:
+    step_forms, waiting = [], []
+    for decision in found:
+        definition = process.step(decision.action)
+        if decision.action not in allowed_actions(facts.state):
             continue
-        at_clinic = definition.performer == Performer.CLINIC
-        if not can(who, Action.LOG_CLINIC_STEP if at_clinic else Action.LOG_LAB_STEP, clinic_id):
-            others.append((name, WHO.get(name, "a technician")))
-            continue
-        form = StepForm(definition)
-        if not at_clinic:
-            lots, items = steps.usable_materials(session, who, definition, utcnow().date())
-            form.lots = {kind: [lot for lot in lots if lot.kind == kind] for kind in definition.reagent_kinds}
-            form.equipment = {kind: [i for i in items if i.kind == kind] for kind in definition.equipment_kinds}
-        step_forms.append(form)
-    recipients = (
-        custody.recipients(session, who, batch) if "handoff" in next_actions and can(who, Action.CUSTODY) else []
-    )
-    can_receive = "receipt" in next_actions and batch.transfer_to_id == who.id
-    if "receipt" in next_actions and not can_receive and batch.transfer_to is not None:
-        others.append(("receipt", f"{batch.transfer_to.full_name} ({batch.transfer_to.username})"))
-    for name in ("qc", "release"):
-        if name in next_actions and not can(who, Action.QC_ENTRY if name == "qc" else Action.RELEASE):
-            others.append((name, WHO[name]))
+        if not decision.allowed:
+            waiting.append(decision)
+        elif definition is not None:
+            step_forms.append(_step_form(session, who, definition, decision))
+    allowed = {d.action: d for d in found if d.allowed and d.subject is None}
     status = Status(batch.status)
-    may_release = can(who, Action.RELEASE, clinic_id)
+    show_blockers = who.role == Role.QA
+    stream = batches.events(session, batch)
     return Card(
         batch=batch,
         din=Din(batch.din),
-        next_actions=next_actions,
+        decisions=found,
         step_forms=step_forms,
-        others=others,
-        recipients=recipients,
-        can_receive=can_receive,
-        qc_rows=_qc_rows(session, who, batch, next_actions),
-        can_verify=lambda r: can(who, Action.QC_VERIFY) and r.verified_by_id is None and r.entered_by_id != who.id,
-        release_blockers=release.blockers_for_release(session, batch, who)
-        if may_release and status == Status.AWAITING_RELEASE
-        else None,
-        can_release=may_release and status == Status.AWAITING_RELEASE,
-        can_reject=may_release and status not in TERMINAL,
+        waiting=waiting,
+        recipients=custody.recipients(session, who, batch) if "handoff" in allowed else [],
+        receipt=allowed.get("receipt"),
+        qc_rows=_qc_rows(session, who, batch, facts, "qc" in allowed),
+        panel=allowed.get("qc"),
+        verifications={d.subject: d for d in found if d.action == "verify" and d.subject is not None},
+        release_blockers=[b for b in blockers_for(who, facts) if show_blockers or b.code != "segregation_of_duties"]
+        if status in BEFORE_RELEASE
+        else [],
+        release=find(found, "release") if status == Status.AWAITING_RELEASE or who.role == Role.QA else None,
+        reject=allowed.get("reject"),
         deviations=deviations.for_batch(session, batch.id),
-        can_dispose=can(who, Action.DISPOSITION, clinic_id),
-        can_open_deviation=can(who, Action.OPEN_DEVIATION, clinic_id),
+        dispositions={d.subject: d for d in found if d.action == "dispose" and d.subject is not None},
+        open_deviation=allowed.get("open_deviation"),
         readiness=release.readiness(session, batch),
-        label_kinds=_label_kinds(who, batch, status),
-        can_read_record=can(who, Action.READ_RECORD, clinic_id),
-        events=list(reversed(batches.events(session, batch)[-RECENT_EVENTS:])),
+        label_kinds=[kind for kind in LABEL_KINDS if f"label:{kind}" in allowed],
+        can_read_record="record" in allowed,
+        corrections=corrections.correctable(who, batch, stream),
+        corrections_made=[e for e in stream if e.type == "correction"],
+        events=list(reversed(stream[-RECENT_EVENTS:])),
         show_patient_name=who.role == Role.CLINIC,
     )
 
 
-def _qc_rows(session: Session, who: Actor, batch: Batch, next_actions: list[str]) -> list[QcRow]:
+def _step_form(session: Session, who: Actor, definition: StepDefinition, decision: Decision) -> StepForm:
+    form = StepForm(definition, decision)
+    if definition.performer != Performer.CLINIC:
+        lots, items = steps.materials(session, who, definition, utcnow().date())
+        form.lots = {kind: [pair for pair in lots if pair[0].kind == kind] for kind in definition.reagent_kinds}
+        form.equipment = {kind: [p for p in items if p[0].kind == kind] for kind in definition.equipment_kinds}
+    return form
+
+
+def _qc_rows(session: Session, who: Actor, batch: Batch, facts: BatchFacts, panel_open: bool) -> list[QcRow]:
     results = qc.results(session, batch)
-    entering = "qc" in next_actions and can(who, Action.QC_ENTRY, batch.clinic_id)
     rows = []
     for test, rule in batch.specification.body["tests"].items():
         mine = [r for r in results if r.test == test]
         final: tuple[str, ...] = ()
         if test == STERILITY and can(who, Action.QC_ENTRY, batch.clinic_id):
             values = [r.value["v"] for r in mine]
-            if STERILITY_PENDING in values and all(v == STERILITY_PENDING for v in values):
+            try:
+                check_qc_entry(facts.state, STERILITY, "no_growth", values)
+            except DomainError:
+                pass
+            else:
                 final = tuple(v for v in TEXT_TESTS[STERILITY] if v != STERILITY_PENDING)
         choices = (STERILITY_PENDING,) if test == STERILITY else TEXT_TESTS.get(test)
-        rows.append(QcRow(test, rule.get("unit"), choices, mine, entering and not mine, final))
+        rows.append(QcRow(test, rule.get("unit"), choices, mine, panel_open and not mine, final))
     return rows
-
-
-def _label_kinds(who: Actor, batch: Batch, status: Status) -> list[str]:
-    if not can(who, Action.PRINT_LABEL, batch.clinic_id):
-        return []
-    if status in READY_STATUSES:
-        return ["product"]
-    return ["collection"] if status in (Status.REGISTERED, Status.COLLECTED) else []
 
 
 # --- actions: each loads its form with the API's schema and calls the API's service function ---
@@ -220,28 +245,137 @@ def _handoff(who: Actor, din: str, form: MultiDict) -> str:
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
 
-def _receipt(who: Actor, din: str, form: MultiDict) -> str:
+def _with_deviations(session: Session, event: Any) -> list[str]:
+    return [glossary.sentence(d.description) for d in deviations.opened_after(session, event.batch_id, event.seq)]
+
+
+def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
     body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
-    database().write(lambda s: custody.receipt(s, who, din, **body))
-    return "Receipt recorded: you are the custodian."
+
+    def receive(s: Session) -> list[str]:
+        return _with_deviations(s, custody.receipt(s, who, din, **body))
+
+    opened = database().write(receive)
+    if opened:
+        found = " ".join(opened)
+        return Outcome(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
+    return Outcome("Receipt recorded: you are the custodian.")
 
 
-def _qc(who: Actor, din: str, form: MultiDict) -> str:
+def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
     test = form.get("test", "")
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
         value = number(value)
     body = load(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
-    verdict = "within spec" if result.within_spec else "OUT OF SPEC: a deviation was opened"
-    return f"{test} = {result.value['v']} recorded ({verdict}); it awaits a second person's verification."
+    said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
+    if not result.within_spec:
+        return Outcome(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
+    return Outcome(f"{said}, within the specification; it awaits a second person's verification.")
+
+
+def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
+    entries = []
+    for test in ALL_TESTS:
+        value: Any = form.get(f"value.{test}", "").strip()
+        if not value:
+            continue
+        entries.append({"test": test, "value": number(value) if test in NUMERIC_TESTS else value})
+        if form.get(f"method.{test}", "").strip():
+            entries[-1]["method"] = form[f"method.{test}"].strip()
+    confirmed = form.get("confirm_out_of_spec") == "yes"
+
+    def enter(s: Session) -> list[QcResult]:
+        recorded = qc.record_panel(s, who, din, **body)
+        out = [r for r in recorded if not r.within_spec]
+        if out and not confirmed:
+            raise _unconfirmed(out)  # rolls the whole panel back: nothing is recorded until confirmed
+        return recorded
+
+    try:
+        body = load(QcPanelCreateSchema(), in_hand_fields(form) | {"results": entries})
+        recorded = database().write(enter)
+    except ValidationFailed as error:
+        raise ValidationFailed(_panel_fields(error.errors or {}, [e["test"] for e in entries])) from None
+    out = [r for r in recorded if not r.within_spec]
+    said = f"{len(recorded)} QC result(s) recorded; each awaits a second person's verification."
+    if out:
+        named = ", ".join(glossary.words(r.test) for r in out)
+        return Outcome(
+            f"{said} Out of specification, so a deviation was opened and the batch is held: {named}.", "warning"
+        )
+    return Outcome(said)
+
+
+def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
+    """An out-of-spec value is asked about before it is recorded (a mistyped 55 instead of 85)."""
+    fields = {
+        f"value.{r.test}": [
+            f"{glossary.words(r.test)} {glossary.quantity(r.value['v'], r.unit)} is outside the specification "
+            f"({glossary.limit(r.limit, r.unit)}). Check it against the instrument."
+        ]
+        for r in out
+    }
+    fields["confirm_out_of_spec"] = [
+        "Nothing was recorded yet. If the values are right, tick the box and record them: a deviation opens."
+    ]
+    return ValidationFailed(fields)
+
+
+def _correct(who: Actor, din: str, form: MultiDict) -> str:
+    seq, name = _int(form, "event_seq"), form.get("field", "")
+    entry = next(
+        (
+            c
+            for c in corrections.correctable(read_session(), who, batches.get(read_session(), who, din))
+            if c.seq == seq
+        ),
+        None,
+    )
+    read_session().rollback()
+    spec = next((f for f in entry.fields if f.name == name), None) if entry else None
+    if spec is None:
+        raise BadRequest("This form names no entry or field you may correct.")
+    raw = form.get("value", "").strip()
+    data = {name: step_data(_one_field(spec), {f"data.{name}": raw}).get(name, raw)}
+    body = load(CorrectionCreateSchema(), {"event_seq": seq, "reason": form.get("reason", ""), "data": data})
+    event = database().write(lambda s: corrections.correct(s, who, din, **body))
+    return f"Correction recorded (entry {event.seq}); the original value stays in the record."
+
+
+@bp.app_template_filter("correction_options")
+def correction_options(entry: corrections.Correctable) -> list[tuple[str, str]]:
+    """The fields of a correctable entry, each with the value standing now."""
+    return [
+        (f.name, f"{glossary.words(f.name)} (now {glossary.quantity(entry.values.get(f.name, '—'), f.unit)})")
+        for f in entry.fields
+    ]
+
+
+def _one_field(spec: DataField) -> StepDefinition:
+    return StepDefinition("correction", Performer.LAB, (spec,))
+
+
+def _panel_fields(errors: dict[str, list[str]], tests: list[str]) -> dict[str, list[str]]:
+    """``results.<test or index>.value`` (service or schema) as the form's ``value.<test>``."""
+    named: dict[str, list[str]] = {}
+    for key, messages in errors.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "results":
+            test = tests[int(parts[1])] if parts[1].isdigit() and int(parts[1]) < len(tests) else parts[1]
+            key = f"value.{test}"
+        named.setdefault(key, []).extend(messages)
+    return named
 
 
 def _verify(who: Actor, din: str, form: MultiDict) -> str:
-    qc_id = _int(form, "qc_id")
+    qc_ids = [number(v) for v in form.getlist("qc_id")]
+    if not qc_ids or not all(isinstance(i, int) for i in qc_ids):
+        raise BadRequest("Tick the results this signature covers.")
     body = load(SignedSchema(), _signed(form))
-    result = database().write(lambda s: qc.verify(s, who, din, qc_id, **body))
-    return f"{result.test} verified and signed."
+    verified = database().write(lambda s: qc.verify_many(s, who, din, qc_ids, **body))
+    return f"Verified and signed: {', '.join(glossary.words(r.test) for r in verified)}."
 
 
 def _release(who: Actor, din: str, form: MultiDict) -> str:
@@ -271,7 +405,7 @@ def _open_deviation(who: Actor, din: str, form: MultiDict) -> str:
 
 def _label(who: Actor, din: str, form: MultiDict) -> Response:
     kind = form.get("kind", "")
-    if kind not in documents.LABEL_KINDS:
+    if kind not in LABEL_KINDS:
         raise BadRequest("Unknown label kind.")
     config = current_app.config
     view = database().write(
@@ -282,12 +416,14 @@ def _label(who: Actor, din: str, form: MultiDict) -> Response:
     return _pdf(render_label(view), f"label-{view.din}-{view.kind}.pdf")
 
 
-ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Response]] = {
+ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] = {
     "step": _step,
     "handoff": _handoff,
     "receipt": _receipt,
     "qc": _qc,
+    "qc_panel": _panel,
     "verify": _verify,
+    "correct": _correct,
     "release": _release,
     "reject": _reject,
     "dispose": _dispose,

@@ -9,8 +9,6 @@ and nothing else (``SVG_CSP``): an image document cannot run scripts in any case
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from xml.etree import ElementTree
 
 import pygal
@@ -20,6 +18,8 @@ from pygal.style import Style
 from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Rule
 
 SVG_NS = "http://www.w3.org/2000/svg"
+DOTS_UP_TO = 120
+PRODUCTS = {"adipose": "SVF (adipose)", "bone_marrow": "BMAC (bone marrow)"}
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 # Colours chosen for contrast on white; flagged points in the warning red, never green.
 STYLE = Style(
@@ -41,14 +41,12 @@ CONFIG = {
     "disable_xml_declaration": True,
     "style": STYLE,
     "width": 900,
-    "height": 380,
+    "height": 420,
     "legend_at_bottom": True,
     "legend_at_bottom_columns": 3,
     "truncate_label": -1,
-    "show_minor_x_labels": False,
     "x_label_rotation": 0,
     "print_values": False,
-    "margin_bottom": 10,
 }
 
 
@@ -59,20 +57,15 @@ def svg_response(chart: pygal.graph.graph.Graph) -> Response:
 
 
 def render(chart: pygal.graph.graph.Graph) -> bytes:
-    """The chart's SVG without any ``<script>`` element."""
+    """The chart's SVG without any ``<script>`` element (nor pygal's comments, which name its web site)."""
     root = chart.render_tree()
     for parent in list(root.iter()):
         for child in list(parent):
-            if child.tag in (f"{{{SVG_NS}}}script", "script"):
+            if child.tag in (f"{{{SVG_NS}}}script", "script", ElementTree.Comment):
                 parent.remove(child)
     ElementTree.register_namespace("", SVG_NS)
     ElementTree.register_namespace("xlink", "http://www.w3.org/1999/xlink")
     return ElementTree.tostring(root, encoding="utf-8")
-
-
-def _sparse_labels(labels: Sequence[str], most: int = 10) -> list[str]:
-    step = max(1, math.ceil(len(labels) / most))
-    return [label if i % step == 0 else "" for i, label in enumerate(labels)]
 
 
 def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.graph.Graph:
@@ -86,11 +79,16 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
     else:
         values = [p["value"] for p in points]
         title = f"{TITLES[metric]} ({unit})"
-    chart = pygal.Line(title=title, dots_size=3, show_dots=True, **CONFIG)
-    chart.x_labels = _sparse_labels(
-        [p["at"].strftime("%d %b %y") if hasattr(p["at"], "strftime") else str(p["at"]) for p in points]
+    # Dots for each point while they can be told apart; beyond that the line alone, flagged points still dotted.
+    chart = pygal.DateTimeLine(
+        title=title,
+        dots_size=3,
+        show_dots=len(points) <= DOTS_UP_TO,
+        x_value_formatter=lambda moment: moment.strftime("%d %b %Y"),
+        **CONFIG,
     )
-    chart.add("Released batches", values, stroke_style={"width": 1.5})
+    times = [p["at"] for p in points]
+    chart.add("Released batches", list(zip(times, values, strict=True)), stroke_style={"width": 1.5})
     limits = (
         [("Mean moving range", document["mr_bar"]), ("Upper limit", document["mr_ucl"])]
         if moving_range
@@ -101,12 +99,13 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
         ]
     )
     for label, level in limits:
-        if level is not None:
-            chart.add(label, [level] * len(points), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"})
+        if level is not None and times:
+            ends = [(times[0], level), (times[-1], level)]
+            chart.add(label, ends, show_dots=False, stroke_style={"width": 2.5, "dasharray": "8, 4"})
     if not moving_range:
-        flagged = [p["value"] if p["flags"] else None for p in points]
-        if any(v is not None for v in flagged):
-            chart.add("Flagged (Nelson rules)", flagged, stroke=False, dots_size=7)
+        flagged = [(p["at"], p["value"]) for p in points if p["flags"]]
+        if flagged:
+            chart.add("Flagged (Nelson rules)", flagged, stroke=False, show_dots=True, dots_size=7)
     return chart
 
 
@@ -115,45 +114,48 @@ def rule_words(code: str) -> str:
 
 
 def change_by_visit(report: dict) -> pygal.graph.graph.Graph:
-    """Change from baseline (%) at each visit: one line per batch, and the cohort's mean."""
-    visits = ["baseline"]
+    """Mean change from baseline (%) at each visit per product, with its 95 % confidence interval."""
+    visits: list[str] = []
     for cohort in report["cohorts"]:
-        for summary in cohort["visits"]:
-            if summary["visit"] not in visits:
-                visits.append(summary["visit"])
-    chart = pygal.Line(title="Change in hair density from baseline (%)", **(CONFIG | {"show_legend": True}))
-    chart.x_labels = [v if v == "baseline" else f"{v[1:]} months" for v in visits]
-    for row in report["batches"][:40]:  # beyond 40 lines the cohort means say more
-        by_visit = {v["visit"]: v["change_pct"] for v in row["visits"]}
-        chart.add(None, [0.0] + [by_visit.get(v) for v in visits[1:]], show_dots=False, stroke_style={"width": 1})
+        visits += [s["visit"] for s in cohort["visits"] if s["visit"] not in visits]
+    visits.sort(key=lambda name: int(name[1:]))
+    chart = pygal.Line(title="Change in hair density from baseline (%), mean and 95 % CI", **CONFIG)
+    chart.x_labels = ["baseline"] + [f"{v[1:]} months" for v in visits]
     for cohort in report["cohorts"]:
-        means = {s["visit"]: s["mean"] for s in cohort["visits"]}
-        if means:
-            name = "SVF (adipose)" if cohort["tissue_source"] == "adipose" else "BMAC (bone marrow)"
-            chart.add(
-                f"Mean, {name}", [0.0] + [means.get(v) for v in visits[1:]], dots_size=5, stroke_style={"width": 3}
-            )
+        found = {s["visit"]: s for s in cohort["visits"]}
+        if not found:
+            continue
+        name = PRODUCTS[cohort["tissue_source"]]
+
+        def series(key: str, found: dict = found) -> list[float | None]:
+            return [0.0] + [found[v][key] if v in found else None for v in visits]
+
+        chart.add(f"Mean, {name}", series("mean"), dots_size=5, stroke_style={"width": 3})
+        chart.add(
+            f"95 % CI, {name}", series("ci_low"), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"}
+        )
+        chart.add(None, series("ci_high"), show_dots=False, stroke_style={"width": 1.5, "dasharray": "6, 4"})
     return chart
 
 
-def dose_response(report: dict) -> pygal.graph.graph.Graph:
-    """Viable-cell dose against the 6-month change, with each cohort's fitted line."""
+def dose_response(report: dict, tissue_source: str) -> pygal.graph.graph.Graph:
+    """One product's viable-cell dose against the 6-month change, with the fitted line."""
+    name = PRODUCTS[tissue_source]
     chart = pygal.XY(
-        title="Viable-cell dose against the 6-month change",
+        title=f"{name}: viable-cell dose against the 6-month change",
         x_title="Viable cells (millions)",
         y_title="Change at 6 months (%)",
         stroke=False,
         **CONFIG,
     )
     for cohort in report["cohorts"]:
-        points = [(p["viable_cells"] / 1e6, p["change_pct"]) for p in cohort["dose_points"]]
-        if not points:
+        if cohort["tissue_source"] != tissue_source or not cohort["dose_points"]:
             continue
-        name = "SVF (adipose)" if cohort["tissue_source"] == "adipose" else "BMAC (bone marrow)"
-        chart.add(name, points, dots_size=5)
+        points = [(p["viable_cells"] / 1e6, p["change_pct"]) for p in cohort["dose_points"]]
+        chart.add("Patients", points, dots_size=5)
         fit = cohort["dose_response"]
         if fit["slope"] is not None:
             xs = [p[0] for p in points]
             line = [(x, fit["intercept"] + fit["slope"] * x * 1e6) for x in (min(xs), max(xs))]
-            chart.add(f"Fitted line, {name}", line, stroke=True, show_dots=False, stroke_style={"width": 2})
+            chart.add("Fitted line", line, stroke=True, show_dots=False, stroke_style={"width": 2})
     return chart

@@ -79,6 +79,15 @@ class Failure:
 NO_FAILURE = Failure(form="")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a recorded form says: good news in green (``success``), recorded-but-bad news never so
+    (``warning``: a deviation opened, a result out of specification)."""
+
+    message: str
+    tone: str = "success"
+
+
 def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     """marshmallow's nested messages as ``{"signature.password": [...]}``."""
     if isinstance(messages, dict):
@@ -152,7 +161,7 @@ def step_data(step: StepDefinition, form: MultiDict) -> dict[str, Any]:
     return data
 
 
-def respond(actions: dict[str, Callable[[MultiDict], str | Response]], render: Callable[[Failure], str]):
+def respond(actions: dict[str, Callable[[MultiDict], str | Outcome | Response]], render: Callable[[Failure], str]):
     """Post, then redirect, then get: a form names its ``action``; success flashes and redirects back,
     a refusal renders the page again with the rule's messages beside the fields (status of the refusal)."""
     failure = NO_FAILURE
@@ -167,6 +176,7 @@ def respond(actions: dict[str, Callable[[MultiDict], str | Response]], render: C
         else:
             if isinstance(outcome, Response):
                 return outcome
-            flash(outcome, "success")
+            said = outcome if isinstance(outcome, Outcome) else Outcome(outcome)
+            flash(said.message, said.tone)
             return redirect(request.full_path if request.query_string else request.path, 303)
     return render(failure), failure.status

@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import NotFound as PageNotFound
 
 from labtrack.api.exports import QcQueryArgsSchema, csv_download
+from labtrack.api.investigation_schemas import AdverseReactionQueryArgsSchema
 from labtrack.api.schemas import BatchQueryArgsSchema, DeviationQueryArgsSchema
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Actor, can
@@ -122,6 +123,10 @@ EXPORTS: dict[str, tuple[type[Schema], Export]] = {
     ),
     "deviations": (DeviationQueryArgsSchema, lambda s, who, args: exports.deviations_csv(s, who, **args)),
     "qc-results": (QcQueryArgsSchema, lambda s, who, args: exports.qc_csv(s, who, exports.QcFilter(**args))),
+    "adverse-reactions": (
+        AdverseReactionQueryArgsSchema,
+        lambda s, who, args: exports.adverse_reactions_csv(s, who, **args),
+    ),
 }
 PAGING = ("format", "page", "per_page", "limit", "after")
 

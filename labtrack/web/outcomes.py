@@ -50,6 +50,14 @@ def visit_words(name: str) -> str:
     return "Baseline (before the harvest)" if name == BASELINE else f"{name[1:]}-month visit"
 
 
+@bp.app_template_filter("measure")
+def measure(value: float | None) -> str:
+    """A measured value for people: thousands grouped (280,000), small ones to four figures (0.5, 88.2)."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
 @bp.app_template_filter("visit_words")
 def _visit_words(name: str) -> str:
     return visit_words(name)
@@ -170,11 +178,10 @@ def trends_page():
         session = read_session()
         sections = []
         for source in TissueSource:
-            panels = []
-            for metric in Metric:
-                document = trends.trend(session, who, source.value, metric.value)
-                flagged = [p for p in document["points"] if p["flags"]]
-                panels.append({"metric": metric, "document": document, "flagged": flagged})
+            panels = [
+                {"metric": metric, "document": document, "flagged": [p for p in document["points"] if p["flags"]]}
+                for metric, document in trends.trends_of(session, who, source.value).items()
+            ]
             sections.append({"source": source.value, "panels": panels})
         return render_template(
             "outcomes/trends.html",
@@ -219,9 +226,11 @@ def outcomes_page():
 @bp.get("/outcomes/<chart>.svg")
 @roles(Role.QA, Role.CLINIC)
 def outcomes_chart(chart: str):
-    """``change``: change from baseline per visit; ``dose``: viable-cell dose against the 6-month change."""
-    drawers = {"change": charts.change_by_visit, "dose": charts.dose_response}
-    if chart not in drawers:
-        raise NotFound("No such chart.")
+    """``change``: change from baseline per visit; ``dose-<tissue source>``: dose against the 6-month change."""
     report = outcomes.report(read_session(), actor(), **_report_args())
-    return charts.svg_response(drawers[chart](report))
+    if chart == "change":
+        return charts.svg_response(charts.change_by_visit(report))
+    source = chart.removeprefix("dose-")
+    if not chart.startswith("dose-") or source not in SOURCES:
+        raise NotFound("No such chart.")
+    return charts.svg_response(charts.dose_response(report, source))

@@ -2,53 +2,74 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
+from labtrack import glossary
+from labtrack.api.schemas import BatchQueryArgsSchema, PageArgsSchema
 from labtrack.audit import chains, keys
 from labtrack.clock import utcnow
 from labtrack.db import database, read_session
+from labtrack.domain import stages
 from labtrack.domain.actors import Role
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.hashing import iso_utc
-from labtrack.services import batches, notifications
+from labtrack.domain.lifecycle import Status
+from labtrack.domain.process import PROCESSES, TissueSource
+from labtrack.services import batches, notifications, paging
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import NO_FAILURE, Failure, number, respond, zone
+from labtrack.web.forms import NO_FAILURE, Failure, given, load, number, respond, zone
 
-LABELS = {
-    "patient_mrn": "Patient MRN",
-    "patient_birth_date": "Patient birth date",
-    "weight_kg": "Patient weight",
-    "volume_ml": "Volume",
-    "started_at": "Started",
-    "ended_at": "Ended",
-    "duration_min": "Duration",
-    "temperature_c": "Temperature",
-    "g_force": "Centrifugal force",
-    "final_volume_ml": "Final volume",
-    "injection_sites": "Injection sites",
-    "tnc_total": "Total nucleated cells",
-    "viability_pct": "Viability",
-    "cd34_pct": "CD34+",
-    "endotoxin_eu_per_ml": "Endotoxin",
-    "sterility_culture": "Sterility culture",
-    "gram_stain": "Gram stain",
-    "site": "Site",
-    "anticoagulant": "Anticoagulant",
-    "physician": "Physician",
-}
+# The glossary's words, units and DIN display, for every template (R-WEB wording: codes stay in the API).
+bp.app_template_filter("words")(glossary.words)
+bp.app_template_filter("quantity")(glossary.quantity)
+bp.app_template_filter("limit")(glossary.limit)
+bp.app_template_filter("sentence")(glossary.sentence)
 
 
-@bp.app_template_filter("words")
-def words(value: Any) -> str:
-    """``awaiting_release`` as "awaiting release"; known field names by their label."""
-    text = str(value)
-    return LABELS.get(text, text.replace("_", " "))
+@bp.app_template_filter("din")
+def din_html(din: str) -> Markup:
+    """A DIN one way everywhere: spaced, its check character boxed."""
+    body, check = glossary.din_parts(din)
+    boxed = Markup('<span class="check" title="check character">%s</span>') % check if check else ""
+    return Markup('<span class="din">%s %s</span>') % (body, boxed)
+
+
+GOOD_NEWS = frozenset({Status.RELEASED, Status.DISPATCHED, Status.DELIVERED, Status.ADMINISTERED})
+BAD_NEWS = frozenset({Status.REJECTED, Status.EXPIRED, Status.DISCARDED})
+
+
+@bp.app_template_filter("tone")
+def tone(status: str) -> str:
+    """A status's colour class: green only for good news, red for bad, neutral for the way between."""
+    if status in GOOD_NEWS:
+        return "good"
+    return "bad" if status in BAD_NEWS else "neutral"
+
+
+@bp.app_template_filter("stepper")
+def stepper(status: str, batch: Any) -> list[stages.Stage]:
+    """The harvest-to-administration stepper of a batch."""
+    return stages.stages(Status(status), tuple(batch.steps_done or ()), batch.released_at)
+
+
+@bp.app_template_filter("product_words")
+def product_words(tissue_source: str) -> str:
+    """``adipose`` as "SVF (adipose tissue)": the product people name, with its source."""
+    return f"{PROCESSES[TissueSource(tissue_source)].product} ({glossary.words(tissue_source)})"
+
+
+@bp.app_template_filter("moment")
+def moment(when: Any) -> str:
+    """A time to the second in the lab's zone, with the zone named."""
+    return glossary.moment(when, current_app.config["LABTRACK_TIMEZONE"])
 
 
 @bp.app_template_filter("local")
@@ -71,9 +92,8 @@ def iso(moment: datetime | None) -> str:
 
 @bp.app_template_filter("blocker")
 def blocker(found: dict[str, str]) -> str:
-    """A blocker's sentence, with the test it names in words (``qc_missing:tnc_total``)."""
-    _kind, _, subject = found["code"].partition(":")
-    return found["detail"].replace(subject, words(subject)) if subject in LABELS else found["detail"]
+    """A blocker's sentence, with the codes it names in words (``qc_missing:tnc_total``)."""
+    return glossary.sentence(found["detail"])
 
 
 @bp.app_template_filter("countdown")
@@ -107,17 +127,34 @@ def zone_name() -> str:
 @bp.app_template_filter("zip_words")
 def zip_words(values: Any) -> list[tuple[str, str]]:
     """Choices for a select: each value with its words."""
-    return [(str(v), words(v)) for v in values]
+    return [(str(v), glossary.words(v)) for v in values]
+
+
+@dataclass(frozen=True)
+class Pickable:
+    """One lot or item of equipment in a picker: chosen by its value, scanned by its code, disabled
+    with the reason it cannot be used."""
+
+    value: str
+    code: str
+    text: str
+    reason: str | None
 
 
 @bp.app_template_filter("lot_options")
-def lot_options(lots: Any) -> list[tuple[int, str]]:
-    return [(lot.id, f"{lot.lot_number} — {lot.name}, expires {lot.expires_on}") for lot in lots]
+def lot_options(lots: Any) -> list[Pickable]:
+    return [
+        Pickable(str(lot.id), lot.lot_number, f"{lot.lot_number} — {lot.name}, expires {lot.expires_on}", why)
+        for lot, why in lots
+    ]
 
 
 @bp.app_template_filter("equipment_options")
-def equipment_options(items: Any) -> list[tuple[str, str]]:
-    return [(i.code, f"{i.code} — {i.name}, calibrated until {i.calibration_due_on}") for i in items]
+def equipment_options(items: Any) -> list[Pickable]:
+    return [
+        Pickable(i.code, i.code, f"{i.code} — {i.name}, calibrated until {i.calibration_due_on}", why)
+        for i, why in items
+    ]
 
 
 @bp.app_template_filter("user_options")
@@ -138,22 +175,46 @@ def at_path(body: dict[str, Any], path: str) -> Any:
     return "" if body == {} else body
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico on every page, signed in or not."""
+    return bp.send_static_file("favicon.ico")
+
+
+BENCH_FILTERS = ("status", "tissue_source", "clinic", "waiting_for_me", "patient")
+
+
 @bp.get("/bench")
 @roles(Role.TECHNICIAN, Role.QA)
 def bench():
-    """The scan box: any R-DIN-3 form a scanner types, then Enter, opens the batch card."""
+    """The scan box (any R-DIN-3 form a scanner types, then Enter, opens the batch card), and the
+    batches, filtered (status, product, clinic, waiting for me, patient) and paged by keyset."""
+    session, who = read_session(), actor()
     failure = NO_FAILURE
     raw = request.args.get("din")
     if raw is not None:
         try:
             din = parse_din(raw)
-            batches.get(read_session(), actor(), din.value)
+            batches.get(session, who, din.value)
         except DomainError as error:
             failure = Failure.of(error, "scan", field="din")
         else:
             return redirect(url_for("web.card", din=din.value))
-    recent, _total = batches.search(read_session(), actor(), batches.BatchFilter(per_page=20))
-    return render_template("bench.html", failure=failure, recent=recent), failure.status
+    chosen = {name: request.args[name].strip() for name in BENCH_FILTERS if request.args.get(name, "").strip()}
+    listed = paging.Page([], None)
+    try:
+        paged = given(request.args, "after", "limit")
+        listed = batches.listing(session, who, load(BatchQueryArgsSchema(), chosen | paged))
+    except DomainError as error:
+        failure = Failure.of(error, "filter")
+    return render_template(
+        "bench.html",
+        failure=failure,
+        listed=listed,
+        chosen=chosen,
+        statuses=[s.value for s in Status],
+        tissues=[t.value for t in TissueSource],
+    ), failure.status
 
 
 @bp.route("/notifications", methods=["GET", "POST"])
@@ -166,12 +227,12 @@ def notifications_page():
         database().write(lambda s: notifications.mark_read(s, who, ident if isinstance(ident, int) else 0))
         return "Marked as read."
 
-    return respond(
-        {"read": mark_read},
-        lambda failure: render_template(
-            "notifications.html", items=notifications.for_user(read_session(), who), failure=failure
-        ),
-    )
+    def render(failure: Failure) -> str:
+        paged = load(PageArgsSchema(), given(request.args, "after", "limit"))
+        listed = notifications.for_user(read_session(), who, limit=paged["limit"], after=paged.get("after"))
+        return render_template("notifications.html", listed=listed, failure=failure)
+
+    return respond({"read": mark_read}, render)
 
 
 @bp.get("/audit")

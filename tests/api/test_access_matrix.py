@@ -42,7 +42,7 @@ from sqlalchemy import Column, LargeBinary, Table, select
 
 from labtrack.models import Base, Batch, LabelPrint, Notification, OutboxMessage, User
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, Lab, signature
-from tests.investigation_support import investigated, reaction
+from tests.investigation_support import investigated, reaction, reaction_form
 from tests.outcome_support import administered
 
 ROLES = ("anonymous", "admin", "tech", "qa", "clinic", "other")
@@ -83,6 +83,8 @@ class World:
     notification_id: dict[str, int]  # one of each user's own
     lot_id: int
     spec: dict[str, Any]  # the bone-marrow specification in force
+    proposal_id: int  # an open adipose specification proposal by qa2 (R-QC-6)
+    verify_many: dict[str, list[int]]  # results entered by tech2, several verified with one signature
     harvest: dict[str, Any]  # harvest data for the batch's patient
     print_id: int = ABSENT  # a label print job of the registered batch (R-ZPL-1)
     attachment_id: int = ABSENT  # a photo of the administered batch (din["administered"])
@@ -99,6 +101,8 @@ class World:
             qc_id=dict.fromkeys(self.qc_id, ABSENT),
             deviation_id=ABSENT,
             notification_id=dict.fromkeys(self.notification_id, ABSENT),
+            proposal_id=ABSENT,
+            verify_many={user: [ABSENT] for user in self.verify_many},
             print_id=ABSENT,
             attachment_id=ABSENT,
             reaction_id=ABSENT,
@@ -183,6 +187,19 @@ def result_to_verify(w: World, user: str | None) -> int:
 
 def verify(w: World, user: str | None) -> Call:
     return Call(f"/batches/{w.din['processed']}/qc/{result_to_verify(w, user)}/verify", VERIFICATION)
+
+
+PANEL = {"tech": "cd34_pct", "qa": "sterility_culture"}  # tests no other row of the processed batch enters
+
+
+def panel_entry(w: World, user: str | None) -> dict[str, Any]:
+    test = PANEL.get(user or "", "cd34_pct")
+    return {"scanned_din": w.din["processed"], "results": [{"test": test, "value": GOOD_RESULTS["adipose"][test]}]}
+
+
+def verify_several(w: World, user: str | None) -> Call:
+    ids = w.verify_many.get(user or "", w.verify_many["tech"])
+    return Call(f"/batches/{w.din['verify_many']}/qc/verify", {"qc_ids": ids} | VERIFICATION)
 
 
 def correction(w: World, user: str | None) -> dict[str, Any]:
@@ -271,6 +288,10 @@ ROWS: tuple[Row, ...] = (
     #    method path    (case)                               | anon adm  tech qa   C1   C2
     row("POST  /auth/token                                   | 200  200  200  200  200  200",
         lambda _w, user: Call("/auth/token", {"username": user or "tech", "password": PASSWORD})),
+    # choosing a new password signs in with the current one: a too short new one is refused, writing nothing
+    row("POST  /auth/password                                | 422  422  422  422  422  422",
+        lambda _w, user: Call("/auth/password", {"username": user or "tech", "password": PASSWORD,
+                                                 "new_password": "short"})),
     row("POST  /auth/revoke                                  | 401  204  204  204  204  204",
         lambda _w, _user: Call("/auth/revoke", own_token=True)),
     row("GET   /auth-events                                  | 401  200  403  403  403  403", plain("/auth-events")),
@@ -294,8 +315,20 @@ ROWS: tuple[Row, ...] = (
     row("PATCH /equipment/{code}                             | 401  200  403  403  403  403",
         plain("/equipment/CEN-OUT", {"status": "in_service"})),
     row("GET   /specifications                               | 401  200  200  200  200  200", plain("/specifications")),
-    row("PUT   /specifications/{tissue_source}               | 401  200  403  403  403  403",
-        lambda w, _user: Call("/specifications/bone_marrow", w.spec)),
+    row("GET   /specifications/{tissue_source}/versions      | 401  200  200  200  200  200",
+        plain("/specifications/adipose/versions")),
+    # R-QC-6: admin or QA proposes; a QA user other than the proposer approves (so QA's withdrawal then finds
+    # the proposal decided: 409)
+    row("POST  /specifications/{tissue_source}/proposals     | 401  201  403  201  403  403",
+        lambda w, _user: Call("/specifications/bone_marrow/proposals", {"body": w.spec, "reason": "tighter"})),
+    row("GET   /specification-proposals                      | 401  200  403  200  403  403",
+        plain("/specification-proposals")),
+    row("GET   /specification-proposals/{proposal_id}        | 401  200  403  200  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}")),
+    row("POST  /specification-proposals/{proposal_id}/approve | 401  403  403  200  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}/approve", SIGNED_APPROVAL)),
+    row("POST  /specification-proposals/{proposal_id}/withdraw | 401  403  403  409  403  403",
+        lambda w, _user: Call(f"/specification-proposals/{w.proposal_id}/withdraw", {"reason": "not needed"})),
     # patients: clinic (own), technician; QA reads them too (batch records under review show the patient)
     row("GET   /patients                                     | 401  403  200  200  200  200", plain("/patients")),
     row("GET   /patients ?clinic=C1                          | 401  403  200  200  200  200~",
@@ -325,6 +358,9 @@ ROWS: tuple[Row, ...] = (
     row("POST  /batches/{din}/qc                             | 401  403  201  201  403  404~",
         at("processed", "/qc", qc_entry)),
     row("POST  /batches/{din}/qc/{qc_id}/verify              | 401  403  200  200  403  404~", verify),
+    row("POST  /batches/{din}/qc/panel                       | 401  403  201  201  403  404~",
+        at("processed", "/qc/panel", panel_entry)),
+    row("POST  /batches/{din}/qc/verify                      | 401  403  200  200  403  404~", verify_several),
     row("POST  /batches/{din}/deviations                     | 401  403  201  201  201  404~",
         at("deviation", "/deviations", fixed({"description": "label smudged"}))),
     row("GET   /deviations                                   | 401  403  200  200  403  403", plain("/deviations")),
@@ -341,7 +377,7 @@ ROWS: tuple[Row, ...] = (
     # documents
     row("GET   /batches/{din}/label.pdf                      | 401  403  200  200  200  404~",
         at("registered", "/label.pdf", kind="collection")),
-    row("GET   /batches/{din}/record.pdf                     | 401  403  403  200  200  404~",
+    row("GET   /batches/{din}/record.pdf                     | 401  403  200  200  200  404~",
         at("registered", "/record.pdf")),
     # interoperability (R-ZPL-1, R-TMP-1, R-EXP-1): no printer is configured here, so a print is refused (409)
     # after the access checks; leg 1 of a batch in transit is not received yet (409 leg_open)
@@ -357,6 +393,8 @@ ROWS: tuple[Row, ...] = (
         lambda _w, _user: Call("/batches", query={"format": "csv"})),
     row("GET   /deviations ?format=csv                       | 401  403  200  200  403  403",
         lambda _w, _user: Call("/deviations", query={"format": "csv"})),
+    row("GET   /adverse-reactions ?format=csv                | 401  403  403  200  200  200",
+        lambda _w, _user: Call("/adverse-reactions", query={"format": "csv"})),
     # audit trail
     row("GET   /audit/verify                                 | 401  200  403  200  403  403", plain("/audit/verify")),
     row("GET   /audit/checkpoints                            | 401  200  403  200  403  403",
@@ -365,7 +403,7 @@ ROWS: tuple[Row, ...] = (
         plain("/audit/checkpoints")),
     row("GET   /audit/public-key                             | 401  200  200  200  200  200",
         plain("/audit/public-key")),
-    row("GET   /batches/{din}/audit-export                   | 401  403  403  200  200  404~",
+    row("GET   /batches/{din}/audit-export                   | 401  403  200  200  200  404~",
         at("registered", "/audit-export")),
     # notifications: each user their own
     row("GET   /notifications                                | 401  200  200  200  200  200", plain("/notifications")),
@@ -455,6 +493,20 @@ def build_world(lab: Lab) -> World:
         user: lab.ok(lab.qc(processed, test, GOOD_RESULTS["adipose"][test], by="tech2"))["id"]
         for user, test in VERIFY.items()
     }
+    several = at_lab()
+    for name in ("digestion", "isolation", "concentration"):
+        lab.ok(lab.step(several, name))
+    entered = {
+        test: lab.ok(lab.qc(several, test, value, by="tech2"))["id"] for test, value in GOOD_RESULTS["adipose"].items()
+    }
+    verify_many = {
+        "tech": [entered["viability_pct"], entered["tnc_total"]],
+        "qa": [entered["gram_stain"], entered["cd34_pct"]],
+    }
+    adipose = next(s["body"] for s in lab.ok(lab.get("qa", "/specifications"), 200) if s["tissue_source"] == "adipose")
+    proposal_id = lab.ok(
+        lab.post("qa2", "/specifications/adipose/proposals", {"body": adipose, "reason": "review of the limits"})
+    )["id"]
     deviation = registered()
     deviation_id = lab.ok(lab.post("tech", f"/batches/{deviation}/deviations", {"description": "seal loose"}))["id"]
     followed = administered(lab, "MRN-W")
@@ -474,6 +526,7 @@ def build_world(lab: Lab) -> World:
         "reject": registered(),
         "leg_open": in_transit(),  # for temperature uploads only: its leg stays unreceived
         "administered": followed,
+        "verify_many": several,
     }
     return World(
         clinic="C1",
@@ -490,6 +543,8 @@ def build_world(lab: Lab) -> World:
             if spec["tissue_source"] == "bone_marrow"
         ),
         harvest=lab.harvest_data(),
+        proposal_id=proposal_id,
+        verify_many=verify_many,
         print_id=a_print_job(lab, din["registered"]),
         attachment_id=lab.ok(photo)["id"],
         reaction_id=reaction_id,
@@ -614,7 +669,7 @@ class Api:
         if call.files is not None:
             parts = {name: (io.BytesIO(content), filename) for name, (content, filename) in call.files.items()}
             return self.lab.client.open(
-                f"/api/v1{call.path}", method=row.method, data=call.body | parts, headers=headers,
+                f"/api/v1{call.path}", method=row.method, data=(call.body or {}) | parts, headers=headers,
                 content_type="multipart/form-data",
             )  # fmt: skip
         return self.lab.client.open(
@@ -820,6 +875,15 @@ def on_the_card(state: str, action: str, body: Body) -> Request:
     return lambda w, user: Call(f"/batches/{w.din[state]}", {"action": action} | form_of(body(w, user)))
 
 
+def logger_upload(state: str) -> Request:
+    """The card's logger form for leg 1 of the C1 batch kept in ``state``, with a file (R-TMP-1)."""
+    content = b"time,temperature\n2026-01-01T00:00:00Z,5\n"
+    return lambda w, _user: Call(
+        f"/batches/{w.din[state]}",
+        {"action": "temperatures", "leg": "1", "timezone": "UTC", "file": (io.BytesIO(content), "log.csv")},
+    )
+
+
 def signs_in(_w: World, user: str | None) -> Call:
     """The column's user signs in on a new browser (anonymous: a technician)."""
     return Call("/login", {"username": user or "tech", "password": PASSWORD}, own_token=True)
@@ -842,6 +906,7 @@ WEB_ROWS: tuple[Row, ...] = (
     #    method path    (case)               | anon  adm   tech  qa    C1    C2
     row("GET   /                             | login 302   302   302   302   302", plain("/")),
     row("GET   /login                        | 200   200   200   200   200   200", plain("/login")),
+    row("GET   /favicon.ico                  | 200   200   200   200   200   200", plain("/favicon.ico")),
     row("POST  /login                        | 303   303   303   303   303   303", signs_in),
     row("POST  /logout                       | login 303   303   303   303   303",
         lambda _w, _user: Call("/logout", own_token=True)),
@@ -870,10 +935,11 @@ WEB_ROWS: tuple[Row, ...] = (
     row("GET   /admin/equipment              | login 200   403   403   403   403", plain("/admin/equipment")),
     row("POST  /admin/equipment              | login 303   403   403   403   403",
         form("/admin/equipment", "create", EQUIPMENT | {"code": "E-W"})),
-    row("GET   /admin/specifications         | login 200   403   403   403   403",
+    row("GET   /admin/specifications         | login 200   403   200   403   403",
         plain("/admin/specifications")),
-    row("POST  /admin/specifications         | login 303   403   403   403   403",
-        form("/admin/specifications", "publish", SPEC_FORM)),
+    # admin proposes first; QA's proposal for the same tissue source then finds one open (409)
+    row("POST  /admin/specifications         | login 303   403   409   403   403",
+        form("/admin/specifications", "propose", SPEC_FORM | {"reason": "annual review"})),
     # the batch card: admins read it for audits; its forms call the API's services
     row("GET   /batches/{din}                | login 200   200   200   200   404~", at("registered")),
     row("POST  /batches/{din} step:harvest   | login 403   403   403   303   404~",
@@ -886,6 +952,9 @@ WEB_ROWS: tuple[Row, ...] = (
         on_the_card("in_transit", "receipt", RECEIPT)),
     row("POST  /batches/{din} qc             | login 403   303   303   403   404~",
         on_the_card("processed", "qc", qc_entry)),
+    row("POST  /batches/{din} qc_panel       | login 403   303   303   403   404~",
+        on_the_card("processed", "qc_panel", lambda w, user: {"scanned_din": w.din["processed"]} | {
+            f"value.{PANEL.get(user or '', 'cd34_pct')}": GOOD_RESULTS["adipose"][PANEL.get(user or "", "cd34_pct")]})),
     row("POST  /batches/{din} verify         | login 403   303   303   403   404~",
         on_the_card("processed", "verify", lambda w, user: {"qc_id": result_to_verify(w, user)} | VERIFICATION)),
     row("POST  /batches/{din} deviation      | login 403   303   303   303   404~",
@@ -898,11 +967,27 @@ WEB_ROWS: tuple[Row, ...] = (
         on_the_card("reject", "reject", fixed(REJECTION))),
     row("POST  /batches/{din} label          | login 403   200   200   200   404~",
         on_the_card("registered", "label", fixed({"kind": "collection"}))),
-    row("GET   /batches/{din}/record         | login 403   403   200   200   404~", at("registered", "/record")),
-    row("GET   /batches/{din}/record.pdf     | login 403   403   200   200   404~",
+    # no printer is configured here; leg 1 of a batch in transit is not received yet: both refused after access
+    row("POST  /batches/{din} print_label    | login 403   409   409   409   404~",
+        on_the_card("registered", "print_label", fixed({"kind": "collection"}))),
+    row("POST  /batches/{din} temperatures   | login 403   409   409   409   404~", logger_upload("leg_open")),
+    row("GET   /batches/{din}/record         | login 403   200   200   200   404~", at("registered", "/record")),
+    row("GET   /batches/{din}/record.pdf     | login 403   200   200   200   404~",
         at("registered", "/record.pdf")),
-    row("GET   /batches/{din}/audit-export   | login 403   403   200   200   404~",
+    row("GET   /batches/{din}/audit-export   | login 403   200   200   200   404~",
         at("registered", "/audit-export")),
+    # lists as CSV (R-EXP-1), with the list's access rules: another clinic's user gets only their own
+    row("GET   /exports/{name}.csv           | login 200   200   200   200   200", plain("/exports/batches.csv")),
+    # investigations: QA's page; the clinic reports on its administered batch and acknowledges
+    row("GET   /investigations               | login 403   403   200   403   403", plain("/investigations")),
+    row("POST  /investigations               | login 403   403   303   403   403",
+        form("/investigations", "open_lookback", {"seed.kind": "equipment", "seed.value": "CEN-OUT", "reason": "x"})),
+    row("GET   /batches/{din}/adverse-reaction | login 403 403   200   200   404~",
+        at("administered", "/adverse-reaction")),
+    row("POST  /batches/{din}/adverse-reaction | login 403 403   303   303   404~",
+        at("administered", "/adverse-reaction", lambda _w, _user: reaction_form())),
+    row("POST  /lookbacks/{lookback_id}/acknowledge | login 403 403 403 303 404~",
+        lambda w, _user: Call(f"/lookbacks/{w.lookback_id}/acknowledge", {"next": "/clinic"})),
     # follow-up and trends: the clinic's visits, QA's trends, outcomes for both
     row("GET   /clinic/follow-ups            | login 403   403   403   200   200", plain("/clinic/follow-ups")),
     row("GET   /batches/{din}/follow-ups/{visit} | login 403 403   403   200   404~",

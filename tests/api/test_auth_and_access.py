@@ -185,21 +185,21 @@ def test_r_acc_1_lists_show_a_clinic_user_only_their_own_batches_and_patients(la
     theirs = lab.ok(lab.post("other", "/batches", {"patient_id": other_patient["id"], "tissue_source": "adipose"}))
     listed = lab.ok(lab.get("clinic", "/batches"), 200)
     assert [b["din"] for b in listed["items"]] == [own]
-    assert listed["total"] == 1
+    assert len(listed["items"]) == 1
     # filtering by another clinic's code does not widen the scope
-    assert lab.ok(lab.get("clinic", "/batches", clinic="C2"), 200)["total"] == 0
+    assert len(lab.ok(lab.get("clinic", "/batches", clinic="C2"), 200)["items"]) == 0
     assert [b["din"] for b in lab.ok(lab.get("other", "/batches"), 200)["items"]] == [theirs["din"]]
     assert {b["din"] for b in lab.ok(lab.get("tech", "/batches"), 200)["items"]} == {own, theirs["din"]}
-    assert [p["mrn"] for p in lab.ok(lab.get("clinic", "/patients"), 200)] == ["MRN-1"]
-    assert [p["mrn"] for p in lab.ok(lab.get("clinic", "/patients", clinic="C2"), 200)] == ["MRN-1"]
-    assert [p["mrn"] for p in lab.ok(lab.get("other", "/patients"), 200)] == ["MRN-9"]
+    assert [p["mrn"] for p in lab.ok(lab.get("clinic", "/patients"), 200)["items"]] == ["MRN-1"]
+    assert [p["mrn"] for p in lab.ok(lab.get("clinic", "/patients", clinic="C2"), 200)["items"]] == ["MRN-1"]
+    assert [p["mrn"] for p in lab.ok(lab.get("other", "/patients"), 200)["items"]] == ["MRN-9"]
 
 
 def test_r_acc_1_clinic_user_cannot_register_a_batch_for_another_clinics_patient(lab):
     theirs = lab.patient("MRN-9", by="other")
     response = lab.post("clinic", "/batches", {"patient_id": theirs["id"], "tissue_source": "adipose"})
     assert_problem(response, 422, "validation_error")
-    assert lab.ok(lab.get("tech", "/batches"), 200)["total"] == 0
+    assert len(lab.ok(lab.get("tech", "/batches"), 200)["items"]) == 0
 
 
 # --- R-ACC-2: admins manage reference data, have no batch authority --------------------------

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 
+from labtrack.audit import chains
+from labtrack.services import lookbacks, reference
+from labtrack.services.auth import actor_of
 from tests.helpers import LAB_STEPS, Lab, iso, now, signature
 from tests.investigation_support import Batches
 
@@ -243,3 +248,29 @@ def test_r_lbk_1_every_step_qc_entry_and_verification_records_its_uses_in_its_tr
     qc = {(t, user) for t, a, _l, _c, user, *_ in uses if a != "step"}
     assert qc == {("qc_recorded", "tech"), ("qc_verified", "tech2")}
     assert all(str(event_at)[:19] == str(use_at)[:19] for *_, event_at, use_at in uses)
+
+
+@pytest.mark.postgres
+def test_r_lbk_2_two_lookbacks_opened_at_once_on_the_same_batches_each_hold_them(lab, made):
+    """Both lock the same batches in id order: no deadlock, two deviations per batch, gapless chains."""
+    dins = [made.processed() for _ in range(3)]
+    qa = lab.db.write(lambda s: actor_of(reference.user_by_username(s, "qa")))
+    seeds = [{"kind": "reagent_lot", "value": str(lab.lot("collagenase"))}, {"kind": "equipment", "value": "CEN-1"}]
+    barrier = threading.Barrier(2)
+
+    def open_one(seed: dict) -> int:
+        barrier.wait()
+        return lab.db.write(lambda s: lookbacks.open_by_qa(s, qa, reason="at once", seed=seed)).id
+
+    with ThreadPoolExecutor(2) as pool:
+        opened = list(pool.map(open_one, seeds))
+    assert len(set(opened)) == 2
+    for din in dins:
+        kinds = [d["kind"] for d in lab.ok(lab.get("qa", f"/batches/{din}"), 200)["deviations"]]
+        assert kinds == ["lookback", "lookback"]
+    with lab.app.app_context():
+        session = lab.db.reader()
+        try:
+            assert chains.verify(session).ok
+        finally:
+            session.close()

@@ -40,7 +40,7 @@ def test_r_rel_1_every_blocker_reported_at_once(lab):
     assert "qc_out_of_spec:viability_pct" in codes
     assert "qc_unverified:viability_pct" in codes
     assert {f"qc_missing:{t}" for t in GOOD_RESULTS["adipose"] if t != "viability_pct"} <= codes
-    deviation = lab.ok(lab.get("qa", "/deviations", din=din, status="open"), 200)[0]
+    deviation = lab.ok(lab.get("qa", "/deviations", din=din, status="open"), 200)["items"][0]
     assert deviation["kind"] == "qc_out_of_spec"
     assert f"open_deviation:{deviation['id']}" in codes
     assert entered["within_spec"] is False

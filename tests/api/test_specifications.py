@@ -1,5 +1,6 @@
-"""Versioned specifications through the HTTP API (R-QC-1): the defaults, admin edits making new
-versions, and each batch judged by the version in force at its registration."""
+"""Versioned specifications through the HTTP API (R-QC-1): the defaults, changes making new versions
+under change control (R-QC-6: proposal with a reason, physical ranges, approval by another QA user with a
+signature, withdrawal), and each batch judged by the version in force at its registration."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from labtrack.models import Specification
 from tests.api.test_identity import assert_refused
 from tests.api.test_qc import complete_qc, deviations, enter, process, processed_with, view
-from tests.helpers import GOOD_RESULTS
+from tests.helpers import GOOD_RESULTS, PASSWORD, signature
 
 DEFAULT_TESTS = {
     "viability_pct": {"unit": "%", "min": 70},
@@ -34,12 +36,26 @@ def edited(lab, tissue_source: str = "adipose", **tests: dict[str, Any]) -> dict
     return body
 
 
-def put(lab, body: Any, tissue_source: str = "adipose", by: str = "admin"):
-    return lab.client.put(f"/api/v1/specifications/{tissue_source}", json=body, headers=lab.headers(by))
+def put(lab, body: Any, tissue_source: str = "adipose", by: str = "admin", reason: str = "annual review"):
+    """Propose ``body`` as the next version (R-QC-6)."""
+    return lab.post(by, f"/specifications/{tissue_source}/proposals", {"body": body, "reason": reason})
+
+
+def approve(lab, proposal_id: int, by: str = "qa", password: str = PASSWORD):
+    return lab.post(
+        by, f"/specification-proposals/{proposal_id}/approve", {"signature": signature("approved", password)}
+    )
 
 
 def publish(lab, body: Any, tissue_source: str = "adipose") -> dict:
-    return lab.ok(put(lab, body, tissue_source), 200)
+    """Proposed by an admin, approved by QA: the version now in force."""
+    proposal = lab.ok(put(lab, body, tissue_source))
+    approved = lab.ok(approve(lab, proposal["id"]), 200)
+    return next(
+        spec
+        for spec in lab.ok(lab.get("qa", f"/specifications/{tissue_source}/versions"), 200)
+        if spec["version"] == approved["version"]
+    )
 
 
 def versions(lab) -> list[tuple]:
@@ -70,26 +86,111 @@ def test_r_qc_1_reading_specifications_needs_sign_in(lab):
 # --- new versions ---------------------------------------------------------------------------------
 
 
-def test_r_qc_1_an_admin_edit_makes_a_new_version(lab):
+def test_r_qc_6_a_proposal_takes_force_only_when_another_qa_user_approves_it(lab):
     body = edited(lab, viability_pct={"min": 90})
-    spec = publish(lab, body)
-    assert (spec["tissue_source"], spec["version"], spec["created_by"]) == ("adipose", 2, "admin")
-    assert spec["body"]["tests"]["viability_pct"]["min"] == 90
+    proposal = lab.ok(put(lab, body, reason="tighter viability after the 2026 review"))
+    assert (proposal["status"], proposal["base_version"], proposal["version"]) == ("proposed", 1, None)
+    assert proposal["proposed_by"]["username"] == "admin"
+    assert specifications(lab)["adipose"]["version"] == 1  # proposed is not in force
+    approved = lab.ok(approve(lab, proposal["id"]), 200)
+    assert (approved["status"], approved["version"]) == ("approved", 2)
+    signed = approved["signature"]
+    assert (signed["meaning"], signed["username"], signed["printed_name"]) == ("approved", "qa", "Quinn Assurance")
+    assert signed["record_hash"] == proposal["record_hash"]  # bound to the proposal (R-SIG-3)
     specs = specifications(lab)
     assert (specs["adipose"]["version"], specs["bone_marrow"]["version"]) == (2, 1)
     assert specs["adipose"]["body"] == body
     assert publish(lab, edited(lab, viability_pct={"min": 80}))["version"] == 3
     assert versions(lab) == [("adipose", 1), ("adipose", 2), ("adipose", 3), ("bone_marrow", 1)]
-    audit = lab.sql("SELECT actor FROM admin_events WHERE type = 'specification_published'")
-    assert audit == [("admin",), ("admin",)]
+    audit = lab.sql("SELECT type, actor FROM admin_events WHERE type LIKE 'specification_%' ORDER BY seq")
+    assert audit == [
+        ("specification_proposed", "admin"),
+        ("specification_approved", "qa"),
+        ("specification_proposed", "admin"),
+        ("specification_approved", "qa"),
+    ]
     assert lab.ok(lab.get("admin", "/audit/verify"), 200)["ok"] is True
 
 
-@pytest.mark.parametrize("who", ["tech", "qa", "clinic"])
-def test_r_qc_1_only_admins_publish(lab, who):
+def test_r_qc_6_the_proposer_cannot_approve_their_own_proposal(lab):
+    proposal = lab.ok(put(lab, edited(lab, viability_pct={"min": 90}), by="qa"))
+    problem = assert_refused(lab, lambda: approve(lab, proposal["id"], by="qa"), 403, "forbidden")
+    assert "Another QA user must approve" in problem["detail"]
+    assert lab.ok(approve(lab, proposal["id"], by="qa2"), 200)["version"] == 2
+
+
+@pytest.mark.parametrize("who", ["admin", "tech", "clinic"])
+def test_r_qc_6_only_qa_approves(lab, who):
+    proposal = lab.ok(put(lab, edited(lab, viability_pct={"min": 90}), by="qa"))
+    assert_refused(lab, lambda: approve(lab, proposal["id"], by=who), 403, "forbidden")
+    assert versions(lab) == [("adipose", 1), ("bone_marrow", 1)]
+
+
+@pytest.mark.parametrize("who", ["tech", "clinic"])
+def test_r_qc_6_only_admins_and_qa_propose(lab, who):
     body = edited(lab, viability_pct={"min": 90})
     assert_refused(lab, lambda: put(lab, body, by=who), 403, "forbidden")
+    assert lab.sql("SELECT count(*) FROM specification_proposals") == [(0,)]
+
+
+def test_r_qc_6_a_proposal_needs_a_reason(lab):
+    body = edited(lab, viability_pct={"min": 90})
+    problem = assert_refused(lab, lambda: put(lab, body, reason=" "), 422, "validation_error")
+    assert "reason" in problem["errors"]
+
+
+def test_r_qc_6_r_sig_1_a_wrong_password_approves_nothing_and_is_recorded(lab):
+    proposal = lab.ok(put(lab, edited(lab, viability_pct={"min": 90})))
+    assert_refused(lab, lambda: approve(lab, proposal["id"], password="wrong-password"), 401, "signature_invalid")
     assert versions(lab) == [("adipose", 1), ("bone_marrow", 1)]
+    assert lab.sql("SELECT meaning, batch_id FROM signature_failures") == [("approved", None)]
+    assert lab.ok(lab.get("qa", f"/specification-proposals/{proposal['id']}"), 200)["status"] == "proposed"
+
+
+def test_r_qc_6_one_open_proposal_per_tissue_source(lab):
+    first = lab.ok(put(lab, edited(lab, viability_pct={"min": 90})))
+    problem = assert_refused(lab, lambda: put(lab, edited(lab, viability_pct={"min": 95}), by="qa"), 409, "conflict")
+    assert f"Proposal {first['id']}" in problem["detail"]
+    lab.ok(put(lab, edited(lab, "bone_marrow", viability_pct={"min": 90}), "bone_marrow", by="qa"))
+
+
+def test_r_qc_6_a_withdrawn_proposal_never_takes_force(lab):
+    proposal = lab.ok(put(lab, edited(lab, viability_pct={"min": 90})))
+    withdraw = f"/specification-proposals/{proposal['id']}/withdraw"
+    assert_refused(lab, lambda: lab.post("admin", withdraw, {"reason": " "}), 422, "validation_error")
+    withdrawn = lab.ok(lab.post("admin", withdraw, {"reason": "wrong limit"}), 200)
+    assert (withdrawn["status"], withdrawn["withdrawal_reason"]) == ("withdrawn", "wrong limit")
+    assert_refused(lab, lambda: approve(lab, proposal["id"]), 409, "conflict")
+    assert versions(lab) == [("adipose", 1), ("bone_marrow", 1)]
+    assert lab.sql("SELECT type FROM admin_events WHERE type = 'specification_withdrawn'") == [
+        ("specification_withdrawn",)
+    ]
+    lab.ok(put(lab, edited(lab, viability_pct={"min": 85})))  # the tissue source is open for a new proposal
+
+
+def test_r_qc_6_another_qa_user_may_withdraw_but_not_a_technician(lab):
+    proposal = lab.ok(put(lab, edited(lab, viability_pct={"min": 90})))
+    withdraw = f"/specification-proposals/{proposal['id']}/withdraw"
+    assert_refused(lab, lambda: lab.post("tech", withdraw, {"reason": "no"}), 403, "forbidden")
+    assert lab.ok(lab.post("qa", withdraw, {"reason": "limit not justified"}), 200)["status"] == "withdrawn"
+
+
+def test_r_qc_6_a_proposal_on_a_superseded_version_is_not_approved(lab):
+    stale = lab.ok(put(lab, edited(lab, viability_pct={"min": 90})))
+
+    def supersede(session) -> None:  # a version approved while the proposal waited, as a race would leave it
+        session.add(Specification(tissue_source="adipose", version=2, body=stale["body"], created_by="qa2"))
+
+    lab.db.write(supersede)
+    problem = assert_refused(lab, lambda: approve(lab, stale["id"]), 409, "conflict")
+    assert "version 2 is now in force" in problem["detail"]
+
+
+def test_r_qc_6_the_history_lists_every_version_newest_first(lab):
+    publish(lab, edited(lab, viability_pct={"min": 90}))
+    history = lab.ok(lab.get("clinic", "/specifications/adipose/versions"), 200)
+    assert [spec["version"] for spec in history] == [2, 1]
+    assert lab.ok(lab.get("qa", "/specification-proposals", status="approved"), 200)[0]["version"] == 2
 
 
 def _without(body: dict, test: str) -> dict:
@@ -125,8 +226,27 @@ def _without(body: dict, test: str) -> dict:
 def test_r_qc_1_an_invalid_specification_is_refused(lab, change, field):
     body = change(specifications(lab)["adipose"]["body"])
     problem = assert_refused(lab, lambda: put(lab, body), 422, "validation_error")
-    assert field in problem["errors"]
+    assert f"body.{field}" in problem["errors"]
     assert versions(lab) == [("adipose", 1), ("bone_marrow", 1)]
+
+
+@pytest.mark.parametrize(
+    ("test", "rule", "field"),
+    [
+        ("viability_pct", {"min": 150}, "min"),
+        ("viability_pct", {"min": -1}, "min"),
+        ("cd34_pct", {"max": 101}, "max"),
+        ("tnc_total", {"min": 0}, "min"),
+        ("tnc_total", {"min": -1e7}, "min"),
+        ("endotoxin_eu_per_ml", {"max_eu_per_kg": 0}, "max_eu_per_kg"),
+        ("viability_pct", {"min": 80, "max": 70}, "min"),
+    ],
+)
+def test_r_qc_6_limits_outside_their_physical_range_are_refused(lab, test, rule, field):
+    body = edited(lab, **{test: rule})
+    problem = assert_refused(lab, lambda: put(lab, body), 422, "validation_error")
+    assert f"body.tests.{test}.{field}" in problem["errors"]
+    assert lab.sql("SELECT count(*) FROM specification_proposals") == [(0,)]
 
 
 @pytest.mark.parametrize("body", [[], "spec", None])

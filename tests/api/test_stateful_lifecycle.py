@@ -519,7 +519,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         if level < LEVELS.index("released"):
             return
         accept = {"decision": "accept", "justification": "Within validated limits.", "signature": signature("approved")}
-        for deviation in self.lab.ok(self.lab.get(releaser, "/deviations", din=din, status="open"), 200):
+        for deviation in self.lab.ok(self.lab.get(releaser, "/deviations", din=din, status="open"), 200)["items"]:
             self.lab.ok(self.lab.post(releaser, f"/deviations/{deviation['id']}/disposition", accept), 200)
         self.lab.ok(self.lab.release(din, by=releaser), 200)
         if level < LEVELS.index("delivered"):
@@ -672,7 +672,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         """R-REL-1, R-SEQ-1, gapless seqs: each changed stream is checked again from its first event.
 
         The batch list read here is also what the next step chooses from."""
-        self.listing = sorted(self.read("/batches", per_page=200)["items"], key=lambda b: b["din"])
+        self.listing = sorted(self.read("/batches", limit=200)["items"], key=lambda b: b["din"])
         for batch in self.listing:
             key = (batch["seq"], batch["head_hash"], batch["status"], batch["held"])
             if self.checked.get(batch["din"]) == key:

@@ -4,7 +4,8 @@ The app is the test's own (``app`` from tests/conftest.py: a fresh database per
 test), served by werkzeug in a thread. The browser is /usr/bin/chromium, never a
 downloaded one. Without it the tests skip, except under CI=true, where a missing
 browser fails the run. Every page a test visits is saved as a screenshot under
-test-artifacts/screenshots/<test>/.
+test-artifacts/screenshots/<test>/; ``Person.check`` (``check_widths``) saves it
+at 390, 1024 and 1440 px and fails on sideways scrolling or a code shown to people.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flask import Flask
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 from werkzeug.serving import make_server
 
+from labtrack.glossary import codes_in
 from tests.helpers import PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,6 +39,19 @@ CHROMIUM_ARGS = [
 TABLET = {"width": 1280, "height": 800}  # a 10-inch bench tablet, landscape
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 TIMEOUT_MS = 15_000
+WIDTHS = (390, 1024, 1440)  # a phone, a tablet in portrait-ish landscape (1024 × 768), a desktop
+HEIGHTS = {390: 844, 1024: 768, 1440: 900}
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = Array.from(document.querySelectorAll('body *')).filter(el => {
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.right > width + 1 && getComputedStyle(el).position !== 'fixed'
+      && !el.closest('.table-wrap, dialog:not([open])');
+  }).concat(Array.from(document.querySelectorAll('body *')).filter(el => el.scrollWidth > el.clientWidth + 1
+      && getComputedStyle(el).overflowX === 'visible' && el.clientWidth > 0 && !el.closest('.table-wrap')))
+    .slice(0, 5).map(el => el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
+  return {scroll: document.documentElement.scrollWidth, width, wide};
+}"""
 
 
 @pytest.fixture(scope="package")  # closed when the browser tests end, before the rest of the suite runs
@@ -76,6 +91,25 @@ class Album:
         page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
 
 
+def check_widths(page: Page, album: Album, label: str) -> None:
+    """Screenshots of ``page`` at 390, 1024 and 1440 px wide. Fails if the page scrolls sideways at any
+    of them or shows, as visible text, a code the glossary maps (or a number printed like 1e+07)."""
+    original = page.viewport_size
+    try:
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": HEIGHTS[width]})
+            album.save(page, f"{label}-{width}px")
+            measured = page.evaluate(OVERFLOW)
+            assert measured["scroll"] <= measured["width"], (
+                f"{label} scrolls sideways at {width} px: {measured['scroll']} px wide; wide: {measured['wide']}"
+            )
+        shown = codes_in(page.locator("body").inner_text())
+        assert not shown, f"{label} shows codes where people read: {shown}"
+    finally:
+        if original:
+            page.set_viewport_size(original)
+
+
 @dataclass
 class Person:
     """One user in a browser context of their own (their own cookies), signing in through the login page."""
@@ -86,6 +120,10 @@ class Person:
 
     def snap(self, label: str) -> None:
         self.album.save(self.page, f"{self.username}-{label}")
+
+    def check(self, label: str) -> None:
+        """This page at the three widths: no sideways scrolling, no code shown (``check_widths``)."""
+        check_widths(self.page, self.album, f"{self.username}-{label}")
 
     def goto(self, path: str, label: str | None = None):
         response = self.page.goto(path)

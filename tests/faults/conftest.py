@@ -249,7 +249,8 @@ def deviations_until_refused(lab, din: str, limit: int = 2000) -> tuple[list[str
 
 
 def descriptions(lab, din: str) -> list[str]:
-    return [deviation["description"] for deviation in reversed(lab.ok(lab.get("qa", "/deviations", din=din), 200))]
+    listed = lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]
+    return [deviation["description"] for deviation in reversed(listed)]
 
 
 # --- a real server: gunicorn with the production configuration -------------------------------

@@ -10,6 +10,7 @@ import pytest
 from labtrack.documents.spreadsheet import cell
 from labtrack.services import exports
 from tests.helpers import GOOD_RESULTS, Lab
+from tests.investigation_support import Batches, reaction
 
 
 def rows(response) -> list[dict[str, str]]:
@@ -105,3 +106,18 @@ def test_r_exp_1_a_bad_format_is_refused(shared_lab):
     response = shared_lab.get("qa", "/batches", format="xlsx")
     assert response.status_code == 422
     assert response.get_json()["errors"]["format"]
+
+
+def test_r_exp_1_adverse_reactions_as_csv_for_qa_and_the_clinics_own(shared_lab, world):
+    lab = shared_lab
+    patient = lab.ok(lab.get("clinic", f"/batches/{world['awaiting']}"), 200)["patient"]["id"]
+    din = Batches(lab, patient).administered()
+    described = "-1 swelling, +2 redness"  # a leading minus: a spreadsheet would compute it
+    lab.ok(lab.post("clinic", f"/batches/{din}/adverse-reactions", reaction(description=described)))
+    found = rows(lab.get("qa", "/adverse-reactions", format="csv", status="open"))
+    (row,) = [r for r in found if r["DIN"] == din]
+    assert row["Description"] == "'" + described
+    assert (row["Category"], row["Serious"], row["Status"]) == ("injection_site_reaction", "no", "open")
+    assert [r["DIN"] for r in rows(lab.get("clinic", "/adverse-reactions", format="csv"))] == [din]
+    assert rows(lab.get("other", "/adverse-reactions", format="csv")) == []
+    assert lab.get("tech", "/adverse-reactions", format="csv").status_code == 403

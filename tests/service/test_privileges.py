@@ -168,7 +168,7 @@ def test_r_aud_2_the_app_role_runs_the_lab_but_cannot_rewrite_history(deployment
         assert report["ok"] is True, report["failures"]
         assert lab.get("qa", f"/batches/{din}/record.pdf").status_code == 200
         assert lab.get("clinic", f"/batches/{din}/audit-export").status_code == 200
-        (first, *_) = lab.ok(lab.get("clinic", "/notifications"), 200)
+        (first, *_) = lab.ok(lab.get("clinic", "/notifications"), 200)["items"]
         lab.ok(lab.post("clinic", f"/notifications/{first['id']}/read"), 200)
         assert lab.post("clinic", "/auth/revoke").status_code == 204
     finally:

@@ -38,8 +38,10 @@ ALLOWED: dict[Action, set[Role]] = {
     Action.RELEASE: {Q},
     Action.CORRECT: {T, Q, C},  # who made the original, or QA
     Action.PRINT_LABEL: {T, Q, C},  # lab staff; clinic (own)
-    Action.READ_RECORD: {Q, C},  # batch record and audit export: QA; clinic (own)
+    Action.READ_RECORD: {T, Q, C},  # batch record and audit export: lab staff; clinic (own)
     Action.AUDIT: {A, Q},
+    Action.PROPOSE_SPECIFICATION: {A, Q},  # R-QC-6: admin or QA proposes
+    Action.APPROVE_SPECIFICATION: {Q},  # R-QC-6: another QA user approves
     Action.REPORT_REACTION: {Q, C},  # R-ADV-1: the batch's clinic, or QA
     Action.READ_INVESTIGATIONS: {Q, C},  # clinics: their own reactions and lookbacks
     Action.INVESTIGATE: {Q},  # R-ADV-3, R-LBK-1, R-LBK-4

@@ -17,7 +17,7 @@ FRAMEWORKS = ("flask", "flask_smorest", "flask_wtf", "flask_limiter", "celery", 
 LAYERS = (
     ("domain", ("labtrack.domain",)),
     ("base", ("labtrack.clock", "labtrack.models", "labtrack.db", "labtrack.migrate", "labtrack.privileges")),
-    ("documents", ("labtrack.documents",)),
+    ("documents", ("labtrack.documents", "labtrack.glossary")),  # plain rendering, the words for codes
     ("services", ("labtrack.services",)),
     ("audit", ("labtrack.audit",)),
     ("adapters", ("labtrack", "workers")),  # api, web, fhir, ops, cli, security, problems, extensions, app, demo
@@ -27,6 +27,7 @@ SHARED_ADAPTER_PARTS = {
     "labtrack.api.schemas": ("labtrack.web",),  # the pages load forms with the API's own input schemas
     "labtrack.api.exports": ("labtrack.web",),  # and offer the API's CSV exports
     "labtrack.api.outcome_schemas": ("labtrack.web",),
+    "labtrack.api.investigation_schemas": ("labtrack.web",),
     "labtrack.api.common": ("labtrack.fhir",),  # the FHIR API signs in as the API does
     "labtrack.ops": ("labtrack", "workers"),  # logs, metrics and backups serve every adapter
 }

@@ -9,11 +9,12 @@ from sqlalchemy import select
 
 from labtrack.models import OutboxMessage
 from labtrack.services import notifications
+from tests.helpers import PASSWORD
 from tests.web.support import error_beside
 
 
 def _row(page: str, din: str) -> str:
-    return re.search(rf'<tr data-din="{din}">.*?</tr>', page, re.S).group(0)
+    return re.search(rf'<li class="row" data-din="{din}">.*?</li>\s*(?=<li class="row"|</ul>)', page, re.S).group(0)
 
 
 def test_r_rdy_1_readiness_board_shows_ready_or_the_blockers_in_words(lab, sign_in):
@@ -21,11 +22,13 @@ def test_r_rdy_1_readiness_board_shows_ready_or_the_blockers_in_words(lab, sign_
     waiting = lab.batch(mrn="MRN-2")
     board = sign_in("clinic").get("/clinic").text
     waiting_row = _row(board, waiting)
-    assert "The batch is registered." in waiting_row
-    assert "No Viability result has been recorded." in waiting_row  # the test named in words
+    assert "Not harvested yet." in waiting_row
+    assert "Not ready yet." in waiting_row
+    assert "viability" not in waiting_row.lower()  # the lab's internal list is not repeated to the clinic
     ready_row = _row(board, ready)
-    assert "Ready" in ready_row
-    assert "conditional release: sterility pending" in ready_row
+    assert "Ready to administer" in ready_row
+    assert "conditional release: the sterility culture is still running" in ready_row
+    assert "Released at the lab on" in ready_row
     assert "min left" in ready_row  # the expiry countdown
 
 
@@ -39,7 +42,7 @@ def test_patient_registration_and_batch_ordering(lab, sign_in):
     patient = {"action": "register", "mrn": "MRN-7", "family_name": "Roe", "given_name": "Rita"}
     missing = clinic.submit("/clinic/patients", patient)
     assert missing.status_code == 422
-    assert error_beside(missing.text, "register", "birth_date") == "Missing data for required field."
+    assert error_beside(missing.text, "register", "birth_date") == "This is required."
     registered = clinic.submit("/clinic/patients", patient | {"birth_date": "1975-02-03"}, follow_redirects=True)
     assert "Patient Roe, Rita (MRN MRN-7) registered." in registered.text
     twice = clinic.submit("/clinic/patients", patient | {"birth_date": "1975-02-03"})
@@ -102,9 +105,9 @@ def test_r_cor_1_r_sig_2_record_marks_corrections_and_shows_signature_manifestat
     correction = {"event_seq": harvest["seq"], "reason": "Scale misread", "data": {"weight_kg": 82}}
     lab.ok(lab.post("clinic", f"/batches/{din}/corrections", correction))
     page = html.unescape(sign_in("qa").get(f"/batches/{din}/record").text)
-    assert "[CORRECTED by seq" in page
-    assert "weight_kg was 80, now 82; reason: Scale misread" in page
-    signatures = re.search(r'<table class="signatures">.*?</table>', page, re.S).group(0)
+    assert "Corrected by entry" in page
+    assert "Patient weight was 80 kg, now 82 kg; reason: Scale misread" in page
+    signatures = re.search(r'<table class="signatures stack">.*?</table>', page, re.S).group(0)
     assert "Quinn Assurance" in signatures
     assert "approved" in signatures
     assert "Tara Second" in signatures
@@ -149,18 +152,65 @@ def test_r_acc_2_admin_manages_users_create_deactivate_unlock(lab, sign_in):
     user = {"action": "create", "username": "tina", "full_name": "Tina Third", "role": "technician"}
     short = admin.submit("/admin/users", user | {"password": "short"})
     assert short.status_code == 422
-    assert error_beside(short.text, "create", "password") == "must be at least 10 characters"
+    assert error_beside(short.text, "create", "password") == "Must be at least 10 characters"
     created = admin.submit("/admin/users", user | {"password": "long-enough-pass"}, follow_redirects=True)
     assert "User tina created." in created.text
-    admin.submit("/admin/users", {"action": "update", "username": "tina", "change": "deactivate"})
+    unconfirmed = {"action": "update", "form_id": "deactivate:tina", "username": "tina", "change": "deactivate"}
+    assert admin.submit("/admin/users", unconfirmed).status_code == 422  # not without the confirmation
+    assert lab.sql("SELECT active FROM users WHERE username = 'tina'")[0][0] in (True, 1)
+    dialog = re.search(r'<dialog id="deactivate-tina-dialog".*?</dialog>', admin.get("/admin/users").text, re.S)
+    assert "Deactivate Tina Third (tina)?" in dialog.group(0)
+    admin.submit("/admin/users", unconfirmed | {"confirmed": "yes"})
     assert lab.sql("SELECT active FROM users WHERE username = 'tina'")[0][0] in (False, 0)
     lab.sql("UPDATE users SET locked_at = CURRENT_TIMESTAMP WHERE username = 'tech'")
     assert "Unlock tech" in admin.get("/admin/users").text
     admin.submit("/admin/users", {"action": "update", "username": "tech", "change": "unlock"})
     assert lab.sql("SELECT locked_at FROM users WHERE username = 'tech'")[0][0] is None
-    refused = admin.submit("/admin/users", {"action": "update", "username": "admin", "change": "deactivate"})
+    refused = admin.submit(
+        "/admin/users", {"action": "update", "username": "admin", "change": "deactivate", "confirmed": "yes"}
+    )
     assert refused.status_code == 422
     assert "cannot deactivate your own account" in refused.text
+
+
+def test_admin_edits_a_users_name_role_and_clinic(lab, sign_in):
+    admin = sign_in("admin")
+    edit = {"action": "edit", "form_id": "edit:tech2", "username": "tech2", "full_name": "Tara Second-Jones"}
+    saved = admin.submit("/admin/users", edit | {"role": "qa"}, follow_redirects=True)
+    assert "User tech2: Tara Second-Jones, qa." in saved.text
+    assert lab.sql("SELECT full_name, role FROM users WHERE username = 'tech2'") == [("Tara Second-Jones", "qa")]
+    moved = admin.submit(
+        "/admin/users", {"action": "edit", "username": "clinic_b", "clinic": "C2"}, follow_redirects=True
+    )
+    assert "clinic C2" in moved.text
+    swap = admin.submit(
+        "/admin/users", {"action": "edit", "form_id": "edit:tech", "username": "tech", "role": "clinic"}
+    )
+    assert swap.status_code == 422
+    assert "create a new user" in error_beside(swap.text, "edit:tech", "role")
+
+
+def test_password_reset_makes_the_user_choose_a_new_one_at_the_next_sign_in(lab, sign_in, app):
+    tech = sign_in("tech")
+    admin = sign_in("admin")
+    reset = {"action": "reset", "form_id": "reset:tech", "username": "tech", "password": "temporary-pass-1"}
+    assert "choose a new one at their next sign-in" in admin.submit("/admin/users", reset, follow_redirects=True).text
+    assert tech.get("/bench").status_code == 302  # the old session ended
+    client = app.test_client()
+    login = client.get("/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    first = client.post("/login", data={"username": "tech", "password": "temporary-pass-1", "csrf_token": token})
+    assert first.status_code == 403
+    assert 'data-role="choose-password"' in first.text
+    differ = {"username": "tech", "password": "temporary-pass-1", "csrf_token": token}
+    mismatch = client.post("/login", data=differ | {"new_password": "my-own-pass-22", "confirm_password": "typo"})
+    assert "two new passwords differ" in error_beside(mismatch.text, "login", "confirm_password")
+    chosen = client.post(
+        "/login", data=differ | {"new_password": "my-own-pass-22", "confirm_password": "my-own-pass-22"}
+    )
+    assert chosen.status_code == 303
+    assert client.get("/bench").status_code == 200
+    assert lab.sql("SELECT must_change_password FROM users WHERE username = 'tech'")[0][0] in (False, 0)
 
 
 def test_admin_manages_clinics_lots_and_equipment(lab, sign_in):
@@ -184,11 +234,11 @@ def test_admin_manages_clinics_lots_and_equipment(lab, sign_in):
     assert sign_in("tech").get("/admin/lots").status_code == 403
 
 
-def test_r_qc_1_admin_publishes_a_new_specification_version(lab, sign_in):
+def test_r_qc_6_admin_proposes_and_another_qa_user_approves_on_the_page(lab, sign_in):
     admin = sign_in("admin")
     form = {
-        "action": "publish",
-        "form_id": "spec:adipose",
+        "action": "propose",
+        "form_id": "propose:adipose",
         "tissue_source": "adipose",
         "stability_hours": "36",
         "transport_temperature_c.min": "2",
@@ -196,13 +246,36 @@ def test_r_qc_1_admin_publishes_a_new_specification_version(lab, sign_in):
         "tests.viability_pct.min": "75",
         "tests.tnc_total.min": "10000000",
         "tests.endotoxin_eu_per_ml.max_eu_per_kg": "5",
+        "reason": "Stability study 2026-14 supports 36 h",
     }
-    bad = admin.submit("/admin/specifications", form | {"stability_hours": "1000"})
+    bad = admin.submit("/admin/specifications", form | {"tests.viability_pct.min": "150"})
     assert bad.status_code == 422
-    assert "between 1 and 336" in error_beside(bad.text, "spec:adipose", "stability_hours")
-    published = admin.submit("/admin/specifications", form, follow_redirects=True)
-    assert "published as version 2" in published.text
+    assert "a percentage, from 0 to 100" in bad.text
+    unexplained = admin.submit("/admin/specifications", form | {"reason": ""})
+    assert unexplained.status_code == 422
+    assert error_beside(unexplained.text, "propose:adipose", "reason")
+    proposed = admin.submit("/admin/specifications", form, follow_redirects=True)
+    assert "takes force when another QA user approves it" in proposed.text
+    (proposal_id,) = lab.sql("SELECT id FROM specification_proposals")[0]
+    page = sign_in("qa").get("/admin/specifications").text
+    assert 'data-role="open-proposal"' in page
+    compared = re.search(r'<tr data-path="tests.viability_pct.min" class="changed">.*?</tr>', page, re.S).group(0)
+    assert "70" in compared  # the version in force ...
+    assert "75" in compared  # ... beside the proposal
+    signed = {"action": "approve", "proposal_id": str(proposal_id), "signature.meaning": "approved"}
+    approved = sign_in("qa").submit(
+        "/admin/specifications", signed | {"signature.password": PASSWORD}, follow_redirects=True
+    )
+    assert "Version 2 of the adipose tissue specification is in force" in approved.text
     spec = next(s for s in lab.ok(lab.get("qa", "/specifications"), 200) if s["tissue_source"] == "adipose")
     assert spec["version"] == 2
     assert spec["body"]["tests"]["viability_pct"]["min"] == 75
     assert spec["body"]["tests"]["gram_stain"] == {"unit": None, "equals": "no_organisms_seen"}  # the rest is kept
+
+
+def test_r_qc_6_the_proposer_is_told_another_qa_user_must_approve(lab, sign_in):
+    body = next(s for s in lab.ok(lab.get("qa", "/specifications"), 200) if s["tissue_source"] == "bone_marrow")
+    lab.ok(lab.post("qa", "/specifications/bone_marrow/proposals", {"body": body["body"], "reason": "review"}))
+    page = sign_in("qa").get("/admin/specifications").text
+    assert "Another QA user must approve it: you proposed it." in page
+    assert "Sign: approved" not in page.split('data-tissue="bone_marrow"')[1]

@@ -135,3 +135,19 @@ def test_two_sweepers_at_once_deliver_each_row_once(lab, app, db, receiver):
     assert (counts[0].n, counts[0].rows) == (2 * len(ids), len(ids))
     workers = lab.sql("SELECT DISTINCT worker FROM outbox_deliveries")
     assert {row.worker for row in workers} <= {"sweeper-a", "sweeper-b"}
+
+
+def test_a_technician_hears_when_a_batch_is_handed_to_them_and_only_they_do(lab, app, db, receiver):
+    set_webhook(lab, "C1", receiver.url, SECRET)
+    din = lab.batch()
+    lab.ok(lab.harvest(din))
+    lab.ok(lab.handoff(din, to="tech"))
+    (message_id, payload) = lab.sql("SELECT id, payload FROM outbox WHERE topic = 'batch.handed_to_you'")[0]
+    assert outbox.dispatch(db, outbox.Settings.of(app.config), [message_id]) == 1
+    assert recipients(lab, message_id) == {"tech"}
+    assert receiver.requests == []  # the lab's own work list: no clinic webhook
+    (text,) = [row.message for row in lab.sql("SELECT message FROM notifications WHERE outbox_id = :id", id=message_id)]
+    assert text.startswith("Batch ")
+    assert "handed to you by Clara Clinic" in text
+    assert "SEAL-1" not in text
+    assert "SEAL-1" not in str(payload)

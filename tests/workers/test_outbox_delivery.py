@@ -43,27 +43,27 @@ def test_deviation_reaches_qa_and_own_clinic_only_with_signed_webhook(lab, recei
     assert request["body"]["data"]["kind"] == "manual"
 
     for username in ("qa", "qa2", "clinic", "clinic_b"):
-        (note,) = lab.ok(lab.get(username, "/notifications"), 200)
+        (note,) = lab.ok(lab.get(username, "/notifications"), 200)["items"]
         assert note["topic"] == "deviation.opened"
         assert note["din"] == din
         assert note["read"] is False
     for username in ("other", "tech", "admin"):
-        assert lab.ok(lab.get(username, "/notifications"), 200) == []
+        assert lab.ok(lab.get(username, "/notifications"), 200)["items"] == []
 
 
 def test_notifications_are_read_only_by_their_owner(lab, start_worker):
     start_worker()
     din = lab.at_lab()
     lab.ok(lab.post("clinic", f"/batches/{din}/deviations", {"kind": "manual", "description": "Cooler lid cracked"}))
-    assert wait_until(lambda: lab.ok(lab.get("clinic", "/notifications"), 200), 30)
-    (note,) = lab.ok(lab.get("clinic", "/notifications", unread="true"), 200)
+    assert wait_until(lambda: lab.ok(lab.get("clinic", "/notifications"), 200)["items"], 30)
+    (note,) = lab.ok(lab.get("clinic", "/notifications", unread="true"), 200)["items"]
     assert lab.post("clinic_b", f"/notifications/{note['id']}/read").status_code == 404
     read = lab.ok(lab.post("clinic", f"/notifications/{note['id']}/read"), 200)
     assert read["read"] is True
     assert read["read_at"]
-    assert lab.ok(lab.get("clinic", "/notifications", unread="true"), 200) == []
-    assert len(lab.ok(lab.get("clinic", "/notifications"), 200)) == 1
-    assert len(lab.ok(lab.get("clinic_b", "/notifications", unread="true"), 200)) == 1
+    assert lab.ok(lab.get("clinic", "/notifications", unread="true"), 200)["items"] == []
+    assert len(lab.ok(lab.get("clinic", "/notifications"), 200)["items"]) == 1
+    assert len(lab.ok(lab.get("clinic_b", "/notifications", unread="true"), 200)["items"]) == 1
 
 
 def test_webhook_retried_with_backoff_and_every_attempt_logged(lab, start_worker):

@@ -130,7 +130,7 @@ def test_r_cus_5_unreceived_handoff_opens_one_custody_overdue_deviation_for_qa(l
     assert watchers.custody_watch(db, gap=GAP, now=handed + GAP - timedelta(minutes=1)).overdue == []
     assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
     assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=6)).overdue == []
-    (deviation,) = lab.ok(lab.get("qa", "/deviations", din=din), 200)
+    (deviation,) = lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]
     assert deviation["kind"] == "custody_overdue"
     assert deviation["status"] == "open"
     assert "not received after 241 minutes" in deviation["description"]
@@ -148,7 +148,7 @@ def test_r_cus_5_each_overdue_handoff_counts_separately(lab, db):
     lab.ok(lab.handoff(din, by="tech2", to="tech", seal="SEAL-3"))
     handed = datetime.fromisoformat(events_of(lab, din, "handoff")[-1]["occurred_at"])
     assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
-    kinds = [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)]
+    kinds = [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]]
     assert kinds == ["custody_overdue", "custody_overdue"]
 
 
@@ -163,7 +163,7 @@ def test_r_cus_5_two_custody_watches_at_once_open_one_deviation(lab, db, app):
     outcomes = at_once(2, lambda: watchers.custody_watch(db, gap=GAP, now=now))
     assert sorted(din for outcome in outcomes for din in outcome.overdue) == sorted(dins)
     for din in dins:
-        assert [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)] == ["custody_overdue"]
+        assert [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]] == ["custody_overdue"]
     assert chains_verify(app, db).ok
 
 
@@ -179,11 +179,11 @@ def test_r_cus_5_r_seq_3_two_beat_triggered_runs_in_a_real_worker_have_one_effec
     for name in (TASK_CUSTODY_WATCH, TASK_CUSTODY_WATCH, TASK_EXPIRY_WATCH, TASK_EXPIRY_WATCH):
         celery.send_task(name)
     start_worker(concurrency=2, beat=False)
-    assert wait_until(lambda: lab.ok(lab.get("qa", "/deviations", din=overdue), 200), 30)
+    assert wait_until(lambda: lab.ok(lab.get("qa", "/deviations", din=overdue), 200)["items"], 30)
     assert wait_until(lambda: events_of(lab, stale, "expired"), 30)
     assert wait_until(lambda: "batch.expired" in topics(lab, stale), 10)
     wait_until(lambda: False, 2)  # let any second run finish
-    assert [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=overdue), 200)] == ["custody_overdue"]
+    assert [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=overdue), 200)["items"]] == ["custody_overdue"]
     assert len(events_of(lab, stale, "expired")) == 1
     assert topics(lab, stale).count("batch.expired") == 1
 

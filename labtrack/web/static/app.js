@@ -9,20 +9,66 @@
     });
   }
 
-  // A keyboard-wedge scanner types the code and then Enter. In a field marked data-scan, Enter moves on
-  // to the next required field still empty (so a scan never submits half a form); when none is left,
-  // Enter submits as usual.
-  document.addEventListener("keydown", function (event) {
-    var field = event.target;
-    if (event.key !== "Enter" || !field.matches || !field.matches("input[data-scan]") || !field.form) {
-      return;
-    }
+  function nextEmpty(field) {
     var fields = visibleFields(field.form);
     var empty = function (el) { return el.required && !el.value; };
-    var next = fields.slice(fields.indexOf(field) + 1).find(empty) || fields.find(empty);
+    return fields.slice(fields.indexOf(field) + 1).find(empty) || fields.find(empty);
+  }
+
+  // A lot or equipment code scanned (or typed) beside its list picks it; an unknown or unusable one
+  // says why and stays selected, so the next scan replaces it.
+  function pick(input) {
+    var select = document.getElementById(input.getAttribute("data-pick"));
+    var error = document.getElementById(input.id + "-error");
+    var code = input.value.trim().toUpperCase();
+    var option = Array.prototype.find.call(select.options, function (o) {
+      return o.value && (o.getAttribute("data-code") || "").toUpperCase() === code;
+    });
+    var problem = !option ? "No " + input.labels[0].textContent.replace(/^or scan the /, "") + " " + input.value.trim() + " in this list."
+      : option.disabled ? option.getAttribute("data-reason") : "";
+    error.hidden = !problem;
+    error.textContent = problem;
+    input.setAttribute("aria-invalid", problem ? "true" : "false");
+    if (problem) {
+      input.select();
+      return false;
+    }
+    select.value = option.value;
+    input.value = "";
+    return true;
+  }
+
+  // A keyboard-wedge scanner types the code and then Enter. In any field of a form, Enter moves on to
+  // the next required field still empty, so neither a scan nor a typed value submits half a form; when
+  // none is left, Enter submits as usual. Text areas keep their Enter for new lines.
+  document.addEventListener("keydown", function (event) {
+    var field = event.target;
+    if (event.key !== "Enter" || !field.form || !field.matches("input:not([type=submit]):not([type=button]), select")) {
+      return;
+    }
+    if (field.hasAttribute("data-pick")) {
+      event.preventDefault();
+      if (field.value.trim() && pick(field)) {
+        var after = nextEmpty(field);
+        if (after) {
+          after.focus();
+        }
+      }
+      return;
+    }
+    var next = nextEmpty(field);
     if (next && next !== field) {
       event.preventDefault();
       next.focus();
+    } else if (next === field) {
+      event.preventDefault();
+    }
+  });
+
+  // A scan field selects what it holds when it gets the focus, so the next scan replaces it.
+  document.addEventListener("focusin", function (event) {
+    if (event.target.matches && event.target.matches("input[data-scan]")) {
+      event.target.select();
     }
   });
 
@@ -76,6 +122,9 @@
     } else {
       var invalid = document.querySelector("main [aria-invalid=true]");
       if (invalid) {
+        if (invalid.matches("input[data-scan]")) {
+          invalid.value = "";  // a refused scan is emptied: the next scan starts afresh
+        }
         invalid.focus();
       }
     }

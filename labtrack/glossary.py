@@ -1,0 +1,407 @@
+"""Words for people: every code LabTrack stores or answers with, said the way its users say it.
+
+The API keeps its codes (clients act on them); pages, PDFs, notifications and e-mails
+print ``words(code)``. One table, so a status reads the same on the bench card, in the
+batch record and in the clinic's e-mail. Also here: numbers with their units and a
+sensible precision (``quantity``), DINs shown one way (``din_parts``), and the
+validation messages of the input schemas as sentences (``sentence``).
+
+Plain Python: no Flask, no database, usable by the documents and the workers too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from labtrack.domain.din import Din, parse_din
+from labtrack.domain.errors import DomainError
+
+WORDS: dict[str, str] = {
+    # batch statuses
+    "registered": "registered",
+    "collected": "collected",
+    "in_transit": "in transit",
+    "received": "received",
+    "processing": "processing",
+    "processed": "processed",
+    "awaiting_release": "awaiting release",
+    "released": "released",
+    "dispatched": "dispatched",
+    "delivered": "delivered",
+    "administered": "administered",
+    "rejected": "rejected",
+    "expired": "expired",
+    "discarded": "discarded",
+    # tissue sources, products
+    "adipose": "adipose tissue",
+    "bone_marrow": "bone marrow",
+    # steps (event types too)
+    "harvest": "harvest",
+    "digestion": "digestion",
+    "isolation": "isolation",
+    "separation": "separation",
+    "concentration": "concentration",
+    "administration": "administration",
+    "handoff": "hand-off",
+    "receipt": "receipt",
+    "qc": "QC testing",
+    "release": "release",
+    # other event types
+    "qc_recorded": "QC result recorded",
+    "qc_verified": "QC result verified",
+    "deviation_opened": "deviation opened",
+    "deviation_disposed": "deviation closed",
+    "identity_mismatch": "identity mismatch (refused scan)",
+    "label_printed": "label printed",
+    "correction": "correction",
+    "signature_failed": "failed signature attempt",
+    "specification_proposed": "specification change proposed",
+    "specification_approved": "specification change approved",
+    "specification_withdrawn": "specification proposal withdrawn",
+    "password_changed": "password changed",
+    "proposed": "proposed, awaiting approval",
+    "withdrawn": "withdrawn",
+    "released_conditionally": "released conditionally",
+    # step data fields
+    "patient_mrn": "Patient MRN",
+    "patient_birth_date": "Patient birth date",
+    "weight_kg": "Patient weight",
+    "volume_ml": "Volume",
+    "started_at": "Started",
+    "ended_at": "Ended",
+    "duration_min": "Duration",
+    "temperature_c": "Temperature",
+    "g_force": "Centrifugal force",
+    "final_volume_ml": "Final volume",
+    "injection_sites": "Injection sites",
+    "site": "Site",
+    "anticoagulant": "Anticoagulant",
+    "physician": "Physician",
+    "scanned_din": "Scanned DIN",
+    "seal_id": "Seal id",
+    "condition": "Container condition",
+    "to_username": "Recipient",
+    "occurred_at": "When it happened",
+    "late_entry_reason": "Reason for the late entry",
+    "planned_administration_at": "Planned administration",
+    "birth_date": "Birth date",
+    "family_name": "Family name",
+    "given_name": "Given name",
+    "mrn": "MRN",
+    "tissue_source": "Tissue source",
+    "value": "Result",
+    "method": "Method",
+    "reason": "Reason",
+    "description": "Description",
+    "justification": "Justification",
+    "decision": "Decision",
+    "signature.password": "Password",
+    "signature.meaning": "Meaning of the signature",
+    "password": "Password",
+    # other event data
+    "to": "Handed to",
+    "to_full_name": "Recipient",
+    "from": "From",
+    "handoff_seal_id": "Seal id at hand-off",
+    "conditional_release": "Conditional release",
+    "patient_id": "Patient number",
+    "product": "Product",
+    "specification_version": "Specification version",
+    "event_seq": "Corrects entry",
+    "changes": "Changes",
+    "qc_result_id": "QC result number",
+    "qc_ids": "QC results",
+    "deviation_id": "Deviation number",
+    "record_hash": "Record hash",
+    "record_seq": "Verifies entry",
+    "locked": "Account locked",
+    "attempt": "Attempt",
+    "check": "Check",
+    "mismatched": "Did not match",
+    "action": "Action",
+    "expires_at": "Expires",
+    "reagent_lots": "Reagent lots",
+    "equipment": "Equipment",
+    "test": "Test",
+    "unit": "Unit",
+    "limit": "Specification",
+    "within_spec": "Within specification",
+    # harvest sites, anticoagulants
+    "abdomen": "abdomen",
+    "flank": "flank",
+    "thigh": "thigh",
+    "buttock": "buttock",
+    "posterior_iliac_crest": "posterior iliac crest",
+    "anterior_iliac_crest": "anterior iliac crest",
+    "sternum": "sternum",
+    "other": "other",
+    "heparin": "heparin",
+    "acd_a": "ACD-A",
+    "citrate": "citrate",
+    # QC tests and their word results
+    "tnc_total": "Total nucleated cells",
+    "viability_pct": "Viability",
+    "cd34_pct": "CD34+ cells",
+    "endotoxin_eu_per_ml": "Endotoxin",
+    "sterility_culture": "Sterility culture",
+    "gram_stain": "Gram stain",
+    "no_organisms_seen": "no organisms seen",
+    "organisms_seen": "organisms seen",
+    "pending": "pending (sample taken)",
+    "no_growth": "no growth",
+    "growth": "growth",
+    "intact": "intact",
+    "damaged": "damaged",
+    # deviation kinds, statuses, decisions
+    "manual": "reported by staff",
+    "qc_out_of_spec": "QC result out of specification",
+    "sterility_positive": "positive sterility culture",
+    "seal_mismatch": "seal does not match",
+    "damaged_container": "container damaged",
+    "temperature_excursion": "temperature out of range",
+    "custody_overdue": "hand-off not received in time",
+    "open": "open",
+    "closed": "closed",
+    "accept": "accepted, use as is",
+    "reject": "rejected, the batch is rejected",
+    # release blockers (the part before the colon)
+    "qc_missing": "QC result missing",
+    "qc_unverified": "QC result not yet verified",
+    "open_deviation": "open deviation",
+    "not_ready": "not yet at that stage",
+    "custody_not_at_lab": "not in the lab's custody",
+    "segregation_of_duties": "another QA person must release: you worked on this batch",
+    # roles
+    "technician": "technician",
+    "qa": "QA",
+    "clinic": "clinic",
+    "admin": "administrator",
+    # signature meanings
+    "verified": "verified",
+    "approved": "approved",
+    # reagent and equipment kinds and statuses
+    "collagenase": "collagenase",
+    "separation_kit": "separation kit",
+    "incubator": "incubator",
+    "centrifuge": "centrifuge",
+    "quarantined": "quarantined",
+    "in_service": "in service",
+    "out_of_service": "out of service",
+    "retired": "retired",
+    # label kinds
+    "collection": "collection",
+    # error codes (problem+json ``code``)
+    "bad_request": "request not understood",
+    "unauthenticated": "sign-in needed",
+    "invalid_credentials": "wrong username or password",
+    "signature_invalid": "signature refused",
+    "forbidden": "not allowed for your role",
+    "not_found": "not found",
+    "payload_too_large": "too much data",
+    "account_locked": "account locked",
+    "password_change_required": "choose a new password",
+    "rate_limited": "too many attempts",
+    "validation_error": "some values are not accepted",
+    "invalid_din": "not a DIN",
+    "reagent_not_usable": "reagent lot not usable",
+    "equipment_not_usable": "equipment not usable",
+    "idempotency_key_reused": "request repeated with other content",
+    "invalid_transition": "not possible at this stage",
+    "custody_violation": "you do not hold the product",
+    "batch_held": "batch on hold",
+    "release_blocked": "release blocked",
+    "conflict": "conflict",
+    "unavailable": "service unavailable",
+    # notification events
+    "batch.dispatched": "batch dispatched",
+    "batch.expired": "batch expired",
+    "batch.expiring": "batch about to expire",
+    "batch.rejected": "batch rejected",
+    "batch.released": "batch released",
+    "batch.handed_to_you": "batch handed to you",
+    "identity.mismatch": "identity mismatch",
+    "sterility.positive": "positive sterility culture",
+}
+
+# Actions a role may take (``Action`` values), as a person says them.
+ACTIONS: dict[str, str] = {
+    "manage_reference": "manage users, clinics, lots, equipment and specifications",
+    "read_materials": "see reagent lots and equipment",
+    "read_patients": "see patients",
+    "register_patient": "register patients",
+    "register_batch": "order batches",
+    "read_batch": "see batches",
+    "log_clinic_step": "record harvests and administrations",
+    "log_lab_step": "record lab steps",
+    "custody": "hand off or receive products",
+    "open_deviation": "open deviations",
+    "list_deviations": "see deviations",
+    "qc_entry": "enter QC results",
+    "qc_verify": "verify QC results",
+    "disposition": "decide on deviations",
+    "release": "release or reject batches",
+    "correct": "correct records",
+    "print_label": "print labels",
+    "read_record": "read batch records",
+    "audit": "verify the audit trail",
+    "propose_specification": "propose specification changes",
+    "approve_specification": "approve specification changes",
+}
+
+UNITS = {"cells": "cells", "%": "%", "EU/mL": "EU/mL", "mL": "mL", "kg": "kg", "min": "min", "°C": "°C"}
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+CODE = re.compile(r"^[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+$")
+
+
+def words(code: Any) -> str:
+    """A code in words: ``awaiting_release`` → "awaiting release", ``qc_missing:viability_pct`` →
+    "QC result missing: Viability". An unknown snake_case code still loses its underscores."""
+    text = "" if code is None else str(code)
+    if text in WORDS:
+        return WORDS[text]
+    head, sep, tail = text.partition(":")
+    if sep and head in WORDS:
+        return f"{WORDS[head]}: {words(tail)}"
+    return text.replace("_", " ") if CODE.match(text) else text
+
+
+def label(code: Any) -> str:
+    """``words`` for a heading or a label: its first letter capital ("QC result recorded")."""
+    said = words(code)
+    return said[:1].upper() + said[1:]
+
+
+def is_code(text: str) -> bool:
+    """Whether ``text`` is a code of the glossary people should never read as it is (it has words of its own).
+
+    Other snake_case text (a username such as ``clinic_b``) is not a code."""
+    head = text.partition(":")[0]
+    return (text in WORDS or head in WORDS) and bool(CODE.match(head)) and words(text) != text
+
+
+# Numbers as a machine prints them: 36000000.0, 1e+07.
+MACHINE_NUMBERS = re.compile(r"\b\d+\.0\b(?!\.)|\b\d(?:\.\d+)?e[+-]\d+\b", re.IGNORECASE)
+
+
+def codes_in(text: str) -> list[str]:
+    """The codes (and machine-printed numbers) in a text meant for people: what should have been words."""
+    tokens = {token.strip(".:") for token in re.findall(r"[A-Za-z0-9_.+-]+", text)}
+    return sorted(code for code in tokens if is_code(code)) + MACHINE_NUMBERS.findall(text)
+
+
+def scientific(value: float, digits: int = 2) -> str:
+    """36000000 → "3.6 × 10⁷" (two significant digits by default), 450 → "450"."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.floor(math.log10(abs(value)))
+    if -2 <= exponent < 4:
+        return number(value)
+    mantissa = round(value / 10**exponent, digits - 1)
+    if abs(mantissa) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    text = f"{mantissa:.{digits - 1}f}".rstrip("0").rstrip(".")
+    return f"{text} × 10{str(exponent).translate(SUPERSCRIPT)}"
+
+
+def number(value: Any) -> str:
+    """A measured number without float noise: 6.0 → "6", 37.25 → "37.25", 0.123456 → "0.1235"."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return words(value)
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}".replace(",", " ") if abs(value) >= 10_000 else str(int(value))
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def quantity(value: Any, unit: str | None = None) -> str:
+    """A value with its unit: cell counts in powers of ten (3.6 × 10⁷ cells), percentages as 85 %,
+    word results in words."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return words(value)
+    if unit == "cells":
+        return f"{scientific(float(value))} cells"
+    text = scientific(float(value)) if abs(value) >= 10_000 else number(value)
+    return f"{text} {unit}" if unit else text
+
+
+LIMIT = re.compile(r"(?P<op>[≥≤<>=]+)\s*(?P<num>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)", re.IGNORECASE)
+
+
+def limit(text: str | None, unit: str | None = None) -> str:
+    """A specification limit as stored ("≥ 1e+07", "final result no_growth") in words and units."""
+    if not text:
+        return "—"
+    out = LIMIT.sub(lambda m: f"{m['op']} {quantity(float(m['num']), unit)}", text)
+    return " ".join(words(part) if CODE.match(part) else part for part in out.split(" "))
+
+
+def din_parts(din: str) -> tuple[str, str]:
+    """A DIN as people read it: the spaced body and the check character (boxed by pages and PDFs)."""
+    try:
+        parsed = parse_din(din)
+    except DomainError:
+        return din, ""
+    display = Din(parsed.value).display
+    return display[:-2], display[-1]
+
+
+# marshmallow's and the rules' messages as sentences: (pattern, replacement) applied in order.
+MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^Missing data for required field\.?$"), "This is required."),
+    (re.compile(r"^Field may not be null\.?$"), "This is required."),
+    (re.compile(r"^Not a valid number\.?$"), "Enter a number."),
+    (re.compile(r"^Not a valid integer\.?$"), "Enter a whole number."),
+    (re.compile(r"^Not a valid date\.?$"), "Enter a date."),
+    (re.compile(r"^Not a valid datetime\.?$"), "Enter a date and time."),
+    (re.compile(r"^Not a valid string\.?$"), "Enter text."),
+    (re.compile(r"^Unknown field\.?$"), "This field is not part of the form."),
+    (re.compile(r"^Shorter than minimum length 1\.?$"), "This is required."),
+    (re.compile(r"^must be one of: (.*)$"), "Choose one of: {list}."),
+    (re.compile(r"^The (\w+) role may not (.+)\.$"), "{role} may not {action}."),
+)
+
+
+def sentence(message: str) -> str:
+    """A validation or refusal message as a person understands it; codes inside it in words."""
+    text = message.strip()
+    for pattern, replacement in MESSAGES:
+        match = pattern.match(text)
+        if not match:
+            continue
+        if "{list}" in replacement:
+            return replacement.format(list=", ".join(words(v.strip()) for v in match[1].split(",")))
+        if "{role}" in replacement:
+            role = words(match[1])
+            action = ACTIONS.get(match[2].replace(" ", "_"), match[2])
+            who = "QA" if role == "QA" else f"The {role} role"
+            return replacement.format(role=who, action=action) + " Ask someone whose role allows it."
+        return replacement
+    said = " ".join(_part_in_words(part) for part in text.split(" "))
+    return said[:1].upper() + said[1:]
+
+
+def _part_in_words(part: str) -> str:
+    core = part.strip(".,;:()'\"")
+    return part.replace(core, words(core)) if core and is_code(core) else part
+
+
+def moment(when: Any, zone: str) -> str:
+    """A time to the second in the lab's zone, the zone named: "2026-12-02 16:58:03 CET (Europe/Berlin)".
+
+    Accepts a datetime or an ISO 8601 text (as stored in event data); other text is returned as it is."""
+    if when is None or when == "":
+        return "—"
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            return when
+    if when.tzinfo is None:
+        return when.isoformat(sep=" ")
+    local = when.astimezone(ZoneInfo(zone))
+    abbreviation = local.tzname() or zone
+    named = "" if abbreviation == zone else f" ({zone})"
+    return f"{local:%Y-%m-%d %H:%M:%S} {abbreviation}{named}"

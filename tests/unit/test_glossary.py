@@ -1,0 +1,74 @@
+"""The glossary: codes in words, numbers with units, messages as sentences (pages, PDFs, e-mails)."""
+
+from __future__ import annotations
+
+from labtrack.domain.actors import Action, Role
+from labtrack.domain.errors import DomainError
+from labtrack.domain.lifecycle import Status
+from labtrack.domain.process import ALL_STEP_NAMES, PROCESSES
+from labtrack.domain.qc import ALL_TESTS, TEXT_TESTS
+from labtrack.domain.signatures import Meaning
+from labtrack.glossary import ACTIONS, WORDS, din_parts, is_code, limit, quantity, sentence, words
+
+
+def _codes_of_errors() -> set[str]:
+    found, todo = set(), [DomainError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.code)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_code_of_the_domain_has_words():
+    fields = {f.name for p in PROCESSES.values() for s in p.steps for f in s.fields}
+    choices = {c for p in PROCESSES.values() for s in p.steps for f in s.fields for c in f.choices or ()}
+    values = {v for options in TEXT_TESTS.values() for v in options}
+    codes = (
+        {s.value for s in Status}
+        | {r.value for r in Role}
+        | {m.value for m in Meaning}
+        | set(ALL_STEP_NAMES)
+        | set(ALL_TESTS)
+        | fields
+        | choices
+        | values
+        | _codes_of_errors()
+    )
+    assert sorted(codes - set(WORDS)) == []
+    assert sorted({a.value for a in Action} - set(ACTIONS)) == []
+
+
+def test_codes_read_as_words_and_compound_codes_too():
+    assert words("awaiting_release") == "awaiting release"
+    assert words("viability_pct") == "Viability"
+    assert words("qc_missing:tnc_total") == "QC result missing: Total nucleated cells"
+    assert words("no_organisms_seen") == "no organisms seen"
+    assert is_code("qc_out_of_spec")
+    assert not is_code("released")
+
+
+def test_numbers_carry_units_and_sensible_precision():
+    assert quantity(36000000.0, "cells") == "3.6 × 10⁷ cells"
+    assert quantity(4.2e7, "cells") == "4.2 × 10⁷ cells"
+    assert quantity(88.0, "%") == "88 %"
+    assert quantity(0.5, "EU/mL") == "0.5 EU/mL"
+    assert quantity("no_growth") == "no growth"
+    assert limit("≥ 1e+07", "cells") == "≥ 1 × 10⁷ cells"
+    assert limit("final result no_growth") == "final result no growth"
+
+
+def test_messages_become_sentences():
+    assert sentence("Missing data for required field.") == "This is required."
+    assert sentence("The technician role may not read record.") == (
+        "The technician role may not read batch records. Ask someone whose role allows it."
+    )
+    assert sentence("must be one of: no_growth, growth") == "Choose one of: no growth, growth."
+    assert sentence("The viability_pct result 55 is out of spec.") == "The Viability result 55 is out of spec."
+
+
+def test_a_din_is_shown_spaced_with_its_check_character_apart():
+    body, check = din_parts("A999926000001")
+    assert body == "A9999 26 000001"
+    assert len(check) == 1
+    assert din_parts("not a din") == ("not a din", "")
