@@ -69,6 +69,10 @@ class Failure:
     def value(self, form: str, name: str, default: Any = "") -> Any:
         return self.values.get(name, default) if self.here(form) else default
 
+    def chosen(self, form: str, name: str) -> list[str]:
+        """The options the refused form had picked in ``name`` (a multiple choice), to show them again."""
+        return self.values.getlist(name) if self.here(form) else []
+
     def summary(self, form: str) -> str | None:
         """The message at the top of the refused form; field messages stand beside their fields."""
         if not self.here(form):
