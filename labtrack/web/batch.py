@@ -66,7 +66,7 @@ from labtrack.services import (
 )
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import Outcome, given, in_hand, load, number, respond, step_data
+from labtrack.web.forms import Outcome, given, in_hand_fields, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 
@@ -232,7 +232,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
             "data": step_data(definition, form) if definition else {},
             "reagent_lots": [number(v) for v in form.getlist("reagent_lots") if v],
             "equipment": [v for v in form.getlist("equipment") if v],
-            **in_hand(form),
+            **in_hand_fields(form),
         },
     )
     event = database().write(lambda s: steps.log_step(s, who, din, **body))
@@ -240,7 +240,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
 
 
 def _handoff(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(HandoffCreateSchema(), in_hand(form) | given(form, "to_username", "seal_id", "temperature_c"))
+    body = load(HandoffCreateSchema(), in_hand_fields(form) | given(form, "to_username", "seal_id", "temperature_c"))
     database().write(lambda s: custody.handoff(s, who, din, **body))
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
@@ -250,7 +250,7 @@ def _with_deviations(session: Session, event: Any) -> list[str]:
 
 
 def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
-    body = load(ReceiptCreateSchema(), in_hand(form) | given(form, "seal_id", "temperature_c", "condition"))
+    body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
 
     def receive(s: Session) -> list[str]:
         return _with_deviations(s, custody.receipt(s, who, din, **body))
@@ -267,7 +267,7 @@ def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
         value = number(value)
-    body = load(QcCreateSchema(), in_hand(form) | given(form, "method") | {"test": test, "value": value})
+    body = load(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
     said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
     if not result.within_spec:
@@ -294,7 +294,7 @@ def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
         return recorded
 
     try:
-        body = load(QcPanelCreateSchema(), in_hand(form) | {"results": entries})
+        body = load(QcPanelCreateSchema(), in_hand_fields(form) | {"results": entries})
         recorded = database().write(enter)
     except ValidationFailed as error:
         raise ValidationFailed(_panel_fields(error.errors or {}, [e["test"] for e in entries])) from None
