@@ -8,10 +8,10 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.decisions import BatchFacts, Decision, ResultFacts, decide
+from labtrack.domain.lifecycle import state_of
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import required_tests
 from labtrack.models import Batch, BatchEvent, Deviation, QcResult
-from labtrack.services import batches
 
 # Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
 PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
@@ -67,7 +67,7 @@ def facts(session: Session, batch: Batch) -> BatchFacts:
         select(Deviation.id).where(Deviation.batch_id == batch.id, Deviation.status == "open").order_by(Deviation.id)
     ).scalars()
     return BatchFacts(
-        state=batches.state_of(batch),
+        state=state_of(batch),
         now=utcnow(),
         required=tuple(required_tests(batch.specification.body)),
         results=results(session, batch),

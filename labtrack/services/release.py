@@ -13,7 +13,7 @@ from labtrack.domain import lifecycle
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import check_reject, check_release
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
-from labtrack.domain.lifecycle import TERMINAL, Status
+from labtrack.domain.lifecycle import TERMINAL, Status, state_of
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING, required_tests
 from labtrack.domain.release import QcView, readiness_blockers
 from labtrack.domain.signatures import Meaning
@@ -90,7 +90,7 @@ def reject(session: Session, actor: Actor, din: str, *, reason: str, signature: 
     """QA rejects with meaning `rejected` and a reason; terminal (R-REL-3)."""
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.RELEASE, batch.clinic_id, what="batch")
-    check_reject(batches.state_of(batch))
+    check_reject(state_of(batch))
     if not reason.strip():
         raise ValidationFailed({"reason": ["is required"]})
     signed = signatures.sign(session, actor, signature, Meaning.REJECTED, batch.head_hash, batch)
