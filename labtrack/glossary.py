@@ -218,6 +218,13 @@ WORDS: dict[str, str] = {
     "release_blocked": "release blocked",
     "conflict": "conflict",
     "unavailable": "service unavailable",
+    "already_imported": "this file was imported already",
+    "leg_not_covered": "the file does not cover the transport",
+    "leg_open": "the transport has not ended yet",
+    "logger_file_invalid": "the temperature file cannot be read",
+    "not_acceptable": "format not available",
+    "printer_failed": "the printer did not print",
+    "printer_not_configured": "no label printer is set up",
     # notification events
     "batch.dispatched": "batch dispatched",
     "batch.expired": "batch expired",
