@@ -36,7 +36,7 @@ WORDS: dict[str, str] = {
     "rejected": "rejected",
     "expired": "expired",
     "discarded": "discarded",
-    "not_administered": "not administered",
+    "not_administered": "not administered yet",
     "reviewed": "reviewed",
     # tissue sources, products
     "adipose": "adipose tissue",
@@ -235,8 +235,6 @@ WORDS: dict[str, str] = {
     "identity.mismatch": "identity mismatch",
     "sterility.positive": "positive sterility culture",
     # investigations (R-ADV, R-LBK)
-    "not_administered": "not administered yet",
-    "reviewed": "reviewed",
     "recalled": "recalled",
     "lookback": "lookback",
     "infection": "infection",
