@@ -4,7 +4,7 @@ Called by ``labtrack.demo.load`` inside its transaction. Every batch goes throug
 same services as a real one, with the server's clock set to the moment each step
 happened (``labtrack.clock.frozen_at``), so events, signatures and follow-up windows are
 dated as they would have been. The outcomes report and the trend charts then have
-something real to show, including one Nelson flag (a viability far below the others).
+something real to show, including one Nelson flag (a viability far below the others, at least).
 
 The history is signed by three former staff, deactivated at the end. Their password
 hashes are made at a low Argon2 cost: a year of signatures (seven per batch) at the
@@ -56,8 +56,8 @@ def load(session: Session, facility: str, password: str) -> int:
     assert session.execute(select(Equipment.id).where(Equipment.code == "CEN-01")).first()
     start = utcnow().date() - timedelta(days=DAYS)
     made = 0
-    schedule = [("adipose", day) for day in range(0, DAYS - 14, 11)] + [
-        ("bone_marrow", day) for day in range(5, DAYS - 14, 36)
+    schedule = [("adipose", day) for day in range(0, DAYS - 14, 14)] + [
+        ("bone_marrow", day) for day in range(5, DAYS - 14, 45)
     ]
     counts = {"adipose": 0, "bone_marrow": 0}
     for source, day in sorted(schedule, key=lambda item: item[1]):

@@ -36,6 +36,8 @@ WORDS: dict[str, str] = {
     "rejected": "rejected",
     "expired": "expired",
     "discarded": "discarded",
+    "not_administered": "not administered yet",
+    "reviewed": "reviewed",
     # tissue sources, products
     "adipose": "adipose tissue",
     "bone_marrow": "bone marrow",
@@ -216,6 +218,13 @@ WORDS: dict[str, str] = {
     "release_blocked": "release blocked",
     "conflict": "conflict",
     "unavailable": "service unavailable",
+    "already_imported": "this file was imported already",
+    "leg_not_covered": "the file does not cover the transport",
+    "leg_open": "the transport has not ended yet",
+    "logger_file_invalid": "the temperature file cannot be read",
+    "not_acceptable": "format not available",
+    "printer_failed": "the printer did not print",
+    "printer_not_configured": "no label printer is set up",
     # notification events
     "batch.dispatched": "batch dispatched",
     "batch.expired": "batch expired",
@@ -225,6 +234,25 @@ WORDS: dict[str, str] = {
     "batch.handed_to_you": "batch handed to you",
     "identity.mismatch": "identity mismatch",
     "sterility.positive": "positive sterility culture",
+    # investigations (R-ADV, R-LBK)
+    "recalled": "recalled",
+    "lookback": "lookback",
+    "infection": "infection",
+    "allergic_reaction": "allergic reaction",
+    "injection_site_reaction": "injection site reaction",
+    "not_recovered": "not recovered",
+    "reagent_lot": "reagent lot",
+    "operator": "operator",
+    "follow_up": "administered: follow the patient up",
+    "adverse_reaction_reported": "adverse reaction reported",
+    "adverse_reaction_closed": "adverse reaction closed",
+    "adverse_reaction.reported": "adverse reaction reported",
+    "adverse_reaction.due_soon": "adverse reaction report due soon",
+    "adverse_reaction.overdue": "adverse reaction report overdue",
+    "lookback.opened": "lookback opened",
+    "lookback.reminder": "lookback awaiting acknowledgement",
+    "lookback.unanswered": "lookback unanswered",
+    "lookback.auto_opened": "lookback opened automatically",
 }
 
 # Actions a role may take (``Action`` values), as a person says them.
@@ -250,9 +278,17 @@ ACTIONS: dict[str, str] = {
     "audit": "verify the audit trail",
     "propose_specification": "propose specification changes",
     "approve_specification": "approve specification changes",
+    "record_follow_up": "record follow-up visits",
+    "read_outcomes": "see the outcomes report",
+    "read_trends": "see the quality trends",
+    "reset_trend_baseline": "reset a trend's baseline",
+    "approve_follow_up_plan": "approve follow-up plans",
+    "report_reaction": "report adverse reactions",
+    "read_investigations": "see investigations",
+    "investigate": "open and close investigations",
+    "acknowledge_lookback": "acknowledge lookbacks",
 }
 
-UNITS = {"cells": "cells", "%": "%", "EU/mL": "EU/mL", "mL": "mL", "kg": "kg", "min": "min", "°C": "°C"}
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 CODE = re.compile(r"^[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+$")
 

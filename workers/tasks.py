@@ -15,7 +15,6 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
-from labtrack.api.common import IDEMPOTENCY_WINDOW
 from labtrack.audit import checkpoints, keys, partitions, runs
 from labtrack.db import database
 from labtrack.extensions import (
@@ -119,6 +118,6 @@ def make_partitions() -> int:
 @shared_task(name=TASK_HOUSEKEEPING)
 def nightly_housekeeping() -> dict[str, int]:
     """R-OPS-6: delete expired operational rows in small batches; never history."""
-    outcome = housekeeping.run(database(), housekeeping.Retention(idempotency=IDEMPOTENCY_WINDOW))
+    outcome = housekeeping.run(database(), housekeeping.Retention(idempotency=housekeeping.IDEMPOTENCY_WINDOW))
     log.info("housekeeping: %s row(s) deleted %s", outcome.total, outcome.deleted)
     return outcome.deleted

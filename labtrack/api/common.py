@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from flask import Response, current_app, g, json, request
@@ -22,8 +21,7 @@ from labtrack.domain.errors import (
 )
 from labtrack.models import IdempotencyRecord
 from labtrack.services import auth
-
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
+from labtrack.services.housekeeping import IDEMPOTENCY_WINDOW
 
 
 def bearer_token() -> str | None:

@@ -39,7 +39,7 @@ READABLE_FIELDS = ("type", "occurred_at", "recorded_at", "actor")
 
 
 @dataclass
-class Outcome:
+class Findings:
     din: str | None = None
     events: int = 0
     problems: list[str] = field(default_factory=list)
@@ -51,7 +51,7 @@ class Outcome:
         return not self.problems
 
 
-def _records(lines: list[str], outcome: Outcome) -> dict[str, list[dict[str, Any]]]:
+def _records(lines: list[str], outcome: Findings) -> dict[str, list[dict[str, Any]]]:
     records: dict[str, list[dict[str, Any]]] = {"header": [], "event": [], "checkpoint": [], "inclusion_proof": []}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -69,7 +69,7 @@ def _records(lines: list[str], outcome: Outcome) -> dict[str, list[dict[str, Any
     return records
 
 
-def _check_events(events: list[dict[str, Any]], outcome: Outcome) -> dict[int, str]:
+def _check_events(events: list[dict[str, Any]], outcome: Findings) -> dict[int, str]:
     """Chain and canonical text of the exported events; returns seq -> hash of the events read."""
     links = []
     for event in events:
@@ -107,7 +107,7 @@ def _check_events(events: list[dict[str, Any]], outcome: Outcome) -> dict[int, s
     return {link.seq: link.hash for link in links}
 
 
-def _check_checkpoint(checkpoint: dict[str, Any], public_key: Any, outcome: Outcome) -> bool:
+def _check_checkpoint(checkpoint: dict[str, Any], public_key: Any, outcome: Findings) -> bool:
     outcome.checkpoint_id = checkpoint.get("id")
     name = f"checkpoint {checkpoint.get('id')}"
     if checkpoint.get("key_id") != key_id_of(public_key):
@@ -151,7 +151,7 @@ def _recorded_at(events: list[dict[str, Any]]) -> dict[int, datetime]:
     return found
 
 
-def _check_backdated(checkpoint: dict[str, Any], head: int, recorded: dict[int, datetime], outcome: Outcome) -> None:
+def _check_backdated(checkpoint: dict[str, Any], head: int, recorded: dict[int, datetime], outcome: Findings) -> None:
     fields = parse_statement(str(checkpoint.get("statement")))
     signed_at = _utc(fields["created_at"]) if fields else None
     if signed_at is None:
@@ -170,7 +170,7 @@ def _check_proof(
     checkpoint: dict[str, Any],
     hashes: dict[int, str],
     recorded: dict[int, datetime],
-    outcome: Outcome,
+    outcome: Findings,
 ) -> None:
     try:
         leaf = Leaf.parse(str(proof["leaf"]))
@@ -207,8 +207,8 @@ def _check_proof(
         )
 
 
-def verify_export(lines: list[str], public_key: Any) -> Outcome:
-    outcome = Outcome()
+def verify_export(lines: list[str], public_key: Any) -> Findings:
+    outcome = Findings()
     records = _records(lines, outcome)
     header = records["header"][0] if records["header"] else {}
     events = sorted(records["event"], key=lambda e: e.get("seq") if isinstance(e.get("seq"), int) else 0)
@@ -237,7 +237,7 @@ def verify_export(lines: list[str], public_key: Any) -> Outcome:
     return outcome
 
 
-def report(outcome: Outcome) -> str:
+def report(outcome: Findings) -> str:
     lines = [f"FAIL: {problem}" for problem in outcome.problems]
     lines += [f"WARNING: {warning}" for warning in outcome.warnings]
     what = f"{outcome.din or 'unknown batch'}: {outcome.events} event(s), checkpoint {outcome.checkpoint_id}"

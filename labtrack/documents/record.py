@@ -23,6 +23,7 @@ from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Space
 from labtrack.documents import fonts
 from labtrack.documents.curve import drawing
 from labtrack.domain.hashing import iso_utc
+from labtrack.glossary import words
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,16 @@ def manifestation_text(signature: dict[str, Any]) -> str:
     )
     said = signature.get("what", "entry")
     what = f"{said[:1].upper()}{said[1:]} (entry {signature.get('seq', '—')})"
-    return f"{what}: signed by {text}; record {signature['record_hash'][:16]}…"
+    return f"{what}: signed by {text}; record {signature['record_hash'][:16]}…" + covers_text(signature)
+
+
+def covers_text(signature: dict[str, Any]) -> str:
+    """A signature over several QC results names each of them and its record (R-SIG-3)."""
+    covers = signature.get("covers") or []
+    if not covers:
+        return ""
+    listed = "; ".join(f"{words(c['test'])} (record {c['record_hash'][:12]}…)" for c in covers)
+    return f"; covers {len(covers)} results: {listed}"
 
 
 SUPERSCRIPTS = {ord(c): str(i) for i, c in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")}

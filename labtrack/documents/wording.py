@@ -140,11 +140,13 @@ def event_rows(stream: list[Any], zone: str) -> tuple[list[dict], list[dict], li
 
 def qc_row(result: Any, zone: str) -> dict[str, Any]:
     corrected = result.corrected and result.original_value
-    original = f" (corrected; originally {glossary.quantity(result.original_value['v'], result.unit)})"
+    original = (
+        f" (corrected; originally {glossary.quantity(result.original_value['v'], result.unit)})" if corrected else ""
+    )
     verified = result.verified_by and result.verified_at
     return {
         "test": glossary.words(result.test),
-        "value": glossary.quantity(result.value["v"], result.unit) + (original if corrected else ""),
+        "value": glossary.quantity(result.value["v"], result.unit) + original,
         "spec": glossary.limit(result.limit, result.unit),
         "within": "within" if result.within_spec else "OUT of specification",
         "ok": result.within_spec,

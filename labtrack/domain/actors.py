@@ -19,10 +19,6 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-LAB_ROLES = frozenset({Role.TECHNICIAN, Role.QA, Role.ADMIN})
-CUSTODIAN_ROLES = frozenset({Role.TECHNICIAN, Role.QA, Role.CLINIC})
-
-
 @dataclass(frozen=True)
 class Actor:
     id: int
@@ -30,10 +26,6 @@ class Actor:
     full_name: str
     role: Role
     clinic_id: int | None
-
-    @property
-    def is_lab(self) -> bool:
-        return self.role in (Role.TECHNICIAN, Role.QA)
 
 
 class Action(StrEnum):

@@ -40,7 +40,6 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.ADMINISTERED, Status.REJECTED, Status.EXPIRED, Status.DISCARDED})
-LAB_PROCESSING = frozenset({Status.RECEIVED, Status.PROCESSING})
 
 
 def side_of(role: Role | str) -> Performer:

@@ -37,7 +37,7 @@ class Lot:
 
 
 @dataclass(frozen=True)
-class Equipment:
+class EquipmentState:
     code: str
     kind: str
     status: EquipmentStatus
@@ -53,7 +53,7 @@ def lot_usable(lot: Lot, on: date) -> str | None:
     return None
 
 
-def equipment_usable(item: Equipment, on: date) -> str | None:
+def equipment_usable(item: EquipmentState, on: date) -> str | None:
     """Why equipment cannot be used on ``on``, or None when it can (R-MAT-2)."""
     if item.status != EquipmentStatus.IN_SERVICE:
         return f"equipment {item.code} is {item.status.value.replace('_', ' ')}"
@@ -62,7 +62,7 @@ def equipment_usable(item: Equipment, on: date) -> str | None:
     return None
 
 
-def check_materials(step: StepDefinition, lots: list[Lot], equipment: list[Equipment], on: date) -> None:
+def check_materials(step: StepDefinition, lots: list[Lot], equipment: list[EquipmentState], on: date) -> None:
     """R-MAT-1..3: every supplied item usable on the step's date, every required kind present."""
     for lot in lots:
         reason = lot_usable(lot, on)

@@ -12,7 +12,6 @@ from labtrack.domain.errors import ValidationFailed
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 LATE_ENTRY_AFTER = timedelta(minutes=60)
-MAX_REASON_LENGTH = 1000
 
 
 def check_occurred_at(

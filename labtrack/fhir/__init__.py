@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Flask, Response, json
 
+from labtrack.documents import fhir as resources
 from labtrack.extensions import api
-from labtrack.fhir import resources
 from labtrack.problems import PROBLEM_RENDERERS
 
 PREFIX = "/fhir"

@@ -13,8 +13,8 @@ from marshmallow import INCLUDE, Schema, fields
 
 from labtrack.api.common import actor, authenticate, read_session
 from labtrack.clock import utcnow
+from labtrack.documents import fhir as resources
 from labtrack.domain.errors import DomainError, ValidationFailed
-from labtrack.fhir import resources
 from labtrack.services import fhir
 
 blp = Blueprint(

@@ -38,7 +38,7 @@ from labtrack.domain.signatures import Meaning
 from labtrack.models import AdverseReaction, Batch, BatchEvent, BatchUse, ReagentLot
 from labtrack.services import batches, lookbacks, outbox, signatures
 from labtrack.services.streams import append_batch_event
-from labtrack.services.watchers import system_actor
+from labtrack.services.watchers import watcher_actor
 
 
 def today_in(zone: str, now: datetime | None = None) -> date:
@@ -134,7 +134,7 @@ def report(
     if assessment.opens_lookback:
         lookback = lookbacks.open_lookback(
             session,
-            system_actor(session),
+            watcher_actor(session),
             kind=SeedKind.BATCH,
             value=batch.din,
             reason=f"Adverse reaction {reaction.id} ({category.replace('_', ' ')}) after administration",

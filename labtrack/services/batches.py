@@ -16,8 +16,8 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din, format_din, parse_din
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
-from labtrack.domain.lifecycle import TERMINAL, Status, side_of
-from labtrack.domain.process import PROCESSES, Performer, TissueSource
+from labtrack.domain.lifecycle import TERMINAL, Status
+from labtrack.domain.process import PROCESSES, TissueSource
 from labtrack.domain.timing import check_planned_administration
 from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
 from labtrack.services import paging, patients, specifications
@@ -199,10 +199,6 @@ def filter_of(actor: Actor, args: dict[str, Any]) -> BatchFilter:
     waiting = args.get("waiting_for_me", False)
     wanted = {k: v for k, v in args.items() if k not in ("waiting_for_me", "limit", "after", "format")}
     return BatchFilter(**wanted, waiting_for=actor.id if waiting else None)
-
-
-def lab_custody(batch: Batch) -> bool:
-    return batch.custodian is not None and side_of(batch.custodian.role) == Performer.LAB
 
 
 def events(session: Session, batch: Batch) -> list[BatchEvent]:

@@ -135,6 +135,7 @@ class Correctable:
 
     seq: int
     type: str  # qc_recorded or a step's name
+    subject: str  # what it records: the QC test, or the step
     fields: tuple[DataField, ...]
     values: dict[str, Any]
 
@@ -165,5 +166,6 @@ def correctable(actor: Actor, batch: Batch, stream: list[BatchEvent]) -> list[Co
         for later in stream:
             if later.type == "correction" and later.data["corrects_seq"] == event.seq:
                 values.update({name: change["new"] for name, change in later.data["changes"].items()})
-        found.append(Correctable(event.seq, event.type, fields, values))
+        subject = event.data["test"] if definition is None else event.type
+        found.append(Correctable(event.seq, event.type, subject, fields, values))
     return found

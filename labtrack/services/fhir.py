@@ -13,6 +13,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack.documents import fhir as resources
+from labtrack.documents.fhir import DispenseView, Person, ProductView
 from labtrack.documents.wording import TISSUE_WORDS
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import parse_din
@@ -20,8 +22,6 @@ from labtrack.domain.errors import InvalidDin, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
-from labtrack.fhir import resources
-from labtrack.fhir.resources import DispenseView, Person, ProductView
 from labtrack.models import Batch, BatchEvent, Clinic, Patient, QcResult, User
 from labtrack.services import batches
 

@@ -24,7 +24,7 @@ from labtrack.models import Batch, FollowUpVisit
 from labtrack.services import outbox
 from labtrack.services.followups import scheduled
 from labtrack.services.streams import append_batch_event
-from labtrack.services.watchers import system_actor
+from labtrack.services.watchers import watcher_actor
 
 REMINDER_TOPIC = "follow_up.due"
 MISSED_TOPIC = "follow_up.missed"
@@ -77,7 +77,7 @@ def _miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
     visit.status = VisitStatus.MISSED.value
     visit.missed_at = utcnow()
     data = _payload(visit) | {"closes_on": visit.closes_on.isoformat()}
-    append_batch_event(session, batch, system_actor(session), "follow_up_missed", data)
+    append_batch_event(session, batch, watcher_actor(session), "follow_up_missed", data)
     outbox.enqueue(session, MISSED_TOPIC, batch, data)
     return True
 

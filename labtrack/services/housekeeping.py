@@ -29,6 +29,10 @@ from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.models import ApiToken, IdempotencyRecord, Notification, OutboxDelivery, OutboxMessage
 
+# How long an Idempotency-Key replays its first answer (requirements §3): the API honours it, housekeeping
+# deletes the records after it.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
 BATCH = 500
 DELIVERED_OUTBOX_KEPT = timedelta(days=30)
 READ_NOTIFICATIONS_KEPT = timedelta(days=90)

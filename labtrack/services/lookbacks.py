@@ -50,7 +50,7 @@ from labtrack.models import (
 )
 from labtrack.services import deviations, outbox, signatures
 from labtrack.services.streams import append_admin_event
-from labtrack.services.watchers import system_actor
+from labtrack.services.watchers import watcher_actor
 
 STREAM_KEY = "lookback:{}"
 
@@ -520,7 +520,7 @@ def recall_lot(session: Session, actor: Actor, lot_id: int, *, reason: str) -> t
     append_admin_event(session, actor.username, "reagent_lot_recalled", {"key": str(lot.id), "old": old, "new": new})
     lookback = open_lookback(
         session,
-        system_actor(session),
+        watcher_actor(session),
         kind=SeedKind.REAGENT_LOT,
         value=str(lot.id),
         reason=f"Recall of {lot.kind} lot {lot.lot_number}: {reason}",

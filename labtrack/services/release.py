@@ -90,7 +90,7 @@ def reject(session: Session, actor: Actor, din: str, *, reason: str, signature: 
     """QA rejects with meaning `rejected` and a reason; terminal (R-REL-3)."""
     batch = batches.get(session, actor, din, for_update=True)
     require(actor, Action.RELEASE, batch.clinic_id, what="batch")
-    check_reject(batches.state_of(batch))
+    check_reject(lifecycle.state_of(batch))
     if not reason.strip():
         raise ValidationFailed({"reason": ["is required"]})
     signed = signatures.sign(session, actor, signature, Meaning.REJECTED, batch.head_hash, batch)

@@ -15,8 +15,15 @@ from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
 from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import BatchState, check_step
-from labtrack.domain.materials import Equipment as EquipmentView
-from labtrack.domain.materials import EquipmentStatus, Lot, LotStatus, check_materials, equipment_usable, lot_usable
+from labtrack.domain.materials import (
+    EquipmentState,
+    EquipmentStatus,
+    Lot,
+    LotStatus,
+    check_materials,
+    equipment_usable,
+    lot_usable,
+)
 from labtrack.domain.process import Performer, StepDefinition, validate_step_data
 from labtrack.models import Batch, BatchEvent, Equipment, ReagentLot
 from labtrack.services import batches, followups, identity, uses
@@ -48,7 +55,7 @@ def _step_action(step: str) -> Callable[[BatchState], Action]:
     return action
 
 
-def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[list[Lot], list[EquipmentView]]:
+def _materials(session: Session, lot_ids: list[int], codes: list[str]) -> tuple[list[Lot], list[EquipmentState]]:
     """The supplied lots and equipment as the rules see them; an unknown id or code is refused.
 
     Core queries of the columns the rules read (none when nothing of the kind was supplied).
@@ -76,8 +83,8 @@ def lot_view(lot: ReagentLot | Row) -> Lot:
     return Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on)
 
 
-def equipment_view(item: Equipment | Row) -> EquipmentView:
-    return EquipmentView(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
+def equipment_view(item: Equipment | Row) -> EquipmentState:
+    return EquipmentState(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
 
 
 def materials(

@@ -34,7 +34,7 @@ UNUSABLE_PASSWORD = "!"  # not an Argon2 hash: no password ever matches it
 TERMINAL_VALUES = tuple(status.value for status in TERMINAL)
 
 
-def system_actor(session: Session) -> Actor:
+def watcher_actor(session: Session) -> Actor:
     """The ``system`` user that signs the watchers' events; created (audited) on first need."""
     user = session.execute(select(User).where(User.username == SYSTEM_USERNAME)).unique().scalar_one_or_none()
     if user is None:
@@ -56,7 +56,7 @@ def system_actor(session: Session) -> Actor:
 
 
 @dataclass
-class Outcome:
+class WatchOutcome:
     expired: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     overdue: list[str] = field(default_factory=list)
@@ -78,7 +78,7 @@ def _expire(session: Session, din: str, now: datetime) -> bool:
     if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None or batch.expires_at > now:
         return False
     data = {"expires_at": iso_utc(batch.expires_at), "status_before": batch.status}
-    append_batch_event(session, batch, system_actor(session), "expired", data, occurred_at=batch.expires_at)
+    append_batch_event(session, batch, watcher_actor(session), "expired", data, occurred_at=batch.expires_at)
     batch.status = Status.EXPIRED.value
     outbox.enqueue(session, "batch.expired", batch, data)
     return True
@@ -98,10 +98,10 @@ def _warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool
     return True
 
 
-def expiry_watch(database: Database, *, warning: timedelta, now: datetime | None = None) -> Outcome:
+def expiry_watch(database: Database, *, warning: timedelta, now: datetime | None = None) -> WatchOutcome:
     """Expire unadministered batches past ``expires_at``; warn each batch's clinic once, ``warning`` before."""
     now = now or utcnow()
-    outcome = Outcome()
+    outcome = WatchOutcome()
     due = select(Batch.din).where(
         Batch.expires_at.is_not(None),
         Batch.expires_at <= now + warning,
@@ -145,14 +145,14 @@ def _overdue(session: Session, din: str, now: datetime, gap: timedelta) -> bool:
         f"Hand-off from {sender} to {recipient} (seal {batch.transfer_seal_id}) at {iso_utc(batch.transfer_at)} "
         f"not received after {waited} minutes (limit {int(gap.total_seconds() // 60)})."
     )
-    deviations.open_on(session, batch, system_actor(session), "custody_overdue", description)
+    deviations.open_on(session, batch, watcher_actor(session), "custody_overdue", description)
     return True
 
 
-def custody_watch(database: Database, *, gap: timedelta, now: datetime | None = None) -> Outcome:
+def custody_watch(database: Database, *, gap: timedelta, now: datetime | None = None) -> WatchOutcome:
     """Open one ``custody_overdue`` deviation per hand-off left unreceived longer than ``gap``."""
     now = now or utcnow()
-    outcome = Outcome()
+    outcome = WatchOutcome()
     pending = (
         select(Batch.din)
         .where(Batch.transfer_to_id.is_not(None), Batch.transfer_at <= now - gap)

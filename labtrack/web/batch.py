@@ -66,7 +66,7 @@ from labtrack.services import (
 )
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import Outcome, given, in_hand, load, number, respond, step_data
+from labtrack.web.forms import Outcome, given, in_hand_fields, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 
@@ -232,7 +232,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
             "data": step_data(definition, form) if definition else {},
             "reagent_lots": [number(v) for v in form.getlist("reagent_lots") if v],
             "equipment": [v for v in form.getlist("equipment") if v],
-            **in_hand(form),
+            **in_hand_fields(form),
         },
     )
     event = database().write(lambda s: steps.log_step(s, who, din, **body))
@@ -240,7 +240,7 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
 
 
 def _handoff(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(HandoffCreateSchema(), in_hand(form) | given(form, "to_username", "seal_id", "temperature_c"))
+    body = load(HandoffCreateSchema(), in_hand_fields(form) | given(form, "to_username", "seal_id", "temperature_c"))
     database().write(lambda s: custody.handoff(s, who, din, **body))
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
@@ -250,7 +250,7 @@ def _with_deviations(session: Session, event: Any) -> list[str]:
 
 
 def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
-    body = load(ReceiptCreateSchema(), in_hand(form) | given(form, "seal_id", "temperature_c", "condition"))
+    body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
 
     def receive(s: Session) -> list[str]:
         return _with_deviations(s, custody.receipt(s, who, din, **body))
@@ -267,7 +267,7 @@ def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
         value = number(value)
-    body = load(QcCreateSchema(), in_hand(form) | given(form, "method") | {"test": test, "value": value})
+    body = load(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
     said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
     if not result.within_spec:
@@ -294,7 +294,7 @@ def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
         return recorded
 
     try:
-        body = load(QcPanelCreateSchema(), in_hand(form) | {"results": entries})
+        body = load(QcPanelCreateSchema(), in_hand_fields(form) | {"results": entries})
         recorded = database().write(enter)
     except ValidationFailed as error:
         raise ValidationFailed(_panel_fields(error.errors or {}, [e["test"] for e in entries])) from None
@@ -324,19 +324,15 @@ def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
 
 
 def _correct(who: Actor, din: str, form: MultiDict) -> str:
-    seq, name = _int(form, "event_seq"), form.get("field", "")
-    entry = next(
-        (
-            c
-            for c in corrections.correctable(read_session(), who, batches.get(read_session(), who, din))
-            if c.seq == seq
-        ),
-        None,
-    )
+    seq_text, _, name = form.get("entry", "").partition(":")
+    seq = number(seq_text)
+    batch = batches.get(read_session(), who, din)
+    stream = batches.events(read_session(), batch)
+    entry = next((c for c in corrections.correctable(who, batch, stream) if c.seq == seq), None)
     read_session().rollback()
     spec = next((f for f in entry.fields if f.name == name), None) if entry else None
     if spec is None:
-        raise BadRequest("This form names no entry or field you may correct.")
+        raise ValidationFailed({"entry": ["choose the entry and the value to correct"]})
     raw = form.get("value", "").strip()
     data = {name: step_data(_one_field(spec), {f"data.{name}": raw}).get(name, raw)}
     body = load(CorrectionCreateSchema(), {"event_seq": seq, "reason": form.get("reason", ""), "data": data})
@@ -345,11 +341,17 @@ def _correct(who: Actor, din: str, form: MultiDict) -> str:
 
 
 @bp.app_template_filter("correction_options")
-def correction_options(entry: corrections.Correctable) -> list[tuple[str, str]]:
-    """The fields of a correctable entry, each with the value standing now."""
+def correction_options(entries: list[corrections.Correctable]) -> list[tuple[str, str]]:
+    """Every value this user may correct, as ``seq:field``, each with what it is and its value now."""
     return [
-        (f.name, f"{glossary.words(f.name)} (now {glossary.quantity(entry.values.get(f.name, '—'), f.unit)})")
-        for f in entry.fields
+        (
+            f"{c.seq}:{f.name}",
+            f"{glossary.words(c.subject)}"
+            + (f", {glossary.words(f.name)}" if c.type != "qc_recorded" else "")
+            + f" (entry {c.seq}): now {glossary.quantity(c.values.get(f.name, '—'), f.unit)}",
+        )
+        for c in entries
+        for f in c.fields
     ]
 
 

@@ -70,6 +70,7 @@ class Failure:
         return self.values.get(name, default) if self.here(form) else default
 
     def chosen(self, form: str, name: str) -> list[str]:
+        """The options the refused form had picked in ``name`` (a multiple choice), to show them again."""
         return self.values.getlist(name) if self.here(form) else []
 
     def summary(self, form: str) -> str | None:
@@ -137,7 +138,7 @@ def number(text: str) -> int | float | str:
         return text
 
 
-def in_hand(form: MultiDict) -> dict[str, str]:
+def in_hand_fields(form: MultiDict) -> dict[str, str]:
     """The fields of every write made with the product in hand (R-COI-1), late entries (R-SEQ-2) included."""
     body = given(form, "scanned_din", "late_entry_reason")
     if form.get("occurred_at", "").strip():

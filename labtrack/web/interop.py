@@ -119,7 +119,7 @@ Export = Callable[[Session, Actor, dict], Iterator[str]]
 EXPORTS: dict[str, tuple[type[Schema], Export]] = {
     "batches": (
         BatchQueryArgsSchema,
-        lambda s, who, args: exports.batches_csv(s, who, batches.BatchFilter(**args)),
+        lambda s, who, args: exports.batches_csv(s, who, batches.filter_of(who, args)),
     ),
     "deviations": (DeviationQueryArgsSchema, lambda s, who, args: exports.deviations_csv(s, who, **args)),
     "qc-results": (QcQueryArgsSchema, lambda s, who, args: exports.qc_csv(s, who, exports.QcFilter(**args))),
@@ -128,7 +128,7 @@ EXPORTS: dict[str, tuple[type[Schema], Export]] = {
         lambda s, who, args: exports.adverse_reactions_csv(s, who, **args),
     ),
 }
-PAGING = ("format", "page", "per_page", "limit", "after")
+PAGING = ("format", "limit", "after")
 
 
 @bp.get("/exports/<name>.csv")

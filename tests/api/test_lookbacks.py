@@ -9,11 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from labtrack.audit import chains
 from labtrack.services import lookbacks, reference
 from labtrack.services.auth import actor_of
 from tests.helpers import LAB_STEPS, Lab, iso, now, signature
 from tests.investigation_support import Batches
+from tests.workers.test_watchers import chains_verify
 
 
 @pytest.fixture
@@ -268,9 +268,4 @@ def test_r_lbk_2_two_lookbacks_opened_at_once_on_the_same_batches_each_hold_them
     for din in dins:
         kinds = [d["kind"] for d in lab.ok(lab.get("qa", f"/batches/{din}"), 200)["deviations"]]
         assert kinds == ["lookback", "lookback"]
-    with lab.app.app_context():
-        session = lab.db.reader()
-        try:
-            assert chains.verify(session).ok
-        finally:
-            session.close()
+    assert chains_verify(lab.app, lab.db).ok

@@ -4,6 +4,10 @@ with one signature that lists each (R-QC-3, R-SIG-1..3), and the password an adm
 
 from __future__ import annotations
 
+from io import BytesIO
+
+from pypdf import PdfReader
+
 from labtrack.services import qc
 from tests.api.test_identity import assert_refused
 from tests.helpers import GOOD_RESULTS, PASSWORD, signature
@@ -147,3 +151,15 @@ def test_admin_edits_name_and_moves_a_clinic_user_holding_no_batch(lab):
     problem = assert_refused(lab, lambda: lab.patch("admin", "/users/clinic", {"clinic": "C2"}), 409, "conflict")
     assert din in problem["detail"]
     assert_refused(lab, lambda: lab.patch("admin", "/users/tech", {"clinic": "C1"}), 422, "validation_error")
+
+
+def test_r_sig_2_r_sig_3_the_record_names_each_result_one_signature_covers(lab):
+    din = lab.processed()
+    entered = lab.ok(panel(lab, din, {"viability_pct": 88, "tnc_total": 4.2e7}))
+    lab.ok(verify_many(lab, din, [r["id"] for r in entered], by="tech2"), 200)
+    text = "".join(
+        page.extract_text() for page in PdfReader(BytesIO(lab.get("qa", f"/batches/{din}/record.pdf").data)).pages
+    )
+    flat = " ".join(text.split())
+    assert "covers 2 results: Viability (record" in flat
+    assert "Total nucleated cells (record" in flat

@@ -159,3 +159,13 @@ def test_r_tmp_1_only_a_received_leg_of_a_visible_batch_takes_a_file(shared_lab,
     assert pending.status_code == 409
     assert pending.get_json()["code"] == "leg_open"
     assert stored(lab, din)[0] == 0
+
+
+def test_r_tmp_1_r_aud_2_the_database_refuses_to_change_or_remove_a_logger_record(shared_lab, patient_id):
+    lab = shared_lab
+    din, handed, _ = received(lab, patient_id)
+    lab.ok(upload(lab, "tech", din, csv_of(handed - timedelta(minutes=10), [5] * 12)))
+    for statement in ("UPDATE temperature_logs SET max_c = 5", "DELETE FROM temperature_logs"):
+        with pytest.raises(Exception, match="append-only"):
+            lab.sql(statement)
+    assert stored(lab, din)[0] == 1

@@ -129,21 +129,19 @@ def test_r_ops_6_two_housekeepers_at_once_share_the_work(lab: Lab):
 
 def test_r_ops_6_the_expiry_warning_is_kept_on_the_batch_and_migrated_from_outbox_rows(lab: Lab, database_url: str):
     din = lab.at_lab()
-    expiry = lab.ok(lab.get("clinic", f"/batches/{din}"), 200)["expires_at"]
     set_batch(lab.db, din, expires_at=now() + timedelta(minutes=30))
     assert watchers.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == [din]
     warned_at = lab.sql("SELECT expiry_warned_at FROM batches WHERE din = :din", din=din)[0][0]
     assert warned_at is not None
     # an installation before migration 0010 kept that state as the outbox row; the upgrade copies it over
     lab.db.dispose()
-    command.downgrade(alembic_config(database_url), "0005")
+    command.downgrade(alembic_config(database_url), "0009")  # this migration only
     command.upgrade(alembic_config(database_url), "head")
     assert lab.sql("SELECT expiry_warned_at FROM batches WHERE din = :din", din=din)[0][0] is not None
     # with the outbox rows gone (housekeeping), the clinic is still not warned twice
     lab.sql("DELETE FROM notifications")
     lab.sql("DELETE FROM outbox")
     assert watchers.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == []
-    assert expiry is not None
 
 
 @pytest.mark.postgres

@@ -21,7 +21,7 @@ def test_r_lbk_1_migration_0007_backfills_every_use_from_the_events(lab, databas
     recorded = lab.sql(USES)
     assert {row.activity for row in recorded} == {"step", "qc_entry", "qc_verification"}
     lab.db.dispose()
-    command.downgrade(alembic_config(database_url), "0005")
+    command.downgrade(alembic_config(database_url), "0006")  # the revision below 0007
     assert "batch_uses" not in {row[0] for row in lab.sql(
         "SELECT name FROM sqlite_master WHERE type = 'table'" if lab.db.is_sqlite else
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from labtrack import demo
-from labtrack.audit import chains
+from tests.workers.test_watchers import chains_verify
 
 
 def test_r_adv_3_r_lbk_5_demo_data_has_a_closed_reaction_and_an_open_lookback_on_a_recalled_lot(app, db):
@@ -19,9 +19,4 @@ def test_r_adv_3_r_lbk_5_demo_data_has_a_closed_reaction_and_an_open_lookback_on
     assert lot == "recalled"
     assert tuple(lookback) == ("open", "recall", "reagent_lot")
     assert told == [None]  # the clinic has yet to acknowledge: the walkthrough's next step
-    with app.app_context():
-        session = db.reader()
-        try:
-            assert chains.verify(session).ok
-        finally:
-            session.close()
+    assert chains_verify(app, db).ok

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from labtrack.domain.errors import EquipmentNotUsable, ReagentNotUsable, ValidationFailed
-from labtrack.domain.materials import Equipment, EquipmentStatus, Lot, LotStatus, check_materials
+from labtrack.domain.materials import EquipmentState, EquipmentStatus, Lot, LotStatus, check_materials
 from labtrack.domain.process import PROCESSES, TissueSource
 
 STEP_DATE = date(2026, 3, 1)
@@ -20,8 +20,8 @@ def collagenase(status: LotStatus = LotStatus.RELEASED, expires_on: date = date(
 
 def incubator(
     status: EquipmentStatus = EquipmentStatus.IN_SERVICE, calibration_due_on: date = date(2027, 1, 1)
-) -> Equipment:
-    return Equipment("INC-1", "incubator", status, calibration_due_on)
+) -> EquipmentState:
+    return EquipmentState("INC-1", "incubator", status, calibration_due_on)
 
 
 def test_r_mat_1_released_unexpired_lot_is_usable():
@@ -86,7 +86,7 @@ def test_r_mat_3_missing_kinds_are_named():
 
 
 def test_r_mat_3_a_usable_item_of_the_wrong_kind_does_not_count():
-    centrifuge = Equipment("CEN-1", "centrifuge", EquipmentStatus.IN_SERVICE, date(2027, 1, 1))
+    centrifuge = EquipmentState("CEN-1", "centrifuge", EquipmentStatus.IN_SERVICE, date(2027, 1, 1))
     with pytest.raises(ValidationFailed) as refused:
         check_materials(DIGESTION, [collagenase()], [centrifuge], STEP_DATE)
     assert set(refused.value.errors) == {"equipment"}
@@ -113,7 +113,9 @@ def test_r_mat_3_required_kinds_per_step_match_the_spec(tissue, step_name):
     reagent_kinds, equipment_kinds = REQUIRED[tissue, step_name]
     assert (step.reagent_kinds, step.equipment_kinds) == (reagent_kinds, equipment_kinds)
     lots = [Lot(n, kind, f"LOT-{n}", LotStatus.RELEASED, date(2027, 1, 1)) for n, kind in enumerate(reagent_kinds)]
-    items = [Equipment(f"EQ-{kind}", kind, EquipmentStatus.IN_SERVICE, date(2027, 1, 1)) for kind in equipment_kinds]
+    items = [
+        EquipmentState(f"EQ-{kind}", kind, EquipmentStatus.IN_SERVICE, date(2027, 1, 1)) for kind in equipment_kinds
+    ]
     check_materials(step, lots, items, STEP_DATE)
     for missing in reagent_kinds + equipment_kinds:
         with pytest.raises(ValidationFailed) as refused:

@@ -73,7 +73,7 @@ def test_r_tmp_1_a_bad_file_on_the_card_is_refused_beside_the_field_naming_the_l
     tech = sign_in("tech")
     response = _upload(tech, din, b"Date/Time,Temperature\n2026-12-01 10:00,5\n2026-12-01 10:02,hot\n")
     assert response.status_code == 422
-    assert "line 3" in html.unescape(error_beside(response.text, "temperatures", "file"))
+    assert "line 3" in html.unescape(error_beside(response.text, "temperatures", "file")).lower()
     assert lab.sql("SELECT count(*) FROM temperature_logs")[0][0] == 0
 
 

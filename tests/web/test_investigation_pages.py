@@ -34,7 +34,7 @@ def test_r_adv_1_a_refused_report_shows_the_rule_beside_the_field(lab, made, sig
     clinic = sign_in("clinic")
     refused = clinic.submit(f"/batches/{din}/adverse-reaction", reaction_form(outcome="fatal"))
     assert refused.status_code == 422
-    assert "must be true exactly when the outcome is fatal" in error_beside(refused.text, "report", "fatal")
+    assert "must be true exactly when the outcome is fatal" in error_beside(refused.text, "report", "fatal").lower()
     not_yet = made.processed()
     assert "Report an adverse reaction" not in clinic.get(f"/batches/{not_yet}").text
     assert clinic.submit(f"/batches/{not_yet}/adverse-reaction", reaction_form()).status_code == 409
@@ -53,7 +53,7 @@ def test_r_lbk_1_r_lbk_4_qa_opens_reads_and_closes_a_lookback_on_the_investigati
     assert "not acknowledged" in opened.text
     missing = qa.submit("/investigations", form | {"seed.value": "CEN-9"})
     assert missing.status_code == 422
-    assert "no equipment with code" in error_beside(missing.text, "open_lookback", "seed.value")
+    assert "no equipment with code" in error_beside(missing.text, "open_lookback", "seed.value").lower()
     close = {"action": "close_lookback", "form_id": "close_lookback:1", "lookback_id": "1",
              "conclusion": "Recalibrated; batches reviewed one by one.", "signature.meaning": "reviewed",
              "signature.password": PASSWORD}  # fmt: skip
@@ -80,7 +80,7 @@ def test_r_adv_3_qa_sees_due_days_and_closes_a_reportable_reaction_with_its_repo
     }
     refused = qa.submit("/investigations", close)
     assert refused.status_code == 422
-    assert "is required" in error_beside(refused.text, "close_reaction:1", "reported_to_authority_on")
+    assert "is required" in error_beside(refused.text, "close_reaction:1", "reported_to_authority_on").lower()
     done = qa.submit("/investigations", close | {"reported_to_authority_on": datetime.now().date().isoformat()},
                      follow_redirects=True)  # fmt: skip
     assert "Adverse reaction 1 closed and signed" in done.text

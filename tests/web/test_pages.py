@@ -173,7 +173,7 @@ def test_r_acc_2_admin_manages_users_create_deactivate_unlock(lab, sign_in):
     assert "cannot deactivate your own account" in refused.text
 
 
-def test_admin_edits_a_users_name_role_and_clinic(lab, sign_in):
+def test_r_acc_2_admin_edits_a_users_name_role_and_clinic(lab, sign_in):
     admin = sign_in("admin")
     edit = {"action": "edit", "form_id": "edit:tech2", "username": "tech2", "full_name": "Tara Second-Jones"}
     saved = admin.submit("/admin/users", edit | {"role": "qa"}, follow_redirects=True)

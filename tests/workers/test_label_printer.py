@@ -2,42 +2,15 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers import PASSWORD, Lab
 from tests.interop import zpl
+from tests.interop.printer import Printer
 from tests.web.support import csrf_token
 from tests.workers.support import free_port, wait_until
-
-
-class Printer:
-    """A raw-TCP "port 9100" printer: takes each connection's bytes until the sender closes."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
-        self.received: list[bytes] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:
-                return
-            with connection:
-                chunks = []
-                while chunk := connection.recv(65536):
-                    chunks.append(chunk)
-                self.received.append(b"".join(chunks))
-
-    def close(self) -> None:
-        self.server.close()
 
 
 @pytest.fixture
@@ -69,6 +42,7 @@ def test_r_zpl_1_a_worker_sends_the_label_and_records_the_print_once_the_printer
     assert done, "the worker did not finish the job"
     finished = _job(lab, din, job["id"])
     assert finished["status"] == "printed", finished
+    assert wait_until(lambda: printer.received, 5)
     (received,) = printer.received
     label = zpl.parse(received.decode("ascii"))
     assert label.symbol("BC").data == f"={din}00"
@@ -115,5 +89,6 @@ def test_r_zpl_1_the_card_sends_the_label_and_says_it_was_printed(app, client, s
     page = browser.get(f"/batches/{din}").text
     assert f"The collection label was sent to the printer at {printer.address} and recorded." in page
     assert 'class="alert success"' in page
+    assert wait_until(lambda: printer.received, 5)
     assert len(printer.received) == 1
     assert len(_printed_events(lab, din)) == 1

@@ -1,7 +1,7 @@
 """investigations: material and operator use, adverse reactions, lookbacks, recalled lots
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 15:40:00
 
 Hand-written (issue 14). ``batch_uses`` records, for every process step, QC entry and QC

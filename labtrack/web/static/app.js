@@ -9,10 +9,12 @@
     });
   }
 
+  // The next empty field after this one (a panel's optional results too), else a required one left
+  // empty before it; none means the form is complete.
   function nextEmpty(field) {
-    var fields = visibleFields(field.form);
-    var empty = function (el) { return el.required && !el.value; };
-    return fields.slice(fields.indexOf(field) + 1).find(empty) || fields.find(empty);
+    var fields = visibleFields(field.form).filter(function (el) { return el.type !== "checkbox" && el.type !== "radio"; });
+    var after = fields.slice(fields.indexOf(field) + 1).find(function (el) { return !el.value && !el.hasAttribute("data-pick"); });
+    return after || fields.find(function (el) { return el.required && !el.value; });
   }
 
   // A lot or equipment code scanned (or typed) beside its list picks it; an unknown or unusable one
@@ -39,8 +41,8 @@
   }
 
   // A keyboard-wedge scanner types the code and then Enter. In any field of a form, Enter moves on to
-  // the next required field still empty, so neither a scan nor a typed value submits half a form; when
-  // none is left, Enter submits as usual. Text areas keep their Enter for new lines.
+  // the next empty field, so neither a scan nor a typed value submits half a form; at the last field,
+  // with every required one filled, Enter submits. Text areas keep their Enter for new lines.
   document.addEventListener("keydown", function (event) {
     var field = event.target;
     if (event.key !== "Enter" || !field.form || !field.matches("input:not([type=submit]):not([type=button]), select")) {
