@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import partial
 
@@ -36,12 +37,24 @@ TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
 TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
 TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
+log = logging.getLogger(__name__)
 
 
 def send_label_print(app: Flask) -> Callable[[int], None]:
     """What ``labels.request_print`` calls after commit: ask the broker to print that job."""
     celery = app.extensions["celery"]
     return lambda job_id: celery.send_task(labels.TASK_PRINT_LABEL, args=[job_id], retry=False)
+
+
+def hand_to_worker(app: Flask, run_id: int) -> bool:
+    """Send a verification run (``audit.runs``) to a worker; False (logged) when the broker cannot take it:
+    beat's resume task resends it."""
+    try:
+        app.extensions["celery"].send_task(TASK_VERIFY, args=[run_id], retry=False)
+    except Exception as error:  # any broker failure: the run stays queued for the resume task
+        log.warning("verification run %s: broker unavailable (%s); it will be resumed", run_id, error)
+        return False
+    return True
 
 
 def _send_dispatch(celery: Celery, ids: list[int]) -> None:

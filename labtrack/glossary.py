@@ -219,6 +219,7 @@ WORDS: dict[str, str] = {
     "conflict": "conflict",
     "unavailable": "service unavailable",
     "already_imported": "this file was imported already",
+    "not_checkpointed_yet": "not yet covered by a signed checkpoint; try again after the next one",
     "leg_not_covered": "the file does not cover the transport",
     "leg_open": "the transport has not ended yet",
     "logger_file_invalid": "the temperature file cannot be read",

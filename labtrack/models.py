@@ -70,6 +70,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _partial(name: str, where: str, *columns: str) -> Index:
+    """An index of the rows ``where`` holds, on both databases."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -213,6 +218,11 @@ class Batch(Base):
         CheckConstraint("length(din) = 13", name="din_length"),
         Index("ix_batches_clinic_status", "clinic_id", "status"),
         Index("ix_batches_status", "status"),
+        # behind the watchers, QA's held list and the lists by date (migration 0011, R-SCL-4)
+        _partial("ix_batches_expires_at", "expires_at IS NOT NULL", "expires_at"),
+        _partial("ix_batches_transfer_at", "transfer_to_id IS NOT NULL", "transfer_at"),
+        Index("ix_batches_held", "id", sqlite_where=text("held IS 1"), postgresql_where=text("held IS TRUE")),
+        Index("ix_batches_registered_at", "registered_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     din: Mapped[str] = mapped_column(String(13), unique=True)
@@ -256,6 +266,8 @@ class BatchEvent(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "seq", name="uq_batch_events_batch_seq"),
         CheckConstraint("seq >= 1", name="seq_positive"),
+        _partial("ix_batch_events_identity_mismatch", "type = 'identity_mismatch'", "id"),
+        Index("ix_batch_events_recorded_at", "recorded_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
@@ -533,6 +545,7 @@ class AuditVerification(Base):
         CheckConstraint(_in("status", VERIFICATION_STATUSES), name="status"),
         CheckConstraint(_in("kind", ("full", "incremental")), name="kind"),
         Index("ix_audit_verifications_status", "status", "id"),
+        _partial("ix_audit_verifications_verified", "status = 'done' AND checkpoint_id IS NOT NULL", "checkpoint_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(12), default="full")
@@ -783,11 +796,6 @@ class TrendFlag(Base):
 # --- Investigations (issue 14): material and operator use, adverse reactions, lookbacks (migration 0007) ---
 
 _USED = ("reagent_lot_id", "equipment_code", "user_id")
-
-
-def _partial(name: str, where: str, *columns: str) -> Index:
-    """An index of the rows ``where`` holds, on both databases."""
-    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
 class BatchUse(Base):

@@ -15,6 +15,7 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
+from labtrack import extensions
 from labtrack.audit import checkpoints, keys, partitions, runs
 from labtrack.db import database
 from labtrack.extensions import (
@@ -102,7 +103,7 @@ def resume_verifications() -> list[int]:
     """Hand out again the full runs left queued (broker down) or abandoned (their worker died)."""
     stalled = runs.stalled(database())
     for run_id in stalled:
-        runs.hand_to_worker(current_app, run_id)
+        extensions.hand_to_worker(current_app, run_id)
     return stalled
 
 

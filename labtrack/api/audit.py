@@ -8,6 +8,7 @@ from flask import Response, current_app, url_for
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from labtrack import extensions
 from labtrack.api.common import actor, authenticate, database, read_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, AuditQueryArgsSchema, AuditReportSchema
@@ -72,7 +73,7 @@ def start_full_verification():
     who = actor()
     run, new = database().write(lambda s: (lambda r: (runs.as_dict(r[0]), r[1]))(runs.request_full(s, who)))
     if new:
-        runs.hand_to_worker(current_app, run["id"])
+        extensions.hand_to_worker(current_app, run["id"])
     body = json.dumps(VerificationRunSchema().dump(run))
     location = url_for("audit.verification", run_id=run["id"])
     return Response(body, status=202, mimetype="application/json", headers={"Location": location})

@@ -139,7 +139,7 @@ def open_deviation(body: dict, din: str):
 @blp.arguments(DeviationQueryArgsSchema, location="query")
 @blp.response(200, DeviationPageSchema)
 @refusals(blp, 403)
-@exports.also_csv(blp, DeviationSchema(many=True))
+@exports.also_csv(blp, DeviationPageSchema)
 def list_deviations(args: dict):
     """Deviations, newest first, a keyset page at a time (QA and technicians); `format=csv`: every matching one."""
     if args.pop("format") == "csv":

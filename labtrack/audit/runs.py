@@ -22,7 +22,6 @@ import logging
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from flask import Flask
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -32,7 +31,6 @@ from labtrack.db import Database
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
-from labtrack.extensions import TASK_VERIFY
 from labtrack.models import AuditVerification, Batch, Checkpoint
 
 log = logging.getLogger(__name__)
@@ -111,16 +109,6 @@ def as_dict(run: AuditVerification) -> dict[str, object]:
         "result": run.result,
         "error": run.error,
     }
-
-
-def hand_to_worker(app: Flask, run_id: int) -> bool:
-    """Send the run to a worker; False (logged) when the broker cannot take it: beat's ``stalled`` resends it."""
-    try:
-        app.extensions["celery"].send_task(TASK_VERIFY, args=[run_id], retry=False)
-    except Exception as error:  # any broker failure: the run stays queued for the resume task
-        log.warning("verification run %s: broker unavailable (%s); it will be resumed", run_id, error)
-        return False
-    return True
 
 
 def _claim(session: Session, run_id: int, now: datetime) -> bool:

@@ -10,7 +10,7 @@ from flask import current_app, redirect, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
-from labtrack import glossary
+from labtrack import extensions, glossary
 from labtrack.api.schemas import BatchQueryArgsSchema, PageArgsSchema
 from labtrack.audit import chains, keys, runs
 from labtrack.clock import utcnow
@@ -245,7 +245,7 @@ def audit():
     def start_full(_form: MultiDict) -> str:
         run, new = database().write(lambda s: (lambda r: (r[0].id, r[1]))(runs.request_full(s, who)))
         if new:
-            runs.hand_to_worker(current_app, run)
+            extensions.hand_to_worker(current_app, run)
             return f"Full verification {run} started: its progress shows below."
         return f"Full verification {run} is already under way."
 

@@ -165,7 +165,7 @@ def test_r_cus_4_receipt_is_recorded_and_opens_a_deviation(lab, receipt, kind):
     assert readiness["ready"] is False
     assert f"open_deviation:{deviation['id']}" in [b["code"] for b in readiness["blockers"]]
     topics = [row[0] for row in lab.sql("SELECT topic FROM outbox ORDER BY id")]
-    assert topics == ["deviation.opened"]
+    assert topics == ["batch.handed_to_you", "deviation.opened"]  # the recipient told at hand-off, then QA
 
 
 def test_r_cus_4_every_problem_at_receipt_opens_its_own_deviation(lab):

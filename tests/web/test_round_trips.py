@@ -65,11 +65,13 @@ BUDGETS = {
     # pre-ping, token, batch ⋈ custodian ⋈ specification, QC ∪ open deviations, the connection's reset
     "readiness": 5,
     # the same connection as the token (autocommit_read): batch ⋈ custodian ⋈ specification ⋈ patient ⋈ clinic,
-    # deviations, QC results (11 before: a second checkout, its BEGIN and ROLLBACK, three lazy loads)
-    "detail": 6,
+    # deviations, QC results (11 before: a second checkout, its BEGIN and ROLLBACK, three lazy loads), and the
+    # facts behind the actor's decisions (signed results, who took part, open deviations: +3 with the card's policy)
+    "detail": 9,
     # session and user, batch, events and their actors, QC, deviations, custody legs, temperature logs, one batch's
-    # chain against the newest checkpoint's kept leaf (no tree rebuilt), notifications in the header
-    "record page": 29,
+    # chain against the newest checkpoint's kept leaf (no tree rebuilt), notifications in the header, the
+    # clinic's lookback banner (+1)
+    "record page": 30,
 }
 
 

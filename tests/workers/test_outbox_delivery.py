@@ -47,8 +47,11 @@ def test_deviation_reaches_qa_and_own_clinic_only_with_signed_webhook(lab, recei
         assert note["topic"] == "deviation.opened"
         assert note["din"] == din
         assert note["read"] is False
-    for username in ("other", "tech", "admin"):
+    for username in ("other", "admin"):
         assert lab.ok(lab.get(username, "/notifications"), 200)["items"] == []
+    # the technician heard of the hand-off to them, not of the deviation
+    tech_topics = [n["topic"] for n in lab.ok(lab.get("tech", "/notifications"), 200)["items"]]
+    assert tech_topics == ["batch.handed_to_you"]
 
 
 def test_notifications_are_read_only_by_their_owner(lab, start_worker):

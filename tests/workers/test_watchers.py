@@ -26,7 +26,9 @@ def events_of(lab, din: str, type: str) -> list[dict]:
 
 def topics(lab, din: str) -> list[str]:
     rows = lab.sql(
-        "SELECT o.topic FROM outbox o JOIN batches b ON b.id = o.batch_id WHERE b.din = :din ORDER BY o.id", din=din
+        "SELECT o.topic FROM outbox o JOIN batches b ON b.id = o.batch_id"
+        " WHERE b.din = :din AND o.topic <> 'batch.handed_to_you' ORDER BY o.id",  # its recipient's notice aside
+        din=din,
     )
     return [row.topic for row in rows]
 
