@@ -181,10 +181,13 @@ class SharedApp:
         self.session_info = application.extensions["labtrack.db"].session_info
         self.key_file = Path(application.config["INSTANCE_PATH"]) / keys.KEY_FILE
         self.key = self.key_file.read_bytes()
+        self.shared_db = application.extensions["labtrack.db"]
+        self.shared_url = application.config["DATABASE_URL"]
 
     def lend(self, database_url: str) -> Flask:
         self.app.config["DATABASE_URL"] = database_url
-        if not ON_POSTGRES:  # a file of the test's own; on PostgreSQL the one database, emptied
+        # a file of the test's own; on PostgreSQL the one database, emptied, unless the test made its own
+        if not ON_POSTGRES or database_url != self.shared_url:
             database = Database(database_url)
             database.session_info = self.session_info  # the app's, e.g. how to reach the broker
             self.app.extensions["labtrack.db"] = database
@@ -192,8 +195,9 @@ class SharedApp:
 
     def take_back(self) -> None:
         """Undo what a test may have changed: configuration, sign-in counts, the signing key file."""
-        if not ON_POSTGRES:
+        if self.app.extensions["labtrack.db"] is not self.shared_db:
             self.app.extensions["labtrack.db"].dispose()
+            self.app.extensions["labtrack.db"] = self.shared_db
         self.app.config.clear()
         self.app.config.update(self.config)
         self.app.extensions[security.LIMITER].reset()
