@@ -100,9 +100,12 @@ def admin_users():
     def edit(form: MultiDict) -> str:
         username = form.get("username", "")
         body = load(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
-        user = _write(lambda s: reference.update_user(s, who, username, **body))
-        clinic = f", clinic {user.clinic.code}" if user.clinic else ""
-        return f"User {username}: {user.full_name}, {user.role}{clinic}."
+        def work(session) -> str:  # said inside the unit of work: the user's clinic is read there
+            user = reference.update_user(session, who, username, **body)
+            clinic = f", clinic {user.clinic.code}" if user.clinic else ""
+            return f"User {username}: {user.full_name}, {user.role}{clinic}."
+
+        return _write(work)
 
     def reset(form: MultiDict) -> str:
         username = form.get("username", "")
