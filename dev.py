@@ -212,32 +212,71 @@ def junit_counts(path: Path) -> dict[str, int] | None:
     return {"passed": total["tests"] - failed - total["skipped"], "failed": failed, "skipped": total["skipped"]}
 
 
+class Pass:
+    """One pass of the test command, its output kept in a log file until it ends."""
+
+    def __init__(self, title: str, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.title = title
+        self.log = log
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        self.started = time.monotonic()
+        self.seconds: float | None = None
+
+    def poll(self) -> int | None:
+        code = self.process.poll()
+        if code is not None and self.seconds is None:
+            self.seconds = time.monotonic() - self.started
+        return code
+
+    def show(self, number: int, of: int) -> int:
+        """Print the pass's whole output; its exit status."""
+        code = self.process.wait()
+        self.poll()
+        header(f"[{number}/{of}] {self.title}")
+        sys.stdout.write(self.log.read_text(errors="replace"))
+        say(f"{self.title}: exit status {code} after {self.seconds:.0f} s")
+        return code
+
+
 def test(args: list[str]) -> int:
+    """Ruff, then pytest on SQLite and, when DATABASE_URL is set, on that server as well, at once.
+
+    The two pytest passes share nothing (each has its own database, broker and browser),
+    so they run side by side, one per core; each one's output is shown whole when it ends.
+    """
     ensure_venv()
     pytest = [str(BIN / "python"), "-m", "pytest"]
-    passes = [
-        ("ruff check .", [str(BIN / "ruff"), "check", "."], venv_env(), None),
-        ("pytest on SQLite, embedded broker", pytest, venv_env(without=SERVER_ENV), "sqlite"),
-    ]
+    suites = [("pytest on SQLite, embedded broker", venv_env(without=SERVER_ENV), "sqlite")]
     server = os.environ.get("DATABASE_URL")
     if server:
         broker = shown_url(os.environ.get("CELERY_BROKER_URL", "the embedded broker"))
-        passes.append((f"pytest on {shown_url(server)}, broker {broker}", pytest, venv_env(), "server"))
-
-    results: list[tuple[str, int, dict[str, int] | None]] = []
-    with tempfile.TemporaryDirectory(prefix="labtrack-test-") as scratch:
-        for number, (title, command, env, report_name) in enumerate(passes, start=1):
-            header(f"[{number}/{len(passes)}] {title}")
-            report = Path(scratch) / f"{report_name}.xml" if report_name else None
-            extra = [f"--junitxml={report}", *args] if report else []
-            started = time.monotonic()
-            code = subprocess.call([*command, *extra], cwd=ROOT, env=env)
-            say(f"{title}: exit status {code} after {time.monotonic() - started:.0f} s")
-            results.append((title, code, junit_counts(report) if report else None))
+        suites.append((f"pytest on {shown_url(server)}, broker {broker}", venv_env(), "server"))
+    of = 1 + len(suites)
+    with tempfile.TemporaryDirectory(prefix="labtrack-test-") as directory:
+        scratch = Path(directory)
+        ruff = Pass("ruff check .", [str(BIN / "ruff"), "check", "."], venv_env(), scratch / "ruff.log")
+        results = [(1, ruff.title, ruff.show(1, of), None)]
+        running = [
+            (Pass(title, [*pytest, f"--junitxml={scratch / name}.xml", *args], env, scratch / f"{name}.log"), name)
+            for title, env, name in suites
+        ]
+        say("started at once: " + "; ".join(each.title for each, _ in running))
+        waiting = dict(enumerate(running, start=2))
+        last_word = time.monotonic()
+        while waiting:
+            time.sleep(1)
+            for number, (each, name) in list(waiting.items()):
+                if each.poll() is not None:
+                    results.append((number, each.title, each.show(number, of), junit_counts(scratch / f"{name}.xml")))
+                    del waiting[number]
+                    last_word = time.monotonic()
+            if waiting and time.monotonic() - last_word >= 60:
+                say("still running: " + "; ".join(each.title for each, _ in waiting.values()))
+                last_word = time.monotonic()
 
     header("summary")
     totals = {"passed": 0, "failed": 0, "skipped": 0}
-    for title, code, counts in results:
+    for _, title, code, counts in sorted(results):
         # pytest's 5 means it collected no test: a pass that proves nothing is a failure.
         verdict = "ok" if code == 0 else ("FAILED (no tests ran)" if code == 5 else f"FAILED (exit {code})")
         detail = ""
@@ -245,7 +284,7 @@ def test(args: list[str]) -> int:
             detail = f"  [{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped]"
             totals = {name: totals[name] + counts[name] for name in totals}
         print(f"  {verdict:<24} {title}{detail}")
-    failed = any(code != 0 for _, code, _ in results)
+    failed = any(code != 0 for _, _, code, _ in results)
     print(f"result: {'FAILED' if failed else 'all passes green'}")
     # Last, so it is the run's closing line: the totals over every pytest pass.
     print(f"tests: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped", flush=True)
