@@ -232,15 +232,20 @@ class LabState:
         return Lab(app=app, client=client, db=app.extensions["labtrack.db"], lots=dict(self.lots))
 
 
+def build_lab(shared_app: SharedApp, database_url: str) -> dict[str, int]:
+    """Run ``Lab.build`` on a migrated, seeded database with the run's app; the lots it made."""
+    application = shared_app.lend(database_url)
+    try:
+        return Lab.build(application, application.test_client()).lots
+    finally:
+        shared_app.take_back()
+
+
 @pytest.fixture(scope="session")
 def _lab_state(_template: str, _shared_app: SharedApp, tmp_path_factory: pytest.TempPathFactory) -> LabState:
     """``Lab.build`` once; every test that asks for ``lab`` starts from a copy of what it made."""
     directory = tmp_path_factory.mktemp("lab")
-    application = _shared_app.lend(fresh_database(_template, directory))
-    try:
-        lots = Lab.build(application, application.test_client()).lots
-    finally:
-        _shared_app.take_back()
+    lots = build_lab(_shared_app, fresh_database(_template, directory))
     if ON_POSTGRES:
         return LabState(lots, sequences=_snapshot_postgres(_template))
     path = directory / "labtrack.sqlite"

@@ -169,7 +169,7 @@ def list_specification_proposals(args: dict):
 
 @blp.get("/specification-proposals/<int:proposal_id>")
 @blp.response(200, SpecificationProposalSchema)
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def get_specification_proposal(proposal_id: int):
     """One specification proposal (admin and QA)."""
     return specifications.proposal(read_session(), actor(), proposal_id)

@@ -81,7 +81,7 @@ def start_full_verification():
 
 @blp.get("/audit/verifications/<int:run_id>")
 @blp.response(200, VerificationRunSchema)
-@refusals(blp, 403, 404)
+@refusals(blp, 403, 404, 422)
 def verification(run_id: int):
     """A full verification run: status, progress and, once done, its result (QA, admin)."""
     return runs.as_dict(runs.get(read_session(), actor(), run_id))

@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, select, text
 from labtrack.db import normalise_url
 from labtrack.migrate import upgrade
 from labtrack.models import BatchEvent, Deviation, OutboxMessage
-from tests.conftest import IN_CI, _seed
+from tests.conftest import IN_CI, LabState, SharedApp, _seed, build_lab
 from tests.workers.support import ROOT, free_port, wait_until, worker_env
 
 POSTGRES_USER = "postgres"
@@ -116,13 +116,16 @@ class PrivateCluster:
         finally:
             engine.dispose()
 
-    def new_database(self, tablespace: str | None = None) -> str:
-        """A migrated, seeded database of the test's own; its URL."""
+    def new_database(self, tablespace: str | None = None, template: str | None = None) -> str:
+        """A database of the test's own: a copy of ``template`` (a database's name), else migrated and
+        seeded; its URL."""
         name = f"faults_{uuid.uuid4().hex[:10]}"
-        self.admin(f'CREATE DATABASE "{name}"' + (f' TABLESPACE "{tablespace}"' if tablespace else ""))
+        statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+        self.admin(statement + (f' TABLESPACE "{tablespace}"' if tablespace else ""))
         url = self.url(name)
-        upgrade(url)
-        _seed(url)
+        if template is None:
+            upgrade(url)
+            _seed(url)
         return url
 
     def disconnect_clients(self, database: str) -> None:
@@ -150,9 +153,25 @@ def private_cluster() -> Iterator[PrivateCluster]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture
-def private_database(private_cluster: PrivateCluster) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def private_lab_template(private_cluster: PrivateCluster, _shared_app: SharedApp, _lab_state: LabState) -> str:
+    """A database of the private cluster holding what the shared one gives every ``lab`` test (``Lab.build``
+    on the same migrations and seed), to copy for each test: its name."""
     url = private_cluster.new_database()
+    lots = build_lab(_shared_app, url)
+    assert lots == _lab_state.lots, f"the private lab data differs from the shared one: {lots} != {_lab_state.lots}"
+    return url.rsplit("/", 1)[1]
+
+
+def lab_template(request: pytest.FixtureRequest) -> str | None:
+    """The private lab template when the test asks for a ``lab`` (as ``database_url`` gives it), else none."""
+    return request.getfixturevalue("private_lab_template") if "lab" in request.fixturenames else None
+
+
+@pytest.fixture
+def private_database(request: pytest.FixtureRequest, private_cluster: PrivateCluster) -> Iterator[str]:
+    """A database of the test's own on the private cluster; holding the ``lab`` data when the test asks for a lab."""
+    url = private_cluster.new_database(template=lab_template(request))
     yield url
     private_cluster.admin(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 

@@ -14,10 +14,9 @@ from tests.faults.conftest import (
     assert_nothing_half_written,
     descriptions,
     deviations_until_refused,
+    lab_template,
     unavailable,
 )
-
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +30,6 @@ class TestReadOnly:
     def database_url(self, private_database: str) -> str:
         return private_database
 
-    @pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
     def test_writes_answer_503_read_only_while_reads_go_on(self, lab, private_cluster: PrivateCluster, database_url):
         din = lab.at_lab()
         lab.headers("qa")
@@ -65,15 +63,14 @@ class TestOutOfSpace:
         disk.unmount()
 
     @pytest.fixture
-    def database_url(self, private_cluster: PrivateCluster, disk: TinyDisk) -> Iterator[str]:
+    def database_url(self, request, private_cluster: PrivateCluster, disk: TinyDisk) -> Iterator[str]:
         """The test's database, in a tablespace on the tiny disk (the WAL stays on the cluster's own disk)."""
         tablespace = f"tiny_{uuid.uuid4().hex[:8]}"
         private_cluster.admin(f"CREATE TABLESPACE {tablespace} LOCATION '{disk.mountpoint}'")
-        url = private_cluster.new_database(tablespace=tablespace)
+        url = private_cluster.new_database(tablespace=tablespace, template=lab_template(request))
         yield url
         private_cluster.admin(f'DROP DATABASE "{name_of(url)}" WITH (FORCE)', f"DROP TABLESPACE {tablespace}")
 
-    @pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
     def test_writes_answer_503_full_until_space_is_freed_and_the_refused_write_left_nothing(self, lab, disk):
         din = lab.at_lab()
         lab.headers("qa")

@@ -19,8 +19,6 @@ from tests.faults.conftest import HttpClient, assert_nothing_half_written, unava
 from tests.helpers import PROCESS_ORDER, Lab, now
 from tests.workers.support import wait_until
 
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
-
 pytestmark = pytest.mark.postgres
 
 CLIENTS = 4
@@ -123,7 +121,6 @@ def stream_types(lab: Lab, din: str) -> list[str]:
     return [event["type"] for event in lab.ok(lab.get("qa", f"/batches/{din}/events"), 200)]
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_postgres_restarted_under_load_answers_201_or_503_and_leaves_every_journey_whole(lab, private_cluster, connect):
     lab.headers("clinic"), lab.headers("tech"), lab.headers("qa")
     tally = Tally()
@@ -174,7 +171,6 @@ def test_postgres_restarted_under_load_answers_201_or_503_and_leaves_every_journ
     )
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_pooled_connections_left_stale_by_a_restart_are_replaced_before_use(lab, private_cluster):
     """The pool holds connections the restart killed; pool_pre_ping replaces them, so the first
     request after the restart already succeeds and the app needs no restart."""
@@ -184,7 +180,6 @@ def test_pooled_connections_left_stale_by_a_restart_are_replaced_before_use(lab,
     assert lab.ok(lab.get("qa", f"/batches/{din}"), 200)["seq"] == 5
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_while_postgres_is_down_reads_writes_and_pages_answer_503_then_recover(lab, private_cluster, sign_in):
     din = lab.at_lab()
     browser = sign_in("qa")

@@ -3,10 +3,11 @@
 tests/workers/test_outbox_delivery.py covers a worker killed mid-delivery (webhooks at least once with
 a stable delivery id, in-app notifications exactly once). Here: the checkpoint task (R-AUD-4) and the
 expiry watcher (R-SEQ-3). The test holds a lock the task needs, so the task is caught part-way: on
-PostgreSQL inside its transaction, after its first writes (the checkpoint row, the ``expired`` event),
-blocked on a table it writes last; on SQLite at its write transaction's start (SQLite writers are
-serial). The worker is killed there, the lock released, and a new worker runs the task, which is sent
-twice: once for the message the dead worker never acknowledged, once for beat's next tick.
+PostgreSQL inside its transaction, after its first writes (the kept tree's current leaves and nodes and
+the checkpoint row; the ``expired`` event), blocked on a table it writes last; on SQLite at its write
+transaction's start (SQLite writers are serial). The worker is killed there, the lock released, and a new
+worker runs the task; the expiry watch is sent twice: once for the message the dead worker never
+acknowledged (``task_acks_late``), once for beat's next tick.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
 from sqlalchemy import text
 
 from labtrack.extensions import TASK_CHECKPOINT, TASK_EXPIRY_WATCH
+from labtrack.services import outbox
 from tests.faults.conftest import assert_nothing_half_written
 from tests.workers.conftest import set_batch
 from tests.workers.support import wait_until
-
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -61,10 +60,15 @@ def waiting_on(db, worker, task: str, table: str) -> bool:
         return connection.execute(text(query)).scalar() > 0
 
 
-def kill_mid_task(app, db, start_worker, task: str, table: str) -> None:
+def kill_mid_task(lab, start_worker, task: str, table: str) -> None:
+    """Catch ``task`` part-way and kill its worker. The worker takes one task at a time: the deliveries the
+    test's own requests queued (hand-off notifications) are done first, else the task waits behind them."""
+    app, db = lab.app, lab.db
+    worker = start_worker(concurrency=1, beat=False)
+    outbox.drain_publisher(5)
+    assert wait_until(lambda: count(lab, "SELECT count(*) FROM outbox WHERE status = 'pending'") == 0, 30)
     with holding(db, table):
         app.extensions["celery"].send_task(task)
-        worker = start_worker(concurrency=1, beat=False)
         assert wait_until(lambda: waiting_on(db, worker, task, table), 30), "the task never got under way"
         if db.is_sqlite:
             wait_until(lambda: False, 1)  # into its busy wait for the write lock
@@ -75,12 +79,12 @@ def count(lab, query: str, **params) -> int:
     return lab.sql(query, **params)[0][0]
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_r_aud_4_worker_killed_mid_checkpoint_leaves_none_and_a_new_worker_makes_one(lab, app, db, start_worker):
     dins = [lab.at_lab(), lab.batch(mrn="MRN-2")]
-    kill_mid_task(app, db, start_worker, TASK_CHECKPOINT, "checkpoint_leaves")
-    assert count(lab, "SELECT count(*) FROM checkpoints") == 0
-    assert count(lab, "SELECT count(*) FROM checkpoint_leaves") == 0
+    kill_mid_task(lab, start_worker, TASK_CHECKPOINT, "checkpoint_leaves")
+    # the kept tree (current leaves and nodes) was written before it was caught: rolled back with the rest
+    for table in ("checkpoints", "checkpoint_leaves", "checkpoint_heads", "checkpoint_nodes"):
+        assert count(lab, f"SELECT count(*) FROM {table}") == 0, table
 
     start_worker(concurrency=1, beat=False)
     app.extensions["celery"].send_task(TASK_CHECKPOINT)
@@ -88,16 +92,16 @@ def test_r_aud_4_worker_killed_mid_checkpoint_leaves_none_and_a_new_worker_makes
     (made,) = lab.ok(lab.get("qa", "/audit/checkpoints"), 200)
     assert made["tree_size"] == len(dins) + 1  # every batch and the admin chain
     assert count(lab, "SELECT count(*) FROM checkpoint_leaves") == made["tree_size"]
+    assert count(lab, "SELECT count(*) FROM checkpoint_heads") == made["tree_size"]
     report = lab.ok(lab.get("qa", "/audit/verify"), 200)
     assert report["ok"], report["failures"]
     assert report["checkpoint"]["ok"]
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_r_seq_3_worker_killed_mid_expiry_watch_a_new_worker_expires_the_batch_once(lab, app, db, start_worker):
     din = lab.at_lab()
     set_batch(db, din, expires_at=LONG_AGO)
-    kill_mid_task(app, db, start_worker, TASK_EXPIRY_WATCH, "outbox")
+    kill_mid_task(lab, start_worker, TASK_EXPIRY_WATCH, "outbox")
     assert lab.ok(lab.get("qa", f"/batches/{din}"), 200)["status"] == "received"
     assert count(lab, "SELECT count(*) FROM batch_events WHERE type = 'expired'") == 0
 

@@ -8,11 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from labtrack.models import Batch, OutboxMessage
-from labtrack.services import outbox
+from labtrack.services import notifications, outbox
 from tests.workers.conftest import ON_REDIS, set_webhook
 from tests.workers.support import SECRET, PrivateRedis, Receiver, wait_until
-
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
 
 def outbox_rows(lab, topic: str | None = None) -> list:
@@ -130,13 +128,22 @@ class TestRedisOutage:
     def broker_url(self, redis) -> str:
         return redis.url
 
-    @pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
+    @pytest.mark.xfail(
+        reason="kombu 5.7.0: a worker holding an unacked task (beat's 1 s sweep) when Redis drops exits with "
+        "'Unrecoverable error: AttributeError ... hostname' (kombu/transport/redis.py _connparams, from "
+        "restore_unacked); nothing is delivered after Redis returns until the worker is restarted",
+        strict=False,
+    )
     def test_steps_answer_201_while_redis_is_down_and_every_notification_arrives_after(
         self, lab, redis, receiver, start_worker, caplog
     ):
         set_webhook(lab, "C1", receiver.url, SECRET)
         start_worker()
         before = lab.at_lab()
+        # the hand-off's notification delivered first: Redis stops with the worker idle (kombu 5.7.0's
+        # worker exits, "Unrecoverable error", when the broker drops while it holds an unacked task)
+        outbox.drain_publisher(5)
+        assert wait_until(lambda: all_delivered(lab), 30)
         redis.stop()
         slowest = 0.0
         dins = []
@@ -151,13 +158,19 @@ class TestRedisOutage:
             dins.append(din)
         lab.ok(lab.post("tech", f"/batches/{before}/deviations", {"kind": "manual", "description": "Outage"}))
         assert slowest < 5, f"five steps took {slowest:.1f} s while Redis was down"
-        ids = [row.id for row in outbox_rows(lab)]
+        rows = outbox_rows(lab)
+        # the clinic's webhook hears what its route sends it; a hand-off goes in-app to its recipient only
+        ids = [row.id for row in rows if notifications.route_of(row.topic).clinic]
+        in_app_only = {row.id for row in rows} - set(ids)
         assert len(ids) >= 5
+        assert {row.topic for row in rows if row.id in in_app_only} == {"batch.handed_to_you"}
         time.sleep(2)
         assert receiver.accepted().isdisjoint(ids)  # nothing could be delivered: no broker
         redis.start()
         assert receiver.wait_for(ids, timeout=60), f"undelivered: {sorted(set(ids) - receiver.accepted())}"
         assert wait_until(lambda: all_delivered(lab), 15)
+        notified = {row.outbox_id for row in lab.sql("SELECT DISTINCT outbox_id FROM notifications")}
+        assert in_app_only <= notified
         assert {r["body"]["din"] for r in receiver.requests} == {before, *dins}
         assert any("broker unavailable" in r.getMessage() for r in caplog.records)  # the outage was real
 
