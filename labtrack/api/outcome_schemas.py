@@ -141,6 +141,9 @@ class DosePointSchema(Schema):
 
 class CohortSchema(Schema):
     tissue_source = fields.String()
+    statistics = fields.String(
+        metadata={"description": "`computed`, or `pending` while a worker computes them (ask again shortly)"}
+    )
     visits = fields.List(fields.Nested(VisitSummarySchema))
     dose_response = fields.Nested(DoseResponseSchema)
     dose_points = fields.List(fields.Nested(DosePointSchema))

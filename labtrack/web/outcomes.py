@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from labtrack.api.outcome_schemas import BaselineResetSchema, FollowUpCreateSchema, OutcomesQueryArgsSchema
@@ -21,8 +21,9 @@ from labtrack.domain.followup import BASELINE, MAX_PHOTOS
 from labtrack.domain.photos import MAX_BYTES
 from labtrack.domain.process import TissueSource
 from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Metric
+from labtrack.extensions import outcomes_report
 from labtrack.models import Batch
-from labtrack.services import attachments, batches, followups, outcomes, trends
+from labtrack.services import attachments, batches, followups, trends
 from labtrack.web import bp, charts
 from labtrack.web.auth import actor, roles
 from labtrack.web.forms import aware, given, load, number, respond
@@ -218,7 +219,7 @@ def _report_args() -> dict[str, Any]:
 def outcomes_page():
     """The outcomes report with its two charts; QA sees every clinic, a clinic its own patients."""
     args = _report_args()
-    report = outcomes.report(read_session(), actor(), **args)
+    report = outcomes_report(current_app, actor(), **args)
     query = {k: v for k, v in request.args.items() if v and k in ("tissue_source", "from", "to")}
     return render_template("outcomes/report.html", report=report, query=query, sources=SOURCES, args=args)
 
@@ -227,7 +228,7 @@ def outcomes_page():
 @roles(Role.QA, Role.CLINIC)
 def outcomes_chart(chart: str):
     """``change``: change from baseline per visit; ``dose-<tissue source>``: dose against the 6-month change."""
-    report = outcomes.report(read_session(), actor(), **_report_args())
+    report = outcomes_report(current_app, actor(), **_report_args())
     if chart == "change":
         return charts.svg_response(charts.change_by_visit(report))
     source = chart.removeprefix("dose-")
