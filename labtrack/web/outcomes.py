@@ -117,7 +117,9 @@ def visit_form(din: str, visit: str):
         done = database().write(work)
         message = f"{visit_words(visit)} recorded for batch {Din(din).display if len(din) == 13 else din}."
         if done.measurement and done.measurement.get("adverse_reaction"):
-            message += " You marked an adverse reaction: report it to the lab's QA as an adverse reaction."
+            # R-ADV-1: the flag offers the report itself, on this batch
+            flash(f"{message} You marked an adverse reaction: report it to the lab's QA here.", "success")
+            return redirect(url_for("web.report_reaction", din=din), 303)
         flash(message, "success")
         return redirect(url_for("web.follow_ups_page"), 303)
 
