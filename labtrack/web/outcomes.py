@@ -20,8 +20,9 @@ from labtrack.domain.errors import NotFound
 from labtrack.domain.followup import BASELINE, MAX_PHOTOS
 from labtrack.domain.photos import MAX_BYTES
 from labtrack.domain.process import TissueSource
-from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Metric
+from labtrack.domain.spc import TITLES, UNITS, Metric
 from labtrack.extensions import outcomes_report
+from labtrack.glossary import ASSESSMENTS, assessment, visit_words
 from labtrack.models import Batch
 from labtrack.services import attachments, batches, followups, trends
 from labtrack.web import bp, charts
@@ -30,10 +31,7 @@ from labtrack.web.forms import aware, given, load, number, respond
 
 VISIT_FORM = "web.visit_form"
 PHOTO_FORM_LIMIT = MAX_PHOTOS * MAX_BYTES // 2  # a visit's form: a few full-size photos and its fields
-ASSESSMENTS = [
-    (3, "+3 much better"), (2, "+2 better"), (1, "+1 slightly better"), (0, "0 no change"),
-    (-1, "−1 slightly worse"), (-2, "−2 worse"), (-3, "−3 much worse"),
-]  # fmt: skip
+ASSESSMENT_CHOICES = [(value, assessment(value)) for value in sorted(ASSESSMENTS, reverse=True)]
 SOURCES = {"adipose": "SVF from adipose tissue", "bone_marrow": "BMAC from bone marrow"}
 
 
@@ -47,10 +45,6 @@ def photo_limit() -> None:
 bp.before_request_funcs.setdefault(None, []).insert(0, photo_limit)
 
 
-def visit_words(name: str) -> str:
-    return "Baseline (before the harvest)" if name == BASELINE else f"{name[1:]}-month visit"
-
-
 @bp.app_template_filter("measure")
 def measure(value: float | None) -> str:
     """A measured value for people: thousands grouped (280,000), small ones to four figures (0.5, 88.2)."""
@@ -62,6 +56,11 @@ def measure(value: float | None) -> str:
 @bp.app_template_filter("visit_words")
 def _visit_words(name: str) -> str:
     return visit_words(name)
+
+
+@bp.app_template_filter("assessment")
+def _assessment(value: int | None) -> str:
+    return "—" if value is None else assessment(int(value))
 
 
 @bp.app_template_global("follow_up_panel")
@@ -136,7 +135,7 @@ def visit_form(din: str, visit: str):
             din=Din(batch.din),
             visit=found[0],
             baseline=baseline,
-            assessments=ASSESSMENTS,
+            assessments=ASSESSMENT_CHOICES,
             today=utcnow().date(),
             failure=failure,
             max_photos=MAX_PHOTOS,
@@ -192,7 +191,6 @@ def trends_page():
             titles=TITLES,
             units=UNITS,
             sources=SOURCES,
-            rule_words=RULE_WORDS,
             failure=failure,
         )
 
