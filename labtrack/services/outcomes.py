@@ -39,10 +39,6 @@ POLL_SECONDS = 0.1
 Ask = Callable[[list[outcomes.Inputs]], None]  # hands inputs to a worker (``labtrack.extensions``)
 
 DOSE_TESTS = ("tnc_total", "viability_pct")
-CSV_COLUMNS = (
-    "din", "tissue_source", "administered_on", "tnc_total", "viability_pct", "viable_cells",
-    "visit", "measured_on", "baseline_per_cm2", "density_per_cm2", "change_per_cm2", "change_pct", "late",
-)  # fmt: skip
 
 
 def report(
@@ -212,13 +208,3 @@ def _cohort(source: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         | asdict(outcomes.Fit(len(dose_x), None, None, None, None, None, None)),
         "dose_points": [{"viable_cells": x, "change_pct": y} for x, y in zip(dose_x, dose_y, strict=True)],
     }
-
-
-def csv_rows(document: dict[str, Any]) -> list[list[Any]]:
-    """One line per batch and visit, for ``?format=csv``."""
-    lines: list[list[Any]] = [list(CSV_COLUMNS)]
-    for row in document["batches"]:
-        for visit in row["visits"]:
-            merged = row | visit
-            lines.append(["" if merged.get(name) is None else merged.get(name) for name in CSV_COLUMNS])
-    return lines

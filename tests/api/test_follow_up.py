@@ -322,9 +322,10 @@ def test_r_out_5_report_rows_match_values_computed_by_hand_and_statistics_wait_f
     assert [(v["visit"], v["n"], v["mean"]) for v in cohort["visits"]] == [("m3", 3, None), ("m6", 3, None)]
     assert lab.sql("SELECT COUNT(*) FROM outcome_statistics")[0][0] == 0
     csv_text = lab.get("qa", "/reports/outcomes", tissue_source="adipose", format="csv").get_data(as_text=True)
-    lines = csv_text.strip().splitlines()
+    lines = csv_text.removeprefix("\ufeff").strip().splitlines()  # the spreadsheet export's byte-order mark
     assert lines[0].startswith("din,tissue_source,administered_on")
     assert len(lines) == 1 + 6
+    assert lines[1].endswith(",no")  # on time, as the other exports say it
     # a clinic sees its own patients only; the other clinic sees none of these
     assert lab.ok(lab.get("other", "/reports/outcomes"), 200)["batches"] == []
     assert len(lab.ok(lab.get("clinic", "/reports/outcomes"), 200)["batches"]) == 3
