@@ -54,6 +54,8 @@ class Config:
     LABTRACK_OUTBOX_LEASE_SECONDS: float = 300
     LABTRACK_WEBHOOK_RETRY_SECONDS: float = 10
     LABTRACK_TASK_QUEUE: str = "labtrack"
+    # How long the outcomes report waits for a worker to compute statistics it has not stored yet.
+    LABTRACK_STATISTICS_WAIT_SECONDS: float = 10
     # Sign-in throttling (labtrack/security.py), Flask-Limiter rate strings. The counters live in
     # LABTRACK_RATELIMIT_STORAGE_URL, shared by every web worker: the Redis broker when there is one.
     LABTRACK_LOGIN_LIMIT_PER_USERNAME: str = "10/minute"
@@ -107,6 +109,7 @@ class Config:
             "LABTRACK_OUTBOX_LEASE_SECONDS": float(env.get("LABTRACK_OUTBOX_LEASE_SECONDS", 300)),
             "LABTRACK_WEBHOOK_RETRY_SECONDS": float(env.get("LABTRACK_WEBHOOK_RETRY_SECONDS", 10)),
             "LABTRACK_TASK_QUEUE": env.get("LABTRACK_TASK_QUEUE") or "labtrack",
+            "LABTRACK_STATISTICS_WAIT_SECONDS": float(env.get("LABTRACK_STATISTICS_WAIT_SECONDS", 10)),
             "LABTRACK_LOGIN_LIMIT_PER_USERNAME": env.get("LABTRACK_LOGIN_LIMIT_PER_USERNAME") or "10/minute",
             "LABTRACK_LOGIN_LIMIT_PER_ADDRESS": env.get("LABTRACK_LOGIN_LIMIT_PER_ADDRESS") or "30/minute",
             "LABTRACK_RATELIMIT_KEY_PREFIX": env.get("LABTRACK_RATELIMIT_KEY_PREFIX") or "labtrack",

@@ -12,7 +12,8 @@ from flask import Flask
 from flask_smorest import Api
 from flask_wtf.csrf import CSRFProtect
 
-from labtrack.services import labels, outbox
+from labtrack.domain.actors import Actor
+from labtrack.services import labels, outbox, outcomes
 
 api = Api()
 csrf = CSRFProtect()  # checked by the web pages only (labtrack.web); the API uses bearer tokens
@@ -35,6 +36,7 @@ TASK_HOUSEKEEPING = "labtrack.housekeeping"
 HOUSEKEEPING_AT = crontab(hour=2, minute=30)  # nightly, UTC (R-OPS-6)
 TASK_FOLLOWUP_WATCH = "labtrack.watch.follow_ups"  # workers/outcome_tasks.py
 TASK_TREND_WATCH = "labtrack.watch.trends"
+TASK_OUTCOME_STATISTICS = "labtrack.outcome_statistics"
 TASK_REACTION_WATCH = "labtrack.watch.adverse_reactions"  # workers/investigations.py
 TASK_LOOKBACK_WATCH = "labtrack.watch.lookbacks"
 log = logging.getLogger(__name__)
@@ -44,6 +46,19 @@ def send_label_print(app: Flask) -> Callable[[int], None]:
     """What ``labels.request_print`` calls after commit: ask the broker to print that job."""
     celery = app.extensions["celery"]
     return lambda job_id: celery.send_task(labels.TASK_PRINT_LABEL, args=[job_id], retry=False)
+
+
+def outcomes_report(app: Flask, actor: Actor, **filters: object) -> dict:
+    """The outcomes report (R-OUT-5) with its statistics: those not stored yet are computed by a worker, which
+    may load scipy (the web process may not), and waited for up to LABTRACK_STATISTICS_WAIT_SECONDS."""
+    celery = app.extensions["celery"]
+    return outcomes.with_statistics(
+        app.extensions["labtrack.db"],
+        actor,
+        lambda inputs: celery.send_task(TASK_OUTCOME_STATISTICS, args=[inputs], retry=False),
+        float(app.config["LABTRACK_STATISTICS_WAIT_SECONDS"]),
+        **filters,
+    )
 
 
 def hand_to_worker(app: Flask, run_id: int) -> bool:

@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
+from labtrack.domain.followup import BASELINE
+from labtrack.domain.spc import RULE_WORDS, TITLES, Metric, Rule
 
 WORDS: dict[str, str] = {
     # batch statuses
@@ -254,7 +256,69 @@ WORDS: dict[str, str] = {
     "lookback.reminder": "lookback awaiting acknowledgement",
     "lookback.unanswered": "lookback unanswered",
     "lookback.auto_opened": "lookback opened automatically",
+    # follow-up (R-OUT): visit statuses, plans, events, notices, the visit's fields
+    "due": "due",
+    "done": "done",
+    "missed": "missed",
+    "follow_up_recorded": "follow-up visit recorded",
+    "follow_up_missed": "follow-up visit missed",
+    "follow_up_plan_proposed": "follow-up plan change proposed",
+    "follow_up_plan_approved": "follow-up plan change approved",
+    "follow_up.due": "follow-up visit due soon",
+    "follow_up.missed": "follow-up visit missed",
+    "photo_attached": "photo attached",
+    "hair_density_per_cm2": "Hair density",
+    "hair_shaft_diameter_um": "Hair shaft diameter",
+    "patient_global_assessment": "Patient's global assessment",
+    "investigator_global_assessment": "Investigator's global assessment",
+    "adverse_reaction": "Adverse reaction since the last visit",
+    "measured_on": "Measured on",
+    "late_reason": "Reason for the late entry",
+    "photo_ids": "Photos",
+    "baseline_window_days": "Baseline window (days)",
+    "window_days": "Window (days)",
+    # the outcomes report's columns and series
+    "baseline_per_cm2": "Baseline hair density",
+    "density_per_cm2": "Hair density",
+    "change_per_cm2": "Change from baseline (hairs/cm²)",
+    "change_pct": "Change from baseline (%)",
+    "viable_cells": "Viable cells",
+    "dose_response": "viable-cell dose against the 6-month change",
+    "ci_low": "lower 95 % confidence limit",
+    "ci_high": "upper 95 % confidence limit",
+    # quality trends (R-SPC): charts, limits, alerts (metrics and Nelson rules below, from the domain)
+    "individuals": "individual values",
+    "moving_range": "moving range",
+    "mr_ucl": "upper limit of the moving range",
+    "ucl": "upper control limit",
+    "lcl": "lower control limit",
+    "centre": "centre line",
+    "trend.flag": "quality trend alert",
+    "trend_baseline_reset": "trend baseline reset",
 }
+WORDS |= {metric.value: TITLES[metric] for metric in Metric} | {
+    rule.value: f"Nelson rule {rule.value[-1]}: {RULE_WORDS[rule]}" for rule in Rule
+}
+
+# Global assessments of a follow-up visit (−3…3), as the clinic's form and the record say them.
+ASSESSMENTS: dict[int, str] = {
+    3: "much better", 2: "better", 1: "slightly better", 0: "no change",
+    -1: "slightly worse", -2: "worse", -3: "much worse",
+}  # fmt: skip
+
+
+def assessment(value: int) -> str:
+    """A global assessment with its sign and words: 2 → "+2 better", −1 → "−1 slightly worse"."""
+    sign = "+" if value > 0 else "−" if value < 0 else ""
+    return f"{sign}{abs(value)} {ASSESSMENTS[value]}"
+
+
+def visit_words(name: str) -> str:
+    """A follow-up visit's name: ``baseline`` → "Baseline (before the harvest)", ``m6`` → "6-month visit"."""
+    if name == BASELINE:
+        return "Baseline (before the harvest)"
+    return f"{name[1:]}-month visit" if name[:1] == "m" and name[1:].isdigit() else words(name)
+
 
 # Actions a role may take (``Action`` values), as a person says them.
 ACTIONS: dict[str, str] = {

@@ -793,6 +793,16 @@ class TrendFlag(Base):
     flagged_at: Mapped[datetime]
 
 
+class OutcomeStatistics(Base):
+    """A cohort's outcome statistics (R-OUT-5), computed by a worker with scipy and kept under the SHA-256 of
+    their inputs: the same numbers always give the same statistics, so a stored answer is never stale."""
+
+    __tablename__ = "outcome_statistics"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result: Mapped[dict[str, Any]]
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # --- Investigations (issue 14): material and operator use, adverse reactions, lookbacks (migration 0007) ---
 
 _USED = ("reagent_lot_id", "equipment_code", "user_id")

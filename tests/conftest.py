@@ -168,6 +168,7 @@ def make_app(database_url: str, directory: Path, **overrides: object) -> Flask:
         "ARGON2_TIME_COST": 1,
         "ARGON2_MEMORY_KIB": 1024,
         "LABTRACK_RATELIMIT_KEY_PREFIX": f"labtrack-test-{uuid.uuid4().hex[:12]}",  # sign-in counts per app
+        "LABTRACK_STATISTICS_WAIT_SECONDS": 0.5,  # no worker runs but in tests/workers, which wait longer
     }
     return create_app(Config.from_env(instance_path=directory / "instance", **(settings | overrides)))
 

@@ -66,6 +66,7 @@ def worker_app(database_url: str, broker_url: str, smtp_url: str | None, tmp_pat
         LABTRACK_OUTBOX_SWEEP_SECONDS=1.0,
         LABTRACK_OUTBOX_LEASE_SECONDS=3.0,
         LABTRACK_WEBHOOK_RETRY_SECONDS=0.5,
+        LABTRACK_STATISTICS_WAIT_SECONDS=60,
     )
     yield application
     outbox.drain_publisher(5)  # what the test's requests published, before its queue is dropped

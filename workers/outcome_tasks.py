@@ -1,12 +1,12 @@
-"""Celery tasks for follow-up and trends (R-OUT-4, R-SPC-2): thin adapters over their watchers."""
+"""Celery tasks for follow-up, outcomes and trends (R-OUT-4, R-OUT-5, R-SPC-2): thin adapters over the services."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from flask import current_app
 
-from labtrack.extensions import TASK_FOLLOWUP_WATCH, TASK_TREND_WATCH
-from labtrack.services import followup_watch, trends
+from labtrack.extensions import TASK_FOLLOWUP_WATCH, TASK_OUTCOME_STATISTICS, TASK_TREND_WATCH
+from labtrack.services import followup_watch, outcomes, trends
 
 
 @shared_task(name=TASK_FOLLOWUP_WATCH)
@@ -18,3 +18,10 @@ def follow_up_watch() -> dict[str, list[str]]:
 @shared_task(name=TASK_TREND_WATCH)
 def trend_watch() -> list[str]:
     return trends.trend_watch(current_app.extensions["labtrack.db"])
+
+
+@shared_task(name=TASK_OUTCOME_STATISTICS)
+def outcome_statistics(inputs: list[dict]) -> list[str]:
+    """Compute and store the statistics of each cohort's inputs (scipy is loaded here, in the worker only)."""
+    db = current_app.extensions["labtrack.db"]
+    return [db.write(lambda session, values=values: outcomes.store(session, values)) for values in inputs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.schemas import TISSUES, UTC, SignatureSchema, _day, _plausible, _text
+from labtrack.api.schemas import TISSUES, UTC, ExportArgsSchema, SignedSchema, _day, _plausible, _text
 from labtrack.domain import followup
 from labtrack.domain.spc import Metric
 
@@ -34,10 +34,6 @@ class PlanSchema(Schema):
     approved_by = fields.String(allow_none=True)
     approved_at = UTC(allow_none=True)
     signature = fields.Dict(allow_none=True)
-
-
-class PlanApproveSchema(Schema):
-    signature = fields.Nested(SignatureSchema, required=True)
 
 
 class FollowUpSchema(Schema):
@@ -84,11 +80,10 @@ class AttachmentSchema(Schema):
     uploaded_at = UTC()
 
 
-class OutcomesQueryArgsSchema(Schema):
+class OutcomesQueryArgsSchema(ExportArgsSchema):
     tissue_source = fields.String(validate=validate.OneOf(TISSUES))
     date_from = _day(data_key="from")
     date_to = _day(data_key="to")
-    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
 
 
 class VisitChangeSchema(Schema):
@@ -112,24 +107,25 @@ class OutcomeRowSchema(Schema):
     visits = fields.List(fields.Nested(VisitChangeSchema))
 
 
-class VisitSummarySchema(Schema):
+class EstimateSchema(Schema):
+    """What every statistic of the report has: the visit, how many values, a 95 % confidence interval."""
+
     visit = fields.String()
     n = fields.Integer()
+    ci_low = fields.Float(allow_none=True)
+    ci_high = fields.Float(allow_none=True)
+
+
+class VisitSummarySchema(EstimateSchema):
     mean = fields.Float(allow_none=True)
     median = fields.Float(allow_none=True)
-    ci_low = fields.Float(allow_none=True)
-    ci_high = fields.Float(allow_none=True)
 
 
-class DoseResponseSchema(Schema):
-    visit = fields.String()
+class DoseResponseSchema(EstimateSchema):
     x = fields.String()
     y = fields.String()
-    n = fields.Integer()
     slope = fields.Float(allow_none=True)
     intercept = fields.Float(allow_none=True)
-    ci_low = fields.Float(allow_none=True)
-    ci_high = fields.Float(allow_none=True)
     r = fields.Float(allow_none=True)
     p_value = fields.Float(allow_none=True)
 
@@ -141,6 +137,9 @@ class DosePointSchema(Schema):
 
 class CohortSchema(Schema):
     tissue_source = fields.String()
+    statistics = fields.String(
+        metadata={"description": "`computed`, or `pending` while a worker computes them (ask again shortly)"}
+    )
     visits = fields.List(fields.Nested(VisitSummarySchema))
     dose_response = fields.Nested(DoseResponseSchema)
     dose_points = fields.List(fields.Nested(DosePointSchema))
@@ -178,10 +177,9 @@ class TrendSchema(Schema):
     mr_ucl = fields.Float(allow_none=True)
 
 
-class BaselineResetSchema(Schema):
+class BaselineResetSchema(SignedSchema):
     starts_at = fields.AwareDateTime(required=True, validate=_plausible)
     reason = _text(2000, multiline=True, required=True)
-    signature = fields.Nested(SignatureSchema, required=True)
 
 
 class TrendBaselineSchema(Schema):

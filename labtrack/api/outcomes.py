@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
-from flask import Response, request
+from flask import Response, current_app, request
 from flask_smorest import Blueprint
 
+from labtrack import extensions
 from labtrack.api.common import actor, authenticate, read_session, write
 from labtrack.api.errors import refusals
+from labtrack.api.exports import csv_download
 from labtrack.api.outcome_schemas import (
     AttachmentSchema,
     AttachmentUploadSchema,
@@ -18,15 +17,15 @@ from labtrack.api.outcome_schemas import (
     FollowUpSchema,
     OutcomesQueryArgsSchema,
     OutcomesSchema,
-    PlanApproveSchema,
     PlanBodySchema,
     PlanSchema,
     TrendBaselineSchema,
     TrendSchema,
 )
+from labtrack.api.schemas import SignedSchema
 from labtrack.domain.errors import PayloadTooLarge
 from labtrack.domain.photos import MAX_BYTES
-from labtrack.services import attachments, followups, outcomes, trends
+from labtrack.services import attachments, exports, followups, trends
 
 blp = Blueprint("outcomes", __name__, description="Follow-up outcomes and quality trends.")
 blp.before_request(authenticate)
@@ -66,7 +65,7 @@ def propose_plan(body: dict, tissue_source: str):
 
 
 @blp.post("/follow-up-plans/<string:tissue_source>/<int:version>/approve")
-@blp.arguments(PlanApproveSchema)
+@blp.arguments(SignedSchema)
 @blp.response(200, PlanSchema)
 @refusals(blp, 403, 404, 409, 413)
 def approve_plan(body: dict, tissue_source: str, version: int):
@@ -124,15 +123,9 @@ def get_attachment(din: str, attachment_id: int):
 @refusals(blp, 403)
 def outcomes_report(args: dict):
     """Per batch the baseline, change per visit and dose; per visit n, mean, median, 95 % CI; dose–response slope."""
-    wanted = args.pop("format")
-    document = outcomes.report(read_session(), actor(), **args)
-    if wanted == "json":
-        return document
-    out = io.StringIO()
-    csv.writer(out).writerows(outcomes.csv_rows(document))
-    return Response(
-        out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": 'attachment; filename="outcomes.csv"'}
-    )
+    if args.pop("format") == "json":
+        return extensions.outcomes_report(current_app, actor(), **args)
+    return csv_download(lambda s: exports.outcomes_csv(s, actor(), **args), "outcomes")  # no statistics in rows
 
 
 # --- trends (R-SPC-1..3) -----------------------------------------------------------------------

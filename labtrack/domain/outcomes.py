@@ -7,15 +7,22 @@ the mean % change (Student's t, n − 1 degrees of freedom). And the relation of
 viable-cell dose to the 6-month % change: the least-squares slope with its 95 %
 confidence interval (t with n − 2 degrees of freedom), from ``scipy.stats.linregress``.
 
-numpy and scipy.stats are imported on first use: they add some 70 MB to a process, which a web
-worker that never draws the outcomes report should not carry (SPEC §9, 150 MB).
+numpy and scipy.stats add some 70 MB to a process, more than a web worker may carry (150 MB
+with charts): only a Celery worker computes them (``statistics``, called by the task
+``labtrack.outcome_statistics``); the web process builds a cohort's ``Inputs``, their
+``key``, and reads the stored answer. Both libraries are imported on first use, so a
+process that never computes statistics never loads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import rfc8785
 
 CONFIDENCE = 0.95
 DOSE_VISIT = "m6"
@@ -96,3 +103,34 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
         r if math.isfinite(r) else None,
         p_value if math.isfinite(p_value) else None,
     )
+
+
+# A cohort's statistics are a pure function of these numbers: the % changes per visit, in visit
+# order, and the (viable cells, 6-month % change) pairs. ``key`` names them; ``statistics`` computes.
+Inputs = dict[str, Any]  # {"visits": {visit: [% change, ...]}, "dose_x": [...], "dose_y": [...]}
+
+
+def inputs(by_visit: dict[str, list[float]], dose_x: list[float], dose_y: list[float]) -> Inputs:
+    """The numbers a cohort's statistics are computed from, visits in plan order (baseline first, then by month)."""
+    order = sorted(by_visit, key=lambda name: int(name[1:]) if name[1:].isdigit() else 0)
+    return {"visits": {name: by_visit[name] for name in order}, "dose_x": dose_x, "dose_y": dose_y}
+
+
+def key(values: Inputs) -> str:
+    """SHA-256 of the inputs' RFC 8785 JSON: equal numbers, equal key, on every machine."""
+    return hashlib.sha256(rfc8785.dumps(values)).hexdigest()
+
+
+def empty(values: Inputs) -> dict[str, Any] | None:
+    """The statistics of a cohort with no visit recorded (no library needed), else None."""
+    if any(values["visits"].values()):
+        return None
+    return {"visits": [], "dose_response": asdict(Fit(0, None, None, None, None, None, None))}
+
+
+def statistics(values: Inputs) -> dict[str, Any]:
+    """Per visit ``summarise``, and ``fit_line`` of the dose pairs, as stored and reported (loads scipy)."""
+    return {
+        "visits": [{"visit": name, **asdict(summarise(found))} for name, found in values["visits"].items()],
+        "dose_response": asdict(fit_line(values["dose_x"], values["dose_y"])),
+    }

@@ -59,7 +59,7 @@ def receipt_deviations(
 
 @dataclass(frozen=True)
 class ProposalFacts:
-    """A specification proposal as the decisions read it."""
+    """A proposal under change control (a specification's, a follow-up plan's) as the decisions read it."""
 
     id: int
     status: str  # proposed, approved, withdrawn
@@ -68,20 +68,40 @@ class ProposalFacts:
     version_in_force: int
 
 
-def check_proposal(actor: Actor, reason: str, open_proposal_id: int | None) -> None:
-    """A proposal is made by an admin or a QA user, with a reason, while none is open for the tissue source."""
-    require(actor, Action.PROPOSE_SPECIFICATION)
-    if not reason.strip():
-        raise ValidationFailed({"reason": ["say why the specification changes"]})
+@dataclass(frozen=True)
+class ChangeControl:
+    """What is changed under R-QC-6's control: who may propose, who approves, whether a reason is asked."""
+
+    thing: str
+    propose: Action
+    approve: Action
+    needs_reason: bool = True
+
+
+SPECIFICATION = ChangeControl("specification", Action.PROPOSE_SPECIFICATION, Action.APPROVE_SPECIFICATION)
+# R-OUT-1: follow-up plans are versioned like specifications; an admin proposes, QA approves
+FOLLOW_UP_PLAN = ChangeControl(
+    "follow-up plan", Action.MANAGE_REFERENCE, Action.APPROVE_FOLLOW_UP_PLAN, needs_reason=False
+)
+
+
+def check_proposal(
+    actor: Actor, reason: str, open_proposal_id: int | None, control: ChangeControl = SPECIFICATION
+) -> None:
+    """A proposal is made by whom ``control`` names, with a reason (where asked), while none is open for the
+    tissue source."""
+    require(actor, control.propose)
+    if control.needs_reason and not reason.strip():
+        raise ValidationFailed({"reason": [f"say why the {control.thing} changes"]})
     if open_proposal_id is not None:
         raise Conflict(
             f"Proposal {open_proposal_id} for this tissue source is still open: it is approved or withdrawn first."
         )
 
 
-def check_approval(actor: Actor, proposal: ProposalFacts) -> None:
+def check_approval(actor: Actor, proposal: ProposalFacts, control: ChangeControl = SPECIFICATION) -> None:
     """A QA user other than the proposer approves an open proposal made on the version still in force."""
-    require(actor, Action.APPROVE_SPECIFICATION)
+    require(actor, control.approve)
     _check_open(proposal)
     if proposal.proposed_by_id == actor.id:
         raise Forbidden("Another QA user must approve this proposal: you proposed it.")

@@ -7,7 +7,7 @@ time, so a ten-year list streams in constant memory instead of being one page.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,18 +18,26 @@ from labtrack.documents.spreadsheet import Column, lines
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.din import Din
 from labtrack.models import AdverseReaction, Batch, Clinic, Deviation, QcResult
-from labtrack.services import adverse_reactions, batches, deviations
+from labtrack.services import adverse_reactions, batches, deviations, outcomes
 
 CHUNK = 500
 T = TypeVar("T")
 
 
-def keyset(session: Session, query: Select, key: InstrumentedAttribute) -> Iterator[Any]:
-    """Every row of ``query``, newest ``key`` first, ``CHUNK`` rows per statement; nothing kept between chunks."""
+def keyset(
+    session: Session,
+    query: Select,
+    key: InstrumentedAttribute,
+    prepare: Callable[[Session, list[Any]], object] | None = None,
+) -> Iterator[Any]:
+    """Every row of ``query``, newest ``key`` first, ``CHUNK`` rows per statement; nothing kept between chunks.
+    ``prepare`` completes each chunk before it is yielded (one more query per chunk, not per row)."""
     chunk, last = CHUNK, None
     while True:
         page = query if last is None else query.where(key < last)
         rows = list(session.execute(page.order_by(key.desc()).limit(chunk)).unique().scalars())
+        if prepare is not None:
+            prepare(session, rows)
         yield from rows
         if len(rows) < chunk:
             return
@@ -160,16 +168,6 @@ def _with_dins(session: Session, results: list[QcResult]) -> list[QcResult]:
     return results
 
 
-def _chunks_with_dins(session: Session, rows: Iterator[QcResult]) -> Iterator[QcResult]:
-    chunk: list[QcResult] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == CHUNK:
-            yield from _with_dins(session, chunk)
-            chunk = []
-    yield from _with_dins(session, chunk)
-
-
 def batches_csv(session: Session, actor: Actor, filters: batches.BatchFilter) -> Iterator[str]:
     """Every batch the list would show with these filters, as CSV lines."""
     return lines(BATCH_COLUMNS, keyset(session, batches.filtered(actor, filters), Batch.id))
@@ -182,11 +180,26 @@ def deviations_csv(session: Session, actor: Actor, **filters: Any) -> Iterator[s
 
 def qc_csv(session: Session, actor: Actor, filters: QcFilter) -> Iterator[str]:
     """Every QC result the list would show with these filters, as CSV lines."""
-    rows = keyset(session, qc_filtered(session, actor, filters), QcResult.id)
-    return lines(QC_COLUMNS, _chunks_with_dins(session, rows))
+    return lines(QC_COLUMNS, keyset(session, qc_filtered(session, actor, filters), QcResult.id, _with_dins))
 
 
 def adverse_reactions_csv(session: Session, actor: Actor, **filters: Any) -> Iterator[str]:
     """Every adverse reaction the list would show with these filters, as CSV lines."""
     query = adverse_reactions.filtered(session, actor, **filters)
     return lines(ADVERSE_REACTION_COLUMNS, keyset(session, query, AdverseReaction.id))
+
+
+# The outcomes report's rows (R-OUT-5), one line per batch and visit: the names the JSON gives them.
+OUTCOME_COLUMNS: list[Column[dict[str, Any]]] = [
+    Column(name, lambda row, name=name: row.get(name))
+    for name in (
+        "din", "tissue_source", "administered_on", "tnc_total", "viability_pct", "viable_cells", "visit",
+        "measured_on", "baseline_per_cm2", "density_per_cm2", "change_per_cm2", "change_pct", "late",
+    )
+]  # fmt: skip
+
+
+def outcomes_csv(session: Session, actor: Actor, **filters: Any) -> Iterator[str]:
+    """The outcomes report's rows (no statistics: nothing to ask a worker for), as CSV lines."""
+    document = outcomes.report(session, actor, **filters)
+    return lines(OUTCOME_COLUMNS, (row | visit for row in document["batches"] for visit in row["visits"]))

@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain import followup
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.followup import BASELINE, Measurement, PlanStatus, ScheduledVisit, VisitStatus
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.process import TissueSource
-from labtrack.domain.signatures import Meaning
-from labtrack.models import Attachment, Batch, FollowUpPlan, FollowUpVisit
-from labtrack.services import batches, signatures
+from labtrack.domain.specifications import FOLLOW_UP_PLAN, ProposalFacts, check_proposal
+from labtrack.models import Attachment, Batch, FollowUpPlan, FollowUpVisit, User
+from labtrack.services import batches, specifications
 from labtrack.services.streams import append_admin_event, append_batch_event
 
 SYSTEM = "system"
@@ -102,17 +102,28 @@ def list_plans(session: Session) -> list[FollowUpPlan]:
     return stored + [_default(source.value) for source in TissueSource if source.value not in present]
 
 
+def _latest(session: Session, source: str) -> FollowUpPlan:
+    query = select(FollowUpPlan).where(FollowUpPlan.tissue_source == source).order_by(FollowUpPlan.version.desc())
+    return session.execute(query.limit(1)).scalar_one()
+
+
+def _facts(session: Session, plan: FollowUpPlan) -> ProposalFacts:
+    """A plan version as R-QC-6's rules read a proposal: proposed on the version before it."""
+    proposer = session.execute(select(User.id).where(User.username == plan.proposed_by)).scalar_one_or_none()
+    in_force = current_plan(session, plan.tissue_source).version
+    # the default version 1 was "proposed" by the system, no user: nobody is its proposer
+    return ProposalFacts(plan.id, plan.status, proposer or 0, plan.version - 1, in_force)
+
+
 def propose_plan(session: Session, actor: Actor, tissue_source: str, body: dict[str, Any]) -> FollowUpPlan:
-    """An admin proposes the next version; it is not in force until QA approves it."""
-    require(actor, Action.MANAGE_REFERENCE)
+    """An admin proposes the next version, under specifications' change control (R-QC-6): one open proposal per
+    tissue source, not in force until QA approves it."""
+    require(actor, FOLLOW_UP_PLAN.propose)
     source = source_of(tissue_source)
     clean = followup.validate_plan(body)
     current_plan(session, source)
-    latest = session.execute(
-        select(FollowUpPlan).where(FollowUpPlan.tissue_source == source).order_by(FollowUpPlan.version.desc()).limit(1)
-    ).scalar_one()
-    if latest.status == PlanStatus.PROPOSED.value:
-        raise Conflict(f"Version {latest.version} is awaiting approval; approve it before proposing another.")
+    latest = _latest(session, source)
+    check_proposal(actor, "", latest.id if latest.status == PlanStatus.PROPOSED.value else None, FOLLOW_UP_PLAN)
     plan = FollowUpPlan(
         tissue_source=source,
         version=latest.version + 1,
@@ -134,20 +145,17 @@ def propose_plan(session: Session, actor: Actor, tissue_source: str, body: dict[
 def approve_plan(
     session: Session, actor: Actor, tissue_source: str, version: int, *, signature: dict[str, Any]
 ) -> FollowUpPlan:
-    """QA, not the proposer, approves a proposed version with a signature; it is then in force."""
-    require(actor, Action.APPROVE_FOLLOW_UP_PLAN)
+    """QA, not the proposer, approves a proposed version with a signature (R-QC-6's rules and signing); it is
+    then in force."""
+    require(actor, FOLLOW_UP_PLAN.approve)
     source = source_of(tissue_source)
     plan = session.execute(
         select(FollowUpPlan).where(FollowUpPlan.tissue_source == source, FollowUpPlan.version == version)
     ).scalar_one_or_none()
     if plan is None:
         raise NotFound("No such follow-up plan version.")
-    if plan.status != PlanStatus.PROPOSED.value:
-        raise Conflict(f"Version {version} is already approved.")
-    if plan.proposed_by == actor.username:
-        raise Forbidden("The proposer of a plan may not approve it: a second person must.")
-    manifestation = signatures.sign(
-        session, actor, signature, Meaning.APPROVED, plan_hash(source, version, plan.body), None
+    manifestation = specifications.sign_approval(
+        session, actor, _facts(session, plan), signature, plan_hash(source, version, plan.body), FOLLOW_UP_PLAN
     )
     plan.status = PlanStatus.APPROVED.value
     plan.approved_by = actor.username

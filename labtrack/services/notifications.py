@@ -51,6 +51,7 @@ from labtrack.domain.actors import Actor, Role
 from labtrack.domain.din import Din
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
+from labtrack.glossary import visit_words, words
 from labtrack.models import Clinic, Notification, OutboxMessage, User
 from labtrack.services import paging
 
@@ -117,14 +118,16 @@ def describe(topic: str, payload: dict) -> str:
         case "batch.handed_to_you":
             return f"Batch {din} was handed to you by {payload.get('from')}. Receive it when it reaches you."
         case "follow_up.due":
-            return f"Follow-up visit {payload.get('visit')} for batch {din} is due on {payload.get('due_on')} " + (
+            visit = visit_words(str(payload.get("visit")))
+            return f"The {visit.lower()} for batch {din} is due on {payload.get('due_on')} " + (
                 f"(window {payload.get('window_from')} to {payload.get('window_to')})."
             )
         case "follow_up.missed":
-            return f"Follow-up visit {payload.get('visit')} for batch {din} was missed: its window closed unrecorded."
+            visit = visit_words(str(payload.get("visit")))
+            return f"The {visit.lower()} for batch {din} was missed: its window closed unrecorded."
         case "trend.flag":
-            measured = f"{payload.get('metric')} {payload.get('value'):g} {payload.get('unit')}"
-            rules = ", ".join(payload.get("rules") or [])
+            measured = f"{words(payload.get('metric'))} {payload.get('value'):g} {payload.get('unit')}"
+            rules = "; ".join(words(rule) for rule in payload.get("rules") or [])
             return f"Trend alert on batch {din}: {measured} trips {rules} (a trend alert, not a deviation)."
         case "identity.mismatch":
             return f"Identity mismatch refused on batch {din} ({payload.get('action')}, by {payload.get('actor')})."

@@ -3,12 +3,20 @@
 Rows are administered batches of a tissue source with a recorded baseline, chosen by
 their administration date (``from``/``to``, inclusive). Each row gives the baseline
 hair density, the change at each recorded visit (hairs/cm² and % of baseline) and the
-dose: TNC and viable cells (TNC × viability). The cohort statistics are computed in
-``labtrack.domain.outcomes`` with scipy.
+dose: TNC and viable cells (TNC × viability).
+
+The cohort statistics are computed with scipy (``labtrack.domain.outcomes``), which the web
+process must not load (it would take a worker past 150 MB). So ``report`` gives each cohort
+the statistics stored under the key of its inputs (``outcome_statistics``), or marks them
+``pending``; ``with_statistics`` asks a Celery worker (``store``, in the task
+``labtrack.outcome_statistics``) for the pending ones and waits a few seconds for them.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -16,18 +24,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from labtrack.db import Database
 from labtrack.domain import outcomes
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.followup import BASELINE, VisitStatus
 from labtrack.domain.process import TissueSource
-from labtrack.models import Batch, FollowUpVisit
+from labtrack.models import Batch, FollowUpVisit, OutcomeStatistics
 from labtrack.services import trends
 
+log = logging.getLogger(__name__)
+
+COMPUTED, PENDING = "computed", "pending"
+POLL_SECONDS = 0.1
+Ask = Callable[[list[outcomes.Inputs]], None]  # hands inputs to a worker (``labtrack.extensions``)
+
 DOSE_TESTS = ("tnc_total", "viability_pct")
-CSV_COLUMNS = (
-    "din", "tissue_source", "administered_on", "tnc_total", "viability_pct", "viable_cells",
-    "visit", "measured_on", "baseline_per_cm2", "density_per_cm2", "change_per_cm2", "change_pct", "late",
-)  # fmt: skip
 
 
 def report(
@@ -48,7 +59,62 @@ def report(
         found = _rows(session, source, clinic_id, date_from, date_to)
         rows += found
         cohorts.append(_cohort(source, found))
-    return {"tissue_source": tissue_source, "from": date_from, "to": date_to, "batches": rows, "cohorts": cohorts}
+    document = {"tissue_source": tissue_source, "from": date_from, "to": date_to, "batches": rows, "cohorts": cohorts}
+    fill(session, document)
+    return document
+
+
+def with_statistics(db: Database, actor: Actor, ask: Ask, wait_seconds: float, **filters: Any) -> dict[str, Any]:
+    """``report``, with the pending statistics asked of a worker and waited for up to ``wait_seconds``.
+
+    Whatever has not come by then stays ``pending`` (the page says so and reloads); a broker
+    that cannot take the request is logged and leaves them pending too.
+    """
+    with db.reader() as session:
+        document = report(session, actor, **filters)
+    missing = pending(document)
+    if not missing:
+        return document
+    try:
+        ask([cohort["inputs"] for cohort in missing])
+    except Exception as error:  # any broker failure: the report is still worth its rows
+        log.warning("outcome statistics: broker unavailable (%s); they stay pending", error)
+        return document
+    deadline = time.monotonic() + wait_seconds
+    while pending(document) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        with db.reader() as session:  # a fresh snapshot each time: the worker's commit shows
+            fill(session, document)
+    return document
+
+
+def pending(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document's cohorts whose statistics are not stored yet."""
+    return [cohort for cohort in document["cohorts"] if cohort["statistics"] == PENDING]
+
+
+def fill(session: Session, document: dict[str, Any]) -> None:
+    """Put the stored statistics (or those of an empty cohort) into each pending cohort of ``document``."""
+    waiting = {cohort["key"]: cohort for cohort in pending(document)}
+    found = {
+        row.key: row.result
+        for row in session.execute(select(OutcomeStatistics).where(OutcomeStatistics.key.in_(waiting))).scalars()
+    } if waiting else {}  # fmt: skip
+    for name, cohort in waiting.items():
+        result = found.get(name) or outcomes.empty(cohort["inputs"])
+        if result is not None:
+            cohort["visits"] = result["visits"]
+            cohort["dose_response"] = cohort["dose_response"] | result["dose_response"]
+            cohort["statistics"] = COMPUTED
+
+
+def store(session: Session, values: outcomes.Inputs) -> str:
+    """Compute (scipy) and keep one cohort's statistics, unless they are kept already: for the worker's task."""
+    name = outcomes.key(values)
+    if session.get(OutcomeStatistics, name) is None:
+        session.add(OutcomeStatistics(key=name, result=outcomes.statistics(values)))
+        session.flush()
+    return name
 
 
 def _rows(
@@ -127,21 +193,18 @@ def _cohort(source: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 if visit["visit"] == outcomes.DOSE_VISIT and row["viable_cells"] is not None:
                     dose_x.append(row["viable_cells"])
                     dose_y.append(visit["change_pct"])
-    order = sorted(by_visit, key=lambda name: int(name[1:]) if name[1:].isdigit() else 0)
+    values = outcomes.inputs(by_visit, dose_x, dose_y)
     return {
         "tissue_source": source,
-        "visits": [{"visit": name, **asdict(outcomes.summarise(by_visit[name]))} for name in order],
+        "statistics": PENDING,
+        "key": outcomes.key(values),
+        "inputs": values,
+        # until the statistics come: each visit's n, and the dose pairs' n, with nothing computed
+        "visits": [
+            asdict(outcomes.Summary(len(found), None, None, None, None)) | {"visit": name}
+            for name, found in values["visits"].items()
+        ],
         "dose_response": {"visit": outcomes.DOSE_VISIT, "x": "viable_cells", "y": "change_pct"}
-        | asdict(outcomes.fit_line(dose_x, dose_y)),
+        | asdict(outcomes.Fit(len(dose_x), None, None, None, None, None, None)),
         "dose_points": [{"viable_cells": x, "change_pct": y} for x, y in zip(dose_x, dose_y, strict=True)],
     }
-
-
-def csv_rows(document: dict[str, Any]) -> list[list[Any]]:
-    """One line per batch and visit, for ``?format=csv``."""
-    lines: list[list[Any]] = [list(CSV_COLUMNS)]
-    for row in document["batches"]:
-        for visit in row["visits"]:
-            merged = row | visit
-            lines.append(["" if merged.get(name) is None else merged.get(name) for name in CSV_COLUMNS])
-    return lines

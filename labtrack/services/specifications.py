@@ -17,6 +17,8 @@ from labtrack.domain.process import TissueSource
 from labtrack.domain.qc import validate_specification
 from labtrack.domain.signatures import Meaning
 from labtrack.domain.specifications import (
+    SPECIFICATION,
+    ChangeControl,
     ProposalFacts,
     check_approval,
     check_proposal,
@@ -152,12 +154,25 @@ def propose(
     return found
 
 
+def sign_approval(
+    session: Session,
+    actor: Actor,
+    facts: ProposalFacts,
+    signature: dict[str, Any],
+    record_hash: str,
+    control: ChangeControl = SPECIFICATION,
+) -> dict[str, Any]:
+    """R-QC-6 for anything under change control: the approval rules, then the approver's signature meaning
+    `approved` over ``record_hash`` (a wrong password is refused and recorded, R-SIG-1); its manifestation."""
+    check_approval(actor, facts, control)
+    return signatures.sign(session, actor, signature, Meaning.APPROVED, record_hash, None)
+
+
 def approve(session: Session, actor: Actor, proposal_id: int, *, signature: dict[str, Any]) -> SpecificationProposal:
     """R-QC-6: a QA user other than the proposer approves with a signature meaning `approved`; the proposal
     becomes the version in force, for batches registered from now on."""
     found = proposal(session, actor, proposal_id, for_update=True)
-    check_approval(actor, facts_of(session, found))
-    signed = signatures.sign(session, actor, signature, Meaning.APPROVED, found.record_hash, None)
+    signed = sign_approval(session, actor, facts_of(session, found), signature, found.record_hash)
     previous = current(session, found.tissue_source)
     spec = Specification(
         tissue_source=found.tissue_source, version=previous.version + 1, body=found.body, created_by=actor.username

@@ -15,7 +15,8 @@ import pygal
 from flask import Response
 from pygal.style import Style
 
-from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Rule
+from labtrack.domain.spc import TITLES, UNITS
+from labtrack.glossary import visit_words
 
 SVG_NS = "http://www.w3.org/2000/svg"
 DOTS_UP_TO = 120
@@ -109,10 +110,6 @@ def individuals(document: dict, *, moving_range: bool = False) -> pygal.graph.gr
     return chart
 
 
-def rule_words(code: str) -> str:
-    return f"rule {code[-1]}: {RULE_WORDS[Rule(code)]}"
-
-
 def change_by_visit(report: dict) -> pygal.graph.graph.Graph:
     """Mean change from baseline (%) at each visit per product, with its 95 % confidence interval."""
     visits: list[str] = []
@@ -120,7 +117,7 @@ def change_by_visit(report: dict) -> pygal.graph.graph.Graph:
         visits += [s["visit"] for s in cohort["visits"] if s["visit"] not in visits]
     visits.sort(key=lambda name: int(name[1:]))
     chart = pygal.Line(title="Change in hair density from baseline (%), mean and 95 % CI", **CONFIG)
-    chart.x_labels = ["baseline"] + [f"{v[1:]} months" for v in visits]
+    chart.x_labels = [visit_words(name) for name in ("baseline", *visits)]
     for cohort in report["cohorts"]:
         found = {s["visit"]: s for s in cohort["visits"]}
         if not found:

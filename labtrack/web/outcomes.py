@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from labtrack.api.outcome_schemas import BaselineResetSchema, FollowUpCreateSchema, OutcomesQueryArgsSchema
@@ -20,19 +20,18 @@ from labtrack.domain.errors import NotFound
 from labtrack.domain.followup import BASELINE, MAX_PHOTOS
 from labtrack.domain.photos import MAX_BYTES
 from labtrack.domain.process import TissueSource
-from labtrack.domain.spc import RULE_WORDS, TITLES, UNITS, Metric
+from labtrack.domain.spc import TITLES, UNITS, Metric
+from labtrack.extensions import outcomes_report
+from labtrack.glossary import ASSESSMENTS, assessment, visit_words
 from labtrack.models import Batch
-from labtrack.services import attachments, batches, followups, outcomes, trends
+from labtrack.services import attachments, batches, followups, trends
 from labtrack.web import bp, charts
 from labtrack.web.auth import actor, roles
 from labtrack.web.forms import aware, given, load, number, respond
 
 VISIT_FORM = "web.visit_form"
 PHOTO_FORM_LIMIT = MAX_PHOTOS * MAX_BYTES // 2  # a visit's form: a few full-size photos and its fields
-ASSESSMENTS = [
-    (3, "+3 much better"), (2, "+2 better"), (1, "+1 slightly better"), (0, "0 no change"),
-    (-1, "−1 slightly worse"), (-2, "−2 worse"), (-3, "−3 much worse"),
-]  # fmt: skip
+ASSESSMENT_CHOICES = [(value, assessment(value)) for value in sorted(ASSESSMENTS, reverse=True)]
 SOURCES = {"adipose": "SVF from adipose tissue", "bone_marrow": "BMAC from bone marrow"}
 
 
@@ -46,10 +45,6 @@ def photo_limit() -> None:
 bp.before_request_funcs.setdefault(None, []).insert(0, photo_limit)
 
 
-def visit_words(name: str) -> str:
-    return "Baseline (before the harvest)" if name == BASELINE else f"{name[1:]}-month visit"
-
-
 @bp.app_template_filter("measure")
 def measure(value: float | None) -> str:
     """A measured value for people: thousands grouped (280,000), small ones to four figures (0.5, 88.2)."""
@@ -61,6 +56,11 @@ def measure(value: float | None) -> str:
 @bp.app_template_filter("visit_words")
 def _visit_words(name: str) -> str:
     return visit_words(name)
+
+
+@bp.app_template_filter("assessment")
+def _assessment(value: int | None) -> str:
+    return "—" if value is None else assessment(int(value))
 
 
 @bp.app_template_global("follow_up_panel")
@@ -116,7 +116,9 @@ def visit_form(din: str, visit: str):
         done = database().write(work)
         message = f"{visit_words(visit)} recorded for batch {Din(din).display if len(din) == 13 else din}."
         if done.measurement and done.measurement.get("adverse_reaction"):
-            message += " You marked an adverse reaction: report it to the lab's QA as an adverse reaction."
+            # R-ADV-1: the flag offers the report itself, on this batch
+            flash(f"{message} You marked an adverse reaction: report it to the lab's QA here.", "success")
+            return redirect(url_for("web.report_reaction", din=din), 303)
         flash(message, "success")
         return redirect(url_for("web.follow_ups_page"), 303)
 
@@ -133,7 +135,7 @@ def visit_form(din: str, visit: str):
             din=Din(batch.din),
             visit=found[0],
             baseline=baseline,
-            assessments=ASSESSMENTS,
+            assessments=ASSESSMENT_CHOICES,
             today=utcnow().date(),
             failure=failure,
             max_photos=MAX_PHOTOS,
@@ -189,7 +191,6 @@ def trends_page():
             titles=TITLES,
             units=UNITS,
             sources=SOURCES,
-            rule_words=RULE_WORDS,
             failure=failure,
         )
 
@@ -218,7 +219,7 @@ def _report_args() -> dict[str, Any]:
 def outcomes_page():
     """The outcomes report with its two charts; QA sees every clinic, a clinic its own patients."""
     args = _report_args()
-    report = outcomes.report(read_session(), actor(), **args)
+    report = outcomes_report(current_app, actor(), **args)
     query = {k: v for k, v in request.args.items() if v and k in ("tissue_source", "from", "to")}
     return render_template("outcomes/report.html", report=report, query=query, sources=SOURCES, args=args)
 
@@ -227,7 +228,7 @@ def outcomes_page():
 @roles(Role.QA, Role.CLINIC)
 def outcomes_chart(chart: str):
     """``change``: change from baseline per visit; ``dose-<tissue source>``: dose against the 6-month change."""
-    report = outcomes.report(read_session(), actor(), **_report_args())
+    report = outcomes_report(current_app, actor(), **_report_args())
     if chart == "change":
         return charts.svg_response(charts.change_by_visit(report))
     source = chart.removeprefix("dose-")

@@ -47,6 +47,10 @@ def test_r_out_2_the_clinic_records_a_visit_with_a_photo_on_the_form(people, lab
     clinic.page.locator("input[type=file][name=photos]").set_input_files(str(picture))
     clinic.submit(clinic.page.get_by_role("button", name="Record the visit"), "visit-recorded")
     expect(clinic.page.locator(".alert.success")).to_contain_text("adverse reaction")
+    # R-ADV-1: the flag opens the reaction report on this very batch
+    expect(clinic.page.get_by_role("heading", name="Report an adverse reaction")).to_be_visible()
+    assert clinic.page.url.endswith(f"/batches/{din}/adverse-reaction")
+    at_widths(clinic, "reaction-offered")
     clinic.goto(f"/batches/{din}", "card-with-follow-ups")
     panel = clinic.page.locator("[data-panel=follow-ups]")
     expect(panel.locator("[data-visit=baseline]")).to_contain_text("118.5 hairs/cm²")

@@ -31,7 +31,14 @@ from labtrack.domain.errors import (
 from labtrack.domain.lifecycle import BatchState, PendingTransfer, Status
 from labtrack.domain.process import Performer, TissueSource
 from labtrack.domain.qc import ALL_TESTS, required_tests, validate_specification
-from labtrack.domain.specifications import ProposalFacts, check_approval, decide_proposal, default_specification
+from labtrack.domain.specifications import (
+    FOLLOW_UP_PLAN,
+    ProposalFacts,
+    check_approval,
+    check_proposal,
+    decide_proposal,
+    default_specification,
+)
 
 CLINIC = 1
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
@@ -232,6 +239,23 @@ def test_r_qc_6_another_qa_user_approves_a_proposal_on_the_version_in_force():
         check_approval(QA2, ProposalFacts(1, "proposed", QA.id, base_version=2, version_in_force=3))
     with pytest.raises(Conflict):
         check_approval(QA2, ProposalFacts(1, "withdrawn", QA.id, base_version=3, version_in_force=3))
+
+
+def test_r_out_1_follow_up_plans_change_under_the_specifications_rules_admin_proposes_qa_approves():
+    check_proposal(ADMIN, "", None, FOLLOW_UP_PLAN)  # a plan asks no reason
+    for refused, error in ((QA, Forbidden), (TECH, Forbidden)):
+        with pytest.raises(error):
+            check_proposal(refused, "", None, FOLLOW_UP_PLAN)
+    with pytest.raises(Conflict):
+        check_proposal(ADMIN, "", 7, FOLLOW_UP_PLAN)  # one open proposal per tissue source
+    proposed = ProposalFacts(7, "proposed", ADMIN.id, base_version=1, version_in_force=1)
+    check_approval(QA, proposed, FOLLOW_UP_PLAN)
+    with pytest.raises(Forbidden):
+        check_approval(ADMIN, proposed, FOLLOW_UP_PLAN)
+    with pytest.raises(Forbidden):
+        check_approval(QA, ProposalFacts(7, "proposed", QA.id, base_version=1, version_in_force=1), FOLLOW_UP_PLAN)
+    with pytest.raises(Conflict):
+        check_approval(QA, ProposalFacts(7, "approved", ADMIN.id, base_version=1, version_in_force=1), FOLLOW_UP_PLAN)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from labtrack.domain.actors import Action, Role
 from labtrack.domain.errors import DomainError
+from labtrack.domain.followup import PlanStatus, VisitStatus, default_plan
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.process import ALL_STEP_NAMES, PROCESSES
 from labtrack.domain.qc import ALL_TESTS, TEXT_TESTS
 from labtrack.domain.signatures import Meaning
-from labtrack.glossary import ACTIONS, WORDS, din_parts, is_code, limit, quantity, sentence, words
+from labtrack.domain.spc import Metric, Rule
+from labtrack.glossary import (
+    ACTIONS,
+    WORDS,
+    assessment,
+    codes_in,
+    din_parts,
+    is_code,
+    limit,
+    quantity,
+    sentence,
+    visit_words,
+    words,
+)
+from labtrack.services.notifications import describe
 
 
 def _codes_of_errors() -> set[str]:
@@ -34,6 +49,16 @@ def test_every_code_of_the_domain_has_words():
         | choices
         | values
         | _codes_of_errors()
+        # follow-up and trends: statuses, metrics, Nelson rules, events, notices, fields, the report's columns
+        | {s.value for s in VisitStatus}
+        | {s.value for s in PlanStatus}
+        | {m.value for m in Metric}
+        | {r.value for r in Rule}
+        | {"follow_up_recorded", "follow_up_missed", "follow_up_plan_proposed", "follow_up_plan_approved"}
+        | {"photo_attached", "trend_baseline_reset", "follow_up.due", "follow_up.missed", "trend.flag"}
+        | {"hair_density_per_cm2", "hair_shaft_diameter_um", "patient_global_assessment"}
+        | {"investigator_global_assessment", "adverse_reaction", "late_reason", "photo_ids", "measured_on"}
+        | {"baseline_per_cm2", "change_per_cm2", "change_pct", "viable_cells", "centre", "ucl", "lcl", "mr_ucl"}
     )
     assert sorted(codes - set(WORDS)) == []
     assert sorted({a.value for a in Action} - set(ACTIONS)) == []
@@ -72,3 +97,23 @@ def test_a_din_is_shown_spaced_with_its_check_character_apart():
     assert body == "A9999 26 000001"
     assert len(check) == 1
     assert din_parts("not a din") == ("not a din", "")
+
+
+def test_follow_up_and_trend_codes_read_as_words_in_pages_and_notices():
+    assert [visit_words(v) for v in ("baseline", *(v["visit"] for v in default_plan()["visits"]))] == [
+        "Baseline (before the harvest)", "3-month visit", "6-month visit", "12-month visit",
+    ]  # fmt: skip
+    assert [assessment(v) for v in (3, 0, -2)] == ["+3 much better", "0 no change", "−2 worse"]
+    assert words("nelson_1") == "Nelson rule 1: a point beyond 3 σ"
+    assert words("tnc_per_ml_harvested") == "Total nucleated cells per mL harvested"
+    din = {"din": "A999926000001"}
+    notices = [
+        describe("follow_up.due", din | {"visit": "m6", "due_on": "2027-06-01", "window_from": "2027-05-18",
+                                          "window_to": "2027-06-15"}),
+        describe("follow_up.missed", din | {"visit": "m12"}),
+        describe("trend.flag", din | {"metric": "viability_pct", "value": 71.0, "unit": "%",
+                                       "rules": ["nelson_1", "nelson_2"]}),
+    ]  # fmt: skip
+    assert [codes_in(text) for text in notices] == [[], [], []], notices
+    assert "6-month visit" in notices[0]
+    assert "Nelson rule 1: a point beyond 3 σ; Nelson rule 2" in notices[2]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from labtrack.domain.outcomes import change, fit_line, summarise, viable_cells
+from labtrack.domain.outcomes import change, empty, fit_line, inputs, key, statistics, summarise, viable_cells
 
 T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}
 
@@ -55,3 +55,22 @@ def test_r_out_5_change_from_baseline_and_viable_dose():
     assert change(0.0, 5.0).percent is None
     assert viable_cells(4.0e7, 90.0) == 3.6e7
     assert viable_cells(None, 90.0) is None
+
+
+def test_r_out_5_a_cohorts_statistics_are_keyed_by_its_numbers_alone():
+    values = inputs({"m6": [30.0, 10.0, 40.0], "m3": [10.0, 5.0, 6.0]}, [1e7, 2e7, 3e7], [30.0, 10.0, 40.0])
+    assert list(values["visits"]) == ["m3", "m6"]  # in visit order, whatever order they were met in
+    same = inputs({"m3": [10.0, 5.0, 6.0], "m6": [30.0, 10.0, 40.0]}, [1e7, 2e7, 3e7], [30.0, 10.0, 40.0])
+    other = inputs({"m3": [10.0, 5.0, 6.0], "m6": [30.0, 10.0, 41.0]}, [1e7, 2e7, 3e7], [30.0, 10.0, 41.0])
+    assert key(values) == key(same) != key(other)
+    assert len(key(values)) == 64
+    computed = statistics(values)
+    assert [v["visit"] for v in computed["visits"]] == ["m3", "m6"]
+    assert computed["visits"][1]["mean"] == 80 / 3
+    assert computed["dose_response"]["n"] == 3
+    assert empty(values) is None
+    assert empty(inputs({}, [], [])) == {
+        "visits": [],
+        "dose_response": {"n": 0, "slope": None, "intercept": None, "ci_low": None, "ci_high": None, "r": None,
+                          "p_value": None},
+    }  # fmt: skip

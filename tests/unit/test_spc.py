@@ -44,9 +44,14 @@ def test_r_spc_1_a_reset_baseline_judges_only_points_from_its_start():
     assert drawn.flags[:5] == [[]] * 5  # 50 is far beyond 3 σ of the new baseline, but before it
 
 
-@pytest.mark.parametrize(("value", "flagged"), [(3.01, [0]), (-3.2, [0]), (3.0, []), (-2.99, [])])
-def test_r_spc_2_rule_1_a_point_beyond_3_sigma(value, flagged):
-    assert tripped([value], Rule.BEYOND_3_SIGMA) == flagged
+@pytest.mark.parametrize("value", [3.01, -3.2])
+def test_r_spc_2_rule_1_a_point_beyond_3_sigma_trips(value):
+    assert tripped([value], Rule.BEYOND_3_SIGMA) == [0]
+
+
+@pytest.mark.parametrize("value", [3.0, -3.0, -2.99])
+def test_r_spc_2_rule_1_just_misses_on_the_limit_itself(value):
+    assert tripped([value], Rule.BEYOND_3_SIGMA) == []
 
 
 def test_r_spc_2_rule_2_nine_in_a_row_on_one_side_trips_on_the_ninth():
