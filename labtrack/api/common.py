@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import database, read_session
+from labtrack.db import database, read_session, request_write_session, take_request_write_session
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import (
     IdempotencyKeyReused,
@@ -22,6 +22,8 @@ from labtrack.domain.errors import (
 from labtrack.models import IdempotencyRecord
 from labtrack.services import auth
 from labtrack.services.housekeeping import IDEMPOTENCY_WINDOW
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def bearer_token() -> str | None:
@@ -35,12 +37,21 @@ def authenticate() -> None:
     token = bearer_token()
     if token is None:
         raise Unauthenticated("Send 'Authorization: Bearer <token>' (POST /api/v1/auth/token).")
+    if database().is_sqlite:
+        session = read_session()
+        g.actor = auth.actor_for_token(session, token)
+        session.rollback()  # end the read; the view starts its own transaction (BEGIN IMMEDIATE for a write)
+        return
+    if request.method not in SAFE_METHODS:
+        # A write looks the token up in its own transaction (``write`` carries it on): one pool
+        # checkout and its ping, no reset between authentication and work.
+        g.actor = auth.actor_for_token(request_write_session(), token)
+        return
     session = read_session()
-    if not database().is_sqlite:
-        # One SELECT needs no transaction: autocommit saves its BEGIN and ROLLBACK round trips.
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    # One SELECT needs no transaction: autocommit saves its BEGIN and ROLLBACK round trips.
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     g.actor = auth.actor_for_token(session, token)
-    if database().is_sqlite or not getattr(current_app.view_functions.get(request.endpoint), "autocommit_read", False):
+    if not getattr(current_app.view_functions.get(request.endpoint), "autocommit_read", False):
         session.rollback()  # end the read; the view starts its own transaction, at the default isolation
 
 
@@ -101,5 +112,5 @@ def write(work: Callable[[Session], Any], schema: Schema | None, status: int = 2
             )
         return status, body
 
-    code, body = database().write(unit)
+    code, body = database().write(unit, session=take_request_write_session())
     return Response(body, status=code, mimetype="application/json")

@@ -59,9 +59,10 @@ def round_trips(db):
 
 # Per request, on PostgreSQL (SQLite has no pre-ping: a file has nothing to ping). Measured 2026-12-02.
 BUDGETS = {
-    # pre-ping + token on the authentication's autocommit connection (and its reset); pre-ping, batch ⋈ custodian
-    # FOR UPDATE, lot, equipment, event INSERT, batch UPDATE, material-use INSERTs, outbox INSERT, COMMIT
-    "step": 13,
+    # one checkout for authentication and work: pre-ping, token (in the write's transaction), batch ⋈ custodian
+    # FOR UPDATE, lot, equipment, batch UPDATE, event INSERT, the records of use in one multi-row INSERT, COMMIT
+    # (13 before: a second checkout's pre-ping, the token connection's reset, one use INSERT per material)
+    "step": 9,
     # pre-ping, token, batch ⋈ custodian ⋈ specification, QC ∪ open deviations, the connection's reset
     "readiness": 5,
     # the same connection as the token (autocommit_read): batch ⋈ custodian ⋈ specification ⋈ patient ⋈ clinic,
