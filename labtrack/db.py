@@ -32,6 +32,7 @@ T = TypeVar("T")
 WRITE_OPTION = "labtrack_write"
 MAX_ATTEMPTS = 8
 AFTER_COMMIT = "labtrack_after_commit"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # requests that write nothing
 log = logging.getLogger(__name__)
 
 
@@ -222,6 +223,28 @@ def read_session() -> Session:
     if "db_session" not in g:
         g.db_session = database().reader()
     return g.db_session
+
+
+def autocommit_read(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view whose reads may run, on PostgreSQL, on the authentication's connection in autocommit.
+
+    For a view that only reads: at READ COMMITTED a transaction gives each statement its own
+    snapshot anyway, so leaving it out changes nothing it sees, and saves a second pool
+    checkout (its ping), BEGIN and ROLLBACK. Not for streamed reads (server-side cursors need
+    a transaction).
+    """
+    view.autocommit_read = True
+    return view
+
+
+def begin_authentication_read(view: Callable[..., Any] | None) -> bool:
+    """Ready the request's read session for the token lookup: on PostgreSQL in autocommit (one SELECT
+    needs no transaction: no BEGIN, no ROLLBACK). True when ``view`` is marked ``autocommit_read`` and so
+    keeps that connection for its own reads; else the caller ends the read after the lookup."""
+    if database().is_sqlite:
+        return False
+    read_session().connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return getattr(view, "autocommit_read", False)
 
 
 def request_write_session() -> Session:
