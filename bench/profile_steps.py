@@ -22,6 +22,7 @@ import cProfile
 import functools
 import importlib
 import io
+import logging
 import os
 import pstats
 import sys
@@ -43,6 +44,7 @@ from labtrack import create_app  # noqa: E402
 from labtrack.audit import chains, keys  # noqa: E402
 from labtrack.db import Database  # noqa: E402
 from labtrack.migrate import upgrade  # noqa: E402
+from labtrack.ops import logs  # noqa: E402
 
 
 class StatementCounter:
@@ -197,6 +199,40 @@ def profile_readiness(app, bench: run.Bench, counter: StatementCounter, post, ar
     print_profile("GET /readiness", profiler, "cumulative", args.top)
 
 
+def profile_access_log(repeats: int = 15, lines: int = 2000) -> None:
+    """The JSON access line, in-process, to /dev/null through the app's handler (its filter and formatter):
+    ``logs.log_access`` beside the same fields sent as any other line goes (``Logger.log`` with ``extra``,
+    the general JSON formatter). CPU time per line, the best and the median of ``repeats`` runs."""
+    logger = logging.getLogger(logs.ACCESS_LOGGER)
+    other = logging.getLogger("labtrack.profile")  # any other logger: the general formatter
+    saved = logger.handlers[:], logger.propagate, logger.level
+    path, status, seconds = "/api/v1/batches/A999926000001/steps", 201, 0.0042
+    fields = {"method": "POST", "path": path, "status": status, "duration_ms": round(seconds * 1000, 2)}
+
+    def general() -> None:
+        other.log(logging.INFO, logs.ACCESS_MESSAGE, "POST", path, status, seconds * 1000, extra=fields)
+
+    def access() -> None:
+        logs.log_access(logger, logging.INFO, "POST", path, status, seconds)
+
+    with open(os.devnull, "w") as sink, logs.context(request_id="0" * 32, username="tech", din="A999926000001"):
+        logger.handlers[:], logger.propagate, logger.level = [logs.handler(sink)], False, logging.INFO
+        other.handlers[:], other.propagate, other.level = logger.handlers, False, logging.INFO
+        try:
+            for name, line in (("general JSON line (Logger.log, extra)", general), ("logs.log_access", access)):
+                runs = []
+                for _ in range(repeats):
+                    began = time.process_time()
+                    for _ in range(lines):
+                        line()
+                    runs.append((time.process_time() - began) / lines * 1e6)
+                runs.sort()
+                print(f"    access line, {name}: {runs[0]:.1f} µs best, {runs[len(runs) // 2]:.1f} µs median")
+        finally:
+            logger.handlers[:], logger.propagate, logger.level = saved
+            other.handlers[:] = []
+
+
 def print_profile(title: str, profiler: cProfile.Profile, order: str, top: int) -> None:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats(order).print_stats(top)
@@ -243,6 +279,7 @@ def main() -> None:
         phases.on = False
         report_phases(len(timed) * 3, elapsed, phases.seconds, counter)
         floor_in_process(bench, len(timed) * 3)
+        profile_access_log()
         counter.take()
         profiler = cProfile.Profile()
         began = time.perf_counter()

@@ -1,7 +1,7 @@
 """LabTrack against the quality bars of requirements §9, each as a ratio to a floor measured in the same run.
 
     DATABASE_URL=postgresql://root@127.0.0.1/postgres CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
-        .venv/bin/python bench/run.py [--quick] [--only steps,serial,readiness,audit,outbox]
+        .venv/bin/python bench/run.py [--quick] [--only steps,serial,reads,readiness,audit,outbox]
 
 Creates a scratch database on DATABASE_URL's server (dropped at the end), migrates and
 seeds it through the services, serves LabTrack and the floor app (bench/floor_app.py)
@@ -302,6 +302,67 @@ def bench_steps(bench: Bench, profile: Profile, pool: list[str]) -> None:
             flush=True,
         )
     bench.results["step_logging"] = {"levels": levels, "pass": all(level["pass"] for level in levels)}
+    # Throughput must not fall as clients are added (§9): the step rate at 16 clients against 1 client.
+    one, sixteen = levels[0]["app"]["rate_per_s"], levels[-1]["app"]["rate_per_s"]
+    floor_one, floor_sixteen = levels[0]["floor"]["rate_per_s"], levels[-1]["floor"]["rate_per_s"]
+    scaling = {"one_client": one, "sixteen_clients": sixteen, "ratio": ratio(sixteen, one)}
+    scaling |= {"floor_ratio": ratio(floor_sixteen, floor_one), "pass": sixteen >= one}
+    bench.results["step_scaling"] = scaling
+    print(
+        f"  steps x16 vs x1: {sixteen:.1f}/s vs {one:.1f}/s = x{scaling['ratio']} (>= 1) | the floor's: "
+        f"x{scaling['floor_ratio']} -> {'PASS' if scaling['pass'] else 'FAIL'}",
+        flush=True,
+    )
+
+
+READ_CLIENTS = 4
+
+
+def read_requests(keys: list, path: str, headers: dict[str, str], seed: int) -> Iterator[load.Request]:
+    """``GET path`` (``{key}`` filled in with one of ``keys``, at random), forever."""
+    rng = random.Random(seed)
+    while True:
+        yield "GET", path.format(key=rng.choice(keys)), None, headers
+
+
+def bench_reads(bench: Bench, profile: Profile, dins: list[str]) -> None:
+    """Readiness and a batch's detail GET against a bare authenticated primary-key read (the floor app), 4 clients.
+
+    The cost of a request is the inverse of the throughput a closed loop of 4 clients sustains; each
+    side runs twice, in alternation (floor, readiness, detail, floor, readiness, detail), and the
+    two halves are summed, so that the machine's drift falls on all three alike.
+    """
+    with bench.db.engine.connect() as connection:
+        ids = connection.execute(text("SELECT id FROM batches WHERE din = ANY(:dins)"), {"dins": dins}).scalars().all()
+    sides = {  # name: server, keys, path, user
+        "floor": ("floor", ids, "/floor/batches/{key}", "clinic"),
+        "readiness": ("app", dins, "/api/v1/batches/{key}/readiness", "clinic"),
+        "detail": ("app", dins, "/api/v1/batches/{key}", "qa"),
+    }
+    runs = {name: load.Run(clients=READ_CLIENTS, seconds=0.0) for name in sides}
+    for half in range(2):
+        for name, (server, chosen, path, user) in sides.items():
+            work = [read_requests(chosen, path, bench.bearer(user), 100 * half + n) for n in range(READ_CLIENTS)]
+            part = load.run(bench.ports[server], work, profile.seconds / 2)
+            runs[name].latencies.extend(part.latencies)
+            runs[name].statuses.update(part.statuses)
+            runs[name].seconds += part.seconds
+    floor = runs["floor"]
+    result: dict[str, Any] = {"clients": READ_CLIENTS, "floor": floor.summary()}
+    for name in ("readiness", "detail"):
+        measured = runs[name]
+        cost = ratio(floor.rate, measured.rate)
+        ok = cost <= 3 and set(measured.statuses) == {200} and set(floor.statuses) == {200}
+        result[name] = measured.summary() | {"cost_ratio": cost, "pass": ok}
+        print(
+            f"  {name} x{READ_CLIENTS}: {measured.rate:7.1f}/s p50 {measured.percentile(50) * 1e3:5.1f} ms p99 "
+            f"{measured.percentile(99) * 1e3:5.1f} ms | floor (authenticated primary-key read) {floor.rate:7.1f}/s "
+            f"p99 {floor.percentile(99) * 1e3:5.1f} ms | cost x{cost} (<= 3) | statuses {dict(measured.statuses)} "
+            f"-> {'PASS' if ok else 'FAIL'}",
+            flush=True,
+        )
+    result["pass"] = result["readiness"]["pass"] and result["detail"]["pass"]
+    bench.results["reads"] = result
 
 
 class Sampler:
@@ -538,7 +599,7 @@ def bench_outbox(bench: Bench, profile: Profile) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and shorter runs (under 2 minutes)")
-    parser.add_argument("--only", default="steps,serial,readiness,audit,outbox")
+    parser.add_argument("--only", default="steps,serial,reads,readiness,audit,outbox")
     args = parser.parse_args()
     chosen = set(args.only.split(","))
     profile = QUICK if args.quick else FULL
@@ -562,8 +623,9 @@ def main() -> None:
         pool_size = sum(level_pool(profile, clients) for clients in CLIENT_LEVELS)
         pool = received_batches(bench, pool_size) if "steps" in chosen else []
         spread = received_batches(bench, 16) if "serial" in chosen else []
+        readable = received_batches(bench, 50) if "reads" in chosen else []
         datagen.settle(bench.db.engine)
-        print(f"  setup (migrate, seed, {len(pool) + len(spread)} received batches) "
+        print(f"  setup (migrate, seed, {len(pool) + len(spread) + len(readable)} received batches) "
               f"{time.monotonic() - started:.1f} s", flush=True)  # fmt: skip
         serve(bench, "app", "wsgi:app", workdir, broker)
         serve(bench, "floor", "floor_app:create_app()", workdir, broker)
@@ -571,6 +633,8 @@ def main() -> None:
             bench_steps(bench, profile, pool)
         if "serial" in chosen:
             bench_serialization(bench, profile, spread)
+        if "reads" in chosen:
+            bench_reads(bench, profile, readable)
         if bench.rss_samples:
             peak = max(bench.rss_samples)
             bench.results["memory"] = {"peak_worker_rss_mb": round(peak, 1), "bar_mb": 150, "pass": peak < 150}

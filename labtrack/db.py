@@ -32,6 +32,7 @@ T = TypeVar("T")
 WRITE_OPTION = "labtrack_write"
 MAX_ATTEMPTS = 8
 AFTER_COMMIT = "labtrack_after_commit"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # requests that write nothing
 log = logging.getLogger(__name__)
 
 
@@ -160,16 +161,24 @@ class Database:
         # What the app lends every unit of work (its session.info), e.g. how to reach the broker.
         self.session_info: dict[str, Any] = {}
 
-    def write(self, work: Callable[[Session], T]) -> T:
+    def write_session(self) -> Session:
+        """A new session for one attempt of a unit of work."""
+        session = self.writer()
+        session.info.update(self.session_info)
+        return session
+
+    def write(self, work: Callable[[Session], T], session: Session | None = None) -> T:
         """Run ``work`` in one write transaction; commit once; retry on collisions.
 
-        A DomainError rolls everything back. When the error carries a ``record``
-        callable (a refusal that must itself be recorded, R-COI-1 and R-SIG-1), it
-        runs in a transaction of its own after the rollback.
+        ``session``, when given, is the first attempt's: one from ``write_session`` whose
+        transaction has already begun (the request's authentication ran in it); a retry
+        starts afresh. A DomainError rolls everything back. When the error carries a
+        ``record`` callable (a refusal that must itself be recorded, R-COI-1 and R-SIG-1),
+        it runs in a transaction of its own after the rollback.
         """
+        first = session
         for attempt in range(MAX_ATTEMPTS):
-            session = self.writer()
-            session.info.update(self.session_info)
+            session = first if first is not None and attempt == 0 else self.write_session()
             try:
                 result = work(session)
                 session.commit()
@@ -216,7 +225,44 @@ def read_session() -> Session:
     return g.db_session
 
 
+def autocommit_read(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view whose reads may run, on PostgreSQL, on the authentication's connection in autocommit.
+
+    For a view that only reads: at READ COMMITTED a transaction gives each statement its own
+    snapshot anyway, so leaving it out changes nothing it sees, and saves a second pool
+    checkout (its ping), BEGIN and ROLLBACK. Not for streamed reads (server-side cursors need
+    a transaction).
+    """
+    view.autocommit_read = True
+    return view
+
+
+def begin_authentication_read(view: Callable[..., Any] | None) -> bool:
+    """Ready the request's read session for the token lookup: on PostgreSQL in autocommit (one SELECT
+    needs no transaction: no BEGIN, no ROLLBACK). True when ``view`` is marked ``autocommit_read`` and so
+    keeps that connection for its own reads; else the caller ends the read after the lookup."""
+    if database().is_sqlite:
+        return False
+    read_session().connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return getattr(view, "autocommit_read", False)
+
+
+def request_write_session() -> Session:
+    """The session this request's write will run in, begun before the view (its authentication
+    runs in it, so a write makes one pool checkout and one transaction); closed at teardown if
+    the view never wrote."""
+    if "write_session" not in g:
+        g.write_session = database().write_session()
+    return g.write_session
+
+
+def take_request_write_session() -> Session | None:
+    """The session ``request_write_session`` began, for ``Database.write`` (None when there is none)."""
+    return g.pop("write_session", None)
+
+
 def close_read_session(_exc: BaseException | None = None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
-        close_session(session)
+    for name in ("db_session", "write_session"):
+        session = g.pop(name, None)
+        if session is not None:
+            close_session(session)

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
 from labtrack import extensions
-from labtrack.api.common import actor, authenticate, database, read_session, write
+from labtrack.api.common import actor, authenticate, database, read_session, take_request_write_session, write
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, AuditQueryArgsSchema, AuditReportSchema
 from labtrack.audit import chains, checkpoints, export, keys, runs
@@ -71,7 +71,12 @@ def start_full_verification():
     Answers 202 with the run and its ``Location``; poll ``GET /audit/verifications/{id}`` for progress and result.
     """
     who = actor()
-    run, new = database().write(lambda s: (lambda r: (runs.as_dict(r[0]), r[1]))(runs.request_full(s, who)))
+
+    def work(session):
+        run, new = runs.request_full(session, who)
+        return runs.as_dict(run), new
+
+    run, new = database().write(work, session=take_request_write_session())
     if new:
         extensions.hand_to_worker(current_app, run["id"])
     body = json.dumps(VerificationRunSchema().dump(run))

@@ -9,7 +9,15 @@ from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.common import actor, authenticate, bearer_token, database, read_session, write
+from labtrack.api.common import (
+    actor,
+    authenticate,
+    bearer_token,
+    database,
+    read_session,
+    take_request_write_session,
+    write,
+)
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, PasswordChangeSchema, Problem, TokenCreateSchema, TokenSchema
 from labtrack.security import client
@@ -120,7 +128,7 @@ def revoke_token():
     authenticate()
     token = bearer_token()
     who = client("api")
-    database().write(lambda session: auth.revoke_token(session, token, who))
+    database().write(lambda session: auth.revoke_token(session, token, who), session=take_request_write_session())
     return ""
 
 

@@ -12,7 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import database, read_session
+from labtrack.db import (
+    SAFE_METHODS,
+    begin_authentication_read,
+    database,
+    read_session,
+    request_write_session,
+    take_request_write_session,
+)
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import (
     IdempotencyKeyReused,
@@ -22,6 +29,8 @@ from labtrack.domain.errors import (
 from labtrack.models import IdempotencyRecord
 from labtrack.services import auth
 from labtrack.services.housekeeping import IDEMPOTENCY_WINDOW
+
+MULTIPART = "multipart/form-data"
 
 
 def bearer_token() -> str | None:
@@ -35,25 +44,17 @@ def authenticate() -> None:
     token = bearer_token()
     if token is None:
         raise Unauthenticated("Send 'Authorization: Bearer <token>' (POST /api/v1/auth/token).")
-    session = read_session()
-    if not database().is_sqlite:
-        # One SELECT needs no transaction: autocommit saves its BEGIN and ROLLBACK round trips.
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    g.actor = auth.actor_for_token(session, token)
-    if database().is_sqlite or not getattr(current_app.view_functions.get(request.endpoint), "autocommit_read", False):
-        session.rollback()  # end the read; the view starts its own transaction, at the default isolation
-
-
-def autocommit_read(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a view whose reads may run, on PostgreSQL, on the authentication's connection in autocommit.
-
-    For a view that only reads: at READ COMMITTED a transaction gives each statement its own
-    snapshot anyway, so leaving it out changes nothing it sees, and saves a second pool
-    checkout (its ping), BEGIN and ROLLBACK. Not for streamed reads (server-side cursors need
-    a transaction).
-    """
-    view.autocommit_read = True
-    return view
+    if request.method not in SAFE_METHODS and not database().is_sqlite and request.mimetype != MULTIPART:
+        # A write looks the token up in its own transaction (``write`` carries it on): one pool
+        # checkout and its ping, no reset between authentication and work. Not on SQLite, whose
+        # write transactions begin IMMEDIATE (the request would queue before it is known), nor for
+        # an upload, whose body (up to 10 MB) is read after authentication: no transaction waits on it.
+        g.actor = auth.actor_for_token(request_write_session(), token)
+        return
+    keep = begin_authentication_read(current_app.view_functions.get(request.endpoint))
+    g.actor = auth.actor_for_token(read_session(), token)
+    if not keep:
+        read_session().rollback()  # end the read; the view starts its own transaction, at the default isolation
 
 
 def actor() -> Actor:
@@ -101,5 +102,5 @@ def write(work: Callable[[Session], Any], schema: Schema | None, status: int = 2
             )
         return status, body
 
-    code, body = database().write(unit)
+    code, body = database().write(unit, session=take_request_write_session())
     return Response(body, status=code, mimetype="application/json")

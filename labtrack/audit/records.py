@@ -18,6 +18,7 @@ from labtrack.services import batches, documents
 def record_view(session: Session, actor: Actor, din: str, *, zone: str, public_key: Ed25519PublicKey) -> RecordView:
     """The batch record for ``actor`` (QA; the batch's own clinic), with the batch's chain verified against
     ``public_key`` (``keys.trusted_public_key``) and the newest checkpoint."""
-    batch = batches.get(session, actor, din)  # who may not see the batch is told so before anything is verified
+    # Who may not see the batch is told so before anything is verified; read with what the record shows.
+    batch = batches.get(session, actor, din, with_specification=True, with_parties=True)
     chain = chains.verify_batch(session, None, batch.din, public_key=public_key)  # no tree rebuilt (R-SCL-3)
-    return documents.record_view(session, actor, din, zone=zone, chain=chain, checkpoint=checkpoints.latest(session))
+    return documents.record_view(session, actor, batch, zone=zone, chain=chain, checkpoint=checkpoints.latest(session))

@@ -3,9 +3,10 @@
 ``init_app`` installs, for every request: its ``X-Request-ID`` (the client's when valid,
 else a new one; answered on the response; stored on the outbox rows the request
 writes), the log context (request id, user, DIN), one JSON access line, and the
-request's duration in ``labtrack_http_request_duration_seconds``. Their cost is a few
-microseconds per request: two clock reads, a histogram observation (a memory-mapped
-write in multiprocess mode) and one log record.
+request's duration in ``labtrack_http_request_duration_seconds``. Their cost is a few tens
+of microseconds per request: two clock reads, a histogram observation (a memory-mapped
+write in multiprocess mode) and one log record, made and formatted by a short path
+(``logs.log_access``) and not at all when the access logger's level is off.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from labtrack.ops import health, logs, metrics
 from labtrack.problems import PROBLEM_JSON
 
 bp = Blueprint("ops", __name__)
-log = logging.getLogger("labtrack.access")
+log = logging.getLogger(logs.ACCESS_LOGGER)
 REQUEST_ID_HEADER = "X-Request-ID"
 QUIET_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics_view"})  # probes: logged at DEBUG only
 FULL_VERIFICATION_ENDPOINT = "audit.verify"
@@ -60,20 +61,9 @@ def _finish(response: Response) -> Response:
         metrics.REFUSALS.labels((response.get_json(silent=True) or {}).get("code", "unknown"), str(status)).inc()
     if endpoint == FULL_VERIFICATION_ENDPOINT and status == 200 and not request.args.get("din"):
         metrics.verification_finished(bool((response.get_json(silent=True) or {}).get("ok")))
-    log.log(
-        logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO,
-        "%s %s %s %.1f ms",
-        request.method,
-        request.path,
-        status,
-        elapsed * 1000,
-        extra={
-            "method": request.method,
-            "path": request.path,
-            "status": status,
-            "duration_ms": round(elapsed * 1000, 2),
-        },
-    )
+    level = logging.DEBUG if endpoint in QUIET_ENDPOINTS else logging.INFO
+    if log.isEnabledFor(level):
+        logs.log_access(log, level, request.method, request.path, status, elapsed)
     return response
 
 

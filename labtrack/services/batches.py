@@ -202,10 +202,10 @@ def filter_of(actor: Actor, args: dict[str, Any]) -> BatchFilter:
 
 
 def events(session: Session, batch: Batch) -> list[BatchEvent]:
-    """The stream in order; each event carries ``corrected_by``: the seqs of corrections to it (R-COR-1)."""
-    stream = list(
-        session.execute(select(BatchEvent).where(BatchEvent.batch_id == batch.id).order_by(BatchEvent.seq)).scalars()
-    )
+    """The stream in order, with each event's actor; each event carries ``corrected_by``: the seqs of
+    corrections to it (R-COR-1)."""
+    query = select(BatchEvent).options(joinedload(BatchEvent.actor)).where(BatchEvent.batch_id == batch.id)
+    stream = list(session.execute(query.order_by(BatchEvent.seq)).scalars())
     corrections: dict[int, list[int]] = {}
     for event in stream:
         if event.type == "correction":

@@ -60,12 +60,12 @@ def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: st
 
 
 def record_view(
-    session: Session, actor: Actor, din: str, *, zone: str, chain: Any, checkpoint: Any | None
+    session: Session, actor: Actor, batch: Batch, *, zone: str, chain: Any, checkpoint: Any | None
 ) -> RecordView:
-    """The batch record as QA reviews it, for the page and the PDF (QA; the batch's own clinic), closed by
-    ``chain`` (the batch's ``audit.chains.Report``) and ``checkpoint`` (the newest), which the caller verified
-    and read (``labtrack.audit.records``). The words are ``documents.wording``'s."""
-    batch = batches.get(session, actor, din)
+    """The batch record as QA reviews it, for the page and the PDF (QA; the batch's own clinic), of ``batch``
+    (from ``batches.get``, best with its specification and parties), closed by ``chain`` (the batch's
+    ``audit.chains.Report``) and ``checkpoint`` (the newest), which the caller verified and read
+    (``labtrack.audit.records``). The words are ``documents.wording``'s."""
     require(actor, Action.READ_RECORD, batch.clinic_id, what="batch")
     events, custody, signatures, sign_off = wording.event_rows(batches.events(session, batch), zone)
     return RecordView(

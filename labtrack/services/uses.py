@@ -1,7 +1,7 @@
 """The relational record of what each batch event used: reagent lots, equipment, operators (R-LBK-1).
 
 Written by the step, QC entry and QC verification services in their own transaction, one
-INSERT per event, so a lookback is an index lookup and never reads event JSON.
+multi-row INSERT per event, so a lookback is an index lookup and never reads event JSON.
 """
 
 from __future__ import annotations
@@ -37,4 +37,6 @@ def record(
     rows = [base | {"user_id": event.actor_id}]
     rows += [base | {"reagent_lot_id": lot_id} for lot_id in lot_ids]
     rows += [base | {"equipment_code": code} for code in equipment_codes]
-    session.execute(insert(BatchUse), rows)
+    # One statement with a VALUES row per use: the ORM's bulk insert would group the rows by which
+    # columns are set (the operator, a lot, a piece of equipment) and send one INSERT per group.
+    session.execute(insert(BatchUse.__table__).values(rows))

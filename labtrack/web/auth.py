@@ -18,7 +18,7 @@ from typing import Any
 from flask import abort, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter import RateLimitExceeded
 
-from labtrack.db import database, read_session
+from labtrack.db import SAFE_METHODS, begin_authentication_read, database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.errors import AccountLocked, DomainError, PasswordChangeRequired, Unauthenticated, ValidationFailed
 from labtrack.extensions import csrf
@@ -95,6 +95,8 @@ def authenticate():
         token = session.get("token")
         if not token:
             return redirect(url_for("web.login", next=request.full_path if request.method == "GET" else None))
+        view = current_app.view_functions.get(request.endpoint) if request.method in SAFE_METHODS else None
+        keep = begin_authentication_read(view)
         try:
             g.actor = auth.actor_for_token(read_session(), token)
         except AccountLocked:
@@ -102,9 +104,10 @@ def authenticate():
         except Unauthenticated:
             return _signed_out("Your session has ended (signed out, inactive too long, or account deactivated).")
         finally:
-            read_session().rollback()  # end the read transaction; a write starts its own
+            if not keep:
+                read_session().rollback()  # end the read transaction; a write starts its own
         _keep_alive(token)
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
+    if request.method not in SAFE_METHODS:
         csrf.protect()
     return None
 

@@ -33,7 +33,7 @@ from labtrack.api.schemas import (
 )
 from labtrack.audit import export, keys, records
 from labtrack.clock import utcnow
-from labtrack.db import database, read_session
+from labtrack.db import autocommit_read, database, read_session
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.domain.actors import Action, Actor, Role, can
@@ -455,6 +455,7 @@ def card(din: str):
 
 
 @bp.get("/batches/<din>/record")
+@autocommit_read
 def record(din: str):
     """The batch record as QA reviews it: the same view the printed record is made from."""
     view = records.record_view(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from datetime import datetime
 
 import pytest
+from pythonjsonlogger.json import JsonFormatter
 
 from labtrack.ops import logs
 from tests.helpers import PASSWORD, Lab
@@ -71,3 +73,33 @@ def test_r_ops_3_the_request_id_is_answered_stored_on_outbox_rows_and_logged(lab
     # a sign-in's line names the path only: the body (the password) is never logged
     lab.client.post("/api/v1/auth/token", json={"username": "tech", "password": PASSWORD})
     assert PASSWORD not in captured.getvalue()
+
+
+def test_r_ops_3_the_access_line_writes_what_the_general_formatter_would(captured: io.StringIO):
+    access = logging.getLogger(logs.ACCESS_LOGGER)
+    path = '/api/v1/batches/A999926000001/st\u00e9ps"'  # escaped alike by both
+    with logs.context(request_id="req-7", username="tech", din="A999926000001"):
+        logs.log_access(access, logging.INFO, "POST", path, 201, 0.0042345)
+    (line,) = [r for r in records(captured) if r.get("request_id") == "req-7"]
+    record = access.makeRecord(
+        access.name, logging.INFO, __file__, 0, logs.ACCESS_MESSAGE, ("POST", path, 201, 4.2345), None,
+        extra={"method": "POST", "path": path, "status": 201, "duration_ms": 4.23, "request_id": "req-7",
+               "username": "tech", "din": "A999926000001"},
+    )  # fmt: skip
+    record.created = datetime.fromisoformat(line["time"]).timestamp()
+    assert line == json.loads(JsonFormatter.format(logs.Formatter(), record))  # the general formatter's own path
+    assert line["message"] == f"POST {path} 201 4.2 ms"
+    assert line["duration_ms"] == 4.23
+
+
+def test_r_ops_3_no_access_line_below_the_loggers_level(lab: Lab, captured: io.StringIO):
+    access = logging.getLogger(logs.ACCESS_LOGGER)
+    level = access.level
+    access.setLevel(logging.WARNING)
+    try:
+        assert lab.get("tech", "/batches").status_code == 200
+    finally:
+        access.setLevel(level)
+    assert not [r for r in records(captured) if r["logger"] == logs.ACCESS_LOGGER]
+    assert lab.get("tech", "/batches").status_code == 200
+    assert [r["path"] for r in records(captured) if r["logger"] == logs.ACCESS_LOGGER] == ["/api/v1/batches"]

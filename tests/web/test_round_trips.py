@@ -57,21 +57,25 @@ def round_trips(db):
     return counting
 
 
-# Per request, on PostgreSQL (SQLite has no pre-ping: a file has nothing to ping). Measured 2026-12-02.
+# Per request, on PostgreSQL (SQLite has no pre-ping: a file has nothing to ping). Measured 2026-12-03.
 BUDGETS = {
-    # pre-ping + token on the authentication's autocommit connection (and its reset); pre-ping, batch ⋈ custodian
-    # FOR UPDATE, lot, equipment, event INSERT, batch UPDATE, material-use INSERTs, outbox INSERT, COMMIT
-    "step": 13,
+    # one checkout for authentication and work: pre-ping, token (in the write's transaction), batch ⋈ custodian
+    # FOR UPDATE, lot, equipment, batch UPDATE, event INSERT, the records of use in one multi-row INSERT, COMMIT
+    # (13 before: a second checkout's pre-ping, the token connection's reset, one use INSERT per material)
+    "step": 9,
     # pre-ping, token, batch ⋈ custodian ⋈ specification, QC ∪ open deviations, the connection's reset
     "readiness": 5,
     # the same connection as the token (autocommit_read): batch ⋈ custodian ⋈ specification ⋈ patient ⋈ clinic,
     # deviations, QC results (11 before: a second checkout, its BEGIN and ROLLBACK, three lazy loads), and the
     # facts behind the actor's decisions (signed results, who took part, open deviations: +3 with the card's policy)
     "detail": 9,
-    # session and user, batch, events and their actors, QC, deviations, custody legs, temperature logs, one batch's
-    # chain against the newest checkpoint's kept leaf (no tree rebuilt), notifications in the header, the
-    # one more since the merge of issues 13-17 (not yet traced to its statement)
-    "record page": 30,
+    # autocommit_read, one checkout for the page: pre-ping, session's token and user, batch ⋈ custodian ⋈ specification
+    # ⋈ patient ⋈ clinic; the chain on its own snapshot connection (pre-ping, newest checkpoint, its anchor, tree size,
+    # root, leaves, heads ×2, the batch, its head, its events, reset: labtrack.audit); the newest checkpoint, events ⋈
+    # actors, QC, deviations, temperature logs, custody legs, notifications in the header, reset. (30 before: the
+    # token connection's reset and a second checkout, the batch read twice since the record's assembly moved to
+    # audit/records.py in the merge of issues 13-17, its patient, clinic, specification and event actors lazily.)
+    "record page": 23,
 }
 
 
@@ -100,4 +104,3 @@ def test_r_scl_4_hot_paths_stay_within_their_round_trip_budgets(lab, sign_in, ro
     assert not over, (over, {name: measured[name].statements for name in over})
     # no eager join chains (the old lazy="joined" default made ten-table queries): five tables at most
     assert max(sql.count(" JOIN ") for trips in measured.values() for sql in trips.statements) <= 4
-
