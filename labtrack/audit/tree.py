@@ -33,6 +33,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     true,
     update,
@@ -43,7 +44,7 @@ from sqlalchemy.types import TypeEngine
 
 from labtrack.audit.rowset import chunks, rowset
 from labtrack.domain.merkle import EMPTY_ROOT, Leaf, leaf_hash, node_hash, sort_leaves
-from labtrack.models import CheckpointHead, CheckpointNode
+from labtrack.models import CheckpointHead, CheckpointLeaf, CheckpointNode
 
 
 def _lengths(size: int) -> list[int]:
@@ -167,6 +168,25 @@ def _placed(connection: Connection, streams: Iterable[str]) -> dict[str, tuple[i
 def heads_of(connection: Connection, streams: Iterable[str]) -> dict[str, Leaf]:
     """The stored leaves of these streams (absent: not in the newest checkpoint)."""
     return {stream: leaf for stream, (_, leaf) in _placed(connection, streams).items()}
+
+
+def departs_from(connection: Connection, checkpoint_id: int) -> bool:
+    """Whether any leaf row that checkpoint ``checkpoint_id`` wrote (``checkpoint_leaves``) differs from the kept
+    leaf: one statement, by ``ix_checkpoint_leaves_checkpoint``, over the streams that checkpoint changed."""
+    differing = (
+        select(CheckpointLeaf.stream)
+        .outerjoin(CheckpointHead, CheckpointHead.stream == CheckpointLeaf.stream)
+        .where(
+            CheckpointLeaf.checkpoint_id == checkpoint_id,
+            or_(
+                CheckpointHead.stream.is_(None),
+                CheckpointHead.seq != CheckpointLeaf.seq,
+                CheckpointHead.hash != CheckpointLeaf.hash,
+            ),
+        )
+        .limit(1)
+    )
+    return connection.execute(differing).first() is not None
 
 
 def all_leaves(connection: Connection) -> list[Leaf]:
