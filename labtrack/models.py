@@ -505,6 +505,7 @@ class CheckpointLeaf(Base):
     """A stream head as first seen by a checkpoint; checkpoint N's leaves are each stream's row with id <= N."""
 
     __tablename__ = "checkpoint_leaves"
+    __table_args__ = (Index("ix_checkpoint_leaves_checkpoint", "checkpoint_id"),)
     stream: Mapped[str] = mapped_column(String(16), primary_key=True)
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import and_, func, insert, or_, select, text, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, String, and_, func, insert, literal, select, text
+from sqlalchemy.orm import Session, aliased
 
 from labtrack.audit import tree
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
+from labtrack.audit.rowset import chunks, rowset
 from labtrack.audit.statement import COMMIT_MARGIN, parse_statement, statement_text
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, require
@@ -121,15 +122,24 @@ def soundness(checkpoint: Checkpoint, leaves: list[Leaf], public_key: Ed25519Pub
     return _signed_soundness(checkpoint, public_key) or _leaves_soundness(checkpoint, leaves)
 
 
+_AT = {"stream": String(), "seq": Integer()}
+
+
+def _batch_rows(leaves: list[Leaf]) -> list[tuple[str, int]]:
+    return [(leaf.stream, leaf.seq) for leaf in leaves if leaf.stream != ADMIN_STREAM]
+
+
 def _hashes_at(session: Session, leaves: list[Leaf]) -> dict[str, str]:
-    """The stored hash of the event each leaf names (streams whose event is gone are absent)."""
+    """The stored hash of the event each leaf names (streams whose event is gone are absent): one statement
+    joined against the leaves."""
     found: dict[str, str] = {}
-    batch_leaves = [(leaf.stream, leaf.seq) for leaf in leaves if leaf.stream != ADMIN_STREAM]
-    for start in range(0, len(batch_leaves), 500):
+    for part in chunks(_batch_rows(leaves)):
+        given = rowset(session.connection(), _AT, part)
         rows = session.execute(
             select(Batch.din, BatchEvent.hash)
-            .join(BatchEvent, BatchEvent.batch_id == Batch.id)
-            .where(tuple_(Batch.din, BatchEvent.seq).in_(batch_leaves[start : start + 500]))
+            .select_from(given)
+            .join(Batch, Batch.din == given.c.stream)
+            .join(BatchEvent, and_(BatchEvent.batch_id == Batch.id, BatchEvent.seq == given.c.seq))
         )
         found.update({row.din: row.hash for row in rows})
     for leaf in leaves:
@@ -141,20 +151,18 @@ def _hashes_at(session: Session, leaves: list[Leaf]) -> dict[str, str]:
 
 
 def _recorded_before(session: Session, leaves: list[Leaf], cutoff: datetime) -> set[str]:
-    """The streams with an event after the given head that claims to have been recorded before ``cutoff``."""
+    """The streams with an event after the given head that claims to have been recorded before ``cutoff``:
+    one statement joined against the leaves."""
     found: set[str] = set()
-    batch_leaves = [leaf for leaf in leaves if leaf.stream != ADMIN_STREAM]
-    for start in range(0, len(batch_leaves), 500):
-        after_heads = or_(
-            *(and_(Batch.din == leaf.stream, BatchEvent.seq > leaf.seq) for leaf in batch_leaves[start : start + 500])
+    for part in chunks(_batch_rows(leaves)):
+        given = rowset(session.connection(), _AT, part)
+        older = (
+            select(BatchEvent.id)
+            .where(BatchEvent.batch_id == Batch.id, BatchEvent.seq > given.c.seq, BatchEvent.recorded_at < cutoff)
+            .exists()
         )
         found.update(
-            session.execute(
-                select(Batch.din)
-                .join(BatchEvent, BatchEvent.batch_id == Batch.id)
-                .where(after_heads, BatchEvent.recorded_at < cutoff)
-                .distinct()
-            ).scalars()
+            session.execute(select(given.c.stream).join(Batch, Batch.din == given.c.stream).where(older)).scalars()
         )
     for leaf in leaves:
         if leaf.stream == ADMIN_STREAM:
@@ -180,21 +188,12 @@ def _signable_heads(session: Session, previous: Checkpoint | None) -> list[Leaf]
 
 def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
     """Whether the kept leaves and tree (``labtrack.audit.tree``) still give the checkpoint's signed root (O(log n)),
-    and the leaf rows it wrote itself still equal the kept ones (O(streams it changed))."""
+    and the leaf rows it wrote itself still equal the kept ones (O(streams it changed), one statement)."""
     connection = session.connection()
     size = tree.size(connection)
     if size != checkpoint.tree_size or tree.root(connection, size).hex() != checkpoint.root:
         return "the current leaves kept for it no longer produce its signed root: checkpoint data was altered"
-    own = [
-        Leaf(row.stream, row.seq, row.hash)
-        for row in session.execute(
-            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash).where(
-                CheckpointLeaf.checkpoint_id == checkpoint.id
-            )
-        )
-    ]
-    kept = tree.heads_of(connection, [leaf.stream for leaf in own])
-    if any(kept.get(leaf.stream) != leaf for leaf in own):
+    if tree.departs_from(connection, checkpoint.id):
         return "its stored leaves no longer produce the signed root: checkpoint data was altered"
     return None
 
@@ -235,13 +234,13 @@ def create(session: Session, key: LabKey, origin: str, actor: Actor | None = Non
     checkpoint = sign_root(tree.root(connection, size).hex(), size, key, origin)
     session.add(checkpoint)
     session.flush()
-    if changed:
+    for part in chunks([(leaf.stream, leaf.seq, leaf.hash) for leaf in changed]):
+        given = rowset(connection, _AT | {"hash": String()}, part)
         session.execute(
-            insert(CheckpointLeaf),
-            [
-                {"stream": leaf.stream, "checkpoint_id": checkpoint.id, "seq": leaf.seq, "hash": leaf.hash}
-                for leaf in changed
-            ],
+            insert(CheckpointLeaf).from_select(
+                ["stream", "checkpoint_id", "seq", "hash"],
+                select(given.c.stream, literal(checkpoint.id), given.c.seq, given.c.hash),
+            )
         )
     return checkpoint
 
@@ -429,25 +428,23 @@ def anchor_on(session: Session, public_key: Ed25519PublicKey, base: Checkpoint |
 
 
 def leaves_for(session: Session, checkpoint: Checkpoint | None, streams: Iterable[str]) -> dict[str, Leaf]:
-    """These streams' leaves in ``checkpoint`` (from the append-only delta rows, by index: O(streams × log n))."""
+    """These streams' leaves in ``checkpoint`` (from the append-only delta rows, by index: O(streams × log n)),
+    in one statement joined against the streams."""
     found: dict[str, Leaf] = {}
-    wanted = sorted(set(streams))
     if checkpoint is None:
         return found
-    for start in range(0, len(wanted), 500):
+    earlier = aliased(CheckpointLeaf)
+    for part in chunks(sorted(set(streams))):
+        given = rowset(session.connection(), {"stream": String()}, [(stream,) for stream in part])
         newest = (
-            select(CheckpointLeaf.stream, func.max(CheckpointLeaf.checkpoint_id).label("checkpoint_id"))
-            .where(
-                CheckpointLeaf.stream.in_(wanted[start : start + 500]), CheckpointLeaf.checkpoint_id <= checkpoint.id
-            )
-            .group_by(CheckpointLeaf.stream)
-            .subquery()
+            select(func.max(earlier.checkpoint_id))
+            .where(earlier.stream == given.c.stream, earlier.checkpoint_id <= checkpoint.id)
+            .scalar_subquery()
         )
         rows = session.execute(
-            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash).join(
-                newest,
-                and_(CheckpointLeaf.stream == newest.c.stream, CheckpointLeaf.checkpoint_id == newest.c.checkpoint_id),
-            )
+            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash)
+            .join(given, CheckpointLeaf.stream == given.c.stream)
+            .where(CheckpointLeaf.checkpoint_id == newest)
         )
         found.update({row.stream: Leaf(row.stream, row.seq, row.hash) for row in rows})
     return found

@@ -7,7 +7,9 @@ unchanged), so the root is one row and an inclusion proof O(log n) rows.
 
 A checkpoint changes the leaves of the streams that moved and adds the new ones
 (``apply``): only those leaves' ancestors are recomputed, reading their siblings, so a
-checkpoint costs O(changed streams × log n). A new stream sorting before existing ones
+checkpoint costs O(changed streams × log n) rows, in a handful of statements whatever the
+number of streams: each step joins against the changed streams as one row set
+(``labtrack.audit.rowset``). A new stream sorting before existing ones
 moves every leaf after it; new DINs sort after the older ones (the facility and year lead,
 then the serial) and before ``admin``, so in practice only the admin leaf moves.
 
@@ -19,15 +21,30 @@ the append-only ``checkpoint_leaves``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    SmallInteger,
+    String,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.types import TypeEngine
 
+from labtrack.audit.rowset import chunks, rowset
 from labtrack.domain.merkle import EMPTY_ROOT, Leaf, leaf_hash, node_hash, sort_leaves
-from labtrack.models import CheckpointHead, CheckpointNode
-
-CHUNK = 500
+from labtrack.models import CheckpointHead, CheckpointLeaf, CheckpointNode
 
 
 def _lengths(size: int) -> list[int]:
@@ -54,13 +71,19 @@ def root(connection: Connection, tree_size: int) -> bytes:
     return bytes.fromhex(found) if found is not None else b""
 
 
+_NODE = {"level": SmallInteger(), "idx": BigInteger(), "hash": String()}
+_HEAD = {"stream": String(), "position": BigInteger(), "seq": Integer(), "hash": String()}
+
+
 def _nodes(connection: Connection, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored nodes at these (level, index) keys: one statement, joined against the keys."""
     wanted = sorted(set(keys))
     found: dict[tuple[int, int], bytes] = {}
-    for start in range(0, len(wanted), CHUNK):
+    for part in chunks(wanted):
+        keyed = rowset(connection, {"level": SmallInteger(), "idx": BigInteger()}, part)
         rows = connection.execute(
-            select(CheckpointNode.level, CheckpointNode.idx, CheckpointNode.hash).where(
-                tuple_(CheckpointNode.level, CheckpointNode.idx).in_(wanted[start : start + CHUNK])
+            select(CheckpointNode.level, CheckpointNode.idx, CheckpointNode.hash).join(
+                keyed, and_(CheckpointNode.level == keyed.c.level, CheckpointNode.idx == keyed.c.idx)
             )
         )
         found.update({(row.level, row.idx): bytes.fromhex(row.hash) for row in rows})
@@ -68,40 +91,54 @@ def _nodes(connection: Connection, keys: Iterable[tuple[int, int]]) -> dict[tupl
 
 
 def _upsert(connection: Connection, nodes: dict[tuple[int, int], bytes]) -> None:
-    dialect = connection.dialect.name
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
-    rows = [{"level": level, "idx": idx, "hash": digest.hex()} for (level, idx), digest in nodes.items()]
-    for start in range(0, len(rows), 2000):
-        statement = make(CheckpointNode).values(rows[start : start + 2000])
-        statement = statement.on_conflict_do_update(
-            index_elements=["level", "idx"], set_={"hash": statement.excluded.hash}
+    """Write these nodes, new or changed, in one ``INSERT … SELECT … ON CONFLICT`` per chunk."""
+    make = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    rows = [(level, idx, digest.hex()) for (level, idx), digest in nodes.items()]
+    for part in chunks(rows):
+        given = rowset(connection, _NODE, part)
+        # WHERE true: SQLite would otherwise read ON CONFLICT as the start of a join's ON
+        statement = make(CheckpointNode).from_select(["level", "idx", "hash"], select(given).where(true()))
+        connection.execute(
+            statement.on_conflict_do_update(index_elements=["level", "idx"], set_={"hash": statement.excluded.hash})
         )
-        connection.execute(statement)
+
+
+def _siblings(dirty: Iterable[int], lengths: list[int]) -> list[tuple[int, int]]:
+    """The nodes that recomputing the ancestors of the ``dirty`` leaves reads and does not itself change."""
+    needed = []
+    level_nodes = set(dirty)
+    for level, length in enumerate(lengths[:-1]):
+        needed += [(level, i ^ 1) for i in level_nodes if i ^ 1 < length and i ^ 1 not in level_nodes]
+        level_nodes = {i >> 1 for i in level_nodes}
+    return needed
 
 
 def _recompute(connection: Connection, leaves: dict[int, bytes], tree_size: int) -> None:
-    """Store the given leaf hashes (by position) and recompute their ancestors, reading siblings as needed."""
+    """Store the given leaf hashes (by position) and recompute their ancestors; the siblings they need are read
+    first, all levels in one statement, and every changed node is written in one more."""
     lengths = _lengths(tree_size)
+    stored = _nodes(connection, _siblings(leaves, lengths))
     changed: dict[tuple[int, int], bytes] = {(0, position): digest for position, digest in leaves.items()}
     level_nodes = dict(leaves)
     for level in range(1, len(lengths)):
         below = lengths[level - 1]
-        parents = sorted({index >> 1 for index in level_nodes})
-        missing = [
-            (level - 1, child)
-            for parent in parents
-            for child in (2 * parent, 2 * parent + 1)
-            if child < below and child not in level_nodes
-        ]
-        known = {index: digest for (_, index), digest in _nodes(connection, missing).items()} | level_nodes
+        known = level_nodes
+
+        def child(index: int, level: int = level, known: dict[int, bytes] = known) -> bytes:
+            return known[index] if index in known else stored[(level - 1, index)]
+
         level_nodes = {
-            parent: (
-                node_hash(known[2 * parent], known[2 * parent + 1]) if 2 * parent + 1 < below else known[2 * parent]
-            )
-            for parent in parents
+            parent: node_hash(child(2 * parent), child(2 * parent + 1)) if 2 * parent + 1 < below else child(2 * parent)
+            for parent in {index >> 1 for index in known}
         }
         changed.update({(level, index): digest for index, digest in level_nodes.items()})
     _upsert(connection, changed)
+
+
+def _insert_heads(connection: Connection, rows: list[tuple[str, int, int, str]]) -> None:
+    for part in chunks(rows):
+        given = rowset(connection, _HEAD, part)
+        connection.execute(insert(CheckpointHead).from_select(list(_HEAD), select(given)))
 
 
 def rebuild(connection: Connection, leaves: Iterable[Leaf]) -> None:
@@ -109,11 +146,7 @@ def rebuild(connection: Connection, leaves: Iterable[Leaf]) -> None:
     ordered = sort_leaves(list(leaves))
     connection.execute(delete(CheckpointNode))
     connection.execute(delete(CheckpointHead))
-    rows = [
-        {"stream": leaf.stream, "position": i, "seq": leaf.seq, "hash": leaf.hash} for i, leaf in enumerate(ordered)
-    ]
-    for start in range(0, len(rows), 2000):
-        connection.execute(insert(CheckpointHead), rows[start : start + 2000])
+    _insert_heads(connection, [(leaf.stream, i, leaf.seq, leaf.hash) for i, leaf in enumerate(ordered)])
     if ordered:
         _recompute(connection, {i: leaf_hash(leaf.data) for i, leaf in enumerate(ordered)}, len(ordered))
 
@@ -121,10 +154,11 @@ def rebuild(connection: Connection, leaves: Iterable[Leaf]) -> None:
 def _placed(connection: Connection, streams: Iterable[str]) -> dict[str, tuple[int, Leaf]]:
     wanted = sorted(set(streams))
     found: dict[str, tuple[int, Leaf]] = {}
-    for start in range(0, len(wanted), CHUNK):
+    for part in chunks(wanted):
+        keyed = rowset(connection, {"stream": String()}, [(stream,) for stream in part])
         rows = connection.execute(
-            select(CheckpointHead.stream, CheckpointHead.position, CheckpointHead.seq, CheckpointHead.hash).where(
-                CheckpointHead.stream.in_(wanted[start : start + CHUNK])
+            select(CheckpointHead.stream, CheckpointHead.position, CheckpointHead.seq, CheckpointHead.hash).join(
+                keyed, CheckpointHead.stream == keyed.c.stream
             )
         )
         found.update({row.stream: (row.position, Leaf(row.stream, row.seq, row.hash)) for row in rows})
@@ -134,6 +168,25 @@ def _placed(connection: Connection, streams: Iterable[str]) -> dict[str, tuple[i
 def heads_of(connection: Connection, streams: Iterable[str]) -> dict[str, Leaf]:
     """The stored leaves of these streams (absent: not in the newest checkpoint)."""
     return {stream: leaf for stream, (_, leaf) in _placed(connection, streams).items()}
+
+
+def departs_from(connection: Connection, checkpoint_id: int) -> bool:
+    """Whether any leaf row that checkpoint ``checkpoint_id`` wrote (``checkpoint_leaves``) differs from the kept
+    leaf: one statement, by ``ix_checkpoint_leaves_checkpoint``, over the streams that checkpoint changed."""
+    differing = (
+        select(CheckpointLeaf.stream)
+        .outerjoin(CheckpointHead, CheckpointHead.stream == CheckpointLeaf.stream)
+        .where(
+            CheckpointLeaf.checkpoint_id == checkpoint_id,
+            or_(
+                CheckpointHead.stream.is_(None),
+                CheckpointHead.seq != CheckpointLeaf.seq,
+                CheckpointHead.hash != CheckpointLeaf.hash,
+            ),
+        )
+        .limit(1)
+    )
+    return connection.execute(differing).first() is not None
 
 
 def all_leaves(connection: Connection) -> list[Leaf]:
@@ -160,19 +213,29 @@ def _insertion_point(connection: Connection, stream: str, tree_size: int) -> int
     return low
 
 
-def apply(connection: Connection, leaves: Iterable[Leaf]) -> int:
-    """Set these streams' leaves (changed or new) and update the tree; returns the new tree size."""
-    leaves = list(leaves)
-    tree_size = size(connection)
-    known = _placed(connection, [leaf.stream for leaf in leaves])
-    kept = [leaf for leaf in leaves if leaf.stream in known]
-    if kept:
+def _set_heads(connection: Connection, columns: dict[str, TypeEngine[Any]], rows: list[tuple[Any, ...]]) -> None:
+    """``UPDATE checkpoint_heads … FROM`` the given rows, keyed by their first column, the stream."""
+    for part in chunks(rows):
+        given = rowset(connection, {"stream": String()} | columns, part)
         connection.execute(
             update(CheckpointHead)
-            .where(CheckpointHead.stream == bindparam("s"))
-            .values(seq=bindparam("q"), hash=bindparam("h")),
-            [{"s": leaf.stream, "q": leaf.seq, "h": leaf.hash} for leaf in kept],
+            .where(CheckpointHead.stream == given.c.stream)
+            .values({name: given.c[name] for name in columns})
         )
+
+
+def apply(connection: Connection, leaves: Iterable[Leaf]) -> int:
+    """Set these streams' leaves (changed or new) and update the tree; returns the new tree size.
+
+    Set-based: the kept leaves are read, changed and added in a statement each (per ``rowset.CHUNK``),
+    the siblings in one and the recomputed nodes written in one, whatever the number of streams."""
+    leaves = list(leaves)
+    tree_size = size(connection)
+    known = _placed(connection, [leaf.stream for leaf in leaves]) if tree_size else {}
+    kept = [leaf for leaf in leaves if leaf.stream in known]
+    if kept:
+        changes = [(leaf.stream, leaf.seq, leaf.hash) for leaf in kept]
+        _set_heads(connection, {"seq": Integer(), "hash": String()}, changes)
     new = sort_leaves([leaf for leaf in leaves if leaf.stream not in known])
     dirty: dict[int, bytes] = {known[leaf.stream][0]: leaf_hash(leaf.data) for leaf in kept}
     if new:
@@ -193,17 +256,8 @@ def apply(connection: Connection, leaves: Iterable[Leaf]) -> int:
                 .where(CheckpointHead.position >= start)
                 .values(position=-1 - CheckpointHead.position)
             )
-            connection.execute(
-                update(CheckpointHead).where(CheckpointHead.stream == bindparam("s")).values(position=bindparam("p")),
-                [{"s": leaf.stream, "p": place[leaf.stream]} for leaf in moved],
-            )
-        connection.execute(
-            insert(CheckpointHead),
-            [
-                {"stream": leaf.stream, "position": place[leaf.stream], "seq": leaf.seq, "hash": leaf.hash}
-                for leaf in new
-            ],
-        )
+            _set_heads(connection, {"position": BigInteger()}, [(leaf.stream, place[leaf.stream]) for leaf in moved])
+        _insert_heads(connection, [(leaf.stream, place[leaf.stream], leaf.seq, leaf.hash) for leaf in new])
         tree_size += len(new)
         dirty.update({start + i: leaf_hash(leaf.data) for i, leaf in enumerate(tail)})
     if dirty:

@@ -55,6 +55,27 @@ def count_statements(db):
     return seen, lambda: event.remove(db.engine, "before_cursor_execute", record)
 
 
+def test_r_scl_3_applying_changes_takes_the_same_statements_for_10_or_1000_streams(db):
+    """Set-based: the kept leaves read and changed, the siblings read and the nodes written, each in one
+    statement joined against the changed streams, however many they are; the root stays the rebuilt one."""
+    streams = [f"A9998{n:08d}" for n in range(3000)]
+    current = {stream: leaf(stream, 1) for stream in streams}
+    counts = []
+    with db.engine.begin() as connection:
+        tree.apply(connection, list(current.values()))
+        for round_, changed in enumerate((10, 1000)):
+            moved = [leaf(stream, round_ + 2) for stream in random.Random(round_).sample(streams, changed)]
+            seen, stop = count_statements(db)
+            try:
+                size = tree.apply(connection, moved)
+            finally:
+                stop()
+            counts.append(len(seen))
+            current.update({moved_leaf.stream: moved_leaf for moved_leaf in moved})
+            assert tree.root(connection, size) == MerkleTree([x.data for x in sort_leaves(list(current.values()))]).root
+    assert counts[0] == counts[1] <= 5, counts
+
+
 def test_r_scl_3_a_checkpoint_reads_only_the_streams_that_changed_and_proves_in_log_n(lab, db):
     dins = [lab.batch(mrn=f"MRN-{i}") for i in range(6)]
     first = make_checkpoint(lab)
