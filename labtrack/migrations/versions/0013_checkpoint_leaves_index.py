@@ -4,14 +4,14 @@ Before a checkpoint builds on its predecessor it checks that the leaf rows the p
 wrote still equal the kept leaves (``audit.tree.departs_from``); the primary key leads with
 the stream, so without this index that check read every leaf row ever written.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 """
 
 from alembic import op
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
