@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, select
@@ -11,7 +12,7 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
 from labtrack.services import batches, outbox, paging
-from labtrack.services.streams import append_batch_event
+from labtrack.services.streams import add_batch_event
 
 MANUAL_KINDS = ("manual",)
 
@@ -28,32 +29,61 @@ def open_on(
     lookback_id: int | None = None,
 ) -> Deviation:
     """Open a deviation inside the current unit of work; the batch is held unless already administered."""
+    [deviation] = open_many(
+        session,
+        [batch],
+        actor,
+        kind,
+        description,
+        occurred_at=occurred_at,
+        qc_result_id=qc_result_id,
+        lookback_id=lookback_id,
+    )
+    return deviation
+
+
+def open_many(
+    session: Session,
+    held: Sequence[Batch],
+    actor: Actor,
+    kind: str,
+    description: str,
+    *,
+    occurred_at: datetime | None = None,
+    qc_result_id: int | None = None,
+    lookback_id: int | None = None,
+) -> list[Deviation]:
+    """``open_on`` for each batch (loaded under its row lock by the caller), in one flush.
+
+    Each batch's event follows its own chain head; the events, the projections' heads, the
+    deviations and their outbox rows are each written as one multi-row statement.
+    """
     data: dict[str, object] = {"kind": kind, "description": description}
     if qc_result_id is not None:
         data["qc_result_id"] = qc_result_id
     if lookback_id is not None:
         data["lookback_id"] = lookback_id
-    event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
-    deviation = Deviation(
-        batch=batch,  # the loaded batch, so that showing the deviation does not read it again
-        kind=kind,
-        description=description,
-        status="open",
-        opened_by_id=actor.id,
-        opened_at=event.recorded_at,
-        opened_seq=event.seq,
-        qc_result_id=qc_result_id,
-    )
-    session.add(deviation)
-    batch.held = batch.status != "administered"
+    opened = []
+    for batch in held:
+        event = add_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
+        deviation = Deviation(
+            batch=batch,  # the loaded batch, so that showing the deviation does not read it again
+            kind=kind,
+            description=description,
+            status="open",
+            opened_by_id=actor.id,
+            opened_at=event.recorded_at,
+            opened_seq=event.seq,
+            qc_result_id=qc_result_id,
+        )
+        session.add(deviation)
+        batch.held = batch.status != "administered"
+        opened.append(deviation)
     session.flush()
-    outbox.enqueue(
-        session,
-        "deviation.opened",
-        batch,
-        {"deviation_id": deviation.id, "kind": kind, "description": description, "seq": event.seq},
-    )
-    return deviation
+    for deviation in opened:
+        payload = {"deviation_id": deviation.id, "kind": kind, "description": description, "seq": deviation.opened_seq}
+        outbox.enqueue(session, "deviation.opened", deviation.batch, payload)
+    return opened
 
 
 def open_manual(session: Session, actor: Actor, din: str, *, kind: str, description: str) -> Deviation:
