@@ -59,4 +59,3 @@ def test_r_scl_4_hot_paths_stay_within_their_round_trip_budgets(lab, sign_in, ro
     assert not over, (over, {name: measured[name].statements for name in over})
     # no eager join chains (the old lazy="joined" default made ten-table queries): five tables at most
     assert max(sql.count(" JOIN ") for trips in measured.values() for sql in trips.statements) <= 4
-
