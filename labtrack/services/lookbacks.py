@@ -241,7 +241,7 @@ def _hold(
     status |= {batch.id: batch.status for batch in locked}
     held = [batch for batch in locked if _holdable(batch.status)]
     description = f"Lookback {lookback.id}: {lookback.reason}"
-    opened = deviations.open_many(session, held, opener, "lookback", description, lookback_id=lookback.id)
+    opened = deviations.open_for_lookback(session, held, opener, lookback.id, description)
     deviation_of = {deviation.batch_id: deviation.id for deviation in opened}
     return [
         (

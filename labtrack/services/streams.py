@@ -27,29 +27,15 @@ def append_batch_event(
     *,
     occurred_at: datetime | None = None,
     recorded_at: datetime | None = None,
+    flush: bool = True,
 ) -> BatchEvent:
     """Append one event to the batch's own chain and advance the projection's head.
 
     Two writers racing on one batch compute the same ``seq``; the unique
     ``(batch_id, seq)`` constraint refuses the second, whose unit of work re-runs.
+    With ``flush=False``, events added to many batches (each locked by the caller) before
+    one flush go out as one multi-row INSERT, and their heads as one executemany UPDATE.
     """
-    event = add_batch_event(session, batch, actor, type, data, occurred_at=occurred_at, recorded_at=recorded_at)
-    session.flush()
-    return event
-
-
-def add_batch_event(
-    session: Session,
-    batch: Batch,
-    actor: Actor,
-    type: str,
-    data: dict[str, Any],
-    *,
-    occurred_at: datetime | None = None,
-    recorded_at: datetime | None = None,
-) -> BatchEvent:
-    """``append_batch_event`` without the flush: events added to many batches (each locked by the caller)
-    before one flush are written as one multi-row INSERT, their projections' heads as one executemany."""
     recorded_at = recorded_at or utcnow()
     occurred_at = occurred_at or recorded_at
     seq = (batch.seq or 0) + 1
@@ -84,6 +70,8 @@ def add_batch_event(
     session.add(event)
     batch.seq = seq
     batch.head_hash = link.hash
+    if flush:
+        session.flush()
     return event
 
 
