@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
@@ -195,7 +195,8 @@ def open_lookback(
     session.flush()
     found = find_affected(session, seed, window)
     rows = _hold(session, opener, lookback, found)
-    session.add_all(row for row, _din in rows)
+    if rows:
+        session.execute(insert(LookbackBatch), [row for row, _din in rows])
     opened = append_admin_event(
         session,
         opener.username,
@@ -210,7 +211,7 @@ def open_lookback(
                 "to": iso_utc(window.end) if window.end else None,
                 "trigger": trigger.value,
                 "requested_by": requested_by,
-                "affected": [{"din": din, "action": row.action} for row, din in rows],
+                "affected": [{"din": din, "action": row["action"]} for row, din in rows],
             },
         },
     )
@@ -229,12 +230,13 @@ def _holdable(status: str) -> bool:
 
 def _hold(
     session: Session, opener: Actor, lookback: Lookback, found: list[tuple[int, str, int, str]]
-) -> list[tuple[LookbackBatch, str]]:
+) -> list[tuple[dict[str, Any], str]]:
     """R-LBK-2: hold each affected batch that, read again under its row lock, may still reach a patient.
 
     The batches are locked in one statement in id order (as every multi-batch writer locks them, so
     two lookbacks on the same batches queue instead of deadlocking), and all their deviations are
-    opened in one flush. Returns each affected batch's row (with its DIN), in id order.
+    opened in one flush. Returns each affected batch's ``lookback_batches`` row as the values of one multi-row
+    INSERT (no ORM object per batch), with its DIN, in id order.
     """
     status = {batch_id: now for batch_id, _din, _clinic, now in found}
     locked = _lock(session, [batch_id for batch_id, now in status.items() if _holdable(now)])
@@ -245,14 +247,14 @@ def _hold(
     deviation_of = {deviation.batch_id: deviation.id for deviation in opened}
     return [
         (
-            LookbackBatch(
-                lookback_id=lookback.id,
-                batch_id=batch_id,
-                clinic_id=clinic_id,
-                status_at_opening=status[batch_id],
-                action=affected_action(Status(status[batch_id])).value,
-                deviation_id=deviation_of.get(batch_id),
-            ),
+            {
+                "lookback_id": lookback.id,
+                "batch_id": batch_id,
+                "clinic_id": clinic_id,
+                "status_at_opening": status[batch_id],
+                "action": affected_action(Status(status[batch_id])).value,
+                "deviation_id": deviation_of.get(batch_id),
+            },
             din,
         )
         for batch_id, din, clinic_id, _status in found
@@ -275,12 +277,12 @@ def _lock(session: Session, ids: list[int]) -> list[Batch]:
 
 
 def _tell_clinics(
-    session: Session, lookback: Lookback, rows: list[tuple[LookbackBatch, str]], seed: Seed, now: datetime
+    session: Session, lookback: Lookback, rows: list[tuple[dict[str, Any], str]], seed: Seed, now: datetime
 ) -> None:
     """R-LBK-2: each clinic hears of its own DINs, and of nothing of another clinic's."""
     by_clinic: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for row, din in rows:
-        by_clinic[row.clinic_id].append((din, row.action))
+        by_clinic[row["clinic_id"]].append((din, row["action"]))
     for clinic_id, own in sorted(by_clinic.items()):
         session.add(LookbackClinic(lookback_id=lookback.id, clinic_id=clinic_id, notified_at=now))
         outbox.enqueue(session, "lookback.opened", None, clinic_payload(lookback, own, seed.kind), clinic_id=clinic_id)
