@@ -69,8 +69,7 @@ def load(database: Database, facility: str) -> str:
         demo_investigations.add(demo)
         history = demo_history.load(session, facility, DEMO_PASSWORD)  # a year of follow-up and trends
         return (
-            f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today (one released), "
-            f"{history} over the past year."
+            f"Demo data loaded: clinic {CLINIC}, 5 users, 5 batches today (one released), {history} over the past year."
         )
 
     return database.write(work)

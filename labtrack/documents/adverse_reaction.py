@@ -9,11 +9,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
+from reportlab.platypus import Paragraph, Spacer
 
-from labtrack.documents.record import _styles, _table
+from labtrack.documents.record import TEXT_WIDTH, a4_document, grid_table, page_styles
 
 
 @dataclass(frozen=True)
@@ -25,17 +24,9 @@ class WorksheetView:
 
 
 def render_worksheet(view: WorksheetView) -> bytes:
-    styles = _styles()
+    styles = page_styles()
     buffer = io.BytesIO()
-    document = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=15 * mm,
-        title=f"Adverse reaction {view.reaction_id} — MedWatch 3500A worksheet",
-    )
+    document = a4_document(buffer, f"Adverse reaction {view.reaction_id} — MedWatch 3500A worksheet")
     story = [
         Paragraph(f"Adverse reaction {view.reaction_id} — MedWatch 3500A worksheet", styles["h1"]),
         Paragraph(
@@ -45,7 +36,8 @@ def render_worksheet(view: WorksheetView) -> bytes:
         ),
     ]
     for title, rows in view.sections:
-        story += [Paragraph(title, styles["h2"]), _table([["Item", "Value"], *rows], [55 * mm, 125 * mm], styles)]
+        rows_table = grid_table([["Item", "Value"], *rows], [55 * mm, TEXT_WIDTH - 55 * mm], styles)
+        story += [Paragraph(title, styles["h2"]), rows_table]
     story += [Spacer(1, 4 * mm), Paragraph(f"Generated {view.generated}", styles["small"])]
     document.build(story)
     return buffer.getvalue()

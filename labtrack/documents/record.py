@@ -44,7 +44,7 @@ class RecordView:
     temperatures: list[Any] = field(default_factory=list)  # services.temperatures.LegView, R-TMP-1
 
 
-def _styles() -> dict[str, ParagraphStyle]:
+def page_styles() -> dict[str, ParagraphStyle]:
     fonts.register()
     base = ParagraphStyle("base", fontName=fonts.REGULAR, fontSize=7.5, leading=9.5)
     return {
@@ -147,11 +147,11 @@ def _sign_off(view: RecordView, width: float, styles: dict[str, ParagraphStyle])
     """The reviewer's block: the release or rejection as signed, then lines to sign the printed review."""
     rows = [[label, value] for label, value in view.sign_off] or [["Release", "not yet released or rejected"]]
     rows += [["Reviewed by (printed name)", ""], ["Signature", ""], ["Date and time", ""]]
-    table = _table([["Reviewer sign-off", ""], *rows], [50 * mm, width - 50 * mm], styles)
+    table = grid_table([["Reviewer sign-off", ""], *rows], [50 * mm, width - 50 * mm], styles)
     return [Paragraph("Reviewer sign-off", styles["h2"]), table]
 
 
-def _table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
+def grid_table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
     def cell(value: Any, header: bool) -> Paragraph:
         if isinstance(value, Paragraph):
             return value
@@ -191,36 +191,45 @@ def _numbered_canvas(din_display: str) -> type[Canvas]:
                 self.__dict__.update(state)
                 self.setFont(fonts.REGULAR, 7)
                 width, _height = self._pagesize
-                self.drawString(15 * mm, 10 * mm, f"Batch record {din_display}")
-                self.drawRightString(width - 15 * mm, 10 * mm, f"page {self._pageNumber} of {total}")
+                self.drawString(MARGIN, 10 * mm, f"Batch record {din_display}")
+                self.drawRightString(width - MARGIN, 10 * mm, f"page {self._pageNumber} of {total}")
                 super().showPage()
             super().save()
 
     return NumberedCanvas
 
 
-def render_record(view: RecordView) -> bytes:
-    styles = _styles()
-    buffer = io.BytesIO()
-    document = SimpleDocTemplate(
+MARGIN = 15 * mm
+TEXT_WIDTH = A4[0] - 2 * MARGIN
+
+
+def a4_document(buffer: io.BytesIO, title: str) -> SimpleDocTemplate:
+    """The page set-up of every LabTrack PDF: A4, 15 mm margins, room at the foot for a page line."""
+    return SimpleDocTemplate(
         buffer,
         pagesize=A4,
-        leftMargin=15 * mm,
-        rightMargin=15 * mm,
-        topMargin=15 * mm,
-        bottomMargin=18 * mm,
-        title=f"Batch record {view.din}",
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=MARGIN,
+        bottomMargin=MARGIN + 3 * mm,
+        title=title,
         author="LabTrack",
     )
-    width = A4[0] - 30 * mm
+
+
+def render_record(view: RecordView) -> bytes:
+    styles = page_styles()
+    buffer = io.BytesIO()
+    document = a4_document(buffer, f"Batch record {view.din}")
+    width = TEXT_WIDTH
     story: list[Any] = [
         _heading(view.din_display, styles),
         Paragraph(escape(f"Generated {view.generated}. FOR AUTOLOGOUS USE ONLY."), styles["small"]),
         Spacer(0, 4),
         *([_stepper(view.stages, width, styles), Spacer(0, 4)] if view.stages else []),
-        _table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
+        grid_table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
         Paragraph("Chain of custody", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["Entry", "Event", "When", "By", "Details"],
                 *[
@@ -235,7 +244,7 @@ def render_record(view: RecordView) -> bytes:
         ),
         *_temperatures(view, width, styles),
         Paragraph("QC results against the specification", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["Test", "Result", "Specification", "Verdict", "Entered", "Verified (signature)"],
                 *[[q["test"], q["value"], q["spec"], q["within"], q["entered"], q["verified"]] for q in view.qc],
@@ -246,7 +255,7 @@ def render_record(view: RecordView) -> bytes:
             styles,
         ),
         Paragraph("Deviations", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["No.", "Kind", "Description", "Status", "Disposition"],
                 *[[d["id"], d["kind"], d["description"], d["status"], d["disposition"]] for d in view.deviations],
@@ -263,7 +272,7 @@ def render_record(view: RecordView) -> bytes:
         story.append(Paragraph("No signatures.", styles["base"]))
     story.append(Paragraph("Event timeline", styles["h2"]))
     story.append(
-        _table(
+        grid_table(
             [
                 ["Entry", "Event", "Happened / recorded", "By", "Details"],
                 *[
@@ -287,7 +296,7 @@ def render_record(view: RecordView) -> bytes:
     ]
     if view.checkpoint:
         closing.append(
-            _table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
+            grid_table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
         )
     story.append(KeepTogether(_sign_off(view, width, styles)))
     story.append(KeepTogether(closing))
@@ -314,7 +323,7 @@ def _temperatures(view: RecordView, width: float, styles: dict[str, ParagraphSty
         ]  # fmt: skip
         story += [
             Paragraph(escape(title), styles["cell_bold"]),
-            _table(rows, [18 * mm, 18 * mm, 18 * mm, 30 * mm, width - 84 * mm], styles),
+            grid_table(rows, [18 * mm, 18 * mm, 18 * mm, 30 * mm, width - 84 * mm], styles),
             drawing(leg.curve),
         ]
     return story

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, select
@@ -25,35 +26,54 @@ def open_on(
     *,
     occurred_at: datetime | None = None,
     qc_result_id: int | None = None,
-    lookback_id: int | None = None,
 ) -> Deviation:
     """Open a deviation inside the current unit of work; the batch is held unless already administered."""
     data: dict[str, object] = {"kind": kind, "description": description}
     if qc_result_id is not None:
         data["qc_result_id"] = qc_result_id
-    if lookback_id is not None:
-        data["lookback_id"] = lookback_id
-    event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at)
+    deviation = _add(session, batch, actor, data, occurred_at=occurred_at)
+    session.flush()
+    _announce(session, deviation)
+    return deviation
+
+
+def open_for_lookback(
+    session: Session, held: Sequence[Batch], actor: Actor, lookback_id: int, description: str
+) -> list[Deviation]:
+    """A ``lookback`` deviation naming the lookback on each batch (loaded under its row lock by the caller), in
+    one flush: each event follows its own batch's chain head, and the events, the heads, the deviations and their
+    outbox rows are each one multi-row statement (R-LBK-2)."""
+    data = {"kind": "lookback", "description": description, "lookback_id": lookback_id}
+    opened = [_add(session, batch, actor, data) for batch in held]
+    session.flush()
+    for deviation in opened:
+        _announce(session, deviation)
+    return opened
+
+
+def _add(
+    session: Session, batch: Batch, actor: Actor, data: dict[str, object], *, occurred_at: datetime | None = None
+) -> Deviation:
+    """The deviation's event on the batch's chain and its projection, holding the batch; not flushed."""
+    event = append_batch_event(session, batch, actor, "deviation_opened", data, occurred_at=occurred_at, flush=False)
     deviation = Deviation(
         batch=batch,  # the loaded batch, so that showing the deviation does not read it again
-        kind=kind,
-        description=description,
+        kind=data["kind"],
+        description=data["description"],
         status="open",
         opened_by_id=actor.id,
         opened_at=event.recorded_at,
         opened_seq=event.seq,
-        qc_result_id=qc_result_id,
+        qc_result_id=data.get("qc_result_id"),
     )
     session.add(deviation)
     batch.held = batch.status != "administered"
-    session.flush()
-    outbox.enqueue(
-        session,
-        "deviation.opened",
-        batch,
-        {"deviation_id": deviation.id, "kind": kind, "description": description, "seq": event.seq},
-    )
     return deviation
+
+
+def _announce(session: Session, deviation: Deviation) -> None:
+    payload = {"deviation_id": deviation.id, "kind": deviation.kind, "description": deviation.description}
+    outbox.enqueue(session, "deviation.opened", deviation.batch, payload | {"seq": deviation.opened_seq})
 
 
 def open_manual(session: Session, actor: Actor, din: str, *, kind: str, description: str) -> Deviation:

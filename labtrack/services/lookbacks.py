@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
@@ -194,9 +194,9 @@ def open_lookback(
     session.add(lookback)
     session.flush()
     found = find_affected(session, seed, window)
-    locked = _lock_holdable(session, [batch_id for batch_id, _din, _clinic, status in found if _holdable(status)])
-    rows = [(_affect(session, opener, lookback, locked, *row), row[1]) for row in found]
-    session.add_all(row for row, _din in rows)
+    rows = _hold(session, opener, lookback, found)
+    if rows:
+        session.execute(insert(LookbackBatch), [row for row, _din in rows])
     opened = append_admin_event(
         session,
         opener.username,
@@ -211,7 +211,7 @@ def open_lookback(
                 "to": iso_utc(window.end) if window.end else None,
                 "trigger": trigger.value,
                 "requested_by": requested_by,
-                "affected": [{"din": din, "action": row.action} for row, din in rows],
+                "affected": [{"din": din, "action": row["action"]} for row, din in rows],
             },
         },
     )
@@ -228,59 +228,61 @@ def _holdable(status: str) -> bool:
     return affected_action(Status(status)) == AffectedAction.HELD
 
 
-def _lock_holdable(session: Session, ids: list[int]) -> dict[int, Batch]:
-    """The batches a lookback may hold, locked in one statement, in id order (as every multi-batch writer locks)."""
+def _hold(
+    session: Session, opener: Actor, lookback: Lookback, found: list[tuple[int, str, int, str]]
+) -> list[tuple[dict[str, Any], str]]:
+    """R-LBK-2: hold each affected batch that, read again under its row lock, may still reach a patient.
+
+    The batches are locked in one statement in id order (as every multi-batch writer locks them, so
+    two lookbacks on the same batches queue instead of deadlocking), and all their deviations are
+    opened in one flush. Returns each affected batch's ``lookback_batches`` row as the values of one multi-row
+    INSERT (no ORM object per batch), with its DIN, in id order.
+    """
+    status = {batch_id: now for batch_id, _din, _clinic, now in found}
+    locked = _lock(session, [batch_id for batch_id, now in status.items() if _holdable(now)])
+    status |= {batch.id: batch.status for batch in locked}
+    held = [batch for batch in locked if _holdable(batch.status)]
+    description = f"Lookback {lookback.id}: {lookback.reason}"
+    opened = deviations.open_for_lookback(session, held, opener, lookback.id, description)
+    deviation_of = {deviation.batch_id: deviation.id for deviation in opened}
+    return [
+        (
+            {
+                "lookback_id": lookback.id,
+                "batch_id": batch_id,
+                "clinic_id": clinic_id,
+                "status_at_opening": status[batch_id],
+                "action": affected_action(Status(status[batch_id])).value,
+                "deviation_id": deviation_of.get(batch_id),
+            },
+            din,
+        )
+        for batch_id, din, clinic_id, _status in found
+    ]
+
+
+def _lock(session: Session, ids: list[int]) -> list[Batch]:
+    """These batches, read again under their row locks, in id order."""
     if not ids:
-        return {}
+        return []
     query = (
         select(Batch)
-        .options(lazyload("*"), joinedload(Batch.custodian).lazyload(User.clinic))
+        .options(lazyload("*"))
         .where(Batch.id.in_(ids))
         .order_by(Batch.id)
         .with_for_update(of=Batch)
         .execution_options(populate_existing=True)
     )
-    return {batch.id: batch for batch in session.execute(query).unique().scalars()}
-
-
-def _affect(
-    session: Session,
-    opener: Actor,
-    lookback: Lookback,
-    locked: dict[int, Batch],
-    batch_id: int,
-    din: str,
-    clinic_id: int,
-    status: str,
-) -> LookbackBatch:
-    """One affected batch: held when, read again under its row lock, it may still reach a patient (R-LBK-2)."""
-    action = affected_action(Status(status))
-    deviation_id = None
-    if action == AffectedAction.HELD:
-        batch = locked[batch_id]
-        action = affected_action(Status(batch.status))
-        status = batch.status
-        if action == AffectedAction.HELD:
-            description = f"Lookback {lookback.id}: {lookback.reason}"
-            deviation = deviations.open_on(session, batch, opener, "lookback", description, lookback_id=lookback.id)
-            deviation_id = deviation.id
-    return LookbackBatch(
-        lookback_id=lookback.id,
-        batch_id=batch_id,
-        clinic_id=clinic_id,
-        status_at_opening=status,
-        action=action.value,
-        deviation_id=deviation_id,
-    )
+    return list(session.execute(query).scalars())
 
 
 def _tell_clinics(
-    session: Session, lookback: Lookback, rows: list[tuple[LookbackBatch, str]], seed: Seed, now: datetime
+    session: Session, lookback: Lookback, rows: list[tuple[dict[str, Any], str]], seed: Seed, now: datetime
 ) -> None:
     """R-LBK-2: each clinic hears of its own DINs, and of nothing of another clinic's."""
     by_clinic: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for row, din in rows:
-        by_clinic[row.clinic_id].append((din, row.action))
+        by_clinic[row["clinic_id"]].append((din, row["action"]))
     for clinic_id, own in sorted(by_clinic.items()):
         session.add(LookbackClinic(lookback_id=lookback.id, clinic_id=clinic_id, notified_at=now))
         outbox.enqueue(session, "lookback.opened", None, clinic_payload(lookback, own, seed.kind), clinic_id=clinic_id)
@@ -370,7 +372,12 @@ def view(session: Session, actor: Actor, lookback: Lookback) -> LookbackView:
         .where(LookbackBatch.lookback_id == lookback.id)
         .order_by(LookbackBatch.batch_id)
     )
-    clinics = select(LookbackClinic).where(LookbackClinic.lookback_id == lookback.id).order_by(LookbackClinic.clinic_id)
+    clinics = (
+        select(LookbackClinic)
+        .options(joinedload(LookbackClinic.clinic), joinedload(LookbackClinic.acknowledged_by))
+        .where(LookbackClinic.lookback_id == lookback.id)
+        .order_by(LookbackClinic.clinic_id)
+    )
     seed_value: str | None = lookback.seed_value
     if actor.role == Role.CLINIC:
         affected = affected.where(LookbackBatch.clinic_id == actor.clinic_id)

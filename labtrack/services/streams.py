@@ -27,11 +27,14 @@ def append_batch_event(
     *,
     occurred_at: datetime | None = None,
     recorded_at: datetime | None = None,
+    flush: bool = True,
 ) -> BatchEvent:
     """Append one event to the batch's own chain and advance the projection's head.
 
     Two writers racing on one batch compute the same ``seq``; the unique
     ``(batch_id, seq)`` constraint refuses the second, whose unit of work re-runs.
+    With ``flush=False``, events added to many batches (each locked by the caller) before
+    one flush go out as one multi-row INSERT, and their heads as one executemany UPDATE.
     """
     recorded_at = recorded_at or utcnow()
     occurred_at = occurred_at or recorded_at
@@ -67,7 +70,8 @@ def append_batch_event(
     session.add(event)
     batch.seq = seq
     batch.head_hash = link.hash
-    session.flush()
+    if flush:
+        session.flush()
     return event
 
 

@@ -100,6 +100,7 @@ def admin_users():
     def edit(form: MultiDict) -> str:
         username = form.get("username", "")
         body = load(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
+
         def work(session) -> str:  # said inside the unit of work: the user's clinic is read there
             user = reference.update_user(session, who, username, **body)
             clinic = f", clinic {user.clinic.code}" if user.clinic else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from labtrack.services import lookbacks, reference
 from labtrack.services.auth import actor_of
 from tests.helpers import LAB_STEPS, Lab, iso, now, signature
 from tests.investigation_support import Batches
+from tests.round_trips import counting
 from tests.workers.test_watchers import chains_verify
 
 
@@ -269,3 +271,38 @@ def test_r_lbk_2_two_lookbacks_opened_at_once_on_the_same_batches_each_hold_them
         kinds = [d["kind"] for d in lab.ok(lab.get("qa", f"/batches/{din}"), 200)["deviations"]]
         assert kinds == ["lookback", "lookback"]
     assert chains_verify(lab.app, lab.db).ok
+
+
+# Opening a lookback through the API, on PostgreSQL: pre-ping, token and the connection's reset; pre-ping, seed,
+# lookback INSERT, affected set, lock of the holdable ones, one multi-row INSERT each for their events, deviations,
+# outbox rows and lookback rows, one executemany UPDATE of their heads (two when some were held already), the
+# admin-chain lock, head and INSERT, the opening hash, the clinics' rows and notices, the answer's three reads, COMMIT:
+# the same for one batch as for many (an INSERT carries up to 1,000 rows).
+# (Before: 25 for one held batch, 50 for six, five more per held batch and one more per clinic.)
+OPEN_BUDGET = 23
+
+
+def test_r_lbk_2_opening_costs_the_same_round_trips_for_one_held_batch_as_for_five_at_two_clinics(lab, made):
+    """Holding, recording and telling are multi-row statements: the count does not grow with the batches."""
+
+    def digested(din: str) -> str:
+        lab.ok(lab.step(din, "digestion"))  # collagenase lot
+        return din
+
+    first = digested(made.at_lab())
+    lab.headers("qa")  # the token is issued before counting
+    with counting(lab.db.engine) as one:
+        assert affected(lab.ok(open_lookback(lab, "reagent_lot", lab.lot("collagenase")))) == {first: "held"}
+    since = iso(now())
+    five = [digested(made.at_lab()) for _ in range(4)] + [digested(other_clinics_batch_at_lab(lab))]
+    with counting(lab.db.engine) as many:
+        body = lab.ok(open_lookback(lab, "reagent_lot", lab.lot("collagenase"), **{"from": since}))
+    assert affected(body) == dict.fromkeys(five, "held")
+    assert {c["clinic"] for c in body["clinics"]} == {"C1", "C2"}
+    if lab.db.engine.dialect.name == "postgresql":
+        assert many.kinds == one.kinds, (one.statements, many.statements)
+        assert one.total <= OPEN_BUDGET, one.statements
+    else:  # SQLite's RETURNING has no set order: rows whose generated id is needed (event, deviation, outbox row)
+        # are inserted one by one, calls into the library in process; the other statements stay the same
+        per_row = Counter(INSERT=3 * (len(five) - 1) + 1)  # and the second clinic's notice
+        assert many.kinds == one.kinds + per_row, (one.statements, many.statements)

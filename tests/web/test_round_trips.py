@@ -5,56 +5,15 @@ fails here and has to say why in the budget."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-
 import pytest
-from sqlalchemy import event
 
-
-@dataclass
-class Trips:
-    kinds: Counter = field(default_factory=Counter)
-    statements: list[str] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return sum(self.kinds.values())
+from tests.round_trips import counting
 
 
 @pytest.fixture
 def round_trips(db):
     """``with round_trips() as trips:`` counts what the app's engine sends to the database meanwhile."""
-    engine = db.engine
-
-    @contextmanager
-    def counting() -> Iterator[Trips]:
-        trips = Trips()
-
-        def statement(_conn, _cursor, sql, *_args) -> None:
-            trips.kinds[sql.split(None, 1)[0].upper()] += 1
-            trips.statements.append(sql)
-
-        def checkout(*_args) -> None:
-            trips.kinds["pre-ping"] += 1
-
-        listeners = [
-            (engine, "before_cursor_execute", statement),
-            (engine, "commit", lambda *_: trips.kinds.update(["COMMIT"])),
-            (engine, "rollback", lambda *_: trips.kinds.update(["ROLLBACK"])),
-            (engine.pool, "checkout", checkout),
-        ]
-        for target, name, listener in listeners:
-            event.listen(target, name, listener)
-        try:
-            yield trips
-        finally:
-            for target, name, listener in listeners:
-                event.remove(target, name, listener)
-
-    return counting
+    return lambda: counting(db.engine)
 
 
 # Per request, on PostgreSQL (SQLite has no pre-ping: a file has nothing to ping). Measured 2026-12-03.
