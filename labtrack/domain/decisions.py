@@ -291,7 +291,7 @@ def decide_step(actor: Actor, facts: BatchFacts, name: str) -> Decision:
     if refused:
         return refused
     warning = "" if clinic_step else sod_warning(actor, facts)
-    return _checked(name, lambda: check_step(state, name), WHO[key], warning)
+    return _checked(name, lambda: check_step(state, name, now=facts.now), WHO[key], warning)
 
 
 def decide_handoff(actor: Actor, facts: BatchFacts) -> Decision:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from labtrack.domain.actors import Action, Actor, Role, can, require
@@ -11,6 +13,7 @@ from labtrack.domain.process import Performer, TissueSource
 from labtrack.domain.specifications import default_specification, receipt_deviations
 
 CLINIC_ID, OTHER_CLINIC_ID = 1, 2
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ADMIN = Actor(1, "admin", "Ada Admin", Role.ADMIN, None)
 TECH = Actor(2, "tech", "Tom Tech", Role.TECHNICIAN, None)
 QA = Actor(3, "qa", "Quinn QA", Role.QA, None)
@@ -126,9 +129,9 @@ def test_r_acc_2_admins_cannot_take_custody():
         custodian_side=Performer.LAB,
     )
     with pytest.raises(ValidationFailed) as refused:
-        check_handoff(state, TECH, ADMIN)
+        check_handoff(state, TECH, ADMIN, at=NOW)
     assert set(refused.value.errors) == {"to_username"}
-    assert check_handoff(state, TECH, QA) == Status.RECEIVED  # lab to lab stays in the lab
+    assert check_handoff(state, TECH, QA, at=NOW) == Status.RECEIVED  # lab to lab stays in the lab
 
 
 SPEC = default_specification(TissueSource.ADIPOSE)
