@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.documents.adverse_reaction import WorksheetView
 from labtrack.documents.record import manifestation_text
-from labtrack.domain.actors import Action, Actor, Role, require, sees_clinic
+from labtrack.domain.actors import Action, Actor, require, sees_clinic
 from labtrack.domain.din import Din
 from labtrack.domain.errors import Conflict, NotAdministered, NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
@@ -36,7 +36,7 @@ from labtrack.domain.investigations import (
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.signatures import Meaning
 from labtrack.models import AdverseReaction, Batch, BatchEvent, BatchUse, ReagentLot
-from labtrack.services import batches, lookbacks, outbox, signatures
+from labtrack.services import batches, lookbacks, outbox, scope, signatures
 from labtrack.services.streams import append_batch_event
 from labtrack.services.watchers import watcher_actor
 
@@ -172,9 +172,8 @@ def search(
 def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
     """The reactions the actor may see that match, unordered (the list and its CSV export page it)."""
     require(actor, Action.READ_INVESTIGATIONS)
-    query = select(AdverseReaction)
-    if actor.role == Role.CLINIC:
-        query = query.join(Batch, Batch.id == AdverseReaction.batch_id).where(Batch.clinic_id == actor.clinic_id)
+    on = Batch.id == AdverseReaction.batch_id
+    query = scope.visible(select(AdverseReaction), actor, Batch.clinic_id, join=Batch, on=on)
     if status:
         query = query.where(AdverseReaction.status == status)
     if din:

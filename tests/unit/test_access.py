@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from labtrack.domain.actors import Action, Actor, Role, can, require
+from labtrack.domain.actors import Action, Actor, Role, can, clinic_scope, require, sees_clinic
 from labtrack.domain.errors import Forbidden, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import BatchState, Status, check_handoff
 from labtrack.domain.process import Performer, TissueSource
@@ -97,6 +97,16 @@ def test_r_acc_1_lab_users_see_every_clinic(actor):
     for clinic_id in (CLINIC_ID, OTHER_CLINIC_ID):
         assert can(actor, Action.READ_BATCH, clinic_id)
         require(actor, Action.READ_BATCH, clinic_id)
+
+
+def test_r_acc_1_a_clinic_user_is_scoped_to_their_own_clinic_and_lab_users_to_none():
+    assert (clinic_scope(CLINIC), clinic_scope(OTHER)) == (CLINIC_ID, OTHER_CLINIC_ID)
+    assert [clinic_scope(actor) for actor in (ADMIN, TECH, QA)] == [None, None, None]
+    # even a lab user record carrying a clinic id is not narrowed by it: the role decides
+    assert clinic_scope(Actor(6, "odd", "Odd Tech", Role.TECHNICIAN, OTHER_CLINIC_ID)) is None
+    for actor in (ADMIN, TECH, QA, CLINIC, OTHER):  # one thing or many rows: the same rule
+        for clinic_id in (CLINIC_ID, OTHER_CLINIC_ID):
+            assert sees_clinic(actor, clinic_id) == (clinic_scope(actor) in (None, clinic_id))
 
 
 @pytest.mark.parametrize(
