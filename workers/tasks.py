@@ -53,8 +53,7 @@ def dispatch_outbox(ids: list[int]) -> int:
     """
     lab_db, settings = database(), _settings()
     handled = sum(
-        jobs.dispatch(lab_db, settings, ids[start : start + outbox.CHUNK])
-        for start in range(0, len(ids), outbox.CHUNK)
+        jobs.dispatch(lab_db, settings, ids[start : start + outbox.CHUNK]) for start in range(0, len(ids), outbox.CHUNK)
     )
     return handled + jobs.sweep(lab_db, settings, budget_s=_sweep_budget())
 
