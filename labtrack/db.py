@@ -209,6 +209,14 @@ class Database:
                 session.close()
         raise Conflict("Too many concurrent changes to the same record; nothing was recorded. Try again.")
 
+    def scalars(self, query: Any) -> list[Any]:
+        """A plain read of one column's values, in a read session of its own (what a job finds due)."""
+        session = self.reader()
+        try:
+            return list(session.execute(query).scalars())
+        finally:
+            session.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -4,7 +4,8 @@ Every task is idempotent (running it twice has the effect of running it once):
 dispatch claims rows under a lease and in-app notifications are unique per row
 and user; the watchers re-check their condition under the batch's row lock; a
 second checkpoint signs the same heads again. Each runs inside the Flask app
-context (``labtrack.extensions.celery_init_app``), one unit of work per step.
+context (``labtrack.extensions.celery_init_app``); the task or ``labtrack/jobs.py`` owns
+each transaction, one unit of work per step, and the services never commit.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
-from labtrack import extensions
+from labtrack import extensions, jobs
 from labtrack.audit import checkpoints, keys, partitions, runs
 from labtrack.db import database
 from labtrack.extensions import (
@@ -29,7 +30,7 @@ from labtrack.extensions import (
     TASK_SWEEP,
     TASK_VERIFY,
 )
-from labtrack.services import housekeeping, outbox, watchers
+from labtrack.services import housekeeping, outbox
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,15 @@ def dispatch_outbox(ids: list[int]) -> int:
     """
     lab_db, settings = database(), _settings()
     handled = sum(
-        outbox.dispatch(lab_db, settings, ids[start : start + outbox.CHUNK])
-        for start in range(0, len(ids), outbox.CHUNK)
+        jobs.dispatch(lab_db, settings, ids[start : start + outbox.CHUNK]) for start in range(0, len(ids), outbox.CHUNK)
     )
-    return handled + outbox.sweep(lab_db, settings, budget_s=_sweep_budget())
+    return handled + jobs.sweep(lab_db, settings, budget_s=_sweep_budget())
 
 
 @shared_task(name=TASK_SWEEP)
 def sweep_outbox() -> int:
     """Deliver every due row: retries, and rows whose after-commit request never reached a worker."""
-    delivered = outbox.sweep(database(), _settings(), budget_s=_sweep_budget())
+    delivered = jobs.sweep(database(), _settings(), budget_s=_sweep_budget())
     if delivered:
         log.info("outbox sweep: %s row(s) handled", delivered)
     return delivered
@@ -70,14 +70,14 @@ def sweep_outbox() -> int:
 @shared_task(name=TASK_EXPIRY_WATCH)
 def expiry_watch() -> dict[str, list[str]]:
     warning = timedelta(minutes=int(current_app.config["LABTRACK_EXPIRY_WARNING_MINUTES"]))
-    outcome = watchers.expiry_watch(database(), warning=warning)
+    outcome = jobs.expiry_watch(database(), warning=warning)
     return {"expired": outcome.expired, "warned": outcome.warned}
 
 
 @shared_task(name=TASK_CUSTODY_WATCH)
 def custody_watch() -> list[str]:
     gap = timedelta(minutes=int(current_app.config["LABTRACK_CUSTODY_GAP_MINUTES"]))
-    return watchers.custody_watch(database(), gap=gap).overdue
+    return jobs.custody_watch(database(), gap=gap).overdue
 
 
 @shared_task(name=TASK_CHECKPOINT)

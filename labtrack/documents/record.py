@@ -228,21 +228,36 @@ def render_record(view: RecordView) -> bytes:
         Spacer(0, 4),
         *([_stepper(view.stages, width, styles), Spacer(0, 4)] if view.stages else []),
         grid_table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
+        *_custody(view, width, styles),
+        *_temperatures(view, width, styles),
+        *_qc_and_deviations(view, width, styles),
+        *_signatures_and_timeline(view, width, styles),
+        KeepTogether(_sign_off(view, width, styles)),
+        KeepTogether(_closing(view, width, styles)),
+    ]
+    document.build(story, canvasmaker=_numbered_canvas(view.din_display))
+    return buffer.getvalue()
+
+
+def _custody(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    rows = [
+        [c["seq"], c["type"], c["occurred_at"], c["actor"], Paragraph(_details(c), styles["base"])]
+        for c in view.custody
+    ]
+    return [
         Paragraph("Chain of custody", styles["h2"]),
         grid_table(
-            [
-                ["Entry", "Event", "When", "By", "Details"],
-                *[
-                    [c["seq"], c["type"], c["occurred_at"], c["actor"], Paragraph(_details(c), styles["base"])]
-                    for c in view.custody
-                ],
-            ]
+            [["Entry", "Event", "When", "By", "Details"], *rows]
             if view.custody
             else [["Custody"], ["No custody events."]],
             [10 * mm, 18 * mm, 38 * mm, 40 * mm, width - 106 * mm] if view.custody else [width],
             styles,
         ),
-        *_temperatures(view, width, styles),
+    ]
+
+
+def _qc_and_deviations(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    return [
         Paragraph("QC results against the specification", styles["h2"]),
         grid_table(
             [
@@ -265,31 +280,34 @@ def render_record(view: RecordView) -> bytes:
             [10 * mm, 28 * mm, 55 * mm, 14 * mm, width - 107 * mm] if view.deviations else [width],
             styles,
         ),
-        Paragraph("Electronic signatures", styles["h2"]),
     ]
-    story.extend(Paragraph(markup(manifestation_text(s)), styles["base"]) for s in view.signatures)
-    if not view.signatures:
-        story.append(Paragraph("No signatures.", styles["base"]))
-    story.append(Paragraph("Event timeline", styles["h2"]))
-    story.append(
+
+
+def _signatures_and_timeline(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
+    signatures = [Paragraph(markup(manifestation_text(s)), styles["base"]) for s in view.signatures]
+    events = [
+        [
+            e["seq"],
+            e["type"],
+            Paragraph(f"{markup(e['occurred_at'])}<br/>{markup(e['recorded_at'])}", styles["base"]),
+            e["actor"],
+            Paragraph(_details(e), styles["base"]),
+        ]
+        for e in view.events
+    ]
+    return [
+        Paragraph("Electronic signatures", styles["h2"]),
+        *(signatures or [Paragraph("No signatures.", styles["base"])]),
+        Paragraph("Event timeline", styles["h2"]),
         grid_table(
-            [
-                ["Entry", "Event", "Happened / recorded", "By", "Details"],
-                *[
-                    [
-                        e["seq"],
-                        e["type"],
-                        Paragraph(f"{markup(e['occurred_at'])}<br/>{markup(e['recorded_at'])}", styles["base"]),
-                        e["actor"],
-                        Paragraph(_details(e), styles["base"]),
-                    ]
-                    for e in view.events
-                ],
-            ],
+            [["Entry", "Event", "Happened / recorded", "By", "Details"], *events],
             [11 * mm, 24 * mm, 36 * mm, 32 * mm, width - 103 * mm],
             styles,
-        )
-    )
+        ),
+    ]
+
+
+def _closing(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:
     closing = [
         Paragraph("Audit trail verification", styles["h2"]),
         Paragraph(escape(view.verification), styles["base"]),
@@ -298,10 +316,7 @@ def render_record(view: RecordView) -> bytes:
         closing.append(
             grid_table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
         )
-    story.append(KeepTogether(_sign_off(view, width, styles)))
-    story.append(KeepTogether(closing))
-    document.build(story, canvasmaker=_numbered_canvas(view.din_display))
-    return buffer.getvalue()
+    return closing
 
 
 def _temperatures(view: RecordView, width: float, styles: dict[str, ParagraphStyle]) -> list[Any]:

@@ -138,9 +138,16 @@ _ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
 }
 
 
+def clinic_scope(actor: Actor) -> int | None:
+    """R-ACC-1: the one clinic whose patients and batches ``actor`` is confined to; None for lab users, who see
+    every clinic. Lists and searches ask it through ``services/scope.py``, single things through ``sees_clinic``."""
+    return actor.clinic_id if actor.role == Role.CLINIC else None
+
+
 def sees_clinic(actor: Actor, clinic_id: int) -> bool:
     """R-ACC-1: clinic users see only their own clinic; lab users see every clinic."""
-    return actor.role != Role.CLINIC or actor.clinic_id == clinic_id
+    scope = clinic_scope(actor)
+    return scope is None or scope == clinic_id
 
 
 def can(actor: Actor, action: Action, clinic_id: int | None = None) -> bool:

@@ -247,12 +247,6 @@ def check_label(status: Status, kind: str) -> None:
         raise InvalidTransition("A collection label is printed before the batch leaves the clinic.", allowed=[])
 
 
-def check_correction(actor: Actor, original_actor_id: int) -> None:
-    """R-COR-1: the one who recorded an entry corrects it, or QA."""
-    if original_actor_id != actor.id and actor.role != Role.QA:
-        raise Forbidden("Only the person who recorded an entry, or QA, may correct it.")
-
-
 # --- the decisions -------------------------------------------------------------------------------
 
 
@@ -291,7 +285,7 @@ def decide_step(actor: Actor, facts: BatchFacts, name: str) -> Decision:
     if refused:
         return refused
     warning = "" if clinic_step else sod_warning(actor, facts)
-    return _checked(name, lambda: check_step(state, name), WHO[key], warning)
+    return _checked(name, lambda: check_step(state, name, now=facts.now), WHO[key], warning)
 
 
 def decide_handoff(actor: Actor, facts: BatchFacts) -> Decision:

@@ -1,4 +1,4 @@
-"""The batch state machine: statuses, allowed next actions, custody (R-SEQ-1, R-CUS-1..3).
+"""The batch state machine: statuses, allowed next actions, custody, expiry (R-SEQ-1, R-SEQ-3, R-CUS-1..3).
 
 ``BatchState`` is a plain snapshot of the projection; the functions here decide
 whether an action is allowed and what status follows, and raise a DomainError
@@ -116,11 +116,11 @@ def _refuse_order(state: BatchState, what: str) -> InvalidTransition:
     )
 
 
-def check_step(state: BatchState, step_name: str) -> tuple[StepDefinition, Status]:
-    """Decide whether ``step_name`` may be recorded now; return its definition and the next status.
+def check_step(state: BatchState, step_name: str, *, now: datetime) -> tuple[StepDefinition, Status]:
+    """Decide whether ``step_name`` may be recorded ``now``; return its definition and the next status.
 
     R-CUS-2 (nothing while in transit), R-SEQ-1 (order, repetition, tissue source),
-    R-CUS-3 (custody side), R-DEV-1 (administration refused while held).
+    R-CUS-3 (custody side), R-DEV-1 (administration refused while held), R-SEQ-3 (nor once expired).
     """
     if state.transfer is not None:
         raise CustodyViolation("A custody hand-off is pending: the recipient must receive the batch first.")
@@ -145,18 +145,18 @@ def check_step(state: BatchState, step_name: str) -> tuple[StepDefinition, Statu
         raise CustodyViolation("Administration needs the batch in the clinic's custody.")
     if state.held:
         raise BatchHeld("The batch is held by an open deviation and cannot be administered.")
+    if state.is_expired(now):
+        raise InvalidTransition(f"The product expired at {state.expires_at}; it must not be administered.", allowed=[])
     return step, Status.ADMINISTERED
 
 
-def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
-    """R-CUS-1: only the custodian hands off, to one named active user; returns the new status."""
+def check_handoff(state: BatchState, actor: Actor, recipient: Actor, *, at: datetime) -> Status:
+    """R-CUS-1: only the custodian hands off, to one named active user; returns the new status.
+
+    A hand-off to the clinic at ``at`` is the dispatch: refused while held (R-DEV-1) or once expired (R-SEQ-3).
+    """
     check_hand_off_by(state, actor)
-    if recipient.id == actor.id:
-        raise ValidationFailed({"to_username": ["cannot hand a batch off to yourself"]})
-    if recipient.role == Role.ADMIN:
-        raise ValidationFailed({"to_username": ["admins hold no batch authority and cannot take custody"]})
-    if recipient.role == Role.CLINIC and recipient.clinic_id != state.clinic_id:
-        raise ValidationFailed({"to_username": ["belongs to another clinic than the batch"]})
+    check_recipient(state, actor, recipient)
     to_side = side_of(recipient.role)
     from_side = state.custodian_side
     if from_side == to_side:
@@ -166,8 +166,21 @@ def check_handoff(state: BatchState, actor: Actor, recipient: Actor) -> Status:
     if from_side == Performer.LAB and state.status == Status.RELEASED:
         if state.held:
             raise BatchHeld("The batch is held by an open deviation and cannot be dispatched.")
+        if state.is_expired(at):
+            raise InvalidTransition("The batch has expired and cannot be dispatched.", allowed=allowed_actions(state))
         return Status.DISPATCHED
     raise _refuse_order(state, f"A hand-off from {from_side} to {to_side}")
+
+
+def check_recipient(state: BatchState, actor: Actor, recipient: Actor) -> None:
+    """R-CUS-1, R-ACC-2: who may take this batch from ``actor``: someone else, not an admin, of the lab or
+    of the batch's own clinic (that the user is active is for the lookup of the user)."""
+    if recipient.id == actor.id:
+        raise ValidationFailed({"to_username": ["cannot hand a batch off to yourself"]})
+    if recipient.role == Role.ADMIN:
+        raise ValidationFailed({"to_username": ["admins hold no batch authority and cannot take custody"]})
+    if recipient.role == Role.CLINIC and recipient.clinic_id != state.clinic_id:
+        raise ValidationFailed({"to_username": ["belongs to another clinic than the batch"]})
 
 
 def check_hand_off_by(state: BatchState, actor: Actor) -> None:

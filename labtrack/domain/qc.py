@@ -32,6 +32,24 @@ class Evaluation:
     unit: str | None
 
 
+@dataclass(frozen=True)
+class OutOfSpec:
+    """The deviation an out-of-spec result opens (R-QC-2); a positive culture's is urgent (R-QC-5)."""
+
+    kind: str
+    description: str
+    urgent: bool
+
+
+def out_of_spec(test: str, value: float | str, limit: str | None) -> OutOfSpec:
+    """The deviation for a result outside its specification."""
+    if test == STERILITY:
+        return OutOfSpec(
+            "sterility_positive", f"Sterility culture: {value}. Follow up with the clinic and the patient.", True
+        )
+    return OutOfSpec("qc_out_of_spec", f"{test} = {value} is out of spec ({limit}).", False)
+
+
 def parse_value(test: str, value: Any) -> float | str:
     """Check a result's type and physical range; refuse nonsense with 422."""
     if test in TEXT_TESTS:

@@ -77,6 +77,22 @@ def all_required_verified(required: list[str], results: list[QcView]) -> bool:
     return all((r := release_result(results, test)) is not None and r.verified for test in required)
 
 
+def sterility_cleared(results: list[QcView]) -> bool:
+    """R-REL-2: a final sterility result within spec has been verified; until then a release is conditional."""
+    return any(r.test == STERILITY and r.value != STERILITY_PENDING and r.within_spec and r.verified for r in results)
+
+
+def status_after_qc(status: Status, required: list[str], results: list[QcView]) -> Status:
+    """R-QC-4: processed -> awaiting_release once every required test has a verified result, and back when a
+    correction or a new limit takes a verification away; any other status stays."""
+    complete = all_required_verified(required, results)
+    if status == Status.PROCESSED and complete:
+        return Status.AWAITING_RELEASE
+    if status == Status.AWAITING_RELEASE and not complete:
+        return Status.PROCESSED
+    return status
+
+
 def release_blockers(
     state: BatchState,
     *,

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.documents.adverse_reaction import WorksheetView
 from labtrack.documents.record import manifestation_text
-from labtrack.domain.actors import Action, Actor, Role, require, sees_clinic
+from labtrack.domain.actors import Action, Actor, require, sees_clinic
 from labtrack.domain.din import Din
 from labtrack.domain.errors import Conflict, NotAdministered, NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.investigations import (
+    Assessment,
     Category,
     Criteria,
     Outcome,
@@ -36,7 +37,7 @@ from labtrack.domain.investigations import (
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.signatures import Meaning
 from labtrack.models import AdverseReaction, Batch, BatchEvent, BatchUse, ReagentLot
-from labtrack.services import batches, lookbacks, outbox, signatures
+from labtrack.services import batches, lookbacks, outbox, scope, signatures
 from labtrack.services.streams import append_batch_event
 from labtrack.services.watchers import watcher_actor
 
@@ -44,6 +45,37 @@ from labtrack.services.watchers import watcher_actor
 def today_in(zone: str, now: datetime | None = None) -> date:
     """The lab's calendar day: the 15 days of 21 CFR 1271.350(a) are calendar days where the lab is."""
     return (now or utcnow()).astimezone(ZoneInfo(zone)).date()
+
+
+def _tell_and_look_back(
+    session: Session, actor: Actor, batch: Batch, reaction: AdverseReaction, assessment: Assessment
+) -> None:
+    """The clinic and QA are told of the report; an infection or a suspected communicable disease opens a
+    lookback seeded with the batch (R-ADV-4), written by ``system`` in the report's own transaction."""
+    outbox.enqueue(
+        session,
+        "adverse_reaction.reported",
+        batch,
+        {
+            "reaction_id": reaction.id,
+            "category": reaction.category,
+            "serious": assessment.serious,
+            "reportable": assessment.reportable,
+            "report_due_on": assessment.report_due_on.isoformat() if assessment.report_due_on else None,
+        },
+    )
+    if assessment.opens_lookback:
+        lookback = lookbacks.open_lookback(
+            session,
+            watcher_actor(session),
+            kind=SeedKind.BATCH,
+            value=batch.din,
+            reason=f"Adverse reaction {reaction.id} ({reaction.category.replace('_', ' ')}) after administration",
+            window=Window(None, None),
+            trigger=Trigger.ADVERSE_REACTION,
+            requested_by=actor.username,
+        )
+        reaction.lookback_id = lookback.id
 
 
 def _administered_at(session: Session, batch: Batch) -> datetime | None:
@@ -119,30 +151,7 @@ def report(
     )
     session.add(reaction)
     session.flush()
-    outbox.enqueue(
-        session,
-        "adverse_reaction.reported",
-        batch,
-        {
-            "reaction_id": reaction.id,
-            "category": category,
-            "serious": assessment.serious,
-            "reportable": assessment.reportable,
-            "report_due_on": assessment.report_due_on.isoformat() if assessment.report_due_on else None,
-        },
-    )
-    if assessment.opens_lookback:
-        lookback = lookbacks.open_lookback(
-            session,
-            watcher_actor(session),
-            kind=SeedKind.BATCH,
-            value=batch.din,
-            reason=f"Adverse reaction {reaction.id} ({category.replace('_', ' ')}) after administration",
-            window=Window(None, None),
-            trigger=Trigger.ADVERSE_REACTION,
-            requested_by=actor.username,
-        )
-        reaction.lookback_id = lookback.id
+    _tell_and_look_back(session, actor, batch, reaction, assessment)
     session.flush()
     session.refresh(reaction, ["reported_by"])
     return reaction
@@ -172,9 +181,8 @@ def search(
 def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
     """The reactions the actor may see that match, unordered (the list and its CSV export page it)."""
     require(actor, Action.READ_INVESTIGATIONS)
-    query = select(AdverseReaction)
-    if actor.role == Role.CLINIC:
-        query = query.join(Batch, Batch.id == AdverseReaction.batch_id).where(Batch.clinic_id == actor.clinic_id)
+    on = Batch.id == AdverseReaction.batch_id
+    query = scope.visible(select(AdverseReaction), actor, Batch.clinic_id, join=Batch, on=on)
     if status:
         query = query.where(AdverseReaction.status == status)
     if din:

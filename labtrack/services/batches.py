@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, require, sees_clinic
 from labtrack.domain.din import Din, format_din, parse_din
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.hashing import GENESIS_HASH
@@ -20,7 +20,7 @@ from labtrack.domain.lifecycle import TERMINAL, Status
 from labtrack.domain.process import PROCESSES, TissueSource
 from labtrack.domain.timing import check_planned_administration
 from labtrack.models import Batch, BatchEvent, Clinic, DinCounter, Patient, User
-from labtrack.services import paging, patients, specifications
+from labtrack.services import paging, patients, scope, specifications
 from labtrack.services.streams import append_batch_event
 
 
@@ -50,7 +50,7 @@ def register(
     """Register one autologous product for one patient; the registration opens its stream."""
     require(actor, Action.REGISTER_BATCH)
     patient = session.get(Patient, patient_id)
-    if patient is None or (actor.role == Role.CLINIC and patient.clinic_id != actor.clinic_id):
+    if patient is None or not sees_clinic(actor, patient.clinic_id):
         raise ValidationFailed({"patient_id": ["no such patient"]})
     source = TissueSource(tissue_source)
     if planned_administration_at is not None and planned_administration_at.tzinfo is None:
@@ -166,9 +166,7 @@ def search(
 def filtered(actor: Actor, filters: BatchFilter) -> Select:
     """The batches the actor may see that match ``filters``, unordered (lists and exports page it)."""
     require(actor, Action.READ_BATCH)
-    query = select(Batch)
-    if actor.role == Role.CLINIC:
-        query = query.where(Batch.clinic_id == actor.clinic_id)
+    query = scope.visible(select(Batch), actor, Batch.clinic_id)
     if filters.clinic:
         query = query.join(Clinic, Clinic.id == Batch.clinic_id).where(Clinic.code == filters.clinic.upper())
     if filters.status:

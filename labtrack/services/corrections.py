@@ -14,23 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
+from labtrack.domain import corrections as rules
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, can, require
-from labtrack.domain.decisions import check_correction
-from labtrack.domain.errors import DomainError, NotFound, ValidationFailed
+from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import jsonable
 from labtrack.domain.lifecycle import Status
-from labtrack.domain.process import PROCESSES, DataField, FieldKind, TissueSource, validate_step_data
-from labtrack.domain.qc import TEXT_TESTS, parse_value
+from labtrack.domain.process import PROCESSES, DataField, TissueSource, validate_step_data
+from labtrack.domain.qc import parse_value
 from labtrack.models import Batch, BatchEvent, QcResult
 from labtrack.services import batches, deviations, qc
 from labtrack.services.streams import append_batch_event
-
-# Data a release was judged on; a correction of it after release goes to QA as a deviation.
-RELEASE_INPUTS = ("qc_recorded", "harvest", "concentration")
-AFTER_RELEASE = frozenset({Status.RELEASED, Status.DISPATCHED, Status.DELIVERED, Status.ADMINISTERED})
-# Identity read off the patient is never "corrected": a wrong patient is a deviation, not a typo.
-IDENTITY_FIELDS = ("patient_mrn", "patient_birth_date")
 
 
 def correct(
@@ -44,15 +38,12 @@ def correct(
     ).scalar_one_or_none()
     if original is None:
         raise NotFound(f"No event {event_seq} on this batch.")
-    check_correction(actor, original.actor_id)
-    if not reason.strip():
-        raise ValidationFailed({"reason": ["is required"]})
-    if original.type == "qc_recorded":
+    process = PROCESSES[TissueSource(batch.tissue_source)]
+    rules.check_correction(actor, process, original.type, original.actor_id, reason, data)
+    if original.type == rules.QC_RESULT:
         changes = _correct_qc(session, batch, actor, original, data)
-    elif PROCESSES[TissueSource(batch.tissue_source)].step(original.type) is not None:
-        changes = _correct_step(session, batch, original, data)
     else:
-        raise ValidationFailed({"event_seq": [f"a {original.type} event cannot be corrected"]})
+        changes = _correct_step(session, batch, original, data)
     event = append_batch_event(
         session,
         batch,
@@ -60,7 +51,7 @@ def correct(
         "correction",
         {"corrects_seq": event_seq, "corrected_type": original.type, "reason": reason.strip(), "changes": changes},
     )
-    if original.type == "qc_recorded":
+    if original.type == rules.QC_RESULT:
         result = session.execute(
             select(QcResult).where(QcResult.batch_id == batch.id, QcResult.entered_seq == event_seq)
         ).scalar_one()
@@ -68,10 +59,9 @@ def correct(
         session.flush()
         qc.open_if_out_of_spec(session, batch, actor, result)
         qc.advance_after_qc(session, batch)
-    elif original.type in ("harvest", "concentration"):
-        # weight and final volume set the endotoxin limit
-        qc.reevaluate(session, batch, actor, "endotoxin_eu_per_ml")
-    if Status(batch.status) in AFTER_RELEASE and original.type in RELEASE_INPUTS:
+    elif original.type in rules.LIMIT_INPUTS:
+        qc.reevaluate(session, batch, actor, rules.LIMIT_INPUTS[original.type])
+    if rules.needs_review(Status(batch.status), original.type):
         # The release was signed on the data as it stood: QA reviews the change before the product moves on.
         deviations.open_on(
             session,
@@ -87,33 +77,24 @@ def correct(
 def _correct_step(session: Session, batch: Batch, original: BatchEvent, data: dict[str, Any]) -> dict[str, Any]:
     step = original.type
     definition = PROCESSES[TissueSource(batch.tissue_source)].step(step)
-    assert definition is not None
-    if any(name in data for name in IDENTITY_FIELDS):
-        raise ValidationFailed({"data": ["patient identifiers cannot be corrected; open a deviation"]})
+    assert definition is not None  # rules.check_correction refused otherwise
     current = batches.step_values(session, batch, step) or {}
     merged = validate_step_data(definition, current | data)
     if step == "harvest":
         timing.check_harvest_window(merged["started_at"], merged["ended_at"], now=utcnow())
         stability = batch.specification.body.get("stability_hours", 24)
         batch.expires_at = timing.expiry(merged["ended_at"], stability)
-    new = jsonable(merged)
-    changes = {name: {"old": current.get(name), "new": new[name]} for name in data if current.get(name) != new[name]}
-    if not changes:
-        raise ValidationFailed({"data": ["changes nothing"]})
-    return changes
+    return rules.step_changes(current, jsonable(merged), data)
 
 
 def _correct_qc(
     session: Session, batch: Batch, actor: Actor, original: BatchEvent, data: dict[str, Any]
 ) -> dict[str, Any]:
-    if set(data) != {"value"}:
-        raise ValidationFailed({"data": ['a QC correction gives the new value: {"value": ...}']})
     result = session.execute(
         select(QcResult).where(QcResult.batch_id == batch.id, QcResult.entered_seq == original.seq)
     ).scalar_one()
     value = parse_value(result.test, data["value"])
-    if value == result.value["v"]:
-        raise ValidationFailed({"data.value": ["changes nothing"]})
+    rules.check_value_changes(result.value["v"], value)
     evaluation = qc.evaluate_for(session, batch, result.test, value)
     changes = {"value": {"old": result.value["v"], "new": value}}
     if evaluation.within_spec != result.within_spec:
@@ -148,20 +129,14 @@ def correctable(actor: Actor, batch: Batch, stream: list[BatchEvent]) -> list[Co
     process = PROCESSES[TissueSource(batch.tissue_source)]
     found = []
     for event in stream:
+        if not rules.may_correct(actor, process, event.type, event.actor_id):
+            continue
         definition = process.step(event.type)
-        if event.type != "qc_recorded" and definition is None:
-            continue
-        try:
-            check_correction(actor, event.actor_id)
-        except DomainError:
-            continue
         if definition is None:
-            test = event.data["test"]
-            kind = FieldKind.TEXT if test in TEXT_TESTS else FieldKind.NUMBER
-            fields: tuple[DataField, ...] = (DataField("value", kind, choices=TEXT_TESTS.get(test)),)
+            fields = rules.correctable_fields(None, event.data["test"])
             values = {"value": event.data["value"]}
         else:
-            fields = tuple(f for f in definition.fields if f.name not in IDENTITY_FIELDS)
+            fields = rules.correctable_fields(definition)
             values = dict(event.data.get("values", {}))
         for later in stream:
             if later.type == "correction" and later.data["corrects_seq"] == event.seq:

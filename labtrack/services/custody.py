@@ -9,14 +9,9 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain import lifecycle, timing
-from labtrack.domain.actors import Action, Actor, Role
-from labtrack.domain.errors import DomainError, InvalidTransition, ValidationFailed
-from labtrack.domain.lifecycle import (
-    Status,
-    allowed_actions,
-    check_handoff,
-    check_receipt,
-)
+from labtrack.domain.actors import Action, Actor
+from labtrack.domain.errors import DomainError, ValidationFailed
+from labtrack.domain.lifecycle import Status, check_handoff, check_receipt
 from labtrack.domain.specifications import receipt_deviations
 from labtrack.models import Batch, BatchEvent, User
 from labtrack.services import deviations, outbox
@@ -25,19 +20,18 @@ from labtrack.services.steps import in_hand
 from labtrack.services.streams import append_batch_event
 
 
+def _active_users():
+    """The users who may be named in a hand-off at all: the active ones (the rest is ``check_recipient``'s)."""
+    return select(User).where(User.active.is_(True))
+
+
 def recipients(session: Session, actor: Actor, batch: Batch) -> list[User]:
     """The active users ``actor`` may hand this batch to now (R-CUS-1), for a picker; ``handoff`` checks again."""
-    state = lifecycle.state_of(batch)
-    candidates = session.execute(
-        select(User)
-        .where(User.active.is_(True), User.role != Role.ADMIN.value, User.id != actor.id)
-        .where((User.role != Role.CLINIC.value) | (User.clinic_id == batch.clinic_id))
-        .order_by(User.role, User.full_name)
-    ).scalars()
+    state, now = lifecycle.state_of(batch), utcnow()
     allowed = []
-    for user in candidates:
+    for user in session.execute(_active_users().order_by(User.role, User.full_name)).scalars():
         try:
-            check_handoff(state, actor, actor_of(user))
+            check_handoff(state, actor, actor_of(user), at=now)
         except DomainError:
             continue
         allowed.append(user)
@@ -58,17 +52,13 @@ def handoff(
 ) -> BatchEvent:
     """The custodian hands the sealed container to one named, active user."""
     batch, state = in_hand(session, actor, din, scanned_din, Action.CUSTODY, "handoff")
-    recipient_row = session.execute(
-        select(User).where(User.username == to_username, User.active.is_(True))
-    ).scalar_one_or_none()
+    recipient_row = session.execute(_active_users().where(User.username == to_username)).scalar_one_or_none()
     if recipient_row is None:
         raise ValidationFailed({"to_username": ["no active user with this username"]})
     recipient = actor_of(recipient_row)
-    new_status = check_handoff(state, actor, recipient)
     now = utcnow()
     occurred_at = occurred_at or now
-    if new_status == Status.DISPATCHED and state.is_expired(occurred_at):
-        raise InvalidTransition("The batch has expired and cannot be dispatched.", allowed=allowed_actions(state))
+    new_status = check_handoff(state, actor, recipient, at=occurred_at)
     timing.check_occurred_at(
         occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason
     )

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
-from labtrack.services import batches, outbox, paging
+from labtrack.services import batches, outbox, paging, scope
 from labtrack.services.streams import append_batch_event
 
 MANUAL_KINDS = ("manual",)
@@ -115,9 +115,7 @@ def search(
 def filtered(session: Session, actor: Actor, *, status: str | None = None, din: str | None = None) -> Select:
     """The deviations the actor may list that match, unordered (lists and exports page it)."""
     require(actor, Action.LIST_DEVIATIONS)
-    query = select(Deviation)
-    if actor.role == Role.CLINIC:
-        query = query.join(Batch).where(Batch.clinic_id == actor.clinic_id)
+    query = scope.visible(select(Deviation), actor, Batch.clinic_id, join=Batch)
     if status:
         query = query.where(Deviation.status == status)
     if din:

@@ -15,10 +15,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from labtrack.documents.spreadsheet import Column, lines
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.din import Din
 from labtrack.models import AdverseReaction, Batch, Clinic, Deviation, QcResult
-from labtrack.services import adverse_reactions, batches, deviations, outcomes
+from labtrack.services import adverse_reactions, batches, deviations, outcomes, scope
 
 CHUNK = 500
 T = TypeVar("T")
@@ -129,9 +129,7 @@ class QcFilter:
 def qc_filtered(session: Session, actor: Actor, filters: QcFilter) -> Select:
     """QC results across batches (lab staff), matching ``filters``, unordered."""
     require(actor, Action.QC_ENTRY)
-    query = select(QcResult).join(Batch, Batch.id == QcResult.batch_id)
-    if actor.role == Role.CLINIC:
-        query = query.where(Batch.clinic_id == actor.clinic_id)
+    query = scope.visible(select(QcResult).join(Batch, Batch.id == QcResult.batch_id), actor, Batch.clinic_id)
     if filters.din:
         query = query.where(QcResult.batch_id == batches.get(session, actor, filters.din).id)
     if filters.clinic:

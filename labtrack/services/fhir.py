@@ -23,7 +23,7 @@ from labtrack.domain.lifecycle import Status
 from labtrack.domain.release import READY_STATUSES
 from labtrack.domain.specifications import transport_range
 from labtrack.models import Batch, BatchEvent, Clinic, Patient, QcResult, User
-from labtrack.services import batches
+from labtrack.services import batches, scope
 
 MAX_COUNT = 200
 
@@ -132,8 +132,7 @@ def search_products(
             {"patient.identifier": ["name a patient (patient.identifier) or a product (identifier)"]}
         )
     query = select(Batch).join(Patient, Patient.id == Batch.patient_id).join(Clinic, Clinic.id == Batch.clinic_id)
-    if actor.role == Role.CLINIC:
-        query = query.where(Batch.clinic_id == actor.clinic_id)
+    query = scope.visible(query, actor, Batch.clinic_id)
     if search.patient is not None:
         query = query.where(Patient.mrn == search.patient.value)
         if search.patient.system is not None:

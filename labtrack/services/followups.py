@@ -28,7 +28,7 @@ from labtrack.domain.lifecycle import Status
 from labtrack.domain.process import TissueSource
 from labtrack.domain.specifications import FOLLOW_UP_PLAN, ProposalFacts, check_proposal
 from labtrack.models import Attachment, Batch, FollowUpPlan, FollowUpVisit, User
-from labtrack.services import batches, specifications
+from labtrack.services import batches, scope, specifications
 from labtrack.services.streams import append_admin_event, append_batch_event
 
 SYSTEM = "system"
@@ -336,8 +336,7 @@ def clinic_list(session: Session, actor: Actor, today: date) -> dict[str, list[C
     """The clinic's visits grouped as its page shows them: overdue, due soon (30 days), later, done."""
     require(actor, Action.RECORD_FOLLOW_UP)
     query = select(FollowUpVisit, Batch).join(Batch, Batch.id == FollowUpVisit.batch_id)
-    if actor.clinic_id is not None:
-        query = query.where(Batch.clinic_id == actor.clinic_id)
+    query = scope.visible(query, actor, Batch.clinic_id)
     groups: dict[str, list[ClinicRow]] = {"overdue": [], "due_soon": [], "later": [], "done": []}
     for visit, batch in session.execute(query.order_by(FollowUpVisit.due_on)).unique():
         entry = ClinicRow(

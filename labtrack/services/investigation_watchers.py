@@ -29,7 +29,6 @@ from labtrack.domain.investigations import (
 from labtrack.models import AdverseReaction, Batch, Lookback, LookbackClinic
 from labtrack.services import lookbacks, outbox
 from labtrack.services.adverse_reactions import today_in
-from labtrack.services.watchers import _candidates
 
 
 @dataclass
@@ -86,7 +85,7 @@ def reaction_due_watch(database: Database, *, zone: str, now: datetime | None = 
         )
         .order_by(AdverseReaction.report_due_on)
     )
-    for reaction_id in _candidates(database, due):
+    for reaction_id in database.scalars(due):
         notice = database.write(lambda s, reaction_id=reaction_id: _tell_due(s, reaction_id, today, now))
         if notice is not None:
             (told.overdue if notice == DueNotice.OVERDUE else told.due_soon).append(reaction_id)
@@ -152,7 +151,7 @@ def lookback_watch(database: Database, *, now: datetime | None = None) -> Told:
         .distinct()
         .order_by(LookbackClinic.lookback_id)
     )
-    for lookback_id in _candidates(database, waiting):
+    for lookback_id in database.scalars(waiting):
         attempt = database.write(lambda s, lookback_id=lookback_id: _chase(s, lookback_id, now))
         told.reminded += attempt.reminded
         told.escalated += attempt.escalated

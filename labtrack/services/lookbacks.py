@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, clinic_scope, require, sees_clinic
 from labtrack.domain.din import parse_din
 from labtrack.domain.errors import Conflict, InvalidDin, NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
@@ -48,7 +48,7 @@ from labtrack.models import (
     ReagentLot,
     User,
 )
-from labtrack.services import deviations, outbox, signatures
+from labtrack.services import deviations, outbox, scope, signatures
 from labtrack.services.streams import append_admin_event
 from labtrack.services.watchers import watcher_actor
 
@@ -342,12 +342,8 @@ def open_by_qa(
 
 def _visible(session: Session, actor: Actor, lookback_id: int, *, for_update: bool = False) -> Lookback:
     query = select(Lookback).options(lazyload("*")).where(Lookback.id == lookback_id)
-    if actor.role == Role.CLINIC:
-        query = query.where(
-            select(LookbackClinic.clinic_id)
-            .where(LookbackClinic.lookback_id == Lookback.id, LookbackClinic.clinic_id == actor.clinic_id)
-            .exists()
-        )
+    on = LookbackClinic.lookback_id == Lookback.id
+    query = scope.visible(query, actor, LookbackClinic.clinic_id, join=LookbackClinic, on=on)
     if for_update:
         query = query.with_for_update(of=Lookback)
     lookback = session.execute(query).scalar_one_or_none()
@@ -372,19 +368,18 @@ def view(session: Session, actor: Actor, lookback: Lookback) -> LookbackView:
         .where(LookbackBatch.lookback_id == lookback.id)
         .order_by(LookbackBatch.batch_id)
     )
+    affected = scope.visible(affected, actor, LookbackBatch.clinic_id)
     clinics = (
         select(LookbackClinic)
         .options(joinedload(LookbackClinic.clinic), joinedload(LookbackClinic.acknowledged_by))
         .where(LookbackClinic.lookback_id == lookback.id)
         .order_by(LookbackClinic.clinic_id)
     )
+    clinics = scope.visible(clinics, actor, LookbackClinic.clinic_id)
     seed_value: str | None = lookback.seed_value
-    if actor.role == Role.CLINIC:
-        affected = affected.where(LookbackBatch.clinic_id == actor.clinic_id)
-        clinics = clinics.where(LookbackClinic.clinic_id == actor.clinic_id)
-        if lookback.seed_kind == SeedKind.BATCH:
-            owner = session.execute(select(Batch.clinic_id).where(Batch.din == lookback.seed_value)).scalar_one()
-            seed_value = lookback.seed_value if owner == actor.clinic_id else None
+    if lookback.seed_kind == SeedKind.BATCH and clinic_scope(actor) is not None:  # another clinic's DIN stays unsaid
+        owner = session.execute(select(Batch.clinic_id).where(Batch.din == lookback.seed_value)).scalar_one()
+        seed_value = lookback.seed_value if sees_clinic(actor, owner) else None
     return LookbackView(
         lookback,
         [Affected(*row) for row in session.execute(affected)],
@@ -403,8 +398,7 @@ def search(session: Session, actor: Actor, *, status: str | None = None) -> list
     """Lookbacks, newest first (QA: all; a clinic: those naming its batches)."""
     require(actor, Action.READ_INVESTIGATIONS)
     query = select(Lookback).options(lazyload("*")).order_by(Lookback.id.desc())
-    if actor.role == Role.CLINIC:
-        query = query.join(LookbackClinic).where(LookbackClinic.clinic_id == actor.clinic_id)
+    query = scope.visible(query, actor, LookbackClinic.clinic_id, join=LookbackClinic)
     if status:
         query = query.where(Lookback.status == status)
     return [view(session, actor, lookback) for lookback in session.execute(query).scalars()]
@@ -424,14 +418,15 @@ def for_batch(session: Session, actor: Actor, batch: Batch) -> list[tuple[Lookba
 
 def unacknowledged(session: Session, actor: Actor) -> list[LookbackView]:
     """The open lookbacks the actor's clinic has not acknowledged yet (the clinic's banner)."""
-    if actor.role != Role.CLINIC:
+    clinic_id = clinic_scope(actor)
+    if clinic_id is None:  # lab users acknowledge nothing
         return []
     query = (
         select(Lookback)
         .options(lazyload("*"))
         .join(LookbackClinic)
         .where(
-            LookbackClinic.clinic_id == actor.clinic_id,
+            LookbackClinic.clinic_id == clinic_id,
             LookbackClinic.acknowledged_at.is_(None),
             Lookback.status == "open",
         )

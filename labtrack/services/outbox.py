@@ -9,7 +9,8 @@ the request is dropped with a log line (never an error: the step is already
 recorded) and the sweep, every ``LABTRACK_OUTBOX_SWEEP_SECONDS``, finds the row
 anyway. Delivery is at least once.
 
-Dispatch claims due rows in one short transaction: it takes a lease on them
+Dispatch (``labtrack/jobs.py``, which gives each step its unit of work; this module
+never commits) claims due rows in one short transaction: it takes a lease on them
 (``locked_until``/``locked_by``; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
 serial write lock on SQLite), and writes their in-app notifications in that same
 transaction (unique per row and user, so exactly once). The webhook and e-mail
@@ -42,7 +43,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import Database, after_commit
+from labtrack.db import after_commit
 from labtrack.models import Batch, Clinic, OutboxDelivery, OutboxMessage
 from labtrack.ops import logs
 from labtrack.services import notifications
@@ -204,7 +205,9 @@ def backoff(base: timedelta, attempts: int) -> timedelta:
     return delay * (1 + random.random() / 10)
 
 
-def _claim(session: Session, settings: Settings, ids: Sequence[int] | None, limit: int) -> tuple[int, list[Job]]:
+def claim(session: Session, settings: Settings, ids: Sequence[int] | None, limit: int) -> tuple[int, list[Job]]:
+    """Lease up to ``limit`` due rows (of ``ids``, or any) and write their in-app notifications, in the caller's
+    transaction; return how many were claimed and the external deliveries they still need."""
     now = utcnow()
     due = (
         select(OutboxMessage.id)
@@ -294,6 +297,12 @@ def _send(job: Job, smtp_url: str | None) -> list[Attempt]:
 _executor: tuple[int, ThreadPoolExecutor] | None = None
 
 
+def deliver(jobs: list[Job], smtp_url: str | None) -> list[Attempt]:
+    """Send the claimed rows' webhooks and e-mails in parallel, outside any transaction; every attempt, as made."""
+    sent = _threads().map(lambda job: _send(job, smtp_url), jobs)
+    return [attempt for per_job in sent for attempt in per_job]
+
+
 def _threads() -> ThreadPoolExecutor:
     """One pool per process (a forked worker child makes its own), so kept-alive connections are reused."""
     global _executor
@@ -302,7 +311,8 @@ def _threads() -> ThreadPoolExecutor:
     return _executor[1]
 
 
-def _record(session: Session, settings: Settings, jobs: list[Job], attempts: list[Attempt]) -> None:
+def record(session: Session, settings: Settings, jobs: list[Job], attempts: list[Attempt]) -> None:
+    """Log each attempt and complete each row, or schedule its retry; rows whose lease we lost are left alone."""
     now = utcnow()
     if attempts:
         session.execute(
@@ -359,25 +369,3 @@ def _log_row(message: OutboxMessage, level: int, outcome: str) -> None:
     """One line per row and outcome, under the request id of the request that wrote the row (R-OPS-3)."""
     with logs.context(request_id=message.request_id, din=message.payload.get("din")):
         log.log(level, "outbox %s %s: %s", message.id, message.topic, outcome)
-
-
-def dispatch(database: Database, settings: Settings, ids: Sequence[int] | None = None, limit: int = CHUNK) -> int:
-    """Claim up to ``limit`` due rows (of ``ids``, or any) and deliver them; return how many were claimed."""
-    claimed, jobs = database.write(lambda s: _claim(s, settings, ids, limit))
-    if jobs:
-        sent = _threads().map(lambda job: _send(job, settings.smtp_url), jobs)
-        attempts = [attempt for per_job in sent for attempt in per_job]
-        database.write(lambda s: _record(s, settings, jobs, attempts))
-    return claimed
-
-
-def sweep(database: Database, settings: Settings, budget_s: float = 25.0) -> int:
-    """Deliver every due row, chunk by chunk, for at most ``budget_s`` (the next sweep goes on)."""
-    deadline = monotonic() + budget_s
-    total = 0
-    while monotonic() < deadline:
-        claimed = dispatch(database, settings)
-        total += claimed
-        if claimed < CHUNK:
-            break
-    return total

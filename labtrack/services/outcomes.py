@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from labtrack.db import Database
 from labtrack.domain import outcomes
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, clinic_scope, require
 from labtrack.domain.followup import BASELINE, VisitStatus
 from labtrack.domain.process import TissueSource
 from labtrack.models import Batch, FollowUpVisit, OutcomeStatistics
@@ -51,7 +51,7 @@ def report(
 ) -> dict[str, Any]:
     """Rows and statistics for each tissue source asked for (all when none)."""
     require(actor, Action.READ_OUTCOMES)
-    clinic_id = actor.clinic_id if actor.role == Role.CLINIC else None
+    clinic_id = clinic_scope(actor)  # R-ACC-1: a clinic sees its own patients
     sources = [TissueSource(tissue_source).value] if tissue_source else [s.value for s in TissueSource]
     rows: list[dict[str, Any]] = []
     cohorts: list[dict[str, Any]] = []

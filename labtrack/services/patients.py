@@ -8,10 +8,10 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, clinic_scope, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.models import Patient
-from labtrack.services import paging
+from labtrack.services import paging, scope
 from labtrack.services.reference import clinic_by_code
 
 
@@ -27,8 +27,8 @@ def register(
 ) -> Patient:
     """A clinic user registers for their own clinic; a technician names the clinic."""
     require(actor, Action.REGISTER_PATIENT)
-    if actor.role == Role.CLINIC:
-        clinic_id = actor.clinic_id
+    clinic_id = clinic_scope(actor)
+    if clinic_id is not None:
         if clinic and clinic_by_code(session, clinic).id != clinic_id:
             raise ValidationFailed({"clinic": ["clinic users register patients for their own clinic only"]})
     else:
@@ -85,10 +85,8 @@ def search(
 ) -> paging.Page[Patient]:
     """Patients the actor may see, newest first, by exact MRN or by ``q`` (``matching``), a keyset page at a time."""
     require(actor, Action.READ_PATIENTS)
-    query = select(Patient)
-    if actor.role == Role.CLINIC:
-        query = query.where(Patient.clinic_id == actor.clinic_id)
-    elif clinic:
+    query = scope.visible(select(Patient), actor, Patient.clinic_id)
+    if clinic and clinic_scope(actor) is None:
         query = query.where(Patient.clinic_id == clinic_by_code(session, clinic).id)
     if mrn:
         query = query.where(Patient.mrn == mrn.strip())

@@ -17,8 +17,14 @@ from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
-from labtrack.domain.qc import STERILITY, STERILITY_PENDING, Evaluation, evaluate, parse_value, required_tests
-from labtrack.domain.release import QcView, all_required_verified
+from labtrack.domain.qc import (
+    Evaluation,
+    evaluate,
+    out_of_spec,
+    parse_value,
+    required_tests,
+)
+from labtrack.domain.release import QcView, status_after_qc, sterility_cleared
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, Deviation, QcResult
 from labtrack.services import batches, deviations, outbox, signatures, uses
@@ -74,26 +80,10 @@ def open_if_out_of_spec(session: Session, batch: Batch, actor: Actor, result: Qc
     """R-QC-2 / R-QC-5: an out-of-spec result opens a deviation; a positive culture is urgent."""
     if result.within_spec:
         return
-    value = result.value["v"]
-    if result.test == STERILITY:
-        deviations.open_on(
-            session,
-            batch,
-            actor,
-            "sterility_positive",
-            f"Sterility culture: {value}. Follow up with the clinic and the patient.",
-            qc_result_id=result.id,
-        )
+    found = out_of_spec(result.test, result.value["v"], result.limit)
+    deviations.open_on(session, batch, actor, found.kind, found.description, qc_result_id=result.id)
+    if found.urgent:
         outbox.enqueue(session, "sterility.positive", batch, {"qc_result_id": result.id, "status": batch.status})
-        return
-    deviations.open_on(
-        session,
-        batch,
-        actor,
-        "qc_out_of_spec",
-        f"{result.test} = {value} is out of spec ({result.limit}).",
-        qc_result_id=result.id,
-    )
 
 
 def record(
@@ -255,7 +245,7 @@ def verify_many(
     for result in chosen:
         session.refresh(result, ["verified_by"])  # the response names the verifier; the FK alone leaves it stale
     advance_after_qc(session, batch)
-    if any(r.test == STERILITY and r.value["v"] != STERILITY_PENDING and r.within_spec for r in chosen):
+    if sterility_cleared([result_facts(r).view() for r in chosen]):
         batch.conditional_release = False
     return chosen
 
@@ -296,11 +286,9 @@ def reevaluate(session: Session, batch: Batch, actor: Actor, test: str) -> None:
 
 def advance_after_qc(session: Session, batch: Batch) -> None:
     """R-QC-4: processed -> awaiting_release once every required test has a verified result, and back."""
-    complete = all_required_verified(required_tests(batch.specification.body), views(session, batch))
-    if batch.status == Status.PROCESSED and complete:
-        batch.status = Status.AWAITING_RELEASE.value
-    elif batch.status == Status.AWAITING_RELEASE and not complete:
-        batch.status = Status.PROCESSED.value
+    after = status_after_qc(Status(batch.status), required_tests(batch.specification.body), views(session, batch))
+    if after != batch.status:
+        batch.status = after.value
 
 
 def awaiting_verification(session: Session, actor: Actor, limit: int = 100) -> list[tuple[QcResult, str]]:

@@ -14,8 +14,8 @@ from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import check_reject, check_release
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import TERMINAL, Status
-from labtrack.domain.qc import STERILITY, STERILITY_PENDING, required_tests
-from labtrack.domain.release import QcView, readiness_blockers
+from labtrack.domain.qc import required_tests
+from labtrack.domain.release import QcView, readiness_blockers, sterility_cleared
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, BatchEvent, Deviation
 from labtrack.services import batches, decisions, outbox, qc, signatures
@@ -72,10 +72,7 @@ def release(session: Session, actor: Actor, din: str, *, signature: dict[str, An
     require(actor, Action.RELEASE, batch.clinic_id, what="batch")
     check_release(actor, decisions.facts(session, batch))
     signed = signatures.sign(session, actor, signature, Meaning.APPROVED, batch.head_hash, batch)
-    sterility_final = [
-        r for r in qc.results(session, batch) if r.test == STERILITY and r.value["v"] != STERILITY_PENDING
-    ]
-    conditional = not any(r.within_spec and r.verified_by_id for r in sterility_final)
+    conditional = not sterility_cleared(qc.views(session, batch))
     event = append_batch_event(
         session, batch, actor, "released", {"conditional_release": conditional, "signature": signed}
     )

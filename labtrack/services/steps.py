@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain import lifecycle, timing
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.errors import EquipmentNotUsable, InvalidTransition, ReagentNotUsable
+from labtrack.domain.errors import EquipmentNotUsable, ReagentNotUsable
 from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import BatchState, check_step
 from labtrack.domain.materials import (
@@ -123,16 +123,14 @@ def log_step(
 ) -> BatchEvent:
     """Record one process step as an event and advance the batch's projection."""
     batch, state = in_hand(session, actor, din, scanned_din, _step_action(step), step)
-    definition, new_status = check_step(state, step)
-    clean = validate_step_data(definition, data)
     now = utcnow()
+    definition, new_status = check_step(state, step, now=now)
+    clean = validate_step_data(definition, data)
     if definition.performer == Performer.CLINIC:  # harvest and administration: R-COI-2, R-COI-3
         identity.check_patient(batch, actor, clean["patient_mrn"], clean["patient_birth_date"], step)
     if step == "harvest":
         timing.check_harvest_window(clean["started_at"], clean["ended_at"], now=now)
         occurred_at = occurred_at or clean["ended_at"]
-    if step == "administration" and state.is_expired(now):
-        raise InvalidTransition(f"The product expired at {state.expires_at}; it must not be administered.", allowed=[])
     occurred_at = occurred_at or now
     timing.check_occurred_at(
         occurred_at, now=now, last_physical_at=state.last_physical_at, late_entry_reason=late_entry_reason

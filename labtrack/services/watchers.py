@@ -1,10 +1,13 @@
 """Periodic watchers run by Celery beat: expiry (R-SEQ-3) and custody gaps (R-CUS-5).
 
-Each watcher finds candidates with a plain read, then handles each batch in a
-unit of work of its own that locks the batch row (``FOR UPDATE`` on PostgreSQL;
-SQLite write transactions are serial) and re-checks the condition under the
-lock. Two runs at once (two beats by mistake, or a slow run overlapping the next)
-therefore have the effect of one: the second finds the work done.
+Each watcher is a query of candidates (``due_to_expire``, ``due_to_warn``,
+``overdue_handoffs``) and a function that handles one batch in the caller's
+transaction, locking the batch row (``FOR UPDATE`` on PostgreSQL; SQLite write
+transactions are serial) and re-checking the condition under the lock. The job
+that runs them (``labtrack/jobs.py``, called by the worker tasks) reads the
+candidates and gives each batch a unit of work of its own; this module never
+commits. Two runs at once (two beats by mistake, or a slow run overlapping the
+next) therefore have the effect of one: the second finds the work done.
 
 Their events are written by the ``system`` user: ``batch_events.actor_id`` must
 name a user, so an inactive admin account with no usable password is created on
@@ -13,14 +16,11 @@ first need, through the audited admin chain like any other user.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import TERMINAL, Status
@@ -55,25 +55,31 @@ def watcher_actor(session: Session) -> Actor:
     return actor_of(user)
 
 
-@dataclass
-class WatchOutcome:
-    expired: list[str] = field(default_factory=list)
-    warned: list[str] = field(default_factory=list)
-    overdue: list[str] = field(default_factory=list)
-
-
-def _candidates(database: Database, query) -> list[str]:
-    session = database.reader()
-    try:
-        return list(session.execute(query).scalars())
-    finally:
-        session.close()
-
-
 # --- expiry (R-SEQ-3) -----------------------------------------------------------------------
 
 
-def _expire(session: Session, din: str, now: datetime) -> bool:
+def due_to_expire(now: datetime) -> Select[tuple[str]]:
+    """The DINs of unadministered batches past ``expires_at``, soonest first."""
+    return _due(now, now).where(Batch.expires_at <= now).order_by(Batch.expires_at)
+
+
+def due_to_warn(now: datetime, warning: timedelta) -> Select[tuple[str]]:
+    """The DINs of batches expiring within ``warning`` whose clinic has not been warned yet."""
+    return (
+        _due(now, now + warning)
+        .where(Batch.expires_at > now, Batch.expiry_warned_at.is_(None))
+        .order_by(Batch.expires_at)
+    )
+
+
+def _due(now: datetime, until: datetime) -> Select[tuple[str]]:
+    return select(Batch.din).where(
+        Batch.expires_at.is_not(None), Batch.expires_at <= until, Batch.status.not_in(TERMINAL_VALUES)
+    )
+
+
+def expire(session: Session, din: str, now: datetime) -> bool:
+    """Mark the batch expired if it still is due (under its row lock); False when there is nothing to do."""
     batch = batches.find(session, din, for_update=True)
     if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None or batch.expires_at > now:
         return False
@@ -84,7 +90,8 @@ def _expire(session: Session, din: str, now: datetime) -> bool:
     return True
 
 
-def _warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool:
+def warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool:
+    """Tell the batch's clinic, once, that it expires within ``warning``; False when not due or already told."""
     batch = batches.find(session, din, for_update=True)
     if batch is None or batch.status in TERMINAL_VALUES or batch.expires_at is None:
         return False
@@ -98,29 +105,20 @@ def _warn(session: Session, din: str, now: datetime, warning: timedelta) -> bool
     return True
 
 
-def expiry_watch(database: Database, *, warning: timedelta, now: datetime | None = None) -> WatchOutcome:
-    """Expire unadministered batches past ``expires_at``; warn each batch's clinic once, ``warning`` before."""
-    now = now or utcnow()
-    outcome = WatchOutcome()
-    due = select(Batch.din).where(
-        Batch.expires_at.is_not(None),
-        Batch.expires_at <= now + warning,
-        Batch.status.not_in(TERMINAL_VALUES),
-    )
-    for din in _candidates(database, due.where(Batch.expires_at <= now).order_by(Batch.expires_at)):
-        if database.write(lambda s, din=din: _expire(s, din, now)):
-            outcome.expired.append(din)
-    not_warned = due.where(Batch.expires_at > now, Batch.expiry_warned_at.is_(None)).order_by(Batch.expires_at)
-    for din in _candidates(database, not_warned):
-        if database.write(lambda s, din=din: _warn(s, din, now, warning)):
-            outcome.warned.append(din)
-    return outcome
-
-
 # --- custody gaps (R-CUS-5) -----------------------------------------------------------------
 
 
-def _overdue(session: Session, din: str, now: datetime, gap: timedelta) -> bool:
+def overdue_handoffs(now: datetime, gap: timedelta) -> Select[tuple[str]]:
+    """The DINs of batches whose pending hand-off is older than ``gap``, oldest first."""
+    return (
+        select(Batch.din)
+        .where(Batch.transfer_to_id.is_not(None), Batch.transfer_at <= now - gap)
+        .order_by(Batch.transfer_at)
+    )
+
+
+def open_overdue(session: Session, din: str, now: datetime, gap: timedelta) -> bool:
+    """Open one ``custody_overdue`` deviation for the batch's hand-off left unreceived longer than ``gap``."""
     batch = batches.find(session, din, for_update=True)
     if batch is None or batch.transfer_to_id is None or batch.transfer_at is None or batch.transfer_at > now - gap:
         return False
@@ -147,18 +145,3 @@ def _overdue(session: Session, din: str, now: datetime, gap: timedelta) -> bool:
     )
     deviations.open_on(session, batch, watcher_actor(session), "custody_overdue", description)
     return True
-
-
-def custody_watch(database: Database, *, gap: timedelta, now: datetime | None = None) -> WatchOutcome:
-    """Open one ``custody_overdue`` deviation per hand-off left unreceived longer than ``gap``."""
-    now = now or utcnow()
-    outcome = WatchOutcome()
-    pending = (
-        select(Batch.din)
-        .where(Batch.transfer_to_id.is_not(None), Batch.transfer_at <= now - gap)
-        .order_by(Batch.transfer_at)
-    )
-    for din in _candidates(database, pending):
-        if database.write(lambda s, din=din: _overdue(s, din, now, gap)):
-            outcome.overdue.append(din)
-    return outcome

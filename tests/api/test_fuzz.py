@@ -37,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from labtrack import jobs
 from labtrack.services import auth, outbox, reference
 from tests.api.test_access_matrix import PHOTO
 from tests.conftest import fresh_database, make_app
@@ -85,7 +86,7 @@ def real_values(lab: Lab) -> dict[str, list[Any]]:
     adipose = lab.ok(lab.get("qa", "/specifications/adipose/versions"), 200)[0]["body"]
     proposal = lab.ok(lab.post("qa", "/specifications/adipose/proposals", {"body": adipose, "reason": "fuzzing"}))
     run = lab.ok(lab.post("qa", "/audit/verifications", {}), 202)
-    outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
+    jobs.dispatch(lab.db, outbox.Settings.of(lab.app.config))  # the in-app notifications of all that
     return {
         "din": [registered, at_lab, awaiting, elsewhere, followed, investigated_din],
         "qc_id": qc_ids,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from labtrack import jobs
 from labtrack.domain.spc import limits_of
 from labtrack.models import OutboxMessage, TrendFlag
 from labtrack.services import outbox, trends
@@ -87,7 +88,7 @@ def test_r_spc_2_a_new_flag_notifies_qa_once_as_a_trend_alert(world):
     assert flags_and_alerts(lab) == (1, 1)
     assert lab.sql("SELECT COUNT(*) FROM deviations") == held_before  # neither a deviation...
     assert lab.ok(lab.get("qa", f"/batches/{dins[20]}"), 200)["held"] is False  # ...nor a hold
-    outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))
+    jobs.dispatch(lab.db, outbox.Settings.of(lab.app.config))
     told = lab.sql(
         "SELECT u.username, n.message FROM notifications n JOIN users u ON u.id = n.user_id "
         "WHERE n.topic = 'trend.flag'"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pypdfium2 as pdfium
 from playwright.sync_api import expect
 
+from labtrack import jobs
 from labtrack.domain.din import Din
 from labtrack.services import outbox
 from tests.e2e.conftest import SCREENSHOTS
@@ -168,7 +169,7 @@ def test_bench_filters_and_pages_and_notifications_page(people, lab, app, db):
 
     assert lab.sql("SELECT count(*) FROM outbox WHERE topic = 'batch.handed_to_you'")[0][0] == 1
     pending = [row.id for row in lab.sql("SELECT id FROM outbox ORDER BY id")]
-    outbox.dispatch(db, outbox.Settings.of(app.config), pending)
+    jobs.dispatch(db, outbox.Settings.of(app.config), pending)
     tech.goto("/notifications?limit=1", "notifications")
     expect(tech.page.locator(".notifications li").first).to_contain_text("handed to you by Clara Clinic")
     tech.check("notifications")

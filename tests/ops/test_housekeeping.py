@@ -17,9 +17,10 @@ import pytest
 from alembic import command
 
 import workers.tasks  # noqa: F401  (registers the tasks)
+from labtrack import jobs
 from labtrack.extensions import TASK_HOUSEKEEPING, TASK_SWEEP
 from labtrack.migrate import alembic_config
-from labtrack.services import housekeeping, watchers
+from labtrack.services import housekeeping
 from tests.conftest import make_app
 from tests.helpers import Lab, now
 from tests.service.test_privileges import INSUFFICIENT_PRIVILEGE, deployment, refusal, set_up  # noqa: F401
@@ -130,7 +131,7 @@ def test_r_ops_6_two_housekeepers_at_once_share_the_work(lab: Lab):
 def test_r_ops_6_the_expiry_warning_is_kept_on_the_batch_and_migrated_from_outbox_rows(lab: Lab, database_url: str):
     din = lab.at_lab()
     set_batch(lab.db, din, expires_at=now() + timedelta(minutes=30))
-    assert watchers.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == [din]
+    assert jobs.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == [din]
     warned_at = lab.sql("SELECT expiry_warned_at FROM batches WHERE din = :din", din=din)[0][0]
     assert warned_at is not None
     # an installation before migration 0010 kept that state as the outbox row; the upgrade copies it over
@@ -141,7 +142,7 @@ def test_r_ops_6_the_expiry_warning_is_kept_on_the_batch_and_migrated_from_outbo
     # with the outbox rows gone (housekeeping), the clinic is still not warned twice
     lab.sql("DELETE FROM notifications")
     lab.sql("DELETE FROM outbox")
-    assert watchers.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == []
+    assert jobs.expiry_watch(lab.db, warning=timedelta(hours=2)).warned == []
 
 
 @pytest.mark.postgres

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from labtrack import jobs
 from labtrack.services import outbox
 from labtrack.services.followup_watch import followup_watch
 from tests.conftest import ON_POSTGRES
@@ -37,7 +38,7 @@ def test_r_out_4_the_clinic_is_reminded_once_7_days_before_a_visit(lab):
     sent = topics(lab, "follow_up.due")
     assert len(sent) == 1
     assert sent[0]["visit"] == "m3"
-    outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))
+    jobs.dispatch(lab.db, outbox.Settings.of(lab.app.config))
     told = lab.sql(
         "SELECT u.username FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.topic = 'follow_up.due'"
     )
@@ -60,7 +61,7 @@ def test_r_out_4_a_visit_is_missed_when_its_window_closes_telling_clinic_and_qa(
     assert events[-1]["type"] == "follow_up_missed"
     assert events[-1]["data"]["visit"] == "m3"
     assert events[-1]["actor"]["username"] == "system"
-    outbox.dispatch(lab.db, outbox.Settings.of(lab.app.config))
+    jobs.dispatch(lab.db, outbox.Settings.of(lab.app.config))
     told = lab.sql(
         "SELECT u.username FROM notifications n JOIN users u ON u.id = n.user_id WHERE n.topic = 'follow_up.missed'"
     )

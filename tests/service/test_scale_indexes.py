@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
+from labtrack import jobs
 from labtrack.domain.actors import Actor, Role
 from labtrack.models import User
-from labtrack.services import batches, identity, watchers
+from labtrack.services import batches, identity
 
 pytestmark = pytest.mark.postgres
 
@@ -49,8 +50,8 @@ def test_r_scl_4_watchers_qa_queue_and_near_misses_are_served_by_indexes(lab, db
     qa = db.write(lambda s: s.query(User).filter_by(username="qa").one())
     who = Actor(id=qa.id, username="qa", full_name=qa.full_name, role=Role.QA, clinic_id=None)
     wanted = {
-        "expiry watch": (lambda: watchers.expiry_watch(db, warning=timedelta(hours=2)), "ix_batches_expires_at"),
-        "custody watch": (lambda: watchers.custody_watch(db, gap=timedelta(hours=4)), "ix_batches_transfer_at"),
+        "expiry watch": (lambda: jobs.expiry_watch(db, warning=timedelta(hours=2)), "ix_batches_expires_at"),
+        "custody watch": (lambda: jobs.custody_watch(db, gap=timedelta(hours=4)), "ix_batches_transfer_at"),
         "held list": (lambda: batches.search(db.reader(), who, batches.BatchFilter(held=True)), "ix_batches_held"),
         "near misses": (lambda: identity.recent_mismatches(db.reader(), who), "ix_batch_events_identity_mismatch"),
     }

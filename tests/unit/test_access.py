@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from labtrack.domain.actors import Action, Actor, Role, can, require
+from labtrack.domain.actors import Action, Actor, Role, can, clinic_scope, require, sees_clinic
 from labtrack.domain.errors import Forbidden, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import BatchState, Status, check_handoff
 from labtrack.domain.process import Performer, TissueSource
 from labtrack.domain.specifications import default_specification, receipt_deviations
 
 CLINIC_ID, OTHER_CLINIC_ID = 1, 2
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ADMIN = Actor(1, "admin", "Ada Admin", Role.ADMIN, None)
 TECH = Actor(2, "tech", "Tom Tech", Role.TECHNICIAN, None)
 QA = Actor(3, "qa", "Quinn QA", Role.QA, None)
@@ -96,6 +99,16 @@ def test_r_acc_1_lab_users_see_every_clinic(actor):
         require(actor, Action.READ_BATCH, clinic_id)
 
 
+def test_r_acc_1_a_clinic_user_is_scoped_to_their_own_clinic_and_lab_users_to_none():
+    assert (clinic_scope(CLINIC), clinic_scope(OTHER)) == (CLINIC_ID, OTHER_CLINIC_ID)
+    assert [clinic_scope(actor) for actor in (ADMIN, TECH, QA)] == [None, None, None]
+    # even a lab user record carrying a clinic id is not narrowed by it: the role decides
+    assert clinic_scope(Actor(6, "odd", "Odd Tech", Role.TECHNICIAN, OTHER_CLINIC_ID)) is None
+    for actor in (ADMIN, TECH, QA, CLINIC, OTHER):  # one thing or many rows: the same rule
+        for clinic_id in (CLINIC_ID, OTHER_CLINIC_ID):
+            assert sees_clinic(actor, clinic_id) == (clinic_scope(actor) in (None, clinic_id))
+
+
 @pytest.mark.parametrize(
     "action",
     [
@@ -126,9 +139,9 @@ def test_r_acc_2_admins_cannot_take_custody():
         custodian_side=Performer.LAB,
     )
     with pytest.raises(ValidationFailed) as refused:
-        check_handoff(state, TECH, ADMIN)
+        check_handoff(state, TECH, ADMIN, at=NOW)
     assert set(refused.value.errors) == {"to_username"}
-    assert check_handoff(state, TECH, QA) == Status.RECEIVED  # lab to lab stays in the lab
+    assert check_handoff(state, TECH, QA, at=NOW) == Status.RECEIVED  # lab to lab stays in the lab
 
 
 SPEC = default_specification(TissueSource.ADIPOSE)

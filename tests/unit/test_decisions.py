@@ -12,7 +12,6 @@ from labtrack.domain.decisions import (
     BatchFacts,
     ResultFacts,
     blockers_for,
-    check_correction,
     check_label,
     check_qc_entry,
     check_release,
@@ -215,13 +214,6 @@ def test_labels_a_status_allows(status, kinds):
     for kind in {"product", "collection"} - set(kinds):
         with pytest.raises(InvalidTransition):
             check_label(status, kind)
-
-
-def test_r_cor_1_the_recorder_or_qa_corrects():
-    check_correction(TECH, TECH.id)
-    check_correction(QA, TECH.id)
-    with pytest.raises(Forbidden):
-        check_correction(TECH2, TECH.id)
 
 
 def test_r_acc_3_technicians_read_the_record_of_any_batch():

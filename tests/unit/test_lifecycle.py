@@ -9,6 +9,7 @@ answer of check_step / check_handoff / check_receipt against that model.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import settings
@@ -24,12 +25,14 @@ from labtrack.domain.lifecycle import (
     allowed_actions,
     check_handoff,
     check_receipt,
+    check_recipient,
     check_step,
     side_of,
 )
 from labtrack.domain.process import Performer, TissueSource
 
 CLINIC_ID, OTHER_CLINIC_ID = 1, 2
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 USERS = {
     actor.username: actor
     for actor in (
@@ -194,7 +197,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         model = self.batch
         state = model.snapshot()
         expected = model.expect_step(name, actor)
-        got = outcome(lambda: check_step(state, name))
+        got = outcome(lambda: check_step(state, name, now=NOW))
         assert kind(got) == expected, (name, actor, got)
         if isinstance(got, InvalidTransition):
             assert got.extra["allowed_actions"] == allowed_actions(state)
@@ -214,7 +217,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _handoff(self, actor: str, recipient: str, seal_id: str) -> None:
         model = self.batch
         expected = model.expect_handoff(actor, recipient)
-        got = outcome(lambda: check_handoff(model.snapshot(), USERS[actor], USERS[recipient]))
+        got = outcome(lambda: check_handoff(model.snapshot(), USERS[actor], USERS[recipient], at=NOW))
         assert kind(got) == expected, (actor, recipient, model.status, got)
         if isinstance(got, str):
             model.transfer = Transfer(actor, recipient, seal_id, model.status)
@@ -360,7 +363,7 @@ def test_r_seq_1_allowed_actions_per_status(state, allowed):
 def test_r_seq_1_step_out_of_order_lists_allowed_actions():
     state = _state(Status.RECEIVED, steps_done=("harvest",))
     with pytest.raises(InvalidTransition) as refused:
-        check_step(state, "concentration")
+        check_step(state, "concentration", now=NOW)
     problem = refused.value.to_problem()
     assert (problem["status"], problem["code"]) == (409, "invalid_transition")
     assert problem["allowed_actions"] == ["digestion", "handoff"]
@@ -370,7 +373,7 @@ def test_r_seq_1_step_out_of_order_lists_allowed_actions():
 def test_r_seq_1_repeated_step_is_refused():
     state = _state(Status.COLLECTED, steps_done=("harvest",))
     with pytest.raises(InvalidTransition) as refused:
-        check_step(state, "harvest")
+        check_step(state, "harvest", now=NOW)
     assert refused.value.extra["allowed_actions"] == ["handoff"]
 
 
@@ -385,13 +388,13 @@ def test_r_seq_1_repeated_step_is_refused():
 def test_r_seq_1_step_of_the_other_tissue_source_is_refused(tissue, foreign_step, allowed):
     state = _state(Status.RECEIVED, tissue, steps_done=("harvest",))
     with pytest.raises(InvalidTransition) as refused:
-        check_step(state, foreign_step)
+        check_step(state, foreign_step, now=NOW)
     assert refused.value.extra["allowed_actions"] == allowed
 
 
 def test_r_seq_1_last_lab_step_makes_the_batch_processed():
     state = _state(Status.PROCESSING, TissueSource.BONE_MARROW, steps_done=("harvest", "separation"))
-    step, status = check_step(state, "concentration")
+    step, status = check_step(state, "concentration", now=NOW)
     assert (step.name, status) == ("concentration", Status.PROCESSED)
 
 
@@ -399,29 +402,29 @@ def test_r_cus_2_no_step_while_a_hand_off_is_pending():
     transfer = PendingTransfer(TECH.id, USERS["tech2"].id, Performer.LAB, "SEAL-1", Status.RECEIVED)
     state = _state(Status.RECEIVED, steps_done=("harvest",), transfer=transfer)
     with pytest.raises(CustodyViolation) as refused:
-        check_step(state, "digestion")
+        check_step(state, "digestion", now=NOW)
     assert (refused.value.status, refused.value.code) == (409, "custody_violation")
 
 
 def test_r_cus_3_lab_step_before_lab_receipt_is_a_custody_violation():
     with pytest.raises(CustodyViolation):
-        check_step(_state(Status.COLLECTED, steps_done=("harvest",)), "digestion")
+        check_step(_state(Status.COLLECTED, steps_done=("harvest",)), "digestion", now=NOW)
 
 
 def test_r_cus_3_administration_needs_custody_at_the_clinic():
     done = ("harvest", "digestion", "isolation", "concentration")
     delivered = _state(Status.DELIVERED, steps_done=done)
-    step, status = check_step(delivered, "administration")  # a colleague holds it
+    step, status = check_step(delivered, "administration", now=NOW)  # a colleague holds it
     assert (step.name, status) == ("administration", Status.ADMINISTERED)
     with pytest.raises(BatchHeld):
-        check_step(replace(delivered, held=True), "administration")
+        check_step(replace(delivered, held=True), "administration", now=NOW)
 
 
 def test_r_cus_1_only_the_custodian_hands_off_and_only_the_named_user_receives():
     collected = _state(Status.COLLECTED, steps_done=("harvest",))
     with pytest.raises(CustodyViolation):
-        check_handoff(collected, USERS["clinic_b"], TECH)
-    assert check_handoff(collected, CLINIC_USER, TECH) == Status.IN_TRANSIT
+        check_handoff(collected, USERS["clinic_b"], TECH, at=NOW)
+    assert check_handoff(collected, CLINIC_USER, TECH, at=NOW) == Status.IN_TRANSIT
     in_transit = replace(
         collected,
         status=Status.IN_TRANSIT,
@@ -430,3 +433,42 @@ def test_r_cus_1_only_the_custodian_hands_off_and_only_the_named_user_receives()
     with pytest.raises(CustodyViolation):
         check_receipt(in_transit, USERS["tech2"])
     assert check_receipt(in_transit, TECH) == Status.RECEIVED
+
+
+DONE = ("harvest", "digestion", "isolation", "concentration")
+
+
+def test_r_seq_3_an_expired_product_is_not_administered():
+    delivered = _state(Status.DELIVERED, steps_done=DONE, expires_at=NOW)
+    _step, status = check_step(delivered, "administration", now=NOW - timedelta(seconds=1))
+    assert status == Status.ADMINISTERED
+    with pytest.raises(InvalidTransition) as refused:
+        check_step(delivered, "administration", now=NOW)
+    assert "expired" in refused.value.detail
+    assert refused.value.extra["allowed_actions"] == []
+    with pytest.raises(InvalidTransition):  # marked expired by the watcher: nothing is next
+        check_step(replace(delivered, status=Status.EXPIRED), "administration", now=NOW - timedelta(hours=1))
+
+
+def test_r_seq_3_an_expired_product_is_not_dispatched_and_custody_inside_the_lab_goes_on():
+    released = _state(Status.RELEASED, steps_done=DONE, expires_at=NOW)
+    assert check_handoff(released, TECH, CLINIC_USER, at=NOW - timedelta(seconds=1)) == Status.DISPATCHED
+    with pytest.raises(InvalidTransition) as refused:
+        check_handoff(released, TECH, CLINIC_USER, at=NOW)
+    assert "expired" in refused.value.detail
+    assert refused.value.extra["allowed_actions"] == ["handoff"]
+    assert check_handoff(released, TECH, USERS["tech2"], at=NOW) == Status.RELEASED  # the lab keeps it
+
+
+def test_r_cus_1_the_recipient_is_someone_else_of_the_lab_or_of_the_batchs_clinic():
+    received = _state(Status.RECEIVED, steps_done=("harvest",))
+    for name in ("tech2", "qa", "clinic", "clinic_b"):
+        check_recipient(received, TECH, USERS[name])
+    for name, field_message in (
+        ("tech", "cannot hand a batch off to yourself"),
+        ("admin", "admins hold no batch authority and cannot take custody"),
+        ("other", "belongs to another clinic than the batch"),
+    ):
+        with pytest.raises(ValidationFailed) as refused:
+            check_recipient(received, TECH, USERS[name])
+        assert refused.value.errors == {"to_username": [field_message]}

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
+from labtrack import jobs
 from labtrack.extensions import TASK_LOOKBACK_WATCH, TASK_REACTION_WATCH
 from labtrack.services import investigation_watchers, outbox
 from tests.helpers import signature
@@ -62,7 +63,7 @@ def test_r_adv_2_qa_is_told_five_days_before_the_due_day_and_when_overdue_once_e
     assert watch(db, zone=ZONE, now=at_noon(due + timedelta(days=9))).overdue == []
     assert [n["reaction_id"] for n in notices(lab, "adverse_reaction.due_soon")] == [reported["id"]]
     assert [n["report_due_on"] for n in notices(lab, "adverse_reaction.overdue")] == [reported["report_due_on"]]
-    outbox.dispatch(db, outbox.Settings.of(app.config))
+    jobs.dispatch(db, outbox.Settings.of(app.config))
     assert recipients(lab, "adverse_reaction.overdue") == {"qa", "qa2"}
 
 
@@ -124,7 +125,7 @@ def test_r_lbk_2_each_clinic_hears_of_its_own_dins_in_app_by_email_and_signed_we
     lab.ok(lab.patch("admin", "/users/clinic", {"email": "clara@clinic.example"}), 200)
     lab.ok(lab.patch("admin", "/users/other", {"email": "olga@elsewhere.example"}), 200)
     lookback, ours, theirs = lookback_of_two_clinics(made)
-    outbox.sweep(db, outbox.Settings.of(app.config))
+    jobs.sweep(db, outbox.Settings.of(app.config))
     hooks = {r["path"]: r for r in receiver.requests if r["body"]["topic"] == "lookback.opened"}
     assert set(hooks) == {"/hooks/labtrack", "/hooks/labtrack/c2"}
     assert all(r["signature_ok"] for r in hooks.values())
@@ -158,7 +159,7 @@ def test_r_lbk_3_a_reminder_at_24_hours_and_qa_told_at_72_which_clinics_have_not
     assert reminder["dins"] == [theirs]
     (unanswered,) = notices(lab, "lookback.unanswered")
     assert unanswered["clinics"] == ["C2"]
-    outbox.dispatch(db, outbox.Settings.of(app.config))
+    jobs.dispatch(db, outbox.Settings.of(app.config))
     assert recipients(lab, "lookback.reminder") == {"other"}
     assert recipients(lab, "lookback.unanswered") == {"qa", "qa2"}
     shown = lab.ok(lab.get("qa", f"/lookbacks/{lookback['id']}"), 200)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
+from labtrack import jobs
 from labtrack.models import Batch
 from labtrack.services import outbox
 from tests.workers.conftest import set_webhook
@@ -31,7 +32,7 @@ def notify(app, db, din: str, topic: str, payload: dict) -> int:
         return message.id
 
     message_id = db.write(write)
-    assert outbox.dispatch(db, outbox.Settings.of(app.config), [message_id]) == 1
+    assert jobs.dispatch(db, outbox.Settings.of(app.config), [message_id]) == 1
     return message_id
 
 
@@ -125,7 +126,7 @@ def test_two_sweepers_at_once_deliver_each_row_once(lab, app, db, receiver):
 
     def sweeper(name: str) -> int:
         barrier.wait()
-        return outbox.sweep(db, dataclasses.replace(settings, worker=name))
+        return jobs.sweep(db, dataclasses.replace(settings, worker=name))
 
     with ThreadPoolExecutor(2) as pool:
         handled = list(pool.map(sweeper, ["sweeper-a", "sweeper-b"]))
@@ -143,7 +144,7 @@ def test_a_technician_hears_when_a_batch_is_handed_to_them_and_only_they_do(lab,
     lab.ok(lab.harvest(din))
     lab.ok(lab.handoff(din, to="tech"))
     (message_id, payload) = lab.sql("SELECT id, payload FROM outbox WHERE topic = 'batch.handed_to_you'")[0]
-    assert outbox.dispatch(db, outbox.Settings.of(app.config), [message_id]) == 1
+    assert jobs.dispatch(db, outbox.Settings.of(app.config), [message_id]) == 1
     assert recipients(lab, message_id) == {"tech"}
     assert receiver.requests == []  # the lab's own work list: no clinic webhook
     (text,) = [row.message for row in lab.sql("SELECT message FROM notifications WHERE outbox_id = :id", id=message_id)]

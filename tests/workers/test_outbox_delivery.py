@@ -7,6 +7,7 @@ import time
 import pytest
 from sqlalchemy import select
 
+from labtrack import jobs
 from labtrack.models import Batch, OutboxMessage
 from labtrack.services import notifications, outbox
 from tests.workers.conftest import ON_REDIS, set_webhook
@@ -198,9 +199,9 @@ def test_rows_not_yet_due_or_leased_by_another_worker_are_left_alone(lab, app, d
         finally:
             session.close()
 
-    assert outbox.dispatch(db, settings) == 1
+    assert jobs.dispatch(db, settings) == 1
     assert statuses() == {not_due: "pending", leased: "pending", due: "delivered"}
     lab.sql("UPDATE outbox SET locked_until = :t WHERE id = :id", t=earlier, id=leased)  # that worker died
-    assert outbox.dispatch(db, settings) == 1
+    assert jobs.dispatch(db, settings) == 1
     assert statuses() == {not_due: "pending", leased: "delivered", due: "delivered"}
-    assert outbox.dispatch(db, settings) == 0
+    assert jobs.dispatch(db, settings) == 0

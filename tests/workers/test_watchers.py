@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+from labtrack import jobs
 from labtrack.audit import chains, keys
 from labtrack.extensions import TASK_CUSTODY_WATCH, TASK_EXPIRY_WATCH
 from labtrack.services import watchers
@@ -75,17 +76,17 @@ def chains_verify(app, db):
 def test_r_seq_3_clinic_warned_once_before_expiry_then_batch_expired_once(lab, db, app):
     din = lab.at_lab()
     expiry = expires_at(lab, din)
-    assert watchers.expiry_watch(db, warning=WARNING, now=expiry - WARNING - timedelta(minutes=1)).warned == []
-    warned = watchers.expiry_watch(db, warning=WARNING, now=expiry - timedelta(minutes=90))
+    assert jobs.expiry_watch(db, warning=WARNING, now=expiry - WARNING - timedelta(minutes=1)).warned == []
+    warned = jobs.expiry_watch(db, warning=WARNING, now=expiry - timedelta(minutes=90))
     assert warned.warned == [din]
     assert warned.expired == []
-    again = watchers.expiry_watch(db, warning=WARNING, now=expiry - timedelta(minutes=30))
+    again = jobs.expiry_watch(db, warning=WARNING, now=expiry - timedelta(minutes=30))
     assert again.warned == []
     assert topics(lab, din) == ["batch.expiring"]
 
-    expired = watchers.expiry_watch(db, warning=WARNING, now=expiry + timedelta(seconds=1))
+    expired = jobs.expiry_watch(db, warning=WARNING, now=expiry + timedelta(seconds=1))
     assert expired.expired == [din]
-    assert watchers.expiry_watch(db, warning=WARNING, now=expiry + timedelta(minutes=5)).expired == []
+    assert jobs.expiry_watch(db, warning=WARNING, now=expiry + timedelta(minutes=5)).expired == []
     batch = lab.ok(lab.get("clinic", f"/batches/{din}"), 200)
     assert batch["status"] == "expired"
     (event,) = events_of(lab, din, "expired")
@@ -102,7 +103,7 @@ def test_r_seq_3_administered_and_rejected_batches_never_expire(lab, db):
     din = lab.delivered("bone_marrow")
     lab.ok(lab.administration(din))
     expiry = expires_at(lab, din)
-    assert watchers.expiry_watch(db, warning=WARNING, now=expiry + timedelta(hours=1)).expired == []
+    assert jobs.expiry_watch(db, warning=WARNING, now=expiry + timedelta(hours=1)).expired == []
     assert lab.ok(lab.get("clinic", f"/batches/{din}"), 200)["status"] == "administered"
 
 
@@ -113,7 +114,7 @@ def test_r_seq_3_two_expiry_watches_at_once_expire_and_warn_each_batch_once(lab,
     now = latest + timedelta(seconds=1)
     for din in soon:  # these expire within the warning window of ``now``
         set_batch(db, din, expires_at=now + timedelta(minutes=30))
-    outcomes = at_once(2, lambda: watchers.expiry_watch(db, warning=WARNING, now=now))
+    outcomes = at_once(2, lambda: jobs.expiry_watch(db, warning=WARNING, now=now))
     assert sorted(din for outcome in outcomes for din in outcome.expired) == sorted(dins)
     assert sorted(din for outcome in outcomes for din in outcome.warned) == sorted(soon)
     for din in dins:
@@ -129,9 +130,9 @@ def test_r_cus_5_unreceived_handoff_opens_one_custody_overdue_deviation_for_qa(l
     lab.ok(lab.harvest(din))
     lab.ok(lab.handoff(din))
     handed = datetime.fromisoformat(events_of(lab, din, "handoff")[0]["occurred_at"])
-    assert watchers.custody_watch(db, gap=GAP, now=handed + GAP - timedelta(minutes=1)).overdue == []
-    assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
-    assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=6)).overdue == []
+    assert jobs.custody_watch(db, gap=GAP, now=handed + GAP - timedelta(minutes=1)).overdue == []
+    assert jobs.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
+    assert jobs.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=6)).overdue == []
     (deviation,) = lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]
     assert deviation["kind"] == "custody_overdue"
     assert deviation["status"] == "open"
@@ -145,11 +146,11 @@ def test_r_cus_5_each_overdue_handoff_counts_separately(lab, db):
     din = lab.at_lab()
     lab.ok(lab.handoff(din, by="tech", to="tech2", seal="SEAL-2"))
     handed = datetime.fromisoformat(events_of(lab, din, "handoff")[-1]["occurred_at"])
-    assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
+    assert jobs.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
     lab.ok(lab.receive(din, by="tech2", seal="SEAL-2"))
     lab.ok(lab.handoff(din, by="tech2", to="tech", seal="SEAL-3"))
     handed = datetime.fromisoformat(events_of(lab, din, "handoff")[-1]["occurred_at"])
-    assert watchers.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
+    assert jobs.custody_watch(db, gap=GAP, now=handed + GAP + timedelta(minutes=1)).overdue == [din]
     kinds = [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]]
     assert kinds == ["custody_overdue", "custody_overdue"]
 
@@ -162,7 +163,7 @@ def test_r_cus_5_two_custody_watches_at_once_open_one_deviation(lab, db, app):
         lab.ok(lab.handoff(din))
         dins.append(din)
     now = datetime.fromisoformat(events_of(lab, dins[-1], "handoff")[0]["occurred_at"]) + GAP + timedelta(minutes=1)
-    outcomes = at_once(2, lambda: watchers.custody_watch(db, gap=GAP, now=now))
+    outcomes = at_once(2, lambda: jobs.custody_watch(db, gap=GAP, now=now))
     assert sorted(din for outcome in outcomes for din in outcome.overdue) == sorted(dins)
     for din in dins:
         assert [d["kind"] for d in lab.ok(lab.get("qa", "/deviations", din=din), 200)["items"]] == ["custody_overdue"]
@@ -194,7 +195,7 @@ def test_r_seq_3_a_batch_that_expires_in_transit_stays_expired_when_received(lab
     din = lab.batch()
     lab.ok(lab.harvest(din))
     lab.ok(lab.handoff(din))
-    assert watchers.expiry_watch(db, warning=WARNING, now=expires_at(lab, din) + timedelta(seconds=1)).expired == [din]
+    assert jobs.expiry_watch(db, warning=WARNING, now=expires_at(lab, din) + timedelta(seconds=1)).expired == [din]
     lab.ok(lab.receive(din))  # the container still changes hands, and that is recorded
     batch = lab.ok(lab.get("tech", f"/batches/{din}"), 200)
     assert batch["status"] == "expired"
