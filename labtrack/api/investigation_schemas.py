@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from labtrack.api.schemas import (
     UTC,
@@ -13,13 +13,17 @@ from labtrack.api.schemas import (
     _moment,
     _plausible,
     _text,
+    one_of,
 )
 from labtrack.domain.din import Din
-from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind
-
-
-def _choice(enum: type) -> validate.OneOf:
-    return validate.OneOf(tuple(member.value for member in enum))
+from labtrack.domain.investigations import (
+    Category,
+    LookbackStatus,
+    ReactionOutcome,
+    ReactionStatus,
+    Relatedness,
+    SeedKind,
+)
 
 
 def _flag(description: str) -> fields.Boolean:
@@ -28,9 +32,9 @@ def _flag(description: str) -> fields.Boolean:
 
 class AdverseReactionCreateSchema(Schema):
     onset_at = fields.AwareDateTime(required=True, validate=_plausible)
-    category = fields.String(required=True, validate=_choice(Category))
+    category = fields.String(required=True, validate=one_of(Category))
     description = _text(4000, multiline=True, required=True)
-    outcome = fields.String(required=True, validate=_choice(Outcome))
+    outcome = fields.String(required=True, validate=one_of(ReactionOutcome))
     fatal = _flag("21 CFR 1271.350(a)(1)(i)")
     life_threatening = _flag("21 CFR 1271.350(a)(1)(ii)")
     permanent_impairment = _flag("results in permanent impairment of a body function or damage to a body structure")
@@ -39,7 +43,7 @@ class AdverseReactionCreateSchema(Schema):
 
 
 class AdverseReactionQueryArgsSchema(ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    status = fields.String(validate=one_of(ReactionStatus))
     din = _text(40)
 
 
@@ -77,13 +81,13 @@ class AdverseReactionSchema(Schema):
 
 class AdverseReactionCloseSchema(Schema):
     conclusion = _text(4000, multiline=True, required=True)
-    related_to_product = fields.String(required=True, validate=_choice(Relatedness))
+    related_to_product = fields.String(required=True, validate=one_of(Relatedness))
     reported_to_authority_on = _day(load_default=None, allow_none=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 
 class SeedSchema(Schema):
-    kind = fields.String(required=True, validate=_choice(SeedKind))
+    kind = fields.String(required=True, validate=one_of(SeedKind))
     value = _text(64, required=True)  # lot id, equipment code, username or DIN
 
 
@@ -95,7 +99,7 @@ class LookbackCreateSchema(Schema):
 
 
 class LookbackQueryArgsSchema(Schema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    status = fields.String(validate=one_of(LookbackStatus))
 
 
 class AffectedSchema(Schema):

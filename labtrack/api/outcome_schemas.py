@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.schemas import TISSUES, UTC, SignatureSchema, _day, _plausible, _text
+from labtrack.api.schemas import UTC, SignatureSchema, _day, _plausible, _text, one_of
 from labtrack.domain import followup
-from labtrack.domain.spc import Metric
+from labtrack.domain.process import TissueSource
 
-VISIT_STATUSES = tuple(s.value for s in followup.VisitStatus)
-METRICS = tuple(m.value for m in Metric)
 ASSESSMENT = validate.Range(min=-3, max=3)
 
 
@@ -45,7 +43,7 @@ class FollowUpSchema(Schema):
     due_on = fields.Date()
     window_from = fields.Date()
     window_to = fields.Date()
-    status = fields.String(metadata={"enum": list(VISIT_STATUSES)})
+    status = fields.String(metadata={"enum": [str(s) for s in followup.VisitStatus]})
     measured_on = fields.Date(allow_none=True)
     measurement = fields.Dict(allow_none=True)
     late = fields.Boolean()
@@ -85,7 +83,7 @@ class AttachmentSchema(Schema):
 
 
 class OutcomesQueryArgsSchema(Schema):
-    tissue_source = fields.String(validate=validate.OneOf(TISSUES))
+    tissue_source = fields.String(validate=one_of(TissueSource))
     date_from = _day(data_key="from")
     date_to = _day(data_key="to")
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))

@@ -10,20 +10,40 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from labtrack.domain import formats
+from labtrack.domain.actors import Role
+from labtrack.domain.deviations import DeviationKind, DeviationStatus, Disposition
 from labtrack.domain.din import Din
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.lifecycle import Status, allowed_actions, state_of
+from labtrack.domain.lifecycle import ContainerCondition, Status, allowed_actions, state_of
+from labtrack.domain.materials import SETTABLE_LOT_STATUSES, EquipmentStatus
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.domain.signatures import Meaning
+from labtrack.domain.specifications import ProposalStatus
 from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
-ROLES = ("technician", "qa", "clinic", "admin")
-TISSUES = tuple(t.value for t in TissueSource)
-STATUSES = tuple(s.value for s in Status)
-LOT_STATUSES = ("quarantined", "released", "rejected")
-EQUIPMENT_STATUSES = ("in_service", "out_of_service", "retired")
-KIND = validate.Regexp(r"^[a-z][a-z0-9_]{1,63}$", error="lower-case letters, digits and _ (e.g. collagenase)")
+
+def one_of(values: Any) -> validate.OneOf:
+    """A choice among a domain enum's values (or some of them), published as the OpenAPI ``enum``: the
+    allowed values of every choice come from ``labtrack.domain``, as the models' CHECK constraints do."""
+    return validate.OneOf(tuple(str(value) for value in values))
+
+
+class Formatted(validate.Regexp):
+    """Text of a format of ``labtrack.domain.formats`` (its pattern is published in OpenAPI), matched whole."""
+
+    def __init__(self, format: formats.Format) -> None:
+        super().__init__(format.pattern, error=format.message)
+        self.format = format
+
+    def __call__(self, value: str) -> str:
+        if not self.format.matches(value):
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+KIND = Formatted(formats.KIND)
 
 
 # Text refuses control characters (NUL, BEL, ESC, DEL, the C1 range...) and lone UTF-16 surrogates: NUL
@@ -74,6 +94,12 @@ class Data(fields.Dict):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(validate=Printable(multiline=True), **kwargs)
+
+
+def _email(**kwargs: Any) -> fields.String:
+    """An e-mail address, in the one format ``labtrack.domain.formats.EMAIL``."""
+    metadata = {"format": "email"} | kwargs.pop("metadata", {})
+    return fields.String(validate=Formatted(formats.EMAIL), metadata=metadata, **kwargs)
 
 
 def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
@@ -157,7 +183,7 @@ class TokenSchema(Schema):
 
 
 class ClinicCreateSchema(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{2,16}$"))
+    code = fields.String(required=True, validate=Formatted(formats.CLINIC_CODE))
     name = _text(required=True)
     webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, validate=Printable())
     webhook_secret = Text(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
@@ -173,19 +199,19 @@ class ClinicSchema(Schema):
 
 
 class UserCreateSchema(Schema):
-    username = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,63}$"))
+    username = fields.String(required=True, validate=Formatted(formats.USERNAME))
     full_name = _text(required=True)
-    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    role = fields.String(required=True, validate=one_of(Role))
     clinic = Text(load_default=None, allow_none=True)
     password = _text(1000, required=True, load_only=True)
-    email = fields.Email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
+    email = _email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
 
 
 class UserUpdateSchema(Schema):
     active = fields.Boolean()
-    role = fields.String(validate=validate.OneOf(ROLES))
+    role = fields.String(validate=one_of(Role))
     unlock = fields.Boolean(load_default=False)
-    email = fields.Email(allow_none=True, metadata={"description": "null removes it"})
+    email = _email(allow_none=True, metadata={"description": "null removes it"})
     full_name = _text(200)
     clinic = _text(16)  # a clinic user's clinic, by code
     password = _text(1000, load_only=True)  # reset: a temporary password the user must replace at the next sign-in
@@ -194,15 +220,15 @@ class UserUpdateSchema(Schema):
 class LotCreateSchema(Schema):
     kind = fields.String(required=True, validate=KIND)
     name = _text(required=True)
-    lot_number = _text(64, required=True)
+    lot_number = _text(64, required=True)  # the format of formats.LOT_NUMBER, which the service checks
     expires_on = _day(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(LOT_STATUSES))
+    status = fields.String(required=True, validate=one_of(SETTABLE_LOT_STATUSES))
 
 
 class LotUpdateSchema(Schema):
     name = _text()
     expires_on = _day()
-    status = fields.String(validate=validate.OneOf(LOT_STATUSES))
+    status = fields.String(validate=one_of(SETTABLE_LOT_STATUSES))
 
 
 class LotSchema(Schema):
@@ -215,17 +241,17 @@ class LotSchema(Schema):
 
 
 class EquipmentCreateSchema(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$"))
+    code = fields.String(required=True, validate=Formatted(formats.EQUIPMENT_CODE))
     kind = fields.String(required=True, validate=KIND)
     name = _text(required=True)
     calibration_due_on = _day(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(EQUIPMENT_STATUSES))
+    status = fields.String(required=True, validate=one_of(EquipmentStatus))
 
 
 class EquipmentUpdateSchema(Schema):
     name = _text()
     calibration_due_on = _day()
-    status = fields.String(validate=validate.OneOf(EQUIPMENT_STATUSES))
+    status = fields.String(validate=one_of(EquipmentStatus))
 
 
 class EquipmentSchema(Schema):
@@ -286,7 +312,7 @@ class PatientSchema(Schema):
 
 class BatchCreateSchema(Schema):
     patient_id = fields.Integer(required=True, strict=True)
-    tissue_source = fields.String(required=True, validate=validate.OneOf(TISSUES))
+    tissue_source = fields.String(required=True, validate=one_of(TissueSource))
     planned_administration_at = _moment()
 
 
@@ -301,9 +327,9 @@ class ExportArgsSchema(Schema):
 
 
 class BatchQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = fields.String(validate=one_of(Status))
     clinic = Text()
-    tissue_source = fields.String(validate=validate.OneOf(TISSUES))
+    tissue_source = fields.String(validate=one_of(TissueSource))
     held = fields.Boolean()
     waiting_for_me = fields.Boolean(
         metadata={"description": "only batches handed to you, or in your custody and not yet finished"}
@@ -470,11 +496,11 @@ class HandoffCreateSchema(InHandSchema):
 class ReceiptCreateSchema(InHandSchema):
     seal_id = _text(64, required=True)
     temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-200, max=100))
-    condition = fields.String(required=True, validate=validate.OneOf(("intact", "damaged")))
+    condition = fields.String(required=True, validate=one_of(ContainerCondition))
 
 
 class DeviationCreateSchema(Schema):
-    kind = fields.String(load_default="manual", validate=validate.OneOf(("manual",)))
+    kind = fields.String(load_default=DeviationKind.MANUAL.value, validate=one_of((DeviationKind.MANUAL,)))
     description = _text(4000, multiline=True, required=True)
 
 
@@ -482,7 +508,7 @@ class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
     password = _text(1000, required=True, load_only=True)
-    meaning = fields.String(required=True, validate=validate.OneOf(tuple(m.value for m in Meaning)))
+    meaning = fields.String(required=True, validate=one_of(Meaning))
 
 
 class SignedSchema(Schema):
@@ -500,7 +526,7 @@ class QcCreateSchema(InHandSchema):
 
 
 class DispositionCreateSchema(SignedSchema):
-    decision = fields.String(required=True, validate=validate.OneOf(("accept", "reject")))
+    decision = fields.String(required=True, validate=one_of(Disposition))
     justification = _text(4000, multiline=True, required=True)
 
 
@@ -521,7 +547,7 @@ class SpecificationUpdateSchema(Schema):
 
 
 class DeviationQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    status = fields.String(validate=one_of(DeviationStatus))
     din = Text()
 
 
@@ -621,8 +647,8 @@ class SpecificationProposalSchema(Schema):
 
 
 class ProposalQueryArgsSchema(Schema):
-    status = fields.String(validate=validate.OneOf(("proposed", "approved", "withdrawn")))
-    tissue_source = fields.String(validate=validate.OneOf(tuple(t.value for t in TissueSource)))
+    status = fields.String(validate=one_of(ProposalStatus))
+    tissue_source = fields.String(validate=one_of(TissueSource))
 
 
 class WithdrawalCreateSchema(Schema):

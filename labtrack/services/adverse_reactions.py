@@ -24,7 +24,7 @@ from labtrack.domain.hashing import iso_utc
 from labtrack.domain.investigations import (
     Category,
     Criteria,
-    Outcome,
+    ReactionOutcome,
     Relatedness,
     SeedKind,
     Trigger,
@@ -87,7 +87,8 @@ def report(
         communicable_disease_suspected,
     )
     now = utcnow()
-    check_report(criteria, Outcome(outcome), onset_at, administered_at=_administered_at(session, batch), now=now)
+    administered_at = _administered_at(session, batch)
+    check_report(criteria, ReactionOutcome(outcome), onset_at, administered_at=administered_at, now=now)
     assessment = assess(criteria, today_in(zone, now))
     facts: dict[str, Any] = {
         "onset_at": onset_at,

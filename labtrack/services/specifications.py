@@ -18,6 +18,7 @@ from labtrack.domain.qc import validate_specification
 from labtrack.domain.signatures import Meaning
 from labtrack.domain.specifications import (
     ProposalFacts,
+    ProposalStatus,
     check_approval,
     check_proposal,
     check_withdrawal,
@@ -101,7 +102,7 @@ def proposal(session: Session, actor: Actor, proposal_id: int, *, for_update: bo
 
 def facts_of(session: Session, found: SpecificationProposal) -> ProposalFacts:
     in_force = current(session, found.tissue_source).version
-    return ProposalFacts(found.id, found.status, found.proposed_by_id, found.base_version, in_force)
+    return ProposalFacts(found.id, ProposalStatus(found.status), found.proposed_by_id, found.base_version, in_force)
 
 
 def propose(
@@ -112,7 +113,7 @@ def propose(
     source = TissueSource(tissue_source)
     open_id = session.execute(
         select(SpecificationProposal.id).where(
-            SpecificationProposal.tissue_source == source.value, SpecificationProposal.status == "proposed"
+            SpecificationProposal.tissue_source == source.value, SpecificationProposal.status == ProposalStatus.PROPOSED
         )
     ).scalar_one_or_none()
     check_proposal(actor, reason, open_id)
@@ -127,7 +128,7 @@ def propose(
         base_version=in_force.version,
         body=body,
         reason=reason.strip(),
-        status="proposed",
+        status=ProposalStatus.PROPOSED.value,
         proposed_by_id=actor.id,
         proposed_at=now,
         record_hash="",
@@ -163,7 +164,7 @@ def approve(session: Session, actor: Actor, proposal_id: int, *, signature: dict
         tissue_source=found.tissue_source, version=previous.version + 1, body=found.body, created_by=actor.username
     )
     session.add(spec)
-    found.status, found.version, found.signature = "approved", spec.version, signed
+    found.status, found.version, found.signature = ProposalStatus.APPROVED.value, spec.version, signed
     found.decided_by_id, found.decided_at = actor.id, utcnow()
     session.flush()
     append_admin_event(
@@ -188,7 +189,7 @@ def withdraw(session: Session, actor: Actor, proposal_id: int, *, reason: str) -
     """R-QC-6: the proposer, or a QA user, withdraws an open proposal, saying why; nothing takes force."""
     found = proposal(session, actor, proposal_id, for_update=True)
     check_withdrawal(actor, facts_of(session, found), reason)
-    found.status, found.withdrawal_reason = "withdrawn", reason.strip()
+    found.status, found.withdrawal_reason = ProposalStatus.WITHDRAWN.value, reason.strip()
     found.decided_by_id, found.decided_at = actor.id, utcnow()
     session.flush()
     append_admin_event(

@@ -16,9 +16,6 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
 from labtrack.api.schemas import (
-    EQUIPMENT_STATUSES,
-    LOT_STATUSES,
-    ROLES,
     ClinicCreateSchema,
     EquipmentCreateSchema,
     EquipmentUpdateSchema,
@@ -35,7 +32,7 @@ from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.decisions import Decision
 from labtrack.domain.errors import ValidationFailed
-from labtrack.domain.materials import equipment_usable, lot_usable
+from labtrack.domain.materials import SETTABLE_LOT_STATUSES, EquipmentStatus, equipment_usable, lot_usable
 from labtrack.domain.process import TissueSource
 from labtrack.glossary import words
 from labtrack.models import Equipment, ReagentLot, Specification, SpecificationProposal
@@ -100,6 +97,7 @@ def admin_users():
     def edit(form: MultiDict) -> str:
         username = form.get("username", "")
         body = load(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
+
         def work(session) -> str:  # said inside the unit of work: the user's clinic is read there
             user = reference.update_user(session, who, username, **body)
             clinic = f", clinic {user.clinic.code}" if user.clinic else ""
@@ -121,7 +119,7 @@ def admin_users():
             "admin/users.html",
             users=reference.list_users(read_session(), who),
             clinics=reference.list_clinics(read_session(), who),
-            roles=ROLES,
+            roles=tuple(Role),
             failure=failure,
         ),
     )
@@ -166,7 +164,10 @@ def admin_lots():
     return respond(
         {"create": create, "update": update},
         lambda failure: render_template(
-            "admin/lots.html", lots=reference.list_lots(read_session(), who), statuses=LOT_STATUSES, failure=failure
+            "admin/lots.html",
+            lots=reference.list_lots(read_session(), who),
+            statuses=SETTABLE_LOT_STATUSES,
+            failure=failure,
         ),
     )
 
@@ -192,7 +193,7 @@ def admin_equipment():
         lambda failure: render_template(
             "admin/equipment.html",
             equipment=reference.list_equipment(read_session(), who),
-            statuses=EQUIPMENT_STATUSES,
+            statuses=tuple(EquipmentStatus),
             failure=failure,
         ),
     )

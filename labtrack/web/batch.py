@@ -66,7 +66,7 @@ from labtrack.services import (
 )
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import Outcome, given, in_hand_fields, load, number, respond, step_data
+from labtrack.web.forms import Recorded, given, in_hand_fields, load, number, respond, step_data
 
 RECENT_EVENTS = 12
 
@@ -249,7 +249,7 @@ def _with_deviations(session: Session, event: Any) -> list[str]:
     return [glossary.sentence(d.description) for d in deviations.opened_after(session, event.batch_id, event.seq)]
 
 
-def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
+def _receipt(who: Actor, din: str, form: MultiDict) -> Recorded:
     body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
 
     def receive(s: Session) -> list[str]:
@@ -258,11 +258,11 @@ def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
     opened = database().write(receive)
     if opened:
         found = " ".join(opened)
-        return Outcome(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
-    return Outcome("Receipt recorded: you are the custodian.")
+        return Recorded(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
+    return Recorded("Receipt recorded: you are the custodian.")
 
 
-def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
+def _qc(who: Actor, din: str, form: MultiDict) -> Recorded:
     test = form.get("test", "")
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
@@ -271,11 +271,11 @@ def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
     result = database().write(lambda s: qc.record(s, who, din, **body))
     said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
     if not result.within_spec:
-        return Outcome(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
-    return Outcome(f"{said}, within the specification; it awaits a second person's verification.")
+        return Recorded(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
+    return Recorded(f"{said}, within the specification; it awaits a second person's verification.")
 
 
-def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
+def _panel(who: Actor, din: str, form: MultiDict) -> Recorded:
     entries = []
     for test in ALL_TESTS:
         value: Any = form.get(f"value.{test}", "").strip()
@@ -302,10 +302,10 @@ def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
     said = f"{len(recorded)} QC result(s) recorded; each awaits a second person's verification."
     if out:
         named = ", ".join(glossary.words(r.test) for r in out)
-        return Outcome(
+        return Recorded(
             f"{said} Out of specification, so a deviation was opened and the batch is held: {named}.", "warning"
         )
-    return Outcome(said)
+    return Recorded(said)
 
 
 def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
@@ -418,7 +418,7 @@ def _label(who: Actor, din: str, form: MultiDict) -> Response:
     return _pdf(render_label(view), f"label-{view.din}-{view.kind}.pdf")
 
 
-ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] = {
+ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Recorded | Response]] = {
     "step": _step,
     "handoff": _handoff,
     "receipt": _receipt,

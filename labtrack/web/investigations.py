@@ -22,7 +22,7 @@ from labtrack.api.investigation_schemas import (
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Role, can
 from labtrack.domain.din import Din
-from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind
+from labtrack.domain.investigations import Category, ReactionOutcome, Relatedness, SeedKind
 from labtrack.domain.lifecycle import Status
 from labtrack.models import AdverseReaction, Batch
 from labtrack.services import adverse_reactions, batches, lookbacks
@@ -165,7 +165,7 @@ def report_reaction(din: str):
             batch=batch,
             din=Din(batch.din),
             categories=[c.value for c in Category],
-            outcomes=[o.value for o in Outcome],
+            outcomes=[o.value for o in ReactionOutcome],
             flags=FLAGS,
             failure=failure,
         ),
