@@ -323,7 +323,7 @@ class Deviation(Base):
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(32))
     description: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(8), default="open")
+    status: Mapped[str] = mapped_column(String(8), default=DeviationStatus.OPEN.value)
     opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     opened_at: Mapped[datetime]
     opened_seq: Mapped[int] = mapped_column(Integer)

@@ -33,8 +33,8 @@ class Format:
 
 
 USERNAME = Format(
-    r"^[a-z0-9][a-z0-9._-]{2,63}$",
-    "3 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+    r"^[a-z0-9][a-z0-9._-]{1,63}$",
+    "2 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
 )
 CLINIC_CODE = Format(r"^[A-Za-z0-9-]{2,16}$", "2 to 16 letters, digits or '-'")
 EQUIPMENT_CODE = Format(r"^[A-Za-z0-9._-]{1,64}$", "1 to 64 letters, digits, '.', '_' or '-'")

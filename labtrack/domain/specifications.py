@@ -9,6 +9,7 @@ from typing import Any
 
 from labtrack.domain.actors import Action, Actor, can, require
 from labtrack.domain.decisions import Decision
+from labtrack.domain.deviations import DeviationKind
 from labtrack.domain.errors import Conflict, DomainError, Forbidden, ValidationFailed
 from labtrack.domain.lifecycle import ContainerCondition
 from labtrack.domain.process import TissueSource
@@ -42,14 +43,16 @@ def receipt_deviations(
     """R-CUS-4: the deviations a receipt opens, as (kind, description)."""
     found: list[tuple[str, str]] = []
     if seal_id != handoff_seal:
-        found.append(("seal_mismatch", f"Seal {seal_id!r} at receipt differs from {handoff_seal!r} at hand-off."))
+        found.append(
+            (DeviationKind.SEAL_MISMATCH, f"Seal {seal_id!r} at receipt differs from {handoff_seal!r} at hand-off.")
+        )
     if condition == ContainerCondition.DAMAGED:
-        found.append(("damaged_container", "Container received damaged."))
+        found.append((DeviationKind.DAMAGED_CONTAINER, "Container received damaged."))
     low, high = transport_range(spec)
     if not low <= temperature_c <= high:
         found.append(
             (
-                "temperature_excursion",
+                DeviationKind.TEMPERATURE_EXCURSION,
                 f"Received at {temperature_c:g} °C, outside the transport range {low:g}–{high:g} °C.",
             )
         )

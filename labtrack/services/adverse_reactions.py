@@ -25,6 +25,7 @@ from labtrack.domain.investigations import (
     Category,
     Criteria,
     ReactionOutcome,
+    ReactionStatus,
     Relatedness,
     SeedKind,
     Trigger,
@@ -114,7 +115,7 @@ def report(
         reported_hash=event.hash,
         reported_by_id=actor.id,
         reported_at=now,
-        status="open",
+        status=ReactionStatus.OPEN.value,
         **facts,
         **judged,
     )
@@ -206,7 +207,7 @@ def close(
     batch = batches.get(session, actor, found.batch.din, for_update=True)
     reaction = session.get(AdverseReaction, reaction_id, populate_existing=True)
     assert reaction is not None
-    if reaction.status != "open":
+    if reaction.status != ReactionStatus.OPEN:
         raise Conflict(f"Adverse reaction {reaction_id} is already closed.")
     conclusion = conclusion.strip()
     if not conclusion:
@@ -229,7 +230,7 @@ def close(
             "signature": signed,
         },
     )
-    reaction.status = "closed"
+    reaction.status = ReactionStatus.CLOSED.value
     reaction.conclusion = conclusion
     reaction.related_to_product = related.value
     reaction.reported_to_authority_on = reported_to_authority_on

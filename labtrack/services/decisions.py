@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.decisions import BatchFacts, Decision, ResultFacts, decide
+from labtrack.domain.deviations import DeviationStatus, Disposition
 from labtrack.domain.lifecycle import state_of
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import required_tests
@@ -24,7 +25,7 @@ def results(session: Session, batch: Batch) -> tuple[ResultFacts, ...]:
         .where(
             Deviation.batch_id == QcResult.batch_id,
             Deviation.qc_result_id == QcResult.id,
-            Deviation.decision == "accept",
+            Deviation.decision == Disposition.ACCEPT.value,
         )
         .exists()
     )
@@ -64,7 +65,9 @@ def participation(session: Session, batch: Batch) -> dict[int, frozenset[str]]:
 def facts(session: Session, batch: Batch) -> BatchFacts:
     """Everything the decisions about ``batch`` read, now."""
     open_ids = session.execute(
-        select(Deviation.id).where(Deviation.batch_id == batch.id, Deviation.status == "open").order_by(Deviation.id)
+        select(Deviation.id)
+        .where(Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value)
+        .order_by(Deviation.id)
     ).scalars()
     return BatchFacts(
         state=state_of(batch),

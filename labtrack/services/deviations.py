@@ -8,12 +8,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.deviations import DeviationKind, DeviationStatus
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
 from labtrack.services import batches, outbox, paging
 from labtrack.services.streams import append_batch_event
-
-MANUAL_KINDS = ("manual",)
 
 
 def open_on(
@@ -38,7 +37,7 @@ def open_on(
         batch=batch,  # the loaded batch, so that showing the deviation does not read it again
         kind=kind,
         description=description,
-        status="open",
+        status=DeviationStatus.OPEN.value,
         opened_by_id=actor.id,
         opened_at=event.recorded_at,
         opened_seq=event.seq,
@@ -57,9 +56,10 @@ def open_on(
 
 
 def open_manual(session: Session, actor: Actor, din: str, *, kind: str, description: str) -> Deviation:
+    """Open a manual deviation on a batch (R-DEV-1); refuses any other kind and an empty description."""
     require(actor, Action.OPEN_DEVIATION)
     batch = batches.get(session, actor, din, for_update=True)
-    if kind not in MANUAL_KINDS:
+    if kind != DeviationKind.MANUAL:
         raise ValidationFailed({"kind": ["only manual deviations are opened by hand; the others open themselves"]})
     if not description.strip():
         raise ValidationFailed({"description": ["is required"]})
@@ -67,6 +67,7 @@ def open_manual(session: Session, actor: Actor, din: str, *, kind: str, descript
 
 
 def for_batch(session: Session, batch_id: int) -> list[Deviation]:
+    """The batch's deviations, open and closed, oldest first."""
     return list(
         session.execute(select(Deviation).where(Deviation.batch_id == batch_id).order_by(Deviation.id)).scalars()
     )

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.deviations import DeviationKind
 from labtrack.domain.din import parse_din
 from labtrack.domain.errors import Conflict, InvalidDin, NotFound, ValidationFailed
 from labtrack.domain.hashing import iso_utc
@@ -28,6 +29,7 @@ from labtrack.domain.investigations import (
 )
 from labtrack.domain.investigations import (
     AffectedAction,
+    LookbackStatus,
     SeedKind,
     Trigger,
     Window,
@@ -179,7 +181,7 @@ def open_lookback(
     seed = resolve_seed(session, kind, value)
     now = utcnow()
     lookback = Lookback(
-        status="open",
+        status=LookbackStatus.OPEN.value,
         reason=reason,
         seed_kind=kind.value,
         seed_value=seed.value,
@@ -262,7 +264,9 @@ def _affect(
         status = batch.status
         if action == AffectedAction.HELD:
             description = f"Lookback {lookback.id}: {lookback.reason}"
-            deviation = deviations.open_on(session, batch, opener, "lookback", description, lookback_id=lookback.id)
+            deviation = deviations.open_on(
+                session, batch, opener, DeviationKind.LOOKBACK, description, lookback_id=lookback.id
+            )
             deviation_id = deviation.id
     return LookbackBatch(
         lookback_id=lookback.id,
@@ -426,7 +430,7 @@ def unacknowledged(session: Session, actor: Actor) -> list[LookbackView]:
         .where(
             LookbackClinic.clinic_id == actor.clinic_id,
             LookbackClinic.acknowledged_at.is_(None),
-            Lookback.status == "open",
+            Lookback.status == LookbackStatus.OPEN.value,
         )
         .order_by(Lookback.id)
     )
@@ -470,7 +474,7 @@ def close(
     """R-LBK-4: QA closes with a signed conclusion (meaning ``reviewed``); the batches' deviations stay open."""
     require(actor, Action.INVESTIGATE)
     lookback = _visible(session, actor, lookback_id, for_update=True)
-    if lookback.status != "open":
+    if lookback.status != LookbackStatus.OPEN:
         raise Conflict(f"Lookback {lookback_id} is already closed.")
     conclusion = conclusion.strip()
     if not conclusion:
@@ -486,7 +490,7 @@ def close(
             "new": {"status": "closed", "conclusion": conclusion, "signature": signed},
         },
     )
-    lookback.status = "closed"
+    lookback.status = LookbackStatus.CLOSED.value
     lookback.conclusion = conclusion
     lookback.closed_by_id = actor.id
     lookback.closed_at = utcnow()

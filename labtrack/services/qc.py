@@ -14,6 +14,7 @@ from labtrack.clock import utcnow
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
+from labtrack.domain.deviations import DeviationKind, Disposition
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
@@ -27,6 +28,7 @@ from labtrack.services.streams import append_batch_event
 
 
 def results(session: Session, batch: Batch) -> list[QcResult]:
+    """The batch's QC results, in the order they were entered."""
     return list(session.execute(select(QcResult).where(QcResult.batch_id == batch.id).order_by(QcResult.id)).scalars())
 
 
@@ -37,7 +39,7 @@ def view_query(batch: Batch) -> Select:
         .where(
             Deviation.batch_id == QcResult.batch_id,
             Deviation.qc_result_id == QcResult.id,
-            Deviation.decision == "accept",
+            Deviation.decision == Disposition.ACCEPT.value,
         )
         .exists()
     )
@@ -47,6 +49,7 @@ def view_query(batch: Batch) -> Select:
 
 
 def view_of(row: Row) -> QcView:
+    """A QC result row as the release rules read it."""
     id_, test, value, within_spec, verified, covered = row
     return QcView(id_, test, value["v"], within_spec, verified, covered)
 
@@ -80,7 +83,7 @@ def open_if_out_of_spec(session: Session, batch: Batch, actor: Actor, result: Qc
             session,
             batch,
             actor,
-            "sterility_positive",
+            DeviationKind.STERILITY_POSITIVE,
             f"Sterility culture: {value}. Follow up with the clinic and the patient.",
             qc_result_id=result.id,
         )
@@ -90,7 +93,7 @@ def open_if_out_of_spec(session: Session, batch: Batch, actor: Actor, result: Qc
         session,
         batch,
         actor,
-        "qc_out_of_spec",
+        DeviationKind.QC_OUT_OF_SPEC,
         f"{result.test} = {value} is out of spec ({result.limit}).",
         qc_result_id=result.id,
     )
@@ -206,6 +209,7 @@ def _record(session: Session, actor: Actor, batch: Batch, state: BatchState, ent
 
 
 def get(session: Session, batch: Batch, qc_id: int) -> QcResult:
+    """One QC result of this batch; 404 for a result of another batch."""
     result = session.get(QcResult, qc_id)
     if result is None or result.batch_id != batch.id:
         raise NotFound("No such QC result on this batch.")
@@ -267,6 +271,7 @@ def covered_hash(covers: list[dict[str, Any]]) -> str:
 
 
 def result_facts(result: QcResult) -> ResultFacts:
+    """A QC result as the entry and verification rules read it."""
     return ResultFacts(
         result.id,
         result.test,

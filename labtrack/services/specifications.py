@@ -44,6 +44,7 @@ def current(session: Session, tissue_source: TissueSource | str) -> Specificatio
 
 
 def list_current(session: Session) -> list[Specification]:
+    """The specification in force for each tissue source."""
     return [current(session, source) for source in TissueSource]
 
 
@@ -90,6 +91,7 @@ def proposals(
 
 
 def proposal(session: Session, actor: Actor, proposal_id: int, *, for_update: bool = False) -> SpecificationProposal:
+    """A specification proposal by id (admin or QA), locked for update when asked; 404 if there is none."""
     require(actor, Action.PROPOSE_SPECIFICATION)
     query = select(SpecificationProposal).where(SpecificationProposal.id == proposal_id)
     if for_update:
@@ -101,6 +103,7 @@ def proposal(session: Session, actor: Actor, proposal_id: int, *, for_update: bo
 
 
 def facts_of(session: Session, found: SpecificationProposal) -> ProposalFacts:
+    """A proposal as the change-control rules read it, with the version now in force."""
     in_force = current(session, found.tissue_source).version
     return ProposalFacts(found.id, ProposalStatus(found.status), found.proposed_by_id, found.base_version, in_force)
 
@@ -113,7 +116,8 @@ def propose(
     source = TissueSource(tissue_source)
     open_id = session.execute(
         select(SpecificationProposal.id).where(
-            SpecificationProposal.tissue_source == source.value, SpecificationProposal.status == ProposalStatus.PROPOSED
+            SpecificationProposal.tissue_source == source.value,
+            SpecificationProposal.status == ProposalStatus.PROPOSED.value,
         )
     ).scalar_one_or_none()
     check_proposal(actor, reason, open_id)

@@ -22,7 +22,7 @@ from labtrack.api.investigation_schemas import (
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Role, can
 from labtrack.domain.din import Din
-from labtrack.domain.investigations import Category, ReactionOutcome, Relatedness, SeedKind
+from labtrack.domain.investigations import Category, ReactionOutcome, ReactionStatus, Relatedness, SeedKind
 from labtrack.domain.lifecycle import Status
 from labtrack.models import AdverseReaction, Batch
 from labtrack.services import adverse_reactions, batches, lookbacks
@@ -127,7 +127,7 @@ def investigations():
         {"open_lookback": open_lookback, "close_lookback": close_lookback, "close_reaction": close_reaction},
         lambda failure: render_template(
             "investigations/page.html",
-            reactions=adverse_reactions.search(session, who, status="open"),
+            reactions=adverse_reactions.search(session, who, status=ReactionStatus.OPEN),
             lookbacks=lookbacks.search(session, who),
             seed_kinds=[kind.value for kind in SeedKind],
             relatedness=[value.value for value in Relatedness],
