@@ -9,11 +9,11 @@ from labtrack.api.schemas import (
     ExportArgsSchema,
     SignatureSchema,
     UserSummarySchema,
-    _day,
-    _moment,
-    _plausible,
-    _text,
+    day_field,
+    moment_field,
+    nonempty_text,
     one_of,
+    plausible_year,
 )
 from labtrack.domain.din import Din
 from labtrack.domain.investigations import (
@@ -31,9 +31,9 @@ def _flag(description: str) -> fields.Boolean:
 
 
 class AdverseReactionCreateSchema(Schema):
-    onset_at = fields.AwareDateTime(required=True, validate=_plausible)
+    onset_at = fields.AwareDateTime(required=True, validate=plausible_year)
     category = fields.String(required=True, validate=one_of(Category))
-    description = _text(4000, multiline=True, required=True)
+    description = nonempty_text(4000, multiline=True, required=True)
     outcome = fields.String(required=True, validate=one_of(ReactionOutcome))
     fatal = _flag("21 CFR 1271.350(a)(1)(i)")
     life_threatening = _flag("21 CFR 1271.350(a)(1)(ii)")
@@ -44,7 +44,7 @@ class AdverseReactionCreateSchema(Schema):
 
 class AdverseReactionQueryArgsSchema(ExportArgsSchema):
     status = fields.String(validate=one_of(ReactionStatus))
-    din = _text(40)
+    din = nonempty_text(40)
 
 
 class AdverseReactionSchema(Schema):
@@ -80,22 +80,22 @@ class AdverseReactionSchema(Schema):
 
 
 class AdverseReactionCloseSchema(Schema):
-    conclusion = _text(4000, multiline=True, required=True)
+    conclusion = nonempty_text(4000, multiline=True, required=True)
     related_to_product = fields.String(required=True, validate=one_of(Relatedness))
-    reported_to_authority_on = _day(load_default=None, allow_none=True)
+    reported_to_authority_on = day_field(load_default=None, allow_none=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 
 class SeedSchema(Schema):
     kind = fields.String(required=True, validate=one_of(SeedKind))
-    value = _text(64, required=True)  # lot id, equipment code, username or DIN
+    value = nonempty_text(64, required=True)  # lot id, equipment code, username or DIN
 
 
 class LookbackCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
     seed = fields.Nested(SeedSchema, required=True)
-    from_ = _moment(data_key="from")
-    to = _moment()
+    from_ = moment_field(data_key="from")
+    to = moment_field()
 
 
 class LookbackQueryArgsSchema(Schema):
@@ -142,12 +142,12 @@ class LookbackSchema(Schema):
 
 
 class LookbackCloseSchema(Schema):
-    conclusion = _text(4000, multiline=True, required=True)
+    conclusion = nonempty_text(4000, multiline=True, required=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 
 class RecallCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class RecallSchema(Schema):

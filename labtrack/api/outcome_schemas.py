@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.schemas import UTC, SignatureSchema, _day, _plausible, _text, one_of
+from labtrack.api.schemas import UTC, SignatureSchema, day_field, nonempty_text, one_of, plausible_year
 from labtrack.domain import followup
 from labtrack.domain.process import TissueSource
 
@@ -51,7 +51,7 @@ class FollowUpSchema(Schema):
 
 
 class FollowUpCreateSchema(Schema):
-    measured_on = _day(required=True)
+    measured_on = day_field(required=True)
     hair_density_per_cm2 = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, max=500))
     hair_shaft_diameter_um = fields.Float(
         load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=10, max=150)
@@ -59,13 +59,13 @@ class FollowUpCreateSchema(Schema):
     patient_global_assessment = fields.Integer(required=True, strict=True, validate=ASSESSMENT)
     investigator_global_assessment = fields.Integer(required=True, strict=True, validate=ASSESSMENT)
     adverse_reaction = fields.Boolean(required=True)
-    note = _text(2000, multiline=True, load_default=None, allow_none=True)
+    note = nonempty_text(2000, multiline=True, load_default=None, allow_none=True)
     photo_ids = fields.List(
         fields.Integer(strict=True, validate=validate.Range(min=1)),
         load_default=list,
         validate=validate.Length(max=followup.MAX_PHOTOS),
     )
-    late_reason = _text(2000, multiline=True, load_default=None, allow_none=True)
+    late_reason = nonempty_text(2000, multiline=True, load_default=None, allow_none=True)
 
 
 class AttachmentUploadSchema(Schema):
@@ -84,8 +84,8 @@ class AttachmentSchema(Schema):
 
 class OutcomesQueryArgsSchema(Schema):
     tissue_source = fields.String(validate=one_of(TissueSource))
-    date_from = _day(data_key="from")
-    date_to = _day(data_key="to")
+    date_from = day_field(data_key="from")
+    date_to = day_field(data_key="to")
     format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
 
 
@@ -177,8 +177,8 @@ class TrendSchema(Schema):
 
 
 class BaselineResetSchema(Schema):
-    starts_at = fields.AwareDateTime(required=True, validate=_plausible)
-    reason = _text(2000, multiline=True, required=True)
+    starts_at = fields.AwareDateTime(required=True, validate=plausible_year)
+    reason = nonempty_text(2000, multiline=True, required=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 

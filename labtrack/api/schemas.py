@@ -102,7 +102,7 @@ def _email(**kwargs: Any) -> fields.String:
     return fields.String(validate=Formatted(formats.EMAIL), metadata=metadata, **kwargs)
 
 
-def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
+def nonempty_text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
     return Text(multiline=multiline, validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
@@ -111,17 +111,17 @@ def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> T
 YEARS = range(1900, 2200)
 
 
-def _plausible(moment: date) -> None:
+def plausible_year(moment: date) -> None:
     if moment.year not in YEARS:
         raise ValidationError(f"must be between the years {YEARS.start} and {YEARS.stop - 1}")
 
 
-def _day(**kwargs: Any) -> fields.Date:
-    return fields.Date(validate=_plausible, **kwargs)
+def day_field(**kwargs: Any) -> fields.Date:
+    return fields.Date(validate=plausible_year, **kwargs)
 
 
-def _moment(**kwargs: Any) -> fields.AwareDateTime:
-    return fields.AwareDateTime(validate=_plausible, load_default=None, allow_none=True, **kwargs)
+def moment_field(**kwargs: Any) -> fields.AwareDateTime:
+    return fields.AwareDateTime(validate=plausible_year, load_default=None, allow_none=True, **kwargs)
 
 
 class UTC(fields.DateTime):
@@ -148,14 +148,14 @@ class Problem(Schema):
 
 
 class TokenCreateSchema(Schema):
-    username = _text(64, required=True)
-    password = _text(1000, required=True)
+    username = nonempty_text(64, required=True)
+    password = nonempty_text(1000, required=True)
 
 
 class PasswordChangeSchema(TokenCreateSchema):
     """Choose a new password (required after an admin reset): the current one, then the new one."""
 
-    new_password = _text(1000, required=True)
+    new_password = nonempty_text(1000, required=True)
 
 
 class UserSummarySchema(Schema):
@@ -184,7 +184,7 @@ class TokenSchema(Schema):
 
 class ClinicCreateSchema(Schema):
     code = fields.String(required=True, validate=Formatted(formats.CLINIC_CODE))
-    name = _text(required=True)
+    name = nonempty_text(required=True)
     webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, validate=Printable())
     webhook_secret = Text(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
 
@@ -200,10 +200,10 @@ class ClinicSchema(Schema):
 
 class UserCreateSchema(Schema):
     username = fields.String(required=True, validate=Formatted(formats.USERNAME))
-    full_name = _text(required=True)
+    full_name = nonempty_text(required=True)
     role = fields.String(required=True, validate=one_of(Role))
     clinic = Text(load_default=None, allow_none=True)
-    password = _text(1000, required=True, load_only=True)
+    password = nonempty_text(1000, required=True, load_only=True)
     email = _email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
 
 
@@ -212,22 +212,24 @@ class UserUpdateSchema(Schema):
     role = fields.String(validate=one_of(Role))
     unlock = fields.Boolean(load_default=False)
     email = _email(allow_none=True, metadata={"description": "null removes it"})
-    full_name = _text(200)
-    clinic = _text(16)  # a clinic user's clinic, by code
-    password = _text(1000, load_only=True)  # reset: a temporary password the user must replace at the next sign-in
+    full_name = nonempty_text(200)
+    clinic = nonempty_text(16)  # a clinic user's clinic, by code
+    password = nonempty_text(
+        1000, load_only=True
+    )  # reset: a temporary password the user must replace at the next sign-in
 
 
 class LotCreateSchema(Schema):
     kind = fields.String(required=True, validate=KIND)
-    name = _text(required=True)
-    lot_number = _text(64, required=True)  # the format of formats.LOT_NUMBER, which the service checks
-    expires_on = _day(required=True)
+    name = nonempty_text(required=True)
+    lot_number = nonempty_text(64, required=True)  # the format of formats.LOT_NUMBER, which the service checks
+    expires_on = day_field(required=True)
     status = fields.String(required=True, validate=one_of(SETTABLE_LOT_STATUSES))
 
 
 class LotUpdateSchema(Schema):
-    name = _text()
-    expires_on = _day()
+    name = nonempty_text()
+    expires_on = day_field()
     status = fields.String(validate=one_of(SETTABLE_LOT_STATUSES))
 
 
@@ -243,14 +245,14 @@ class LotSchema(Schema):
 class EquipmentCreateSchema(Schema):
     code = fields.String(required=True, validate=Formatted(formats.EQUIPMENT_CODE))
     kind = fields.String(required=True, validate=KIND)
-    name = _text(required=True)
-    calibration_due_on = _day(required=True)
+    name = nonempty_text(required=True)
+    calibration_due_on = day_field(required=True)
     status = fields.String(required=True, validate=one_of(EquipmentStatus))
 
 
 class EquipmentUpdateSchema(Schema):
-    name = _text()
-    calibration_due_on = _day()
+    name = nonempty_text()
+    calibration_due_on = day_field()
     status = fields.String(validate=one_of(EquipmentStatus))
 
 
@@ -275,10 +277,10 @@ class SpecificationSchema(Schema):
 
 class PatientCreateSchema(Schema):
     clinic = Text(load_default=None, allow_none=True)
-    mrn = _text(64, required=True)
-    family_name = _text(100, required=True)
-    given_name = _text(100, required=True)
-    birth_date = _day(required=True)
+    mrn = nonempty_text(64, required=True)
+    family_name = nonempty_text(100, required=True)
+    given_name = nonempty_text(100, required=True)
+    birth_date = day_field(required=True)
 
 
 class PageArgsSchema(Schema):
@@ -313,7 +315,7 @@ class PatientSchema(Schema):
 class BatchCreateSchema(Schema):
     patient_id = fields.Integer(required=True, strict=True)
     tissue_source = fields.String(required=True, validate=one_of(TissueSource))
-    planned_administration_at = _moment()
+    planned_administration_at = moment_field()
 
 
 class ExportArgsSchema(Schema):
@@ -473,8 +475,8 @@ class ReadinessSchema(Schema):
 class InHandSchema(Schema):
     """A write made with the product in hand: the container's DIN is scanned (R-COI-1)."""
 
-    scanned_din = _text(40, required=True)
-    occurred_at = _moment()
+    scanned_din = nonempty_text(40, required=True)
+    occurred_at = moment_field()
     late_entry_reason = Text(multiline=True, load_default=None, allow_none=True, validate=validate.Length(max=1000))
 
 
@@ -486,28 +488,28 @@ class StepCreateSchema(InHandSchema):
 
 
 class HandoffCreateSchema(InHandSchema):
-    to_username = _text(64, required=True)
-    seal_id = _text(64, required=True)
+    to_username = nonempty_text(64, required=True)
+    seal_id = nonempty_text(64, required=True)
     temperature_c = fields.Float(
         load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=-200, max=100)
     )
 
 
 class ReceiptCreateSchema(InHandSchema):
-    seal_id = _text(64, required=True)
+    seal_id = nonempty_text(64, required=True)
     temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-200, max=100))
     condition = fields.String(required=True, validate=one_of(ContainerCondition))
 
 
 class DeviationCreateSchema(Schema):
     kind = fields.String(load_default=DeviationKind.MANUAL.value, validate=one_of((DeviationKind.MANUAL,)))
-    description = _text(4000, multiline=True, required=True)
+    description = nonempty_text(4000, multiline=True, required=True)
 
 
 class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
-    password = _text(1000, required=True, load_only=True)
+    password = nonempty_text(1000, required=True, load_only=True)
     meaning = fields.String(required=True, validate=one_of(Meaning))
 
 
@@ -527,16 +529,16 @@ class QcCreateSchema(InHandSchema):
 
 class DispositionCreateSchema(SignedSchema):
     decision = fields.String(required=True, validate=one_of(Disposition))
-    justification = _text(4000, multiline=True, required=True)
+    justification = nonempty_text(4000, multiline=True, required=True)
 
 
 class RejectCreateSchema(SignedSchema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class CorrectionCreateSchema(Schema):
     event_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
     data = Data(required=True)
 
 
@@ -626,7 +628,7 @@ class SpecificationProposalCreateSchema(Schema):
     """A proposed specification version (R-QC-6): the whole body, and why it changes."""
 
     body = fields.Nested(SpecificationUpdateSchema, required=True)
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class SpecificationProposalSchema(Schema):
@@ -652,4 +654,4 @@ class ProposalQueryArgsSchema(Schema):
 
 
 class WithdrawalCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)

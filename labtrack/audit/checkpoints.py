@@ -116,11 +116,6 @@ def _leaves_soundness(checkpoint: Checkpoint, leaves: list[Leaf]) -> str | None:
     return None
 
 
-def soundness(checkpoint: Checkpoint, leaves: list[Leaf], public_key: Ed25519PublicKey) -> str | None:
-    """What is wrong with a stored checkpoint (its key, signature, statement, leaves), or None."""
-    return _signed_soundness(checkpoint, public_key) or _leaves_soundness(checkpoint, leaves)
-
-
 def _hashes_at(session: Session, leaves: list[Leaf]) -> dict[str, str]:
     """The stored hash of the event each leaf names (streams whose event is gone are absent)."""
     found: dict[str, str] = {}
@@ -197,11 +192,6 @@ def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
     if any(kept.get(leaf.stream) != leaf for leaf in own):
         return "its stored leaves no longer produce the signed root: checkpoint data was altered"
     return None
-
-
-def sign_heads(heads: list[Leaf], key: LabKey, origin: str) -> Checkpoint:
-    """A checkpoint over ``heads`` (in order), its statement signed now with ``key``; not yet in a session."""
-    return sign_root(MerkleTree([leaf.data for leaf in heads]).root.hex(), len(heads), key, origin)
 
 
 def sign_root(root: str, tree_size: int, key: LabKey, origin: str) -> Checkpoint:

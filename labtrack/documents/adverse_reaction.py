@@ -13,7 +13,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer
 
-from labtrack.documents.record import _styles, _table
+from labtrack.documents.record import grid_table, paragraph_styles
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class WorksheetView:
 
 
 def render_worksheet(view: WorksheetView) -> bytes:
-    styles = _styles()
+    styles = paragraph_styles()
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
         buffer,
@@ -45,7 +45,7 @@ def render_worksheet(view: WorksheetView) -> bytes:
         ),
     ]
     for title, rows in view.sections:
-        story += [Paragraph(title, styles["h2"]), _table([["Item", "Value"], *rows], [55 * mm, 125 * mm], styles)]
+        story += [Paragraph(title, styles["h2"]), grid_table([["Item", "Value"], *rows], [55 * mm, 125 * mm], styles)]
     story += [Spacer(1, 4 * mm), Paragraph(f"Generated {view.generated}", styles["small"])]
     document.build(story)
     return buffer.getvalue()

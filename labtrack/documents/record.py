@@ -44,7 +44,8 @@ class RecordView:
     temperatures: list[Any] = field(default_factory=list)  # services.temperatures.LegView, R-TMP-1
 
 
-def _styles() -> dict[str, ParagraphStyle]:
+def paragraph_styles() -> dict[str, ParagraphStyle]:
+    """The paragraph styles of the printed documents, in the bundled fonts."""
     fonts.register()
     base = ParagraphStyle("base", fontName=fonts.REGULAR, fontSize=7.5, leading=9.5)
     return {
@@ -147,11 +148,13 @@ def _sign_off(view: RecordView, width: float, styles: dict[str, ParagraphStyle])
     """The reviewer's block: the release or rejection as signed, then lines to sign the printed review."""
     rows = [[label, value] for label, value in view.sign_off] or [["Release", "not yet released or rejected"]]
     rows += [["Reviewed by (printed name)", ""], ["Signature", ""], ["Date and time", ""]]
-    table = _table([["Reviewer sign-off", ""], *rows], [50 * mm, width - 50 * mm], styles)
+    table = grid_table([["Reviewer sign-off", ""], *rows], [50 * mm, width - 50 * mm], styles)
     return [Paragraph("Reviewer sign-off", styles["h2"]), table]
 
 
-def _table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
+def grid_table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
+    """A ruled table of the printed documents, its first row the header (repeated on each page)."""
+
     def cell(value: Any, header: bool) -> Paragraph:
         if isinstance(value, Paragraph):
             return value
@@ -200,7 +203,7 @@ def _numbered_canvas(din_display: str) -> type[Canvas]:
 
 
 def render_record(view: RecordView) -> bytes:
-    styles = _styles()
+    styles = paragraph_styles()
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
         buffer,
@@ -218,9 +221,9 @@ def render_record(view: RecordView) -> bytes:
         Paragraph(escape(f"Generated {view.generated}. FOR AUTOLOGOUS USE ONLY."), styles["small"]),
         Spacer(0, 4),
         *([_stepper(view.stages, width, styles), Spacer(0, 4)] if view.stages else []),
-        _table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
+        grid_table([["Field", "Value"], *[[k, v] for k, v in view.facts]], [45 * mm, width - 45 * mm], styles),
         Paragraph("Chain of custody", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["Entry", "Event", "When", "By", "Details"],
                 *[
@@ -235,7 +238,7 @@ def render_record(view: RecordView) -> bytes:
         ),
         *_temperatures(view, width, styles),
         Paragraph("QC results against the specification", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["Test", "Result", "Specification", "Verdict", "Entered", "Verified (signature)"],
                 *[[q["test"], q["value"], q["spec"], q["within"], q["entered"], q["verified"]] for q in view.qc],
@@ -246,7 +249,7 @@ def render_record(view: RecordView) -> bytes:
             styles,
         ),
         Paragraph("Deviations", styles["h2"]),
-        _table(
+        grid_table(
             [
                 ["No.", "Kind", "Description", "Status", "Disposition"],
                 *[[d["id"], d["kind"], d["description"], d["status"], d["disposition"]] for d in view.deviations],
@@ -263,7 +266,7 @@ def render_record(view: RecordView) -> bytes:
         story.append(Paragraph("No signatures.", styles["base"]))
     story.append(Paragraph("Event timeline", styles["h2"]))
     story.append(
-        _table(
+        grid_table(
             [
                 ["Entry", "Event", "Happened / recorded", "By", "Details"],
                 *[
@@ -287,7 +290,7 @@ def render_record(view: RecordView) -> bytes:
     ]
     if view.checkpoint:
         closing.append(
-            _table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
+            grid_table([["Checkpoint", ""], *[[k, v] for k, v in view.checkpoint]], [35 * mm, width - 35 * mm], styles)
         )
     story.append(KeepTogether(_sign_off(view, width, styles)))
     story.append(KeepTogether(closing))
@@ -314,7 +317,7 @@ def _temperatures(view: RecordView, width: float, styles: dict[str, ParagraphSty
         ]  # fmt: skip
         story += [
             Paragraph(escape(title), styles["cell_bold"]),
-            _table(rows, [18 * mm, 18 * mm, 18 * mm, 30 * mm, width - 84 * mm], styles),
+            grid_table(rows, [18 * mm, 18 * mm, 18 * mm, 30 * mm, width - 84 * mm], styles),
             drawing(leg.curve),
         ]
     return story

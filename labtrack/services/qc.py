@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Exists, Row, Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -32,9 +32,9 @@ def results(session: Session, batch: Batch) -> list[QcResult]:
     return list(session.execute(select(QcResult).where(QcResult.batch_id == batch.id).order_by(QcResult.id)).scalars())
 
 
-def view_query(batch: Batch) -> Select:
-    """The columns release reads of each QC result, and whether an accepted deviation covers it."""
-    covered = (
+def covered_by_accepted_deviation() -> Exists:
+    """SQL for a QC result row: whether a deviation on it was accepted (R-DEV-2: it no longer blocks release)."""
+    return (
         select(Deviation.id)
         .where(
             Deviation.batch_id == QcResult.batch_id,
@@ -43,6 +43,11 @@ def view_query(batch: Batch) -> Select:
         )
         .exists()
     )
+
+
+def view_query(batch: Batch) -> Select:
+    """The columns release reads of each QC result, and whether an accepted deviation covers it."""
+    covered = covered_by_accepted_deviation()
     return select(
         QcResult.id, QcResult.test, QcResult.value, QcResult.within_spec, QcResult.verified_by_id.is_not(None), covered
     ).where(QcResult.batch_id == batch.id)

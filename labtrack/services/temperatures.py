@@ -24,7 +24,7 @@ from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.deviations import DeviationKind
 from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.specifications import transport_range
-from labtrack.domain.temperature import MAX_BYTES, Leg, LoggerFileTooLarge, legs, read_file, summarise, zone_of
+from labtrack.domain.temperature import MAX_BYTES, Leg, LoggerFileTooLarge, legs, read_file, summarise_leg, zone_of
 from labtrack.models import Batch, BatchEvent, TemperatureLog
 from labtrack.services import batches, deviations
 from labtrack.services.streams import append_batch_event
@@ -98,7 +98,7 @@ def import_log(
         )
     readings = read_file(upload.content, zone)
     low, high = transport_range(batch.specification.body)
-    summary = summarise(readings, leg, low, high)
+    summary = summarise_leg(readings, leg, low, high)
     assert leg.received_at is not None
     data = {
         "leg": number,

@@ -104,7 +104,7 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "form": [str(messages)]}
 
 
-def load(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
+def load_form(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
     """Check a request's shape with the API's schema; its messages become field messages."""
     try:
         return schema.load(payload)
@@ -129,7 +129,7 @@ def aware(text: str) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone())).isoformat()
 
 
-def number(text: str) -> int | float | str:
+def parse_number(text: str) -> int | float | str:
     """A number from text (decimal comma accepted); text that is no number is passed on for the rule to refuse."""
     cleaned = text.strip().replace(",", ".")
     try:
@@ -155,7 +155,7 @@ def step_data(step: StepDefinition, form: MultiDict) -> dict[str, Any]:
             continue
         match spec.kind:
             case FieldKind.NUMBER | FieldKind.INTEGER:
-                data[spec.name] = number(raw)
+                data[spec.name] = parse_number(raw)
             case FieldKind.DATETIME:
                 data[spec.name] = aware(raw)
             case FieldKind.TEXT_LIST:
