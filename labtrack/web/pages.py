@@ -17,11 +17,13 @@ from labtrack.clock import utcnow
 from labtrack.db import database, read_session
 from labtrack.domain import stages
 from labtrack.domain.actors import Role
+from labtrack.domain.deviations import Disposition
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.lifecycle import Status
+from labtrack.domain.lifecycle import ContainerCondition, Status
 from labtrack.domain.process import PROCESSES, TissueSource
+from labtrack.domain.signatures import Meaning
 from labtrack.services import batches, notifications, paging
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
@@ -122,6 +124,11 @@ def initials(given_name: str, family_name: str) -> str:
 @bp.app_template_global("zone_name")
 def zone_name() -> str:
     return current_app.config["LABTRACK_TIMEZONE"]
+
+
+# The domain's value sets a form offers or submits, for the templates: the values are never typed out there.
+for _enum in (ContainerCondition, Disposition, Meaning, TissueSource):
+    bp.add_app_template_global(_enum, _enum.__name__)
 
 
 @bp.app_template_filter("zip_words")
