@@ -20,6 +20,7 @@ from flask.cli import AppGroup
 from labtrack import privileges
 from labtrack.audit import chains, checkpoints, keys
 from labtrack.db import database
+from labtrack.domain.actors import Role
 from labtrack.domain.errors import DomainError
 from labtrack.migrate import upgrade
 from labtrack.ops import backup
@@ -65,7 +66,7 @@ def create_clinic(code: str, name: str) -> None:
 
 @labtrack.command("create-user")
 @click.argument("username")
-@click.option("--role", required=True, type=click.Choice(["technician", "qa", "clinic", "admin"]))
+@click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
 @click.option("--full-name", required=True)
 @click.option("--clinic", default=None, help="Clinic code (clinic users only).")
 @click.option("--email", default=None, help="Address for e-mail notifications (when SMTP_URL is set).")

@@ -10,6 +10,7 @@ that needs one for many rows says so with a loader option (``selectinload``, ``j
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -37,6 +38,25 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from labtrack.clock import utcnow
+from labtrack.domain.actors import Role
+from labtrack.domain.deviations import DeviationKind, DeviationStatus
+from labtrack.domain.followup import PlanStatus, VisitStatus
+from labtrack.domain.investigations import (
+    Activity,
+    AffectedAction,
+    Category,
+    LookbackStatus,
+    ReactionOutcome,
+    ReactionStatus,
+    Relatedness,
+    SeedKind,
+    Trigger,
+)
+from labtrack.domain.lifecycle import Status
+from labtrack.domain.materials import EquipmentStatus, LotStatus
+from labtrack.domain.process import TissueSource
+from labtrack.domain.spc import Metric, Rule
+from labtrack.domain.specifications import ProposalStatus
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -75,21 +95,9 @@ def _partial(name: str, where: str, *columns: str) -> Index:
     return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-ROLES = ("technician", "qa", "clinic", "admin")
-TISSUES = ("adipose", "bone_marrow")
-STATUSES = (
-    "registered", "collected", "in_transit", "received", "processing", "processed",
-    "awaiting_release", "released", "dispatched", "delivered", "administered",
-    "rejected", "expired", "discarded",
-)  # fmt: skip
-DEVIATION_KINDS = (
-    "qc_out_of_spec", "temperature_excursion", "seal_mismatch", "damaged_container",
-    "custody_overdue", "sterility_positive", "manual", "lookback",
-)  # fmt: skip
+def _in(column: str, values: Iterable[str]) -> str:
+    """``column IN ('a', 'b')``: the CHECK of a column whose values come from a domain enum."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -110,7 +118,7 @@ class Clinic(Base):
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint(_in("role", ROLES), name="role"),
+        CheckConstraint(_in("role", Role), name="role"),
         CheckConstraint("(role = 'clinic') = (clinic_id IS NOT NULL)", name="clinic_users_only_have_clinic"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -160,7 +168,7 @@ class Specification(Base):
     __tablename__ = "specifications"
     __table_args__ = (
         UniqueConstraint("tissue_source", "version", name="uq_specifications_tissue_version"),
-        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
         CheckConstraint("version >= 1", name="version_positive"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -184,7 +192,7 @@ class ReagentLot(Base):
     __tablename__ = "reagent_lots"
     __table_args__ = (
         UniqueConstraint("kind", "lot_number", name="uq_reagent_lots_kind_lot"),
-        CheckConstraint(_in("status", ("quarantined", "released", "rejected", "recalled")), name="status"),
+        CheckConstraint(_in("status", LotStatus), name="status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -197,7 +205,7 @@ class ReagentLot(Base):
 
 class Equipment(Base):
     __tablename__ = "equipment"
-    __table_args__ = (CheckConstraint(_in("status", ("in_service", "out_of_service", "retired")), name="status"),)
+    __table_args__ = (CheckConstraint(_in("status", EquipmentStatus), name="status"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -212,8 +220,8 @@ class Batch(Base):
 
     __tablename__ = "batches"
     __table_args__ = (
-        CheckConstraint(_in("status", STATUSES), name="status"),
-        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
+        CheckConstraint(_in("status", Status), name="status"),
+        CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
         CheckConstraint("seq >= 0", name="seq_not_negative"),
         CheckConstraint("length(din) = 13", name="din_length"),
         Index("ix_batches_clinic_status", "clinic_id", "status"),
@@ -306,8 +314,8 @@ class Deviation(Base):
 
     __tablename__ = "deviations"
     __table_args__ = (
-        CheckConstraint(_in("kind", DEVIATION_KINDS), name="kind"),
-        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        CheckConstraint(_in("kind", DeviationKind), name="kind"),
+        CheckConstraint(_in("status", DeviationStatus), name="status"),
         Index("ix_deviations_batch_status", "batch_id", "status"),
         Index("ix_deviations_status", "status"),
     )
@@ -315,7 +323,7 @@ class Deviation(Base):
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(32))
     description: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(8), default="open")
+    status: Mapped[str] = mapped_column(String(8), default=DeviationStatus.OPEN.value)
     opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     opened_at: Mapped[datetime]
     opened_seq: Mapped[int] = mapped_column(Integer)
@@ -567,17 +575,14 @@ class AuditVerification(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-PROPOSAL_STATUSES = ("proposed", "approved", "withdrawn")
-
-
 class SpecificationProposal(Base):
     """A proposed specification version (R-QC-6): it takes force only when another QA user approves it,
     signed; at most one open proposal per tissue source."""
 
     __tablename__ = "specification_proposals"
     __table_args__ = (
-        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
-        CheckConstraint(_in("status", PROPOSAL_STATUSES), name="status"),
+        CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
+        CheckConstraint(_in("status", ProposalStatus), name="status"),
         CheckConstraint("(status = 'approved') = (version IS NOT NULL AND signature IS NOT NULL)", name="approved"),
         CheckConstraint("status = 'proposed' OR decided_by_id IS NOT NULL", name="decided"),
         CheckConstraint("status <> 'approved' OR decided_by_id <> proposed_by_id", name="second_person"),
@@ -674,11 +679,6 @@ class TemperatureLog(Base):
 
 # --- Follow-up outcomes and quality trends (issue 15, migration 0008) --------------------------
 
-VISIT_STATUSES = ("due", "done", "missed")
-PLAN_STATUSES = ("proposed", "approved")
-TREND_METRICS = ("viability_pct", "tnc_per_ml_harvested", "endotoxin_eu_per_ml")
-TREND_RULES = ("nelson_1", "nelson_2", "nelson_3", "nelson_4")
-
 
 class FollowUpPlan(Base):
     """A version of a tissue source's follow-up plan (R-OUT-1): proposed by an admin, approved by QA, signed."""
@@ -686,8 +686,8 @@ class FollowUpPlan(Base):
     __tablename__ = "follow_up_plans"
     __table_args__ = (
         UniqueConstraint("tissue_source", "version", name="uq_follow_up_plans_tissue_version"),
-        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
-        CheckConstraint(_in("status", PLAN_STATUSES), name="status"),
+        CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
+        CheckConstraint(_in("status", PlanStatus), name="status"),
         CheckConstraint("version >= 1", name="version_positive"),
         CheckConstraint("approved_by IS NULL OR approved_by <> proposed_by", name="second_person"),
     )
@@ -709,7 +709,7 @@ class FollowUpVisit(Base):
     __tablename__ = "follow_up_visits"
     __table_args__ = (
         UniqueConstraint("batch_id", "visit", name="uq_follow_up_visits_batch_visit"),
-        CheckConstraint(_in("status", VISIT_STATUSES), name="status"),
+        CheckConstraint(_in("status", VisitStatus), name="status"),
         CheckConstraint("window_from <= window_to", name="window_order"),
         Index("ix_follow_up_visits_status_due", "status", "due_on"),
         Index("ix_follow_up_visits_status_closes", "status", "closes_on"),
@@ -761,8 +761,8 @@ class TrendBaseline(Base):
 
     __tablename__ = "trend_baselines"
     __table_args__ = (
-        CheckConstraint(_in("tissue_source", TISSUES), name="tissue_source"),
-        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+        CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
+        CheckConstraint(_in("metric", Metric), name="metric"),
         Index("ix_trend_baselines_chart", "tissue_source", "metric", "id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -781,8 +781,8 @@ class TrendFlag(Base):
     __tablename__ = "trend_flags"
     __table_args__ = (
         UniqueConstraint("tissue_source", "metric", "baseline_key", "batch_id", "rule", name="uq_trend_flags_point"),
-        CheckConstraint(_in("rule", TREND_RULES), name="rule"),
-        CheckConstraint(_in("metric", TREND_METRICS), name="metric"),
+        CheckConstraint(_in("rule", Rule), name="rule"),
+        CheckConstraint(_in("metric", Metric), name="metric"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     tissue_source: Mapped[str] = mapped_column(String(16))
@@ -819,7 +819,7 @@ class BatchUse(Base):
 
     __tablename__ = "batch_uses"
     __table_args__ = (
-        CheckConstraint(_in("activity", ("step", "qc_entry", "qc_verification")), name="activity"),
+        CheckConstraint(_in("activity", Activity), name="activity"),
         CheckConstraint(
             " + ".join(f"(CASE WHEN {c} IS NULL THEN 0 ELSE 1 END)" for c in _USED) + " = 1", name="one_thing_used"
         ),
@@ -844,15 +844,11 @@ class AdverseReaction(Base):
 
     __tablename__ = "adverse_reactions"
     __table_args__ = (
+        CheckConstraint(_in("category", Category), name="category"),
+        CheckConstraint(_in("outcome", ReactionOutcome), name="outcome"),
+        CheckConstraint(_in("status", ReactionStatus), name="status"),
         CheckConstraint(
-            _in("category", ("infection", "allergic_reaction", "injection_site_reaction", "other")), name="category"
-        ),
-        CheckConstraint(
-            _in("outcome", ("recovered", "recovering", "not_recovered", "fatal", "unknown")), name="outcome"
-        ),
-        CheckConstraint(_in("status", ("open", "closed")), name="status"),
-        CheckConstraint(
-            "related_to_product IS NULL OR " + _in("related_to_product", ("yes", "no", "unknown")),
+            "related_to_product IS NULL OR " + _in("related_to_product", Relatedness),
             name="related_to_product",
         ),
         CheckConstraint("reportable = false OR serious = true", name="reportable_is_serious"),
@@ -905,9 +901,9 @@ class Lookback(Base):
 
     __tablename__ = "lookbacks"
     __table_args__ = (
-        CheckConstraint(_in("seed_kind", ("reagent_lot", "equipment", "operator", "batch")), name="seed_kind"),
-        CheckConstraint(_in("trigger", ("qa", "recall", "adverse_reaction")), name="trigger"),
-        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        CheckConstraint(_in("seed_kind", SeedKind), name="seed_kind"),
+        CheckConstraint(_in("trigger", Trigger), name="trigger"),
+        CheckConstraint(_in("status", LookbackStatus), name="status"),
         Index("ix_lookbacks_status", "status", "id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -936,7 +932,7 @@ class LookbackBatch(Base):
 
     __tablename__ = "lookback_batches"
     __table_args__ = (
-        CheckConstraint(_in("action", ("held", "follow_up", "none")), name="action"),
+        CheckConstraint(_in("action", AffectedAction), name="action"),
         Index("ix_lookback_batches_batch", "batch_id"),
     )
     lookback_id: Mapped[int] = mapped_column(ForeignKey("lookbacks.id"), primary_key=True)

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from labtrack.api.schemas import (
     UTC,
     ExportArgsSchema,
     SignatureSchema,
     UserSummarySchema,
-    _day,
-    _moment,
-    _plausible,
-    _text,
+    day_field,
+    moment_field,
+    nonempty_text,
+    one_of,
+    plausible_year,
 )
 from labtrack.domain.din import Din
-from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind
-
-
-def _choice(enum: type) -> validate.OneOf:
-    return validate.OneOf(tuple(member.value for member in enum))
+from labtrack.domain.investigations import (
+    Category,
+    LookbackStatus,
+    ReactionOutcome,
+    ReactionStatus,
+    Relatedness,
+    SeedKind,
+)
 
 
 def _flag(description: str) -> fields.Boolean:
@@ -27,10 +31,10 @@ def _flag(description: str) -> fields.Boolean:
 
 
 class AdverseReactionCreateSchema(Schema):
-    onset_at = fields.AwareDateTime(required=True, validate=_plausible)
-    category = fields.String(required=True, validate=_choice(Category))
-    description = _text(4000, multiline=True, required=True)
-    outcome = fields.String(required=True, validate=_choice(Outcome))
+    onset_at = fields.AwareDateTime(required=True, validate=plausible_year)
+    category = fields.String(required=True, validate=one_of(Category))
+    description = nonempty_text(4000, multiline=True, required=True)
+    outcome = fields.String(required=True, validate=one_of(ReactionOutcome))
     fatal = _flag("21 CFR 1271.350(a)(1)(i)")
     life_threatening = _flag("21 CFR 1271.350(a)(1)(ii)")
     permanent_impairment = _flag("results in permanent impairment of a body function or damage to a body structure")
@@ -39,8 +43,8 @@ class AdverseReactionCreateSchema(Schema):
 
 
 class AdverseReactionQueryArgsSchema(ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
-    din = _text(40)
+    status = fields.String(validate=one_of(ReactionStatus))
+    din = nonempty_text(40)
 
 
 class AdverseReactionSchema(Schema):
@@ -76,26 +80,26 @@ class AdverseReactionSchema(Schema):
 
 
 class AdverseReactionCloseSchema(Schema):
-    conclusion = _text(4000, multiline=True, required=True)
-    related_to_product = fields.String(required=True, validate=_choice(Relatedness))
-    reported_to_authority_on = _day(load_default=None, allow_none=True)
+    conclusion = nonempty_text(4000, multiline=True, required=True)
+    related_to_product = fields.String(required=True, validate=one_of(Relatedness))
+    reported_to_authority_on = day_field(load_default=None, allow_none=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 
 class SeedSchema(Schema):
-    kind = fields.String(required=True, validate=_choice(SeedKind))
-    value = _text(64, required=True)  # lot id, equipment code, username or DIN
+    kind = fields.String(required=True, validate=one_of(SeedKind))
+    value = nonempty_text(64, required=True)  # lot id, equipment code, username or DIN
 
 
 class LookbackCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
     seed = fields.Nested(SeedSchema, required=True)
-    from_ = _moment(data_key="from")
-    to = _moment()
+    from_ = moment_field(data_key="from")
+    to = moment_field()
 
 
 class LookbackQueryArgsSchema(Schema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    status = fields.String(validate=one_of(LookbackStatus))
 
 
 class AffectedSchema(Schema):
@@ -138,12 +142,12 @@ class LookbackSchema(Schema):
 
 
 class LookbackCloseSchema(Schema):
-    conclusion = _text(4000, multiline=True, required=True)
+    conclusion = nonempty_text(4000, multiline=True, required=True)
     signature = fields.Nested(SignatureSchema, required=True)
 
 
 class RecallCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class RecallSchema(Schema):

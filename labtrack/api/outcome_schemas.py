@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from labtrack.api.schemas import TISSUES, UTC, ExportArgsSchema, SignedSchema, _day, _plausible, _text
+from labtrack.api.schemas import UTC, ExportArgsSchema, SignedSchema, day_field, nonempty_text, one_of, plausible_year
 from labtrack.domain import followup
-from labtrack.domain.spc import Metric
+from labtrack.domain.process import TissueSource
 
-VISIT_STATUSES = tuple(s.value for s in followup.VisitStatus)
-METRICS = tuple(m.value for m in Metric)
 ASSESSMENT = validate.Range(min=-3, max=3)
 
 
@@ -41,7 +39,7 @@ class FollowUpSchema(Schema):
     due_on = fields.Date()
     window_from = fields.Date()
     window_to = fields.Date()
-    status = fields.String(metadata={"enum": list(VISIT_STATUSES)})
+    status = fields.String(metadata={"enum": [str(s) for s in followup.VisitStatus]})
     measured_on = fields.Date(allow_none=True)
     measurement = fields.Dict(allow_none=True)
     late = fields.Boolean()
@@ -49,7 +47,7 @@ class FollowUpSchema(Schema):
 
 
 class FollowUpCreateSchema(Schema):
-    measured_on = _day(required=True)
+    measured_on = day_field(required=True)
     hair_density_per_cm2 = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=0, max=500))
     hair_shaft_diameter_um = fields.Float(
         load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=10, max=150)
@@ -57,13 +55,13 @@ class FollowUpCreateSchema(Schema):
     patient_global_assessment = fields.Integer(required=True, strict=True, validate=ASSESSMENT)
     investigator_global_assessment = fields.Integer(required=True, strict=True, validate=ASSESSMENT)
     adverse_reaction = fields.Boolean(required=True)
-    note = _text(2000, multiline=True, load_default=None, allow_none=True)
+    note = nonempty_text(2000, multiline=True, load_default=None, allow_none=True)
     photo_ids = fields.List(
         fields.Integer(strict=True, validate=validate.Range(min=1)),
         load_default=list,
         validate=validate.Length(max=followup.MAX_PHOTOS),
     )
-    late_reason = _text(2000, multiline=True, load_default=None, allow_none=True)
+    late_reason = nonempty_text(2000, multiline=True, load_default=None, allow_none=True)
 
 
 class AttachmentUploadSchema(Schema):
@@ -81,9 +79,9 @@ class AttachmentSchema(Schema):
 
 
 class OutcomesQueryArgsSchema(ExportArgsSchema):
-    tissue_source = fields.String(validate=validate.OneOf(TISSUES))
-    date_from = _day(data_key="from")
-    date_to = _day(data_key="to")
+    tissue_source = fields.String(validate=one_of(TissueSource))
+    date_from = day_field(data_key="from")
+    date_to = day_field(data_key="to")
 
 
 class VisitChangeSchema(Schema):
@@ -178,8 +176,8 @@ class TrendSchema(Schema):
 
 
 class BaselineResetSchema(SignedSchema):
-    starts_at = fields.AwareDateTime(required=True, validate=_plausible)
-    reason = _text(2000, multiline=True, required=True)
+    starts_at = fields.AwareDateTime(required=True, validate=plausible_year)
+    reason = nonempty_text(2000, multiline=True, required=True)
 
 
 class TrendBaselineSchema(Schema):

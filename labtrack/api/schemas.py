@@ -10,20 +10,40 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from labtrack.domain import formats
+from labtrack.domain.actors import Role
+from labtrack.domain.deviations import DeviationKind, DeviationStatus, Disposition
 from labtrack.domain.din import Din
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.lifecycle import Status, allowed_actions, state_of
+from labtrack.domain.lifecycle import ContainerCondition, Status, allowed_actions, state_of
+from labtrack.domain.materials import SETTABLE_LOT_STATUSES, EquipmentStatus
 from labtrack.domain.process import ALL_STEP_NAMES, TissueSource
 from labtrack.domain.qc import ALL_TESTS as QC_TESTS
 from labtrack.domain.signatures import Meaning
+from labtrack.domain.specifications import ProposalStatus
 from labtrack.services.paging import LIMIT_DEFAULT, LIMIT_MAX
 
-ROLES = ("technician", "qa", "clinic", "admin")
-TISSUES = tuple(t.value for t in TissueSource)
-STATUSES = tuple(s.value for s in Status)
-LOT_STATUSES = ("quarantined", "released", "rejected")
-EQUIPMENT_STATUSES = ("in_service", "out_of_service", "retired")
-KIND = validate.Regexp(r"^[a-z][a-z0-9_]{1,63}$", error="lower-case letters, digits and _ (e.g. collagenase)")
+
+def one_of(values: Any) -> validate.OneOf:
+    """A choice among a domain enum's values (or some of them), published as the OpenAPI ``enum``: the
+    allowed values of every choice come from ``labtrack.domain``, as the models' CHECK constraints do."""
+    return validate.OneOf(tuple(str(value) for value in values))
+
+
+class Formatted(validate.Regexp):
+    """Text of a format of ``labtrack.domain.formats`` (its pattern is published in OpenAPI), matched whole."""
+
+    def __init__(self, format: formats.Format) -> None:
+        super().__init__(format.pattern, error=format.message)
+        self.format = format
+
+    def __call__(self, value: str) -> str:
+        if not self.format.matches(value):
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+KIND = Formatted(formats.KIND)
 
 
 # Text refuses control characters (NUL, BEL, ESC, DEL, the C1 range...) and lone UTF-16 surrogates: NUL
@@ -76,7 +96,13 @@ class Data(fields.Dict):
         super().__init__(validate=Printable(multiline=True), **kwargs)
 
 
-def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
+def _email(**kwargs: Any) -> fields.String:
+    """An e-mail address, in the one format ``labtrack.domain.formats.EMAIL``."""
+    metadata = {"format": "email"} | kwargs.pop("metadata", {})
+    return fields.String(validate=Formatted(formats.EMAIL), metadata=metadata, **kwargs)
+
+
+def nonempty_text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> Text:
     return Text(multiline=multiline, validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
@@ -85,17 +111,17 @@ def _text(max_length: int = 200, *, multiline: bool = False, **kwargs: Any) -> T
 YEARS = range(1900, 2200)
 
 
-def _plausible(moment: date) -> None:
+def plausible_year(moment: date) -> None:
     if moment.year not in YEARS:
         raise ValidationError(f"must be between the years {YEARS.start} and {YEARS.stop - 1}")
 
 
-def _day(**kwargs: Any) -> fields.Date:
-    return fields.Date(validate=_plausible, **kwargs)
+def day_field(**kwargs: Any) -> fields.Date:
+    return fields.Date(validate=plausible_year, **kwargs)
 
 
-def _moment(**kwargs: Any) -> fields.AwareDateTime:
-    return fields.AwareDateTime(validate=_plausible, load_default=None, allow_none=True, **kwargs)
+def moment_field(**kwargs: Any) -> fields.AwareDateTime:
+    return fields.AwareDateTime(validate=plausible_year, load_default=None, allow_none=True, **kwargs)
 
 
 class UTC(fields.DateTime):
@@ -122,14 +148,14 @@ class Problem(Schema):
 
 
 class TokenCreateSchema(Schema):
-    username = _text(64, required=True)
-    password = _text(1000, required=True)
+    username = nonempty_text(64, required=True)
+    password = nonempty_text(1000, required=True)
 
 
 class PasswordChangeSchema(TokenCreateSchema):
     """Choose a new password (required after an admin reset): the current one, then the new one."""
 
-    new_password = _text(1000, required=True)
+    new_password = nonempty_text(1000, required=True)
 
 
 class UserSummarySchema(Schema):
@@ -157,8 +183,8 @@ class TokenSchema(Schema):
 
 
 class ClinicCreateSchema(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{2,16}$"))
-    name = _text(required=True)
+    code = fields.String(required=True, validate=Formatted(formats.CLINIC_CODE))
+    name = nonempty_text(required=True)
     webhook_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, validate=Printable())
     webhook_secret = Text(load_default=None, allow_none=True, validate=validate.Length(min=16, max=200))
 
@@ -173,36 +199,38 @@ class ClinicSchema(Schema):
 
 
 class UserCreateSchema(Schema):
-    username = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9._-]{2,63}$"))
-    full_name = _text(required=True)
-    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    username = fields.String(required=True, validate=Formatted(formats.USERNAME))
+    full_name = nonempty_text(required=True)
+    role = fields.String(required=True, validate=one_of(Role))
     clinic = Text(load_default=None, allow_none=True)
-    password = _text(1000, required=True, load_only=True)
-    email = fields.Email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
+    password = nonempty_text(1000, required=True, load_only=True)
+    email = _email(load_default=None, allow_none=True, metadata={"description": "for e-mail notifications"})
 
 
 class UserUpdateSchema(Schema):
     active = fields.Boolean()
-    role = fields.String(validate=validate.OneOf(ROLES))
+    role = fields.String(validate=one_of(Role))
     unlock = fields.Boolean(load_default=False)
-    email = fields.Email(allow_none=True, metadata={"description": "null removes it"})
-    full_name = _text(200)
-    clinic = _text(16)  # a clinic user's clinic, by code
-    password = _text(1000, load_only=True)  # reset: a temporary password the user must replace at the next sign-in
+    email = _email(allow_none=True, metadata={"description": "null removes it"})
+    full_name = nonempty_text(200)
+    clinic = nonempty_text(16)  # a clinic user's clinic, by code
+    password = nonempty_text(
+        1000, load_only=True
+    )  # reset: a temporary password the user must replace at the next sign-in
 
 
 class LotCreateSchema(Schema):
     kind = fields.String(required=True, validate=KIND)
-    name = _text(required=True)
-    lot_number = _text(64, required=True)
-    expires_on = _day(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(LOT_STATUSES))
+    name = nonempty_text(required=True)
+    lot_number = nonempty_text(64, required=True)  # the format of formats.LOT_NUMBER, which the service checks
+    expires_on = day_field(required=True)
+    status = fields.String(required=True, validate=one_of(SETTABLE_LOT_STATUSES))
 
 
 class LotUpdateSchema(Schema):
-    name = _text()
-    expires_on = _day()
-    status = fields.String(validate=validate.OneOf(LOT_STATUSES))
+    name = nonempty_text()
+    expires_on = day_field()
+    status = fields.String(validate=one_of(SETTABLE_LOT_STATUSES))
 
 
 class LotSchema(Schema):
@@ -215,17 +243,17 @@ class LotSchema(Schema):
 
 
 class EquipmentCreateSchema(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$"))
+    code = fields.String(required=True, validate=Formatted(formats.EQUIPMENT_CODE))
     kind = fields.String(required=True, validate=KIND)
-    name = _text(required=True)
-    calibration_due_on = _day(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(EQUIPMENT_STATUSES))
+    name = nonempty_text(required=True)
+    calibration_due_on = day_field(required=True)
+    status = fields.String(required=True, validate=one_of(EquipmentStatus))
 
 
 class EquipmentUpdateSchema(Schema):
-    name = _text()
-    calibration_due_on = _day()
-    status = fields.String(validate=validate.OneOf(EQUIPMENT_STATUSES))
+    name = nonempty_text()
+    calibration_due_on = day_field()
+    status = fields.String(validate=one_of(EquipmentStatus))
 
 
 class EquipmentSchema(Schema):
@@ -249,10 +277,10 @@ class SpecificationSchema(Schema):
 
 class PatientCreateSchema(Schema):
     clinic = Text(load_default=None, allow_none=True)
-    mrn = _text(64, required=True)
-    family_name = _text(100, required=True)
-    given_name = _text(100, required=True)
-    birth_date = _day(required=True)
+    mrn = nonempty_text(64, required=True)
+    family_name = nonempty_text(100, required=True)
+    given_name = nonempty_text(100, required=True)
+    birth_date = day_field(required=True)
 
 
 class PageArgsSchema(Schema):
@@ -286,8 +314,8 @@ class PatientSchema(Schema):
 
 class BatchCreateSchema(Schema):
     patient_id = fields.Integer(required=True, strict=True)
-    tissue_source = fields.String(required=True, validate=validate.OneOf(TISSUES))
-    planned_administration_at = _moment()
+    tissue_source = fields.String(required=True, validate=one_of(TissueSource))
+    planned_administration_at = moment_field()
 
 
 class ExportArgsSchema(Schema):
@@ -301,9 +329,9 @@ class ExportArgsSchema(Schema):
 
 
 class BatchQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = fields.String(validate=one_of(Status))
     clinic = Text()
-    tissue_source = fields.String(validate=validate.OneOf(TISSUES))
+    tissue_source = fields.String(validate=one_of(TissueSource))
     held = fields.Boolean()
     waiting_for_me = fields.Boolean(
         metadata={"description": "only batches handed to you, or in your custody and not yet finished"}
@@ -447,8 +475,8 @@ class ReadinessSchema(Schema):
 class InHandSchema(Schema):
     """A write made with the product in hand: the container's DIN is scanned (R-COI-1)."""
 
-    scanned_din = _text(40, required=True)
-    occurred_at = _moment()
+    scanned_din = nonempty_text(40, required=True)
+    occurred_at = moment_field()
     late_entry_reason = Text(multiline=True, load_default=None, allow_none=True, validate=validate.Length(max=1000))
 
 
@@ -460,29 +488,29 @@ class StepCreateSchema(InHandSchema):
 
 
 class HandoffCreateSchema(InHandSchema):
-    to_username = _text(64, required=True)
-    seal_id = _text(64, required=True)
+    to_username = nonempty_text(64, required=True)
+    seal_id = nonempty_text(64, required=True)
     temperature_c = fields.Float(
         load_default=None, allow_none=True, allow_nan=False, validate=validate.Range(min=-200, max=100)
     )
 
 
 class ReceiptCreateSchema(InHandSchema):
-    seal_id = _text(64, required=True)
+    seal_id = nonempty_text(64, required=True)
     temperature_c = fields.Float(required=True, allow_nan=False, validate=validate.Range(min=-200, max=100))
-    condition = fields.String(required=True, validate=validate.OneOf(("intact", "damaged")))
+    condition = fields.String(required=True, validate=one_of(ContainerCondition))
 
 
 class DeviationCreateSchema(Schema):
-    kind = fields.String(load_default="manual", validate=validate.OneOf(("manual",)))
-    description = _text(4000, multiline=True, required=True)
+    kind = fields.String(load_default=DeviationKind.MANUAL.value, validate=one_of((DeviationKind.MANUAL,)))
+    description = nonempty_text(4000, multiline=True, required=True)
 
 
 class SignatureSchema(Schema):
     """An electronic signature: the signer's password, re-entered now, and its meaning (R-SIG-1)."""
 
-    password = _text(1000, required=True, load_only=True)
-    meaning = fields.String(required=True, validate=validate.OneOf(tuple(m.value for m in Meaning)))
+    password = nonempty_text(1000, required=True, load_only=True)
+    meaning = fields.String(required=True, validate=one_of(Meaning))
 
 
 class SignedSchema(Schema):
@@ -500,17 +528,17 @@ class QcCreateSchema(InHandSchema):
 
 
 class DispositionCreateSchema(SignedSchema):
-    decision = fields.String(required=True, validate=validate.OneOf(("accept", "reject")))
-    justification = _text(4000, multiline=True, required=True)
+    decision = fields.String(required=True, validate=one_of(Disposition))
+    justification = nonempty_text(4000, multiline=True, required=True)
 
 
 class RejectCreateSchema(SignedSchema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class CorrectionCreateSchema(Schema):
     event_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
     data = Data(required=True)
 
 
@@ -521,7 +549,7 @@ class SpecificationUpdateSchema(Schema):
 
 
 class DeviationQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
-    status = fields.String(validate=validate.OneOf(("open", "closed")))
+    status = fields.String(validate=one_of(DeviationStatus))
     din = Text()
 
 
@@ -600,7 +628,7 @@ class SpecificationProposalCreateSchema(Schema):
     """A proposed specification version (R-QC-6): the whole body, and why it changes."""
 
     body = fields.Nested(SpecificationUpdateSchema, required=True)
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)
 
 
 class SpecificationProposalSchema(Schema):
@@ -621,9 +649,9 @@ class SpecificationProposalSchema(Schema):
 
 
 class ProposalQueryArgsSchema(Schema):
-    status = fields.String(validate=validate.OneOf(("proposed", "approved", "withdrawn")))
-    tissue_source = fields.String(validate=validate.OneOf(tuple(t.value for t in TissueSource)))
+    status = fields.String(validate=one_of(ProposalStatus))
+    tissue_source = fields.String(validate=one_of(TissueSource))
 
 
 class WithdrawalCreateSchema(Schema):
-    reason = _text(4000, multiline=True, required=True)
+    reason = nonempty_text(4000, multiline=True, required=True)

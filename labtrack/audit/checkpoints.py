@@ -117,11 +117,6 @@ def _leaves_soundness(checkpoint: Checkpoint, leaves: list[Leaf]) -> str | None:
     return None
 
 
-def soundness(checkpoint: Checkpoint, leaves: list[Leaf], public_key: Ed25519PublicKey) -> str | None:
-    """What is wrong with a stored checkpoint (its key, signature, statement, leaves), or None."""
-    return _signed_soundness(checkpoint, public_key) or _leaves_soundness(checkpoint, leaves)
-
-
 _AT = {"stream": String(), "seq": Integer()}
 
 
@@ -196,11 +191,6 @@ def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
     if tree.departs_from(connection, checkpoint.id):
         return "its stored leaves no longer produce the signed root: checkpoint data was altered"
     return None
-
-
-def sign_heads(heads: list[Leaf], key: LabKey, origin: str) -> Checkpoint:
-    """A checkpoint over ``heads`` (in order), its statement signed now with ``key``; not yet in a session."""
-    return sign_root(MerkleTree([leaf.data for leaf in heads]).root.hex(), len(heads), key, origin)
 
 
 def sign_root(root: str, tree_size: int, key: LabKey, origin: str) -> Checkpoint:

@@ -33,7 +33,7 @@ from typing import Any
 from labtrack.audit.keys import key_id_of, load_public_pem, signature_valid
 from labtrack.audit.statement import COMMIT_MARGIN, parse_statement
 from labtrack.domain.hashing import StoredLink, verify_links
-from labtrack.domain.merkle import Leaf, root_from_proof
+from labtrack.domain.merkle import Leaf, verify_inclusion
 
 READABLE_FIELDS = ("type", "occurred_at", "recorded_at", "actor")
 
@@ -185,7 +185,7 @@ def _check_proof(
     if size != checkpoint.get("tree_size"):
         outcome.problems.append("the inclusion proof is for a tree of another size than the checkpoint's")
         return
-    if root_from_proof(leaf.data, index, size, path) != bytes.fromhex(str(checkpoint.get("root"))):
+    if not verify_inclusion(leaf.data, index, size, path, bytes.fromhex(str(checkpoint.get("root")))):
         outcome.problems.append(
             f"the inclusion proof does not lead from leaf {leaf} to the signed root: the leaf or the proof was altered"
         )

@@ -20,10 +20,8 @@ DIN_SYSTEM = "https://www.isbt128.org/uri/DonationIdentificationNumber"
 FIN_SYSTEM = "https://www.isbt128.org/uri/FacilityIdentificationNumber"
 UCUM = "http://unitsofmeasure.org"
 CATEGORY_SYSTEM = "http://hl7.org/fhir/product-category"  # ValueSet biologicallyderived-productcategory
-CATEGORIES = ("organ", "tissue", "fluid", "cells", "biologicalAgent")
 STATUS_SYSTEM = "http://hl7.org/fhir/biologicallyderived-product-status"
 STATUSES = ("available", "unavailable")
-DISPENSE_STATUS_SYSTEM = "http://hl7.org/fhir/biologicallyderivedproductdispense-status"
 DISPENSE_STATUSES = (
     "preparation", "in-progress", "allocated", "issued", "unfulfilled", "returned", "entered-in-error", "unknown",
 )  # fmt: skip

@@ -45,6 +45,7 @@ class RecordView:
 
 
 def page_styles() -> dict[str, ParagraphStyle]:
+    """The paragraph styles of the printed documents, in the bundled fonts."""
     fonts.register()
     base = ParagraphStyle("base", fontName=fonts.REGULAR, fontSize=7.5, leading=9.5)
     return {
@@ -152,6 +153,8 @@ def _sign_off(view: RecordView, width: float, styles: dict[str, ParagraphStyle])
 
 
 def grid_table(rows: list[list[Any]], widths: list[float], styles: dict[str, ParagraphStyle]) -> Table:
+    """A ruled table of the printed documents, its first row the header (repeated on each page)."""
+
     def cell(value: Any, header: bool) -> Paragraph:
         if isinstance(value, Paragraph):
             return value

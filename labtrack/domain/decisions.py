@@ -388,5 +388,6 @@ def decide(actor: Actor, facts: BatchFacts) -> list[Decision]:
     return found
 
 
-def find(decisions: list[Decision], action: str, subject: int | None = None) -> Decision | None:
+def decision_for(decisions: list[Decision], action: str, subject: int | None = None) -> Decision | None:
+    """The decision about ``action`` (on ``subject``: a QC result or deviation) among ``decisions``, if any."""
     return next((d for d in decisions if d.action == action and d.subject == subject), None)

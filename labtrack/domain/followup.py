@@ -116,10 +116,6 @@ def schedule(plan: dict[str, Any], *, harvested_on: date, administered_on: date)
     return visits
 
 
-def visit_names(plan: dict[str, Any]) -> list[str]:
-    return [BASELINE, *(entry["visit"] for entry in plan["visits"])]
-
-
 @dataclass(frozen=True)
 class Measurement:
     """What a clinic records at a visit (R-OUT-2), checked for range; times and identity come from the server."""

@@ -29,7 +29,7 @@ class Category(StrEnum):
     OTHER = "other"
 
 
-class Outcome(StrEnum):
+class ReactionOutcome(StrEnum):
     RECOVERED = "recovered"
     RECOVERING = "recovering"
     NOT_RECOVERED = "not_recovered"
@@ -45,7 +45,12 @@ class Relatedness(StrEnum):
 
 class ReactionStatus(StrEnum):
     OPEN = "open"
-    CLOSED = "closed"
+    CLOSED = "closed"  # by QA, with a signed conclusion (R-ADV-3)
+
+
+class LookbackStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"  # by QA, with a signed conclusion (R-LBK-4)
 
 
 class SeedKind(StrEnum):
@@ -113,11 +118,11 @@ def assess(criteria: Criteria, received_on: date) -> Assessment:
 
 
 def check_report(
-    criteria: Criteria, outcome: Outcome, onset_at: datetime, *, administered_at: datetime | None, now: datetime
+    criteria: Criteria, outcome: ReactionOutcome, onset_at: datetime, *, administered_at: datetime | None, now: datetime
 ) -> None:
     """The facts of a report must agree: the outcome and the fatal flag, an onset after the injection."""
     errors: dict[str, list[str]] = {}
-    if (outcome == Outcome.FATAL) != criteria.fatal:
+    if (outcome == ReactionOutcome.FATAL) != criteria.fatal:
         errors["fatal"] = ["must be true exactly when the outcome is fatal"]
     if onset_at > now:
         errors["onset_at"] = ["is in the future"]

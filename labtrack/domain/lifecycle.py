@@ -39,6 +39,13 @@ class Status(StrEnum):
     DISCARDED = "discarded"
 
 
+class ContainerCondition(StrEnum):
+    """The container as received (R-CUS-4: damaged opens a deviation)."""
+
+    INTACT = "intact"
+    DAMAGED = "damaged"
+
+
 TERMINAL = frozenset({Status.ADMINISTERED, Status.REJECTED, Status.EXPIRED, Status.DISCARDED})
 
 

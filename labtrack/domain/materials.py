@@ -21,6 +21,10 @@ class LotStatus(StrEnum):
     RECALLED = "recalled"  # R-LBK-5: refused like a quarantined lot, and for good
 
 
+# What an admin sets a lot to: only a recall (R-LBK-5, labtrack.services.lookbacks) makes a lot recalled.
+SETTABLE_LOT_STATUSES = tuple(status for status in LotStatus if status != LotStatus.RECALLED)
+
+
 class EquipmentStatus(StrEnum):
     IN_SERVICE = "in_service"
     OUT_OF_SERVICE = "out_of_service"

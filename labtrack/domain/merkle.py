@@ -88,10 +88,6 @@ class MerkleTree:
         return path
 
 
-def root_of(leaf_data: Sequence[bytes]) -> bytes:
-    return MerkleTree(leaf_data).root
-
-
 def root_from_proof(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes]) -> bytes | None:
     """The root an inclusion proof leads to (RFC 9162 §2.1.3.2), or None when its shape is wrong."""
     if not 0 <= index < tree_size:
@@ -114,4 +110,5 @@ def root_from_proof(leaf: bytes, index: int, tree_size: int, proof: Sequence[byt
 
 
 def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> bool:
+    """Whether the inclusion proof leads from ``leaf`` at ``index`` to ``root`` (RFC 9162 §2.1.3.2)."""
     return root_from_proof(leaf, index, tree_size, proof) == root

@@ -4,11 +4,14 @@ limits (R-CUS-4)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from labtrack.domain.actors import Action, Actor, can, require
 from labtrack.domain.decisions import Decision
+from labtrack.domain.deviations import DeviationKind
 from labtrack.domain.errors import Conflict, DomainError, Forbidden, ValidationFailed
+from labtrack.domain.lifecycle import ContainerCondition
 from labtrack.domain.process import TissueSource
 
 
@@ -40,14 +43,16 @@ def receipt_deviations(
     """R-CUS-4: the deviations a receipt opens, as (kind, description)."""
     found: list[tuple[str, str]] = []
     if seal_id != handoff_seal:
-        found.append(("seal_mismatch", f"Seal {seal_id!r} at receipt differs from {handoff_seal!r} at hand-off."))
-    if condition == "damaged":
-        found.append(("damaged_container", "Container received damaged."))
+        found.append(
+            (DeviationKind.SEAL_MISMATCH, f"Seal {seal_id!r} at receipt differs from {handoff_seal!r} at hand-off.")
+        )
+    if condition == ContainerCondition.DAMAGED:
+        found.append((DeviationKind.DAMAGED_CONTAINER, "Container received damaged."))
     low, high = transport_range(spec)
     if not low <= temperature_c <= high:
         found.append(
             (
-                "temperature_excursion",
+                DeviationKind.TEMPERATURE_EXCURSION,
                 f"Received at {temperature_c:g} °C, outside the transport range {low:g}–{high:g} °C.",
             )
         )
@@ -57,12 +62,18 @@ def receipt_deviations(
 # --- change control (R-QC-6) ----------------------------------------------------------------------
 
 
+class ProposalStatus(StrEnum):
+    PROPOSED = "proposed"  # open: at most one per tissue source
+    APPROVED = "approved"  # signed by a second QA user; it became a version
+    WITHDRAWN = "withdrawn"
+
+
 @dataclass(frozen=True)
 class ProposalFacts:
     """A proposal under change control (a specification's, a follow-up plan's) as the decisions read it."""
 
     id: int
-    status: str  # proposed, approved, withdrawn
+    status: ProposalStatus
     proposed_by_id: int
     base_version: int
     version_in_force: int
@@ -122,7 +133,7 @@ def check_withdrawal(actor: Actor, proposal: ProposalFacts, reason: str) -> None
 
 
 def _check_open(proposal: ProposalFacts) -> None:
-    if proposal.status != "proposed":
+    if proposal.status != ProposalStatus.PROPOSED:
         raise Conflict(f"Proposal {proposal.id} is already {proposal.status}.")
 
 

@@ -244,7 +244,7 @@ def _in_order(local: datetime, before: list[Reading]) -> datetime:
     return moment
 
 
-def summarise(readings: list[Reading], leg: Leg, low: float, high: float) -> LegSummary:
+def summarise_leg(readings: list[Reading], leg: Leg, low: float, high: float) -> LegSummary:
     """R-TMP-1: the readings must cover the leg (± 15 min); min, max, mean and time out of range over it."""
     assert leg.received_at is not None
     start, end = leg.handed_off_at, leg.received_at

@@ -25,7 +25,8 @@ from labtrack.domain.investigations import (
     Assessment,
     Category,
     Criteria,
-    Outcome,
+    ReactionOutcome,
+    ReactionStatus,
     Relatedness,
     SeedKind,
     Trigger,
@@ -119,7 +120,8 @@ def report(
         communicable_disease_suspected,
     )
     now = utcnow()
-    check_report(criteria, Outcome(outcome), onset_at, administered_at=_administered_at(session, batch), now=now)
+    administered_at = _administered_at(session, batch)
+    check_report(criteria, ReactionOutcome(outcome), onset_at, administered_at=administered_at, now=now)
     assessment = assess(criteria, today_in(zone, now))
     facts: dict[str, Any] = {
         "onset_at": onset_at,
@@ -145,7 +147,7 @@ def report(
         reported_hash=event.hash,
         reported_by_id=actor.id,
         reported_at=now,
-        status="open",
+        status=ReactionStatus.OPEN.value,
         **facts,
         **judged,
     )
@@ -213,7 +215,7 @@ def close(
     batch = batches.get(session, actor, found.batch.din, for_update=True)
     reaction = session.get(AdverseReaction, reaction_id, populate_existing=True)
     assert reaction is not None
-    if reaction.status != "open":
+    if reaction.status != ReactionStatus.OPEN:
         raise Conflict(f"Adverse reaction {reaction_id} is already closed.")
     conclusion = conclusion.strip()
     if not conclusion:
@@ -236,7 +238,7 @@ def close(
             "signature": signed,
         },
     )
-    reaction.status = "closed"
+    reaction.status = ReactionStatus.CLOSED.value
     reaction.conclusion = conclusion
     reaction.related_to_product = related.value
     reaction.reported_to_authority_on = reported_to_authority_on

@@ -48,10 +48,12 @@ MIN_PASSWORD_LENGTH = 10
 
 
 def hash_password(password: str) -> str:
+    """The Argon2id hash stored for ``password``."""
     return _hasher.hash(password)
 
 
 def password_matches(user: User | None, password: str) -> bool:
+    """Whether ``password`` is the user's; no user costs the same time as a wrong password."""
     try:
         return _hasher.verify(user.password_hash if user else _dummy_hash, password) and user is not None
     except (VerificationError, InvalidHashError):

@@ -8,26 +8,21 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.decisions import BatchFacts, Decision, ResultFacts, decide
+from labtrack.domain.deviations import DeviationStatus
 from labtrack.domain.lifecycle import state_of
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import required_tests
 from labtrack.models import Batch, BatchEvent, Deviation, QcResult
+from labtrack.services import qc
 
 # Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
 PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
 
 
-def results(session: Session, batch: Batch) -> tuple[ResultFacts, ...]:
-    """The batch's QC results, each marked when an accepted deviation covers it (one query)."""
-    covered = (
-        select(Deviation.id)
-        .where(
-            Deviation.batch_id == QcResult.batch_id,
-            Deviation.qc_result_id == QcResult.id,
-            Deviation.decision == "accept",
-        )
-        .exists()
-    )
+def qc_facts(session: Session, batch: Batch) -> tuple[ResultFacts, ...]:
+    """The batch's QC results as the decisions read them, each marked when an accepted deviation covers it
+    (one query)."""
+    covered = qc.covered_by_accepted_deviation()
     rows = session.execute(
         select(
             QcResult.id,
@@ -64,13 +59,15 @@ def participation(session: Session, batch: Batch) -> dict[int, frozenset[str]]:
 def facts(session: Session, batch: Batch) -> BatchFacts:
     """Everything the decisions about ``batch`` read, now."""
     open_ids = session.execute(
-        select(Deviation.id).where(Deviation.batch_id == batch.id, Deviation.status == "open").order_by(Deviation.id)
+        select(Deviation.id)
+        .where(Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value)
+        .order_by(Deviation.id)
     ).scalars()
     return BatchFacts(
         state=state_of(batch),
         now=utcnow(),
         required=tuple(required_tests(batch.specification.body)),
-        results=results(session, batch),
+        results=qc_facts(session, batch),
         open_deviation_ids=tuple(open_ids),
         participation=participation(session, batch),
         custodian_name=_name(batch.custodian),

@@ -9,12 +9,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.deviations import DeviationKind, DeviationStatus
 from labtrack.domain.errors import ValidationFailed
 from labtrack.models import Batch, Deviation
 from labtrack.services import batches, outbox, paging, scope
 from labtrack.services.streams import append_batch_event
-
-MANUAL_KINDS = ("manual",)
 
 
 def open_on(
@@ -43,7 +42,7 @@ def open_for_lookback(
     """A ``lookback`` deviation naming the lookback on each batch (loaded under its row lock by the caller), in
     one flush: each event follows its own batch's chain head, and the events, the heads, the deviations and their
     outbox rows are each one multi-row statement (R-LBK-2)."""
-    data = {"kind": "lookback", "description": description, "lookback_id": lookback_id}
+    data = {"kind": DeviationKind.LOOKBACK.value, "description": description, "lookback_id": lookback_id}
     opened = [_add(session, batch, actor, data) for batch in held]
     session.flush()
     for deviation in opened:
@@ -60,7 +59,7 @@ def _add(
         batch=batch,  # the loaded batch, so that showing the deviation does not read it again
         kind=data["kind"],
         description=data["description"],
-        status="open",
+        status=DeviationStatus.OPEN.value,
         opened_by_id=actor.id,
         opened_at=event.recorded_at,
         opened_seq=event.seq,
@@ -77,9 +76,10 @@ def _announce(session: Session, deviation: Deviation) -> None:
 
 
 def open_manual(session: Session, actor: Actor, din: str, *, kind: str, description: str) -> Deviation:
+    """Open a manual deviation on a batch (R-DEV-1); refuses any other kind and an empty description."""
     require(actor, Action.OPEN_DEVIATION)
     batch = batches.get(session, actor, din, for_update=True)
-    if kind not in MANUAL_KINDS:
+    if kind != DeviationKind.MANUAL:
         raise ValidationFailed({"kind": ["only manual deviations are opened by hand; the others open themselves"]})
     if not description.strip():
         raise ValidationFailed({"description": ["is required"]})
@@ -87,6 +87,7 @@ def open_manual(session: Session, actor: Actor, din: str, *, kind: str, descript
 
 
 def for_batch(session: Session, batch_id: int) -> list[Deviation]:
+    """The batch's deviations, open and closed, oldest first."""
     return list(
         session.execute(select(Deviation).where(Deviation.batch_id == batch_id).order_by(Deviation.id)).scalars()
     )

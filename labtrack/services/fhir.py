@@ -49,6 +49,7 @@ def _person(user: User) -> Person:
 
 
 def product_view(session: Session, batch: Batch, facility: str) -> ProductView:
+    """What the FHIR resources of a batch say: its harvest, collector, measured values and last change."""
     events = list(
         session.execute(
             select(BatchEvent)

@@ -31,7 +31,9 @@ MISSED_TOPIC = "follow_up.missed"
 
 
 @dataclass
-class Outcome:
+class WatchReport:
+    """The DINs of the batches whose clinic was reminded of a visit, and of those whose visit was missed."""
+
     reminded: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
 
@@ -82,10 +84,10 @@ def _miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
     return True
 
 
-def followup_watch(database: Database, *, today: date | None = None) -> Outcome:
+def followup_watch(database: Database, *, today: date | None = None) -> WatchReport:
     """Remind each visit's clinic once, 7 days before it is due; mark visits missed when their window closes."""
     today = today or utcnow().date()
-    outcome = Outcome()
+    outcome = WatchReport()
     due = select(FollowUpVisit.batch_id, FollowUpVisit.id).where(FollowUpVisit.status == VisitStatus.DUE.value)
     for batch_id, visit_id in _candidates(database, due.where(FollowUpVisit.closes_on < today)):
         if database.write(lambda s, b=batch_id, v=visit_id: _miss(s, b, v, today)):

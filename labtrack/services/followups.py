@@ -223,6 +223,7 @@ def _date_of(value: Any) -> date | None:
 
 
 def visits_of(session: Session, batch: Batch) -> list[FollowUpVisit]:
+    """The batch's follow-up visits: the baseline first, then by due date."""
     rows = session.execute(select(FollowUpVisit).where(FollowUpVisit.batch_id == batch.id)).scalars()
     return sorted(rows, key=lambda v: (v.due_on if v.visit != BASELINE else date.min, v.visit))
 
@@ -233,6 +234,7 @@ def follow_ups(session: Session, actor: Actor, din: str) -> list[FollowUpVisit]:
 
 
 def scheduled(visit: FollowUpVisit) -> ScheduledVisit:
+    """A stored visit as the domain's schedule reads it (due date, window, closing date)."""
     return ScheduledVisit(visit.visit, visit.due_on, visit.window_from, visit.window_to, visit.closes_on)
 
 

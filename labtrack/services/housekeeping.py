@@ -46,7 +46,9 @@ class Retention:
 
 
 @dataclass
-class Outcome:
+class Purged:
+    """How many rows each nightly purge deleted, by table."""
+
     deleted: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -81,10 +83,10 @@ def _delivery_log(session: Session, outbox_ids: list[int]) -> None:
     session.execute(delete(OutboxDelivery).where(OutboxDelivery.outbox_id.in_(outbox_ids)))
 
 
-def run(database: Database, retention: Retention, now: datetime | None = None) -> Outcome:
+def run(database: Database, retention: Retention, now: datetime | None = None) -> Purged:
     """Delete what has outlived its use (see the module's docstring); safe to run at any time, twice at once too."""
     now = now or utcnow()
-    outcome = Outcome()
+    outcome = Purged()
     outcome.deleted["idempotency_keys"] = _purge(
         database, IdempotencyRecord, IdempotencyRecord.created_at < now - retention.idempotency, None
     )

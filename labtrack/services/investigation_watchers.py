@@ -23,6 +23,8 @@ from labtrack.domain.investigations import (
     WARN_DAYS_BEFORE_DUE,
     ClinicNotice,
     DueNotice,
+    LookbackStatus,
+    ReactionStatus,
     clinic_notices,
     due_notice,
 )
@@ -46,7 +48,7 @@ def _tell_due(session: Session, reaction_id: int, today: date, now: datetime) ->
     reaction = session.execute(
         select(AdverseReaction)
         .options(lazyload("*"))
-        .where(AdverseReaction.id == reaction_id, AdverseReaction.status == "open")
+        .where(AdverseReaction.id == reaction_id, AdverseReaction.status == ReactionStatus.OPEN.value)
         .with_for_update()
     ).scalar_one_or_none()
     if reaction is None or reaction.report_due_on is None:
@@ -76,7 +78,7 @@ def reaction_due_watch(database: Database, *, zone: str, now: datetime | None = 
     due = (
         select(AdverseReaction.id)
         .where(
-            AdverseReaction.status == "open",
+            AdverseReaction.status == ReactionStatus.OPEN.value,
             AdverseReaction.report_due_on <= today + timedelta(days=WARN_DAYS_BEFORE_DUE),
             or_(
                 AdverseReaction.due_warned_at.is_(None),
@@ -100,7 +102,7 @@ def _chase(session: Session, lookback_id: int, now: datetime) -> Told:
     lookback = session.execute(
         select(Lookback).options(lazyload("*")).where(Lookback.id == lookback_id).with_for_update()
     ).scalar_one()
-    if lookback.status != "open":
+    if lookback.status != LookbackStatus.OPEN:
         return told
     answers = session.execute(
         select(LookbackClinic)
@@ -140,7 +142,7 @@ def lookback_watch(database: Database, *, now: datetime | None = None) -> Told:
         select(LookbackClinic.lookback_id)
         .join(Lookback, Lookback.id == LookbackClinic.lookback_id)
         .where(
-            Lookback.status == "open",
+            Lookback.status == LookbackStatus.OPEN.value,
             LookbackClinic.acknowledged_at.is_(None),
             LookbackClinic.notified_at <= now - REMIND_AFTER,
             or_(

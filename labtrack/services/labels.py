@@ -88,6 +88,7 @@ def get_job(session: Session, actor: Actor, din: str, job_id: int) -> LabelPrint
 
 
 def recent_jobs(session: Session, batch_id: int, limit: int = 5) -> list[LabelPrint]:
+    """The batch's newest label print jobs, newest first (at most ``limit``)."""
     return list(
         session.execute(
             select(LabelPrint).where(LabelPrint.batch_id == batch_id).order_by(LabelPrint.id.desc()).limit(limit)

@@ -28,6 +28,7 @@ from labtrack.domain.investigations import (
 )
 from labtrack.domain.investigations import (
     AffectedAction,
+    LookbackStatus,
     SeedKind,
     Trigger,
     Window,
@@ -179,7 +180,7 @@ def open_lookback(
     seed = resolve_seed(session, kind, value)
     now = utcnow()
     lookback = Lookback(
-        status="open",
+        status=LookbackStatus.OPEN.value,
         reason=reason,
         seed_kind=kind.value,
         seed_value=seed.value,
@@ -428,7 +429,7 @@ def unacknowledged(session: Session, actor: Actor) -> list[LookbackView]:
         .where(
             LookbackClinic.clinic_id == clinic_id,
             LookbackClinic.acknowledged_at.is_(None),
-            Lookback.status == "open",
+            Lookback.status == LookbackStatus.OPEN.value,
         )
         .order_by(Lookback.id)
     )
@@ -472,7 +473,7 @@ def close(
     """R-LBK-4: QA closes with a signed conclusion (meaning ``reviewed``); the batches' deviations stay open."""
     require(actor, Action.INVESTIGATE)
     lookback = _visible(session, actor, lookback_id, for_update=True)
-    if lookback.status != "open":
+    if lookback.status != LookbackStatus.OPEN:
         raise Conflict(f"Lookback {lookback_id} is already closed.")
     conclusion = conclusion.strip()
     if not conclusion:
@@ -488,7 +489,7 @@ def close(
             "new": {"status": "closed", "conclusion": conclusion, "signature": signed},
         },
     )
-    lookback.status = "closed"
+    lookback.status = LookbackStatus.CLOSED.value
     lookback.conclusion = conclusion
     lookback.closed_by_id = actor.id
     lookback.closed_at = utcnow()

@@ -87,6 +87,7 @@ LAB_ONLY = Route(clinic=False, qa=True)
 
 
 def route_of(topic: str) -> Route:
+    """Who a topic's notifications go to; a topic with no route goes to the lab only."""
     return ROUTES.get(topic, LAB_ONLY)
 
 
@@ -291,6 +292,7 @@ def webhook_for(message: OutboxMessage, clinic: Clinic) -> Webhook:
 
 
 def signature(secret: str, body: bytes) -> str:
+    """The ``X-LabTrack-Signature`` of a webhook body: HMAC-SHA256 with the clinic's secret."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

@@ -54,6 +54,7 @@ def register(
 
 
 def get(session: Session, actor: Actor, patient_id: int) -> Patient:
+    """A patient by id; another clinic's patient is 404 (R-ACC-1), a role that may not read patients 403."""
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise NotFound("No such patient.")

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Exists, Row, Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain import timing
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import ResultFacts, check_qc_entry, check_verify
+from labtrack.domain.deviations import Disposition
 from labtrack.domain.errors import NotFound, ValidationFailed
 from labtrack.domain.investigations import Activity
 from labtrack.domain.lifecycle import TERMINAL, BatchState, Status
@@ -33,26 +34,33 @@ from labtrack.services.streams import append_batch_event
 
 
 def results(session: Session, batch: Batch) -> list[QcResult]:
+    """The batch's QC results, in the order they were entered."""
     return list(session.execute(select(QcResult).where(QcResult.batch_id == batch.id).order_by(QcResult.id)).scalars())
 
 
-def view_query(batch: Batch) -> Select:
-    """The columns release reads of each QC result, and whether an accepted deviation covers it."""
-    covered = (
+def covered_by_accepted_deviation() -> Exists:
+    """SQL for a QC result row: whether a deviation on it was accepted (R-DEV-2: it no longer blocks release)."""
+    return (
         select(Deviation.id)
         .where(
             Deviation.batch_id == QcResult.batch_id,
             Deviation.qc_result_id == QcResult.id,
-            Deviation.decision == "accept",
+            Deviation.decision == Disposition.ACCEPT.value,
         )
         .exists()
     )
+
+
+def view_query(batch: Batch) -> Select:
+    """The columns release reads of each QC result, and whether an accepted deviation covers it."""
+    covered = covered_by_accepted_deviation()
     return select(
         QcResult.id, QcResult.test, QcResult.value, QcResult.within_spec, QcResult.verified_by_id.is_not(None), covered
     ).where(QcResult.batch_id == batch.id)
 
 
 def view_of(row: Row) -> QcView:
+    """A QC result row as the release rules read it."""
     id_, test, value, within_spec, verified, covered = row
     return QcView(id_, test, value["v"], within_spec, verified, covered)
 
@@ -196,6 +204,7 @@ def _record(session: Session, actor: Actor, batch: Batch, state: BatchState, ent
 
 
 def get(session: Session, batch: Batch, qc_id: int) -> QcResult:
+    """One QC result of this batch; 404 for a result of another batch."""
     result = session.get(QcResult, qc_id)
     if result is None or result.batch_id != batch.id:
         raise NotFound("No such QC result on this batch.")
@@ -257,6 +266,7 @@ def covered_hash(covers: list[dict[str, Any]]) -> str:
 
 
 def result_facts(result: QcResult) -> ResultFacts:
+    """A QC result as the entry and verification rules read it."""
     return ResultFacts(
         result.id,
         result.test,

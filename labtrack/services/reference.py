@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
+from labtrack.domain import formats
 from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
@@ -52,8 +53,9 @@ def create_clinic(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
 ) -> Clinic:
+    """Add a clinic (admin); refuses a malformed or taken code. Audited on the admin chain."""
     require(actor, Action.MANAGE_REFERENCE)
-    code = code.strip().upper()
+    code = formats.CLINIC_CODE.check("code", code.strip()).upper()
     if session.execute(select(Clinic.id).where(Clinic.code == code)).first():
         raise Conflict(f"A clinic with code {code} already exists.")
     clinic = Clinic(code=code, name=name.strip(), webhook_url=webhook_url, webhook_secret=webhook_secret)
@@ -65,11 +67,13 @@ def create_clinic(
 
 
 def list_clinics(session: Session, actor: Actor) -> list[Clinic]:
+    """Every clinic, by code (admin)."""
     require(actor, Action.MANAGE_REFERENCE)
     return list(session.execute(select(Clinic).order_by(Clinic.code)).scalars())
 
 
 def clinic_by_code(session: Session, code: str) -> Clinic:
+    """The clinic with this code (any case); refuses an unknown code as a field error."""
     clinic = session.execute(select(Clinic).where(Clinic.code == code.strip().upper())).scalar_one_or_none()
     if clinic is None:
         raise ValidationFailed({"clinic": [f"no clinic with code {code!r}"]})
@@ -92,8 +96,12 @@ def create_user(
     clinic: str | None = None,
     email: str | None = None,
 ) -> User:
+    """Add a user (admin); refuses a malformed, reserved or taken username, a bad e-mail, a short password, and a
+    clinic given to a lab user or missing for a clinic user."""
     require(actor, Action.MANAGE_REFERENCE)
-    username = username.strip()
+    username = formats.USERNAME.check("username", username.strip())
+    if email is not None:
+        formats.EMAIL.check("email", email)
     if username in RESERVED_USERNAMES:
         raise Conflict(f"The username {username} is reserved for LabTrack's automatic tasks.")
     role = Role(role)
@@ -121,11 +129,13 @@ def create_user(
 
 
 def list_users(session: Session, actor: Actor) -> list[User]:
+    """Every user, by username (admin)."""
     require(actor, Action.MANAGE_REFERENCE)
     return list(session.execute(select(User).order_by(User.username)).scalars())
 
 
 def user_by_username(session: Session, username: str) -> User:
+    """The user with this username; 404 if there is none."""
     user = session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     if user is None:
         raise NotFound(f"No user {username!r}.")
@@ -175,7 +185,7 @@ def update_user(
         user.locked_at = None
         user.failures_reset_at = utcnow()
     if email is not _KEEP:
-        user.email = email
+        user.email = email if email is None else formats.EMAIL.check("email", email)
     session.flush()
     new = _snapshot(user, USER_FIELDS)
     if new != old:
@@ -206,7 +216,10 @@ def _move_to_clinic(session: Session, user: User, code: str) -> None:
 def create_lot(
     session: Session, actor: Actor, *, kind: str, name: str, lot_number: str, expires_on: date, status: str
 ) -> ReagentLot:
+    """Register a reagent lot (admin); refuses a malformed kind or lot number and a lot already registered."""
     require(actor, Action.MANAGE_REFERENCE)
+    formats.KIND.check("kind", kind)
+    formats.LOT_NUMBER.check("lot_number", lot_number)
     if session.execute(
         select(ReagentLot.id).where(ReagentLot.kind == kind, ReagentLot.lot_number == lot_number)
     ).first():
@@ -219,6 +232,7 @@ def create_lot(
 
 
 def update_lot(session: Session, actor: Actor, lot_id: int, changes: dict[str, Any]) -> ReagentLot:
+    """Change a lot's name, expiry or status (admin); a recalled lot's status never changes (R-LBK-5)."""
     require(actor, Action.MANAGE_REFERENCE)
     lot = session.get(ReagentLot, lot_id)
     if lot is None:
@@ -229,6 +243,7 @@ def update_lot(session: Session, actor: Actor, lot_id: int, changes: dict[str, A
 
 
 def list_lots(session: Session, actor: Actor) -> list[ReagentLot]:
+    """Every reagent lot, by kind then expiry."""
     require(actor, Action.READ_MATERIALS)
     return list(session.execute(select(ReagentLot).order_by(ReagentLot.kind, ReagentLot.expires_on)).scalars())
 
@@ -236,7 +251,10 @@ def list_lots(session: Session, actor: Actor) -> list[ReagentLot]:
 def create_equipment(
     session: Session, actor: Actor, *, code: str, kind: str, name: str, calibration_due_on: date, status: str
 ) -> Equipment:
+    """Register equipment (admin); refuses a malformed code or kind and a code already registered."""
     require(actor, Action.MANAGE_REFERENCE)
+    formats.EQUIPMENT_CODE.check("code", code)
+    formats.KIND.check("kind", kind)
     if session.execute(select(Equipment.id).where(Equipment.code == code)).first():
         raise Conflict(f"Equipment {code} already exists.")
     item = Equipment(code=code, kind=kind, name=name, calibration_due_on=calibration_due_on, status=status)
@@ -247,6 +265,7 @@ def create_equipment(
 
 
 def update_equipment(session: Session, actor: Actor, code: str, changes: dict[str, Any]) -> Equipment:
+    """Change equipment's name, calibration date or status (admin); 404 for an unknown code."""
     require(actor, Action.MANAGE_REFERENCE)
     item = session.execute(select(Equipment).where(Equipment.code == code)).scalar_one_or_none()
     if item is None:
@@ -255,6 +274,7 @@ def update_equipment(session: Session, actor: Actor, code: str, changes: dict[st
 
 
 def list_equipment(session: Session, actor: Actor) -> list[Equipment]:
+    """Every equipment item, by code."""
     require(actor, Action.READ_MATERIALS)
     return list(session.execute(select(Equipment).order_by(Equipment.code)).scalars())
 

@@ -12,6 +12,7 @@ from labtrack.clock import utcnow
 from labtrack.domain import lifecycle
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.decisions import check_reject, check_release
+from labtrack.domain.deviations import DeviationStatus, Disposition
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.lifecycle import TERMINAL, Status
 from labtrack.domain.qc import required_tests
@@ -23,10 +24,11 @@ from labtrack.services.streams import append_batch_event
 
 
 def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
+    """The ids of the batch's open deviations, oldest first."""
     return list(
         session.execute(
             select(Deviation.id)
-            .where(Deviation.batch_id == batch.id, Deviation.status == "open")
+            .where(Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value)
             .order_by(Deviation.id)
         ).scalars()
     )
@@ -36,7 +38,7 @@ def qc_and_open_deviations(session: Session, batch: Batch) -> tuple[list[QcView]
     """``qc.views`` and ``open_deviation_ids`` in one round trip: a UNION ALL whose deviation rows
     carry only their id (a QC result always has a test)."""
     open_deviations = select(Deviation.id, null(), null(), null(), null(), null()).where(
-        Deviation.batch_id == batch.id, Deviation.status == "open"
+        Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value
     )
     both = union_all(qc.view_query(batch), open_deviations)
     rows = session.execute(both.order_by(both.selected_columns.id)).all()
@@ -118,7 +120,7 @@ def dispose(
     batch = batches.get(session, actor, found.batch.din, for_update=True)
     deviation = session.get(Deviation, deviation_id, populate_existing=True)
     assert deviation is not None
-    if deviation.status != "open":
+    if deviation.status != DeviationStatus.OPEN:
         raise Conflict(f"Deviation {deviation_id} is already closed ({deviation.decision}).")
     if not justification.strip():
         raise ValidationFailed({"justification": ["is required"]})
@@ -138,7 +140,7 @@ def dispose(
             "signature": signed,
         },
     )
-    deviation.status = "closed"
+    deviation.status = DeviationStatus.CLOSED.value
     deviation.decision = decision
     deviation.justification = justification.strip()
     deviation.closed_by_id = actor.id
@@ -147,6 +149,6 @@ def dispose(
     session.flush()
     session.refresh(deviation, ["closed_by"])  # the response names who closed it; the FK alone leaves it stale
     batch.held = bool(open_deviation_ids(session, batch))
-    if decision == "reject" and Status(batch.status) not in TERMINAL:
+    if decision == Disposition.REJECT and Status(batch.status) not in TERMINAL:
         _reject(session, batch, actor, {"reason": f"deviation {deviation.id} rejected", "deviation_id": deviation.id})
     return deviation

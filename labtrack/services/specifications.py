@@ -20,6 +20,7 @@ from labtrack.domain.specifications import (
     SPECIFICATION,
     ChangeControl,
     ProposalFacts,
+    ProposalStatus,
     check_approval,
     check_proposal,
     check_withdrawal,
@@ -45,6 +46,7 @@ def current(session: Session, tissue_source: TissueSource | str) -> Specificatio
 
 
 def list_current(session: Session) -> list[Specification]:
+    """The specification in force for each tissue source."""
     return [current(session, source) for source in TissueSource]
 
 
@@ -91,6 +93,7 @@ def proposals(
 
 
 def proposal(session: Session, actor: Actor, proposal_id: int, *, for_update: bool = False) -> SpecificationProposal:
+    """A specification proposal by id (admin or QA), locked for update when asked; 404 if there is none."""
     require(actor, Action.PROPOSE_SPECIFICATION)
     query = select(SpecificationProposal).where(SpecificationProposal.id == proposal_id)
     if for_update:
@@ -102,8 +105,9 @@ def proposal(session: Session, actor: Actor, proposal_id: int, *, for_update: bo
 
 
 def facts_of(session: Session, found: SpecificationProposal) -> ProposalFacts:
+    """A proposal as the change-control rules read it, with the version now in force."""
     in_force = current(session, found.tissue_source).version
-    return ProposalFacts(found.id, found.status, found.proposed_by_id, found.base_version, in_force)
+    return ProposalFacts(found.id, ProposalStatus(found.status), found.proposed_by_id, found.base_version, in_force)
 
 
 def propose(
@@ -114,7 +118,8 @@ def propose(
     source = TissueSource(tissue_source)
     open_id = session.execute(
         select(SpecificationProposal.id).where(
-            SpecificationProposal.tissue_source == source.value, SpecificationProposal.status == "proposed"
+            SpecificationProposal.tissue_source == source.value,
+            SpecificationProposal.status == ProposalStatus.PROPOSED.value,
         )
     ).scalar_one_or_none()
     check_proposal(actor, reason, open_id)
@@ -129,7 +134,7 @@ def propose(
         base_version=in_force.version,
         body=body,
         reason=reason.strip(),
-        status="proposed",
+        status=ProposalStatus.PROPOSED.value,
         proposed_by_id=actor.id,
         proposed_at=now,
         record_hash="",
@@ -178,7 +183,7 @@ def approve(session: Session, actor: Actor, proposal_id: int, *, signature: dict
         tissue_source=found.tissue_source, version=previous.version + 1, body=found.body, created_by=actor.username
     )
     session.add(spec)
-    found.status, found.version, found.signature = "approved", spec.version, signed
+    found.status, found.version, found.signature = ProposalStatus.APPROVED.value, spec.version, signed
     found.decided_by_id, found.decided_at = actor.id, utcnow()
     session.flush()
     append_admin_event(
@@ -203,7 +208,7 @@ def withdraw(session: Session, actor: Actor, proposal_id: int, *, reason: str) -
     """R-QC-6: the proposer, or a QA user, withdraws an open proposal, saying why; nothing takes force."""
     found = proposal(session, actor, proposal_id, for_update=True)
     check_withdrawal(actor, facts_of(session, found), reason)
-    found.status, found.withdrawal_reason = "withdrawn", reason.strip()
+    found.status, found.withdrawal_reason = ProposalStatus.WITHDRAWN.value, reason.strip()
     found.decided_by_id, found.decided_at = actor.id, utcnow()
     session.flush()
     append_admin_event(

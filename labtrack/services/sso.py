@@ -84,6 +84,7 @@ def rejected(session: Session, client: auth.Client, reason: str) -> None:
 
 
 def needs_signing_password(session: Session, actor: Actor) -> bool:
+    """Whether this single-sign-on user has yet to set the password their signatures need (R-OPS-4)."""
     user = session.get(User, actor.id)
     return user is not None and user.signing_password_hash is None
 

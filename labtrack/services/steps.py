@@ -80,10 +80,12 @@ def _rows(session: Session, keys: list, key: ColumnElement, *columns: ColumnElem
 
 
 def lot_view(lot: ReagentLot | Row) -> Lot:
+    """A reagent lot as the material rules read it (R-MAT-1)."""
     return Lot(lot.id, lot.kind, lot.lot_number, LotStatus(lot.status), lot.expires_on)
 
 
 def equipment_view(item: Equipment | Row) -> EquipmentState:
+    """Equipment as the material rules read it (R-MAT-2)."""
     return EquipmentState(item.code, item.kind, EquipmentStatus(item.status), item.calibration_due_on)
 
 

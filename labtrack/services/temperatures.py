@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.documents.curve import Curve, curve, svg
 from labtrack.domain.actors import Action, Actor, require
+from labtrack.domain.deviations import DeviationKind
 from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.specifications import transport_range
-from labtrack.domain.temperature import MAX_BYTES, Leg, LoggerFileTooLarge, legs, read_file, summarise, zone_of
+from labtrack.domain.temperature import MAX_BYTES, Leg, LoggerFileTooLarge, legs, read_file, summarise_leg, zone_of
 from labtrack.models import Batch, BatchEvent, TemperatureLog
 from labtrack.services import batches, deviations
 from labtrack.services.streams import append_batch_event
@@ -97,7 +98,7 @@ def import_log(
         )
     readings = read_file(upload.content, zone)
     low, high = transport_range(batch.specification.body)
-    summary = summarise(readings, leg, low, high)
+    summary = summarise_leg(readings, leg, low, high)
     assert leg.received_at is not None
     data = {
         "leg": number,
@@ -140,7 +141,7 @@ def import_log(
             session,
             batch,
             actor,
-            "temperature_excursion",
+            DeviationKind.TEMPERATURE_EXCURSION,
             f"Leg {number} (hand-off seq {leg.handoff_seq} to receipt seq {leg.receipt_seq}): "
             f"{summary.minutes_out_of_range:g} min outside {low:g}–{high:g} °C "
             f"(min {summary.minimum:g} °C, max {summary.maximum:g} °C), logger file {upload.filename}.",
@@ -181,6 +182,7 @@ def leg_views(session: Session, batch: Batch) -> list[LegView]:
 
 
 def for_batch(session: Session, batch_id: int) -> list[TemperatureLog]:
+    """The batch's imported temperature-logger records, by transport leg."""
     return list(
         session.execute(
             select(TemperatureLog).where(TemperatureLog.batch_id == batch_id).order_by(TemperatureLog.leg)

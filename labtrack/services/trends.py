@@ -88,6 +88,7 @@ def released_batches(
 
 
 def value_of(batch: Released, metric: Metric) -> float | None:
+    """A released batch's value of a chart's metric, or None when it was not measured."""
     if metric == Metric.TNC_PER_ML:
         tnc = batch.results.get("tnc_total")
         return tnc / batch.harvest_volume_ml if tnc is not None and batch.harvest_volume_ml else None
@@ -108,6 +109,7 @@ class TrendChart:
 
 
 def current_baseline(session: Session, tissue_source: str, metric: Metric) -> TrendBaseline | None:
+    """The newest baseline QA set for this chart, or None if none was set (the first 20 batches ever are it)."""
     return session.execute(
         select(TrendBaseline)
         .where(TrendBaseline.tissue_source == tissue_source, TrendBaseline.metric == metric.value)
@@ -165,6 +167,7 @@ def trends_of(session: Session, actor: Actor, tissue_source: str) -> dict[Metric
 
 
 def as_document(found: TrendChart) -> dict[str, Any]:
+    """A trend chart as the API and the pages show it: points, limits and flags."""
     limits = found.chart.limits
     return {
         "tissue_source": found.tissue_source,

@@ -16,9 +16,6 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
 from labtrack.api.schemas import (
-    EQUIPMENT_STATUSES,
-    LOT_STATUSES,
-    ROLES,
     ClinicCreateSchema,
     EquipmentCreateSchema,
     EquipmentUpdateSchema,
@@ -35,14 +32,14 @@ from labtrack.db import database, read_session
 from labtrack.domain.actors import Actor, Role
 from labtrack.domain.decisions import Decision
 from labtrack.domain.errors import ValidationFailed
-from labtrack.domain.materials import equipment_usable, lot_usable
+from labtrack.domain.materials import SETTABLE_LOT_STATUSES, EquipmentStatus, equipment_usable, lot_usable
 from labtrack.domain.process import TissueSource
 from labtrack.glossary import words
 from labtrack.models import Equipment, ReagentLot, Specification, SpecificationProposal
 from labtrack.services import reference, specifications, steps
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import given, load, number, respond
+from labtrack.web.forms import given, load_form, parse_number, respond
 from labtrack.web.pages import at_path
 
 # The numbers of a specification an admin edits on the page, by their path in its body; the rest is kept.
@@ -81,7 +78,7 @@ def admin_users():
     who = actor()
 
     def create(form: MultiDict) -> str:
-        body = load(UserCreateSchema(), given(form, "username", "full_name", "role", "clinic", "password"))
+        body = load_form(UserCreateSchema(), given(form, "username", "full_name", "role", "clinic", "password"))
         user = _write(lambda s: reference.create_user(s, who, **body))
         return f"User {user.username} created."
 
@@ -93,13 +90,13 @@ def admin_users():
         if change == "deactivate" and form.get("confirmed") != "yes":
             raise ValidationFailed({"confirmed": [f"confirm that {username} is to be deactivated"]})
         payload = {"unlock": True} if change == "unlock" else {"active": change == "reactivate"}
-        body = load(UserUpdateSchema(), payload)
+        body = load_form(UserUpdateSchema(), payload)
         _write(lambda s: reference.update_user(s, who, username, **body))
         return f"User {username}: {change}d." if change != "unlock" else f"User {username} unlocked."
 
     def edit(form: MultiDict) -> str:
         username = form.get("username", "")
-        body = load(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
+        body = load_form(UserUpdateSchema(), given(form, "full_name", "role", "clinic"))
 
         def work(session) -> str:  # said inside the unit of work: the user's clinic is read there
             user = reference.update_user(session, who, username, **body)
@@ -110,7 +107,7 @@ def admin_users():
 
     def reset(form: MultiDict) -> str:
         username = form.get("username", "")
-        body = load(UserUpdateSchema(), given(form, "password"))
+        body = load_form(UserUpdateSchema(), given(form, "password"))
         if "password" not in body:
             raise ValidationFailed({"password": ["give a temporary password"]})
         _write(lambda s: reference.update_user(s, who, username, **body))
@@ -122,7 +119,7 @@ def admin_users():
             "admin/users.html",
             users=reference.list_users(read_session(), who),
             clinics=reference.list_clinics(read_session(), who),
-            roles=ROLES,
+            roles=tuple(Role),
             failure=failure,
         ),
     )
@@ -134,7 +131,7 @@ def admin_clinics():
     who = actor()
 
     def create(form: MultiDict) -> str:
-        body = load(ClinicCreateSchema(), given(form, "code", "name", "webhook_url", "webhook_secret"))
+        body = load_form(ClinicCreateSchema(), given(form, "code", "name", "webhook_url", "webhook_secret"))
         clinic = _write(lambda s: reference.create_clinic(s, who, **body))
         return f"Clinic {clinic.code} created."
 
@@ -152,22 +149,25 @@ def admin_lots():
     who = actor()
 
     def create(form: MultiDict) -> str:
-        body = load(LotCreateSchema(), given(form, "kind", "name", "lot_number", "expires_on", "status"))
+        body = load_form(LotCreateSchema(), given(form, "kind", "name", "lot_number", "expires_on", "status"))
         lot = _write(lambda s: reference.create_lot(s, who, **body))
         return f"Reagent lot {lot.lot_number} registered ({lot.status})."
 
     def update(form: MultiDict) -> str:
-        lot_id = number(form.get("lot_id", ""))
+        lot_id = parse_number(form.get("lot_id", ""))
         if not isinstance(lot_id, int):
             raise BadRequest("The form is missing its lot.")
-        body = load(LotUpdateSchema(), given(form, "status", "expires_on"))
+        body = load_form(LotUpdateSchema(), given(form, "status", "expires_on"))
         lot = _write(lambda s: reference.update_lot(s, who, lot_id, body))
         return f"Reagent lot {lot.lot_number} is {lot.status}, expires {lot.expires_on}."
 
     return respond(
         {"create": create, "update": update},
         lambda failure: render_template(
-            "admin/lots.html", lots=reference.list_lots(read_session(), who), statuses=LOT_STATUSES, failure=failure
+            "admin/lots.html",
+            lots=reference.list_lots(read_session(), who),
+            statuses=SETTABLE_LOT_STATUSES,
+            failure=failure,
         ),
     )
 
@@ -178,13 +178,13 @@ def admin_equipment():
     who = actor()
 
     def create(form: MultiDict) -> str:
-        body = load(EquipmentCreateSchema(), given(form, "code", "kind", "name", "calibration_due_on", "status"))
+        body = load_form(EquipmentCreateSchema(), given(form, "code", "kind", "name", "calibration_due_on", "status"))
         item = _write(lambda s: reference.create_equipment(s, who, **body))
         return f"Equipment {item.code} registered."
 
     def update(form: MultiDict) -> str:
         code = form.get("code", "")
-        body = load(EquipmentUpdateSchema(), given(form, "status", "calibration_due_on"))
+        body = load_form(EquipmentUpdateSchema(), given(form, "status", "calibration_due_on"))
         item = _write(lambda s: reference.update_equipment(s, who, code, body))
         return f"Equipment {item.code} is {item.status.replace('_', ' ')}, calibration due {item.calibration_due_on}."
 
@@ -193,7 +193,7 @@ def admin_equipment():
         lambda failure: render_template(
             "admin/equipment.html",
             equipment=reference.list_equipment(read_session(), who),
-            statuses=EQUIPMENT_STATUSES,
+            statuses=tuple(EquipmentStatus),
             failure=failure,
         ),
     )
@@ -258,18 +258,20 @@ def admin_specifications():
         body = copy.deepcopy(specifications.current(read_session(), source).body)
         read_session().rollback()
         for path, _label, _unit in SPEC_FIELDS:
-            _set(body, path, number(form.get(path, "")))
-        payload = load(SpecificationProposalCreateSchema(), {"body": body, "reason": form.get("reason", "")})
+            _set(body, path, parse_number(form.get(path, "")))
+        payload = load_form(SpecificationProposalCreateSchema(), {"body": body, "reason": form.get("reason", "")})
         found = _write(lambda s: specifications.propose(s, who, source, body=payload["body"], reason=payload["reason"]))
         return f"Proposal {found.id} for {words(source)} recorded: it takes force when another QA user approves it."
 
     def approve(form: MultiDict) -> str:
-        body = load(SignedSchema(), {"signature": {k: form.get(f"signature.{k}", "") for k in ("password", "meaning")}})
+        body = load_form(
+            SignedSchema(), {"signature": {k: form.get(f"signature.{k}", "") for k in ("password", "meaning")}}
+        )
         found = _write(lambda s: specifications.approve(s, who, _proposal_id(form), **body))
         return f"Version {found.version} of the {words(found.tissue_source)} specification is in force from now on."
 
     def withdraw(form: MultiDict) -> str:
-        body = load(WithdrawalCreateSchema(), given(form, "reason"))
+        body = load_form(WithdrawalCreateSchema(), given(form, "reason"))
         found = _write(lambda s: specifications.withdraw(s, who, _proposal_id(form), **body))
         return f"Proposal {found.id} withdrawn; version {found.base_version} stays in force."
 
@@ -285,7 +287,7 @@ def admin_specifications():
 
 
 def _proposal_id(form: MultiDict) -> int:
-    value = number(form.get("proposal_id", ""))
+    value = parse_number(form.get("proposal_id", ""))
     if not isinstance(value, int):
         raise BadRequest("The form is missing its proposal.")
     return value

@@ -133,7 +133,7 @@ def page_context() -> dict[str, Any]:
     return {"actor": who, "navigation": NAVIGATION[who.role], "unread": unread, "failure": NO_FAILURE}
 
 
-def _safe_next(target: str | None) -> str | None:
+def safe_next(target: str | None) -> str | None:
     """Only a path on this site, never another host (open redirect)."""
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
@@ -165,12 +165,12 @@ def login():
             session.permanent = True
             session["token"] = token
             session["refreshed"] = time.time()
-            return redirect(_safe_next(request.form.get("next")) or home_url(auth.actor_of(user)), 303)
+            return redirect(safe_next(request.form.get("next")) or home_url(auth.actor_of(user)), 303)
     return _login_page(failure, change_password=change)
 
 
 def _login_page(failure: Failure, headers: dict[str, str] | None = None, *, change_password: bool = False):
-    next_url = _safe_next(request.values.get("next"))
+    next_url = safe_next(request.values.get("next"))
     page = render_template("login.html", failure=failure, next_url=next_url, change_password=change_password)
     return page, failure.status, headers or {}
 

@@ -44,7 +44,7 @@ from labtrack.domain.decisions import (
     blockers_for,
     check_qc_entry,
     decide,
-    find,
+    decision_for,
 )
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError, ValidationFailed
@@ -66,7 +66,7 @@ from labtrack.services import (
 )
 from labtrack.web import bp, interop
 from labtrack.web.auth import actor
-from labtrack.web.forms import Outcome, given, in_hand_fields, load, number, respond, step_data
+from labtrack.web.forms import Recorded, given, in_hand_fields, load_form, parse_number, respond, step_data
 
 RECENT_EVENTS = 12
 
@@ -119,7 +119,7 @@ class Card:
     show_patient_name: bool
 
     def allowed(self, action: str) -> Decision | None:
-        found = find(self.decisions, action)
+        found = decision_for(self.decisions, action)
         return found if found is not None and found.allowed else None
 
     @property
@@ -163,7 +163,7 @@ def card_view(session: Session, who: Actor, din: str) -> Card:
         release_blockers=[b for b in blockers_for(who, facts) if show_blockers or b.code != "segregation_of_duties"]
         if status in BEFORE_RELEASE
         else [],
-        release=find(found, "release") if status == Status.AWAITING_RELEASE or who.role == Role.QA else None,
+        release=decision_for(found, "release") if status == Status.AWAITING_RELEASE or who.role == Role.QA else None,
         reject=allowed.get("reject"),
         deviations=deviations.for_batch(session, batch.id),
         dispositions={d.subject: d for d in found if d.action == "dispose" and d.subject is not None},
@@ -214,7 +214,7 @@ def _signed(form: MultiDict) -> dict[str, Any]:
 
 
 def _int(form: MultiDict, name: str) -> int:
-    value = number(form.get(name, ""))
+    value = parse_number(form.get(name, ""))
     if not isinstance(value, int):
         raise BadRequest(f"The form is missing its {name}.")
     return value
@@ -225,12 +225,12 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
     tissue = TissueSource(batches.get(read_session(), who, din).tissue_source)
     read_session().rollback()
     definition = PROCESSES[tissue].step(name)
-    body = load(
+    body = load_form(
         StepCreateSchema(),
         {
             "step": name,
             "data": step_data(definition, form) if definition else {},
-            "reagent_lots": [number(v) for v in form.getlist("reagent_lots") if v],
+            "reagent_lots": [parse_number(v) for v in form.getlist("reagent_lots") if v],
             "equipment": [v for v in form.getlist("equipment") if v],
             **in_hand_fields(form),
         },
@@ -240,7 +240,9 @@ def _step(who: Actor, din: str, form: MultiDict) -> str:
 
 
 def _handoff(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(HandoffCreateSchema(), in_hand_fields(form) | given(form, "to_username", "seal_id", "temperature_c"))
+    body = load_form(
+        HandoffCreateSchema(), in_hand_fields(form) | given(form, "to_username", "seal_id", "temperature_c")
+    )
     database().write(lambda s: custody.handoff(s, who, din, **body))
     return f"Handed off to {body['to_username']}; the batch is in transit until they receive it."
 
@@ -249,8 +251,8 @@ def _with_deviations(session: Session, event: Any) -> list[str]:
     return [glossary.sentence(d.description) for d in deviations.opened_after(session, event.batch_id, event.seq)]
 
 
-def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
-    body = load(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
+def _receipt(who: Actor, din: str, form: MultiDict) -> Recorded:
+    body = load_form(ReceiptCreateSchema(), in_hand_fields(form) | given(form, "seal_id", "temperature_c", "condition"))
 
     def receive(s: Session) -> list[str]:
         return _with_deviations(s, custody.receipt(s, who, din, **body))
@@ -258,30 +260,30 @@ def _receipt(who: Actor, din: str, form: MultiDict) -> Outcome:
     opened = database().write(receive)
     if opened:
         found = " ".join(opened)
-        return Outcome(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
-    return Outcome("Receipt recorded: you are the custodian.")
+        return Recorded(f"Receipt recorded with a deviation: {found} The batch is on hold until QA decides.", "warning")
+    return Recorded("Receipt recorded: you are the custodian.")
 
 
-def _qc(who: Actor, din: str, form: MultiDict) -> Outcome:
+def _qc(who: Actor, din: str, form: MultiDict) -> Recorded:
     test = form.get("test", "")
     value: Any = form.get("value", "").strip()
     if test in NUMERIC_TESTS and value:
-        value = number(value)
-    body = load(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
+        value = parse_number(value)
+    body = load_form(QcCreateSchema(), in_hand_fields(form) | given(form, "method") | {"test": test, "value": value})
     result = database().write(lambda s: qc.record(s, who, din, **body))
     said = f"{glossary.words(test)}: {glossary.quantity(result.value['v'], result.unit)} recorded"
     if not result.within_spec:
-        return Outcome(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
-    return Outcome(f"{said}, within the specification; it awaits a second person's verification.")
+        return Recorded(f"{said}. Out of specification: a deviation was opened and the batch is held.", "warning")
+    return Recorded(f"{said}, within the specification; it awaits a second person's verification.")
 
 
-def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
+def _panel(who: Actor, din: str, form: MultiDict) -> Recorded:
     entries = []
     for test in ALL_TESTS:
         value: Any = form.get(f"value.{test}", "").strip()
         if not value:
             continue
-        entries.append({"test": test, "value": number(value) if test in NUMERIC_TESTS else value})
+        entries.append({"test": test, "value": parse_number(value) if test in NUMERIC_TESTS else value})
         if form.get(f"method.{test}", "").strip():
             entries[-1]["method"] = form[f"method.{test}"].strip()
     confirmed = form.get("confirm_out_of_spec") == "yes"
@@ -294,7 +296,7 @@ def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
         return recorded
 
     try:
-        body = load(QcPanelCreateSchema(), in_hand_fields(form) | {"results": entries})
+        body = load_form(QcPanelCreateSchema(), in_hand_fields(form) | {"results": entries})
         recorded = database().write(enter)
     except ValidationFailed as error:
         raise ValidationFailed(_panel_fields(error.errors or {}, [e["test"] for e in entries])) from None
@@ -302,10 +304,10 @@ def _panel(who: Actor, din: str, form: MultiDict) -> Outcome:
     said = f"{len(recorded)} QC result(s) recorded; each awaits a second person's verification."
     if out:
         named = ", ".join(glossary.words(r.test) for r in out)
-        return Outcome(
+        return Recorded(
             f"{said} Out of specification, so a deviation was opened and the batch is held: {named}.", "warning"
         )
-    return Outcome(said)
+    return Recorded(said)
 
 
 def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
@@ -325,7 +327,7 @@ def _unconfirmed(out: list[QcResult]) -> ValidationFailed:
 
 def _correct(who: Actor, din: str, form: MultiDict) -> str:
     seq_text, _, name = form.get("entry", "").partition(":")
-    seq = number(seq_text)
+    seq = parse_number(seq_text)
     batch = batches.get(read_session(), who, din)
     stream = batches.events(read_session(), batch)
     entry = next((c for c in corrections.correctable(who, batch, stream) if c.seq == seq), None)
@@ -335,7 +337,7 @@ def _correct(who: Actor, din: str, form: MultiDict) -> str:
         raise ValidationFailed({"entry": ["choose the entry and the value to correct"]})
     raw = form.get("value", "").strip()
     data = {name: step_data(_one_field(spec), {f"data.{name}": raw}).get(name, raw)}
-    body = load(CorrectionCreateSchema(), {"event_seq": seq, "reason": form.get("reason", ""), "data": data})
+    body = load_form(CorrectionCreateSchema(), {"event_seq": seq, "reason": form.get("reason", ""), "data": data})
     event = database().write(lambda s: corrections.correct(s, who, din, **body))
     return f"Correction recorded (entry {event.seq}); the original value stays in the record."
 
@@ -372,35 +374,35 @@ def _panel_fields(errors: dict[str, list[str]], tests: list[str]) -> dict[str, l
 
 
 def _verify(who: Actor, din: str, form: MultiDict) -> str:
-    qc_ids = [number(v) for v in form.getlist("qc_id")]
+    qc_ids = [parse_number(v) for v in form.getlist("qc_id")]
     if not qc_ids or not all(isinstance(i, int) for i in qc_ids):
         raise BadRequest("Tick the results this signature covers.")
-    body = load(SignedSchema(), _signed(form))
+    body = load_form(SignedSchema(), _signed(form))
     verified = database().write(lambda s: qc.verify_many(s, who, din, qc_ids, **body))
     return f"Verified and signed: {', '.join(glossary.words(r.test) for r in verified)}."
 
 
 def _release(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(SignedSchema(), _signed(form))
+    body = load_form(SignedSchema(), _signed(form))
     batch = database().write(lambda s: release.release(s, who, din, **body))
     return "Released" + (" (conditional release: sterility pending)." if batch.conditional_release else ".")
 
 
 def _reject(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(RejectCreateSchema(), given(form, "reason") | _signed(form))
+    body = load_form(RejectCreateSchema(), given(form, "reason") | _signed(form))
     database().write(lambda s: release.reject(s, who, din, **body))
     return "The batch is rejected."
 
 
 def _dispose(who: Actor, din: str, form: MultiDict) -> str:
     deviation_id = _int(form, "deviation_id")
-    body = load(DispositionCreateSchema(), given(form, "decision", "justification") | _signed(form))
+    body = load_form(DispositionCreateSchema(), given(form, "decision", "justification") | _signed(form))
     deviation = database().write(lambda s: release.dispose(s, who, deviation_id, **body))
     return f"Deviation {deviation.id} closed: {deviation.decision}."
 
 
 def _open_deviation(who: Actor, din: str, form: MultiDict) -> str:
-    body = load(DeviationCreateSchema(), given(form, "description"))
+    body = load_form(DeviationCreateSchema(), given(form, "description"))
     deviation = database().write(lambda s: deviations.open_manual(s, who, din, **body))
     return f"Deviation {deviation.id} opened; the batch is held until QA closes it."
 
@@ -418,7 +420,7 @@ def _label(who: Actor, din: str, form: MultiDict) -> Response:
     return _pdf(render_label(view), f"label-{view.din}-{view.kind}.pdf")
 
 
-ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Outcome | Response]] = {
+ACTIONS: dict[str, Callable[[Actor, str, MultiDict], str | Recorded | Response]] = {
     "step": _step,
     "handoff": _handoff,
     "receipt": _receipt,

@@ -20,7 +20,7 @@ from labtrack.models import Batch
 from labtrack.services import batches, patients, release
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import aware, given, load, number, respond
+from labtrack.web.forms import aware, given, load_form, parse_number, respond
 from labtrack.web.pages import local
 
 AT_THE_LAB = frozenset({Status.RECEIVED, Status.PROCESSING, Status.PROCESSED, Status.AWAITING_RELEASE})
@@ -108,15 +108,15 @@ def patients_page():
     who = actor()
 
     def register(form: MultiDict) -> str:
-        body = load(PatientCreateSchema(), given(form, "mrn", "family_name", "given_name", "birth_date"))
+        body = load_form(PatientCreateSchema(), given(form, "mrn", "family_name", "given_name", "birth_date"))
         patient = database().write(lambda s: patients.register(s, who, **body))
         return f"Patient {patient.family_name}, {patient.given_name} (MRN {patient.mrn}) registered."
 
     def order(form: MultiDict):
-        payload = given(form, "tissue_source") | {"patient_id": number(form.get("patient_id", ""))}
+        payload = given(form, "tissue_source") | {"patient_id": parse_number(form.get("patient_id", ""))}
         if form.get("planned_administration_at", "").strip():
             payload["planned_administration_at"] = aware(form["planned_administration_at"].strip())
-        body = load(BatchCreateSchema(), payload)
+        body = load_form(BatchCreateSchema(), payload)
         facility = current_app.config["LABTRACK_FIN"]
         batch = database().write(lambda s: batches.register(s, who, facility=facility, **body))
         flash(f"Batch {batch.din} ordered. Print its collection label, then record the harvest.", "success")

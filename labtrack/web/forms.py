@@ -84,7 +84,7 @@ NO_FAILURE = Failure(form="")
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Recorded:
     """What a recorded form says: good news in green (``success``), recorded-but-bad news never so
     (``warning``: a deviation opened, a result out of specification)."""
 
@@ -104,7 +104,7 @@ def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "form": [str(messages)]}
 
 
-def load(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
+def load_form(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
     """Check a request's shape with the API's schema; its messages become field messages."""
     try:
         return schema.load(payload)
@@ -129,7 +129,7 @@ def aware(text: str) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=zone())).isoformat()
 
 
-def number(text: str) -> int | float | str:
+def parse_number(text: str) -> int | float | str:
     """A number from text (decimal comma accepted); text that is no number is passed on for the rule to refuse."""
     cleaned = text.strip().replace(",", ".")
     try:
@@ -155,7 +155,7 @@ def step_data(step: StepDefinition, form: MultiDict) -> dict[str, Any]:
             continue
         match spec.kind:
             case FieldKind.NUMBER | FieldKind.INTEGER:
-                data[spec.name] = number(raw)
+                data[spec.name] = parse_number(raw)
             case FieldKind.DATETIME:
                 data[spec.name] = aware(raw)
             case FieldKind.TEXT_LIST:
@@ -165,7 +165,7 @@ def step_data(step: StepDefinition, form: MultiDict) -> dict[str, Any]:
     return data
 
 
-def respond(actions: dict[str, Callable[[MultiDict], str | Outcome | Response]], render: Callable[[Failure], str]):
+def respond(actions: dict[str, Callable[[MultiDict], str | Recorded | Response]], render: Callable[[Failure], str]):
     """Post, then redirect, then get: a form names its ``action``; success flashes and redirects back,
     a refusal renders the page again with the rule's messages beside the fields (status of the refusal)."""
     failure = NO_FAILURE
@@ -180,7 +180,7 @@ def respond(actions: dict[str, Callable[[MultiDict], str | Outcome | Response]],
         else:
             if isinstance(outcome, Response):
                 return outcome
-            said = outcome if isinstance(outcome, Outcome) else Outcome(outcome)
+            said = outcome if isinstance(outcome, Recorded) else Recorded(outcome)
             flash(said.message, said.tone)
             return redirect(request.full_path if request.query_string else request.path, 303)
     return render(failure), failure.status

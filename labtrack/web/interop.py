@@ -28,7 +28,7 @@ from labtrack.models import Batch, LabelPrint
 from labtrack.services import batches, exports, labels, temperatures
 from labtrack.web import bp
 from labtrack.web.auth import actor
-from labtrack.web.forms import load
+from labtrack.web.forms import load_form
 
 PRINT_WAIT_S = 10.0
 ZONES = sorted(available_timezones())
@@ -137,6 +137,6 @@ def export_csv(name: str):
     if name not in EXPORTS:
         raise PageNotFound()
     schema, export = EXPORTS[name]
-    args = {k: v for k, v in load(schema(), dict(request.args)).items() if k not in PAGING}
+    args = {k: v for k, v in load_form(schema(), dict(request.args)).items() if k not in PAGING}
     who = actor()
     return csv_download(lambda s: export(s, who, args), name)

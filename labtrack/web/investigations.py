@@ -22,14 +22,14 @@ from labtrack.api.investigation_schemas import (
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Role, can
 from labtrack.domain.din import Din
-from labtrack.domain.investigations import Category, Outcome, Relatedness, SeedKind
+from labtrack.domain.investigations import Category, ReactionOutcome, ReactionStatus, Relatedness, SeedKind
 from labtrack.domain.lifecycle import Status
 from labtrack.models import AdverseReaction, Batch
 from labtrack.services import adverse_reactions, batches, lookbacks
 from labtrack.services.adverse_reactions import today_in
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import aware, given, load, number, respond
+from labtrack.web.forms import aware, given, load_form, parse_number, respond
 
 FLAGS = ("fatal", "life_threatening", "permanent_impairment", "intervention_required", "communicable_disease_suspected")
 
@@ -43,7 +43,7 @@ def _signed(form: MultiDict) -> dict[str, Any]:
 
 
 def _ident(form: MultiDict, name: str) -> int:
-    value = number(form.get(name, ""))
+    value = parse_number(form.get(name, ""))
     return value if isinstance(value, int) else 0
 
 
@@ -104,21 +104,21 @@ def investigations():
         for name in ("from", "to"):
             if form.get(name, "").strip():
                 payload[name] = aware(form[name].strip())
-        body = load(LookbackCreateSchema(), payload)
+        body = load_form(LookbackCreateSchema(), payload)
         view = database().write(lambda s: lookbacks.open_by_qa(s, who, **body))
         held = sum(1 for a in view.affected if a.action == "held")
         return f"Lookback {view.id} opened: {len(view.affected)} batch(es) named, {held} held."
 
     def close_lookback(form: MultiDict) -> str:
         lookback_id = _ident(form, "lookback_id")
-        body = load(LookbackCloseSchema(), given(form, "conclusion") | _signed(form))
+        body = load_form(LookbackCloseSchema(), given(form, "conclusion") | _signed(form))
         database().write(lambda s: lookbacks.close(s, who, lookback_id, **body))
         return f"Lookback {lookback_id} closed and signed. Its batches' deviations stay open for disposition."
 
     def close_reaction(form: MultiDict) -> str:
         reaction_id = _ident(form, "reaction_id")
         fields = given(form, "conclusion", "related_to_product", "reported_to_authority_on")
-        body = load(AdverseReactionCloseSchema(), fields | _signed(form))
+        body = load_form(AdverseReactionCloseSchema(), fields | _signed(form))
         database().write(lambda s: adverse_reactions.close(s, who, reaction_id, zone=_zone(), **body))
         return f"Adverse reaction {reaction_id} closed and signed."
 
@@ -127,7 +127,7 @@ def investigations():
         {"open_lookback": open_lookback, "close_lookback": close_lookback, "close_reaction": close_reaction},
         lambda failure: render_template(
             "investigations/page.html",
-            reactions=adverse_reactions.search(session, who, status="open"),
+            reactions=adverse_reactions.search(session, who, status=ReactionStatus.OPEN),
             lookbacks=lookbacks.search(session, who),
             seed_kinds=[kind.value for kind in SeedKind],
             relatedness=[value.value for value in Relatedness],
@@ -151,7 +151,7 @@ def report_reaction(din: str):
         if form.get("onset_at", "").strip():
             payload["onset_at"] = aware(form["onset_at"].strip())
         payload |= {flag: form.get(flag) == "yes" for flag in FLAGS}
-        body = load(AdverseReactionCreateSchema(), payload)
+        body = load_form(AdverseReactionCreateSchema(), payload)
         made = database().write(lambda s: adverse_reactions.report(s, who, din, zone=_zone(), **body))
         words = "reportable to the FDA" if made.reportable else "serious" if made.serious else "not serious"
         lookback = f" Lookback {made.lookback_id} was opened on the batch." if made.lookback_id else ""
@@ -165,7 +165,7 @@ def report_reaction(din: str):
             batch=batch,
             din=Din(batch.din),
             categories=[c.value for c in Category],
-            outcomes=[o.value for o in Outcome],
+            outcomes=[o.value for o in ReactionOutcome],
             flags=FLAGS,
             failure=failure,
         ),

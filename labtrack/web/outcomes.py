@@ -27,7 +27,7 @@ from labtrack.models import Batch
 from labtrack.services import attachments, batches, followups, trends
 from labtrack.web import bp, charts
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import aware, given, load, number, respond
+from labtrack.web.forms import aware, given, load_form, parse_number, respond
 
 VISIT_FORM = "web.visit_form"
 PHOTO_FORM_LIMIT = MAX_PHOTOS * MAX_BYTES // 2  # a visit's form: a few full-size photos and its fields
@@ -91,13 +91,13 @@ def _visit_body(form: MultiDict, photo_ids: list[int]) -> dict[str, Any]:
     payload: dict[str, Any] = given(form, "measured_on", "note", "late_reason")
     for name in ("hair_density_per_cm2", "hair_shaft_diameter_um"):
         if form.get(name, "").strip():
-            payload[name] = number(form[name])
+            payload[name] = parse_number(form[name])
     for name in ("patient_global_assessment", "investigator_global_assessment"):
         if form.get(name, "").strip():
-            payload[name] = number(form[name])
+            payload[name] = parse_number(form[name])
     payload["adverse_reaction"] = form.get("adverse_reaction") == "yes"
     payload["photo_ids"] = photo_ids
-    return load(FollowUpCreateSchema(), payload)
+    return load_form(FollowUpCreateSchema(), payload)
 
 
 @bp.route("/batches/<din>/follow-ups/<visit>", methods=["GET", "POST"])
@@ -161,7 +161,7 @@ def trends_page():
     who = actor()
 
     def reset(form: MultiDict) -> str:
-        body = load(
+        body = load_form(
             BaselineResetSchema(),
             given(form, "reason")
             | {
@@ -209,7 +209,7 @@ def trend_chart(tissue_source: str, metric: str):
 
 
 def _report_args() -> dict[str, Any]:
-    args = load(OutcomesQueryArgsSchema(), {k: v for k, v in request.args.items() if v and k != "format"})
+    args = load_form(OutcomesQueryArgsSchema(), {k: v for k, v in request.args.items() if v and k != "format"})
     args.pop("format", None)
     return args
 

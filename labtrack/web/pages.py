@@ -17,15 +17,17 @@ from labtrack.clock import utcnow
 from labtrack.db import database, read_session
 from labtrack.domain import stages
 from labtrack.domain.actors import Role
+from labtrack.domain.deviations import Disposition
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.lifecycle import Status
+from labtrack.domain.lifecycle import ContainerCondition, Status
 from labtrack.domain.process import PROCESSES, TissueSource
+from labtrack.domain.signatures import Meaning
 from labtrack.services import batches, notifications, paging
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
-from labtrack.web.forms import NO_FAILURE, Failure, given, load, number, respond, zone
+from labtrack.web.forms import NO_FAILURE, Failure, given, load_form, parse_number, respond, zone
 
 # The glossary's words, units and DIN display, for every template (R-WEB wording: codes stay in the API).
 bp.app_template_filter("words")(glossary.words)
@@ -124,6 +126,11 @@ def zone_name() -> str:
     return current_app.config["LABTRACK_TIMEZONE"]
 
 
+# The domain's value sets a form offers or submits, for the templates: the values are never typed out there.
+for _enum in (ContainerCondition, Disposition, Meaning, TissueSource):
+    bp.add_app_template_global(_enum, _enum.__name__)
+
+
 @bp.app_template_filter("zip_words")
 def zip_words(values: Any) -> list[tuple[str, str]]:
     """Choices for a select: each value with its words."""
@@ -204,7 +211,7 @@ def bench():
     listed = paging.Page([], None)
     try:
         paged = given(request.args, "after", "limit")
-        listed = batches.listing(session, who, load(BatchQueryArgsSchema(), chosen | paged))
+        listed = batches.listing(session, who, load_form(BatchQueryArgsSchema(), chosen | paged))
     except DomainError as error:
         failure = Failure.of(error, "filter")
     return render_template(
@@ -223,12 +230,12 @@ def notifications_page():
     who = actor()
 
     def mark_read(form: MultiDict) -> str:
-        ident = number(form.get("notification_id", ""))
+        ident = parse_number(form.get("notification_id", ""))
         database().write(lambda s: notifications.mark_read(s, who, ident if isinstance(ident, int) else 0))
         return "Marked as read."
 
     def render(failure: Failure) -> str:
-        paged = load(PageArgsSchema(), given(request.args, "after", "limit"))
+        paged = load_form(PageArgsSchema(), given(request.args, "after", "limit"))
         listed = notifications.for_user(read_session(), who, limit=paged["limit"], after=paged.get("after"))
         return render_template("notifications.html", listed=listed, failure=failure)
 

@@ -11,6 +11,7 @@ from flask import render_template
 
 from labtrack.db import read_session
 from labtrack.domain.actors import Role
+from labtrack.domain.deviations import DeviationStatus
 from labtrack.services import batches, decisions, deviations, identity, qc, specifications
 from labtrack.web import bp
 from labtrack.web.auth import actor, roles
@@ -31,7 +32,7 @@ def qa_queue():
         awaiting=awaiting,
         took_part=decisions.took_part_in(session, who, [b.id for b in awaiting]),
         held=held,
-        open_deviations=deviations.search(session, who, status="open", limit=QUEUE_SIZE).items,
+        open_deviations=deviations.search(session, who, status=DeviationStatus.OPEN, limit=QUEUE_SIZE).items,
         mismatches=identity.recent_mismatches(session, who),
         proposals=[(p, {d.action: d for d in specifications.decisions_for(session, who, p)}) for p in proposals],
     )

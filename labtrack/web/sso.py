@@ -26,7 +26,7 @@ from labtrack.domain.errors import DomainError
 from labtrack.security import client
 from labtrack.services import auth, sso
 from labtrack.web import bp
-from labtrack.web.auth import _safe_next, actor, home_url
+from labtrack.web.auth import actor, home_url, safe_next
 from labtrack.web.forms import NO_FAILURE, Failure
 
 OIDC = "labtrack.oidc"
@@ -65,7 +65,7 @@ def _refuse(message: str):
 @bp.get("/login/sso")
 def sso_start():
     provider = _provider()
-    session["sso_next"] = _safe_next(request.args.get("next"))
+    session["sso_next"] = safe_next(request.args.get("next"))
     return provider.authorize_redirect(url_for("web.sso_callback", _external=True))
 
 

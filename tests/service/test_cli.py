@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from labtrack.db import normalise_url
 from labtrack.demo import DEMO_PASSWORD
+from labtrack.domain import formats
 from tests.conftest import ON_POSTGRES, SERVER_URL
 
 CLI_PASSWORD = "cli-made-password"
@@ -144,6 +145,39 @@ def test_create_user_prompts_for_the_password_without_labtrack_password(app, lab
 def test_create_user_mistakes_are_one_line_errors_that_write_nothing(app, lab, args, password, fragment):
     before = counts(lab.db)
     assert_user_error(cli(app, "create-user", *args, password=password), fragment)
+    assert counts(lab.db) == before
+
+
+NEW_USER = {"username": "nina", "full_name": "N", "role": "technician", "password": CLI_PASSWORD}
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"username": "Nina Smith"}, formats.USERNAME),
+        ({"username": "ni\nna"}, formats.USERNAME),
+        ({"email": "nina@"}, formats.EMAIL),
+    ],
+    ids=["username-with-space-and-capital", "username-with-line-break", "bad-e-mail"],
+)
+def test_create_user_refuses_a_username_or_e_mail_the_api_refuses(app, lab, given, expected):
+    """The CLI checks the formats the API checks (labtrack.domain.formats): it cannot bypass them."""
+    user = NEW_USER | given
+    before = counts(lab.db)
+    args = [user["username"], "--role", user["role"], "--full-name", user["full_name"]]
+    assert_user_error(
+        cli(app, "create-user", *args, *(["--email", user["email"]] if "email" in user else [])), expected.message
+    )
+    assert counts(lab.db) == before
+    refused = lab.post("admin", "/users", user)
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == {next(iter(given)): [expected.message]}
+    assert counts(lab.db) == before
+
+
+def test_create_clinic_refuses_a_code_the_api_refuses(app, lab):
+    before = counts(lab.db)
+    assert_user_error(cli(app, "create-clinic", "C 3", "--name", "Spaced"), "code")
     assert counts(lab.db) == before
 
 

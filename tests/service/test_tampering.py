@@ -27,6 +27,7 @@ from labtrack.audit import checkpoints, keys, statement, tree, verify
 from labtrack.audit.keys import KEY_FILE, LabKey
 from labtrack.clock import utcnow
 from labtrack.domain.hashing import GENESIS_HASH, canonical_body, link_hash
+from labtrack.domain.merkle import MerkleTree
 from labtrack.models import Batch, BatchEvent, Checkpoint, CheckpointLeaf, User
 from tests.api.test_audit_trail import assert_cli_names_break, batch_id, run_cli, triggers_bypassed
 from tests.workers.test_checkpoints import export_of, make_checkpoint, rewrite_consistently, verify_offline
@@ -268,7 +269,7 @@ def forge_checkpoint(db, key: LabKey, key_id: str | None = None) -> int:
 
     def work(session) -> int:
         heads = checkpoints.current_heads(session)
-        forged = checkpoints.sign_heads(heads, key, "A9999")
+        forged = checkpoints.sign_root(MerkleTree([h.data for h in heads]).root.hex(), len(heads), key, "A9999")
         forged.key_id = key_id or key.key_id  # the key id is not part of the signed statement
         session.add(forged)
         session.flush()

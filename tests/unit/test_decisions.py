@@ -17,7 +17,7 @@ from labtrack.domain.decisions import (
     check_release,
     check_verify,
     decide,
-    find,
+    decision_for,
 )
 from labtrack.domain.errors import (
     Conflict,
@@ -91,14 +91,14 @@ def awaiting(**participation: frozenset[str]) -> BatchFacts:
 
 
 def test_r_rel_1_qa_who_took_no_part_may_release():
-    decision = find(decide(QA, awaiting()), "release")
+    decision = decision_for(decide(QA, awaiting()), "release")
     assert decision.allowed
     check_release(QA, awaiting())
 
 
 def test_r_rel_1_segregation_of_duties_names_who_must_release_instead():
     facts = awaiting(**{str(QA.id): frozenset({"qc_verified"})})
-    decision = find(decide(QA, facts), "release")
+    decision = decision_for(decide(QA, facts), "release")
     assert not decision.allowed
     assert decision.code == "segregation_of_duties"
     assert decision.sentence == "Another QA user must release: you verified QC results on this batch."
@@ -110,7 +110,7 @@ def test_r_rel_1_segregation_of_duties_names_who_must_release_instead():
             "detail": "Another QA user must release: you verified QC results on this batch.",
         }
     ]
-    assert find(decide(QA2, facts), "release").allowed
+    assert decision_for(decide(QA2, facts), "release").allowed
 
 
 def test_r_rel_1_every_blocker_is_in_the_refusal_and_in_words():
@@ -118,7 +118,7 @@ def test_r_rel_1_every_blocker_is_in_the_refusal_and_in_words():
     codes = [b.code for b in blockers_for(QA, facts)]
     assert codes[:2] == ["not_ready:processed", "qc_missing:viability_pct"]
     assert "open_deviation:7" in codes
-    decision = find(decide(QA, facts), "release")
+    decision = decision_for(decide(QA, facts), "release")
     assert not decision.allowed
     assert "Deviation 7 is open" in decision.sentence
 
@@ -149,16 +149,16 @@ def test_r_qc_3_a_verified_result_is_not_verified_twice():
 
 def test_r_acc_3_a_role_that_does_not_take_an_action_is_told_who_does():
     facts = awaiting()
-    release = find(decide(TECH, facts), "release")
+    release = decision_for(decide(TECH, facts), "release")
     assert (release.allowed, release.code, release.sentence) == (False, "forbidden", "This is done by a QA user.")
-    assert not find(decide(ADMIN, facts), "open_deviation").allowed
-    assert find(decide(CLINIC_USER, facts), "open_deviation").allowed
+    assert not decision_for(decide(ADMIN, facts), "open_deviation").allowed
+    assert decision_for(decide(CLINIC_USER, facts), "open_deviation").allowed
 
 
 def test_r_cus_1_only_the_custodian_is_offered_the_hand_off():
     facts = BatchFacts(state(Status.RELEASED), NOW, custodian_name="Tomas Bench (tech)")
-    assert find(decide(TECH, facts), "handoff").allowed
-    other = find(decide(TECH2, facts), "handoff")
+    assert decision_for(decide(TECH, facts), "handoff").allowed
+    other = decision_for(decide(TECH2, facts), "handoff")
     assert not other.allowed
     assert other.sentence == (
         "Only the batch's current custodian can hand it off. Ask the custodian, Tomas Bench (tech)."
@@ -172,14 +172,14 @@ def test_r_cus_1_only_the_named_recipient_is_offered_the_receipt():
         NOW,
         recipient_name="Tomas Bench (tech)",
     )
-    assert find(decide(TECH, facts), "receipt").allowed
-    refused = find(decide(TECH2, facts), "receipt")
+    assert decision_for(decide(TECH, facts), "receipt").allowed
+    refused = decision_for(decide(TECH2, facts), "receipt")
     assert "Ask Tomas Bench (tech), named in the hand-off." in refused.sentence
     assert next(d.action for d in decide(TECH, facts)) == "receipt"  # nothing else of the process while in transit
 
 
 def test_r_qc_4_the_panel_is_offered_once_processing_is_done_in_lab_custody():
-    assert find(decide(TECH, BatchFacts(state(Status.PROCESSED), NOW)), "qc").allowed
+    assert decision_for(decide(TECH, BatchFacts(state(Status.PROCESSED), NOW)), "qc").allowed
     with pytest.raises(InvalidTransition):
         check_qc_entry(state(Status.PROCESSING), "viability_pct", 88, [])
     with pytest.raises(CustodyViolation):
@@ -217,8 +217,8 @@ def test_labels_a_status_allows(status, kinds):
 
 
 def test_r_acc_3_technicians_read_the_record_of_any_batch():
-    assert find(decide(TECH, awaiting()), "record").allowed
-    assert not find(decide(ADMIN, awaiting()), "record").allowed
+    assert decision_for(decide(TECH, awaiting()), "record").allowed
+    assert not decision_for(decide(ADMIN, awaiting()), "record").allowed
 
 
 def test_r_qc_6_another_qa_user_approves_a_proposal_on_the_version_in_force():

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from labtrack.domain.temperature import Leg, LegNotCovered, LoggerFileInvalid, Reading, legs, read_file, summarise
+from labtrack.domain.temperature import Leg, LegNotCovered, LoggerFileInvalid, Reading, legs, read_file, summarise_leg
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -88,7 +88,7 @@ def _every_10_minutes(*values: float, first: datetime = START - timedelta(minute
 
 def test_r_tmp_1_summary_over_the_leg_counts_minutes_out_of_range_sample_and_hold():
     readings = _every_10_minutes(5, 5, 5, 26, 27, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5)  # 09:50 .. 12:10
-    summary = summarise(readings, LEG, 2, 25)
+    summary = summarise_leg(readings, LEG, 2, 25)
     assert summary.minutes_out_of_range == 20  # 10:20 to 10:40
     assert (summary.minimum, summary.maximum) == (5, 27)
     assert summary.readings_out_of_range == 2
@@ -100,7 +100,7 @@ def test_r_tmp_1_summary_over_the_leg_counts_minutes_out_of_range_sample_and_hol
 
 def test_r_tmp_1_a_reading_before_the_leg_holds_into_it():
     readings = _every_10_minutes(30, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, first=START - timedelta(minutes=5))
-    assert summarise(readings, LEG, 2, 25).minutes_out_of_range == 5  # 10:00 to 10:05
+    assert summarise_leg(readings, LEG, 2, 25).minutes_out_of_range == 5  # 10:00 to 10:05
 
 
 @pytest.mark.parametrize(
@@ -110,8 +110,8 @@ def test_r_tmp_1_a_reading_before_the_leg_holds_into_it():
 def test_r_tmp_1_readings_must_cover_the_leg_within_15_minutes(first, last):
     readings = [Reading(first, 5), Reading(last, 5)]
     with pytest.raises(LegNotCovered):
-        summarise(readings, LEG, 2, 25)
-    summarise([Reading(START + timedelta(minutes=15), 5), Reading(START + timedelta(minutes=105), 5)], LEG, 2, 25)
+        summarise_leg(readings, LEG, 2, 25)
+    summarise_leg([Reading(START + timedelta(minutes=15), 5), Reading(START + timedelta(minutes=105), 5)], LEG, 2, 25)
 
 
 def test_r_tmp_1_legs_are_numbered_by_hand_off_each_ending_at_its_receipt():
