@@ -428,7 +428,11 @@ def quantity(value: Any, unit: str | None = None) -> str:
     return f"{text} {unit}" if unit else text
 
 
-LIMIT = re.compile(r"(?P<op>[≥≤<>=]+)\s*(?P<num>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)", re.IGNORECASE)
+# A compared number without a unit of its own ("≥ 1e+07"; not "≤ 5 EU/kg", which says its unit already).
+LIMIT = re.compile(
+    r"(?P<op>[≥≤<>=]+)\s*(?P<num>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?!\d|\.\d|e[-+]?\d|\s*(?!and\b|or\b)[A-Za-z%µ])",
+    re.IGNORECASE,
+)
 
 
 def limit(text: str | None, unit: str | None = None) -> str:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -162,6 +163,17 @@ class Patient(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     clinic: Mapped[Clinic] = relationship()
+
+
+# Patient search by part of a name or MRN (``lower(column) LIKE '%text%'``, services/patients.matching): on
+# PostgreSQL a trigram index (pg_trgm) serves it; SQLite has no such index and scans its (small) table.
+PATIENT_SEARCH_COLUMNS = ("family_name", "given_name", "mrn")
+Index(
+    "ix_patients_search_trgm",
+    *(func.lower(getattr(Patient, name)).label(f"{name}_lower") for name in PATIENT_SEARCH_COLUMNS),
+    postgresql_using="gin",
+    postgresql_ops={f"{name}_lower": "gin_trgm_ops" for name in PATIENT_SEARCH_COLUMNS},
+).ddl_if(dialect="postgresql")
 
 
 class Specification(Base):

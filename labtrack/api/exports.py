@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from labtrack.api.common import actor, authenticate, read_session
 from labtrack.api.errors import refusals
-from labtrack.api.schemas import QC_TESTS, ExportArgsSchema, QcResultSchema, Text
+from labtrack.api.schemas import QC_TESTS, ExportArgsSchema, PageArgsSchema, QcResultSchema, Text, page_of
 from labtrack.services import exports
 
 blp = Blueprint("exports", __name__, description="QC results across batches; every list also as CSV (`format=csv`).")
@@ -52,25 +52,19 @@ def csv_download(rows: Callable[[Session], Iterator[str]], name: str) -> Respons
     )
 
 
-class QcQueryArgsSchema(ExportArgsSchema):
+class QcQueryArgsSchema(PageArgsSchema, ExportArgsSchema):
     din = Text()
     clinic = Text()
     test = fields.String(validate=validate.OneOf(QC_TESTS))
     within_spec = fields.Boolean()
     verified = fields.Boolean()
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    after = fields.Integer(validate=validate.Range(min=1), metadata={"description": "the `next` of the page before"})
 
 
 class QcListedSchema(QcResultSchema):
     din = fields.String()
 
 
-class QcPageSchema(Schema):
-    items = fields.List(fields.Nested(QcListedSchema))
-    next = fields.Integer(
-        allow_none=True, metadata={"description": "pass as `after` for the next page; null at the end"}
-    )
+QcPageSchema = page_of(QcListedSchema, "QcResultPage")
 
 
 @blp.get("/qc-results")
@@ -84,5 +78,4 @@ def list_qc_results(args: dict):
     filters = exports.QcFilter(**args)
     if page["format"] == "csv":
         return csv_download(lambda s: exports.qc_csv(s, actor(), filters), "qc-results")
-    items, after = exports.qc_page(read_session(), actor(), filters, limit=page["limit"], after=page["after"])
-    return {"items": items, "next": after}
+    return exports.qc_page(read_session(), actor(), filters, limit=page["limit"], after=page["after"])

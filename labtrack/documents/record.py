@@ -22,8 +22,7 @@ from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Space
 
 from labtrack.documents import fonts
 from labtrack.documents.curve import drawing
-from labtrack.domain.hashing import iso_utc
-from labtrack.glossary import words
+from labtrack.glossary import moment, words
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class RecordView:
     stages: list[Any] = field(default_factory=list)  # labtrack.domain.stages.Stage: the stepper
     sign_off: list[tuple[str, str]] = field(default_factory=list)  # the release or rejection signature
     temperatures: list[Any] = field(default_factory=list)  # services.temperatures.LegView, R-TMP-1
+    zone: str = "UTC"  # the lab's time zone (LABTRACK_TIMEZONE), for the times printed here
 
 
 def page_styles() -> dict[str, ParagraphStyle]:
@@ -329,8 +329,8 @@ def _temperatures(view: RecordView, width: float, styles: dict[str, ParagraphSty
     story: list[Any] = [Paragraph("Transport temperatures", styles["h2"])]
     for leg in view.temperatures:
         log = leg.log
-        title = f"Leg {leg.number}: hand-off {iso_utc(leg.handed_off_at)}"
-        title += f" → receipt {iso_utc(leg.received_at)}" if leg.received_at else " (not received yet)"
+        title = f"Leg {leg.number}: handed off {moment(leg.handed_off_at, view.zone)}"
+        title += f", received {moment(leg.received_at, view.zone)}" if leg.received_at else " (not received yet)"
         if log is None:
             story.append(Paragraph(escape(f"{title}. No logger file imported."), styles["base"]))
             continue

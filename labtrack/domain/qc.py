@@ -22,7 +22,8 @@ ENDOTOXIN = "endotoxin_eu_per_ml"
 PERCENT_TESTS = ("viability_pct", "cd34_pct")
 NUMERIC_TESTS = (*PERCENT_TESTS, "tnc_total", ENDOTOXIN)
 TEXT_TESTS = {"gram_stain": GRAM_STAIN_VALUES, STERILITY: STERILITY_VALUES}
-ALL_TESTS = (*NUMERIC_TESTS, *TEXT_TESTS)
+# The tests in the order of the lab's worksheet: the QC panel, the record and every list show them so.
+ALL_TESTS = ("viability_pct", "tnc_total", "gram_stain", ENDOTOXIN, STERILITY, "cd34_pct")
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,17 @@ def parse_value(test: str, value: Any) -> float | str:
     return value
 
 
+def spec_tests(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The specification's tests with their rules, in the worksheet's order (``ALL_TESTS``), whatever order
+    its stored body keeps its keys in (PostgreSQL's jsonb orders them by length); a specification defines
+    exactly these tests (``validate_specification``)."""
+    tests = spec["tests"]
+    return [(name, tests[name]) for name in ALL_TESTS if name in tests]
+
+
 def required_tests(spec: dict[str, Any]) -> list[str]:
     """Every test of the specification must have a verified result before release (R-QC-4)."""
-    return [name for name, rule in spec["tests"].items() if rule.get("required", True)]
+    return [name for name, rule in spec_tests(spec) if rule.get("required", True)]
 
 
 def evaluate(

@@ -83,4 +83,5 @@ def record_view(
         stages=stepper.stages(Status(batch.status), tuple(batch.steps_done or ()), batch.released_at),
         sign_off=sign_off,
         temperatures=temperatures.leg_views(session, batch),
+        zone=zone,
     )

@@ -18,7 +18,7 @@ from labtrack.documents.spreadsheet import Column, lines
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.din import Din
 from labtrack.models import AdverseReaction, Batch, Clinic, Deviation, QcResult
-from labtrack.services import adverse_reactions, batches, deviations, outcomes, scope
+from labtrack.services import adverse_reactions, batches, deviations, outcomes, paging, scope
 
 CHUNK = 500
 T = TypeVar("T")
@@ -146,16 +146,19 @@ def qc_filtered(session: Session, actor: Actor, filters: QcFilter) -> Select:
 
 
 def qc_page(
-    session: Session, actor: Actor, filters: QcFilter, *, limit: int, after: int | None
-) -> tuple[list[QcResult], int | None]:
-    """One keyset page of QC results, newest first, and the id to continue after (None at the end)."""
-    query = qc_filtered(session, actor, filters)
-    if after is not None:
-        query = query.where(QcResult.id < after)
-    rows = list(session.execute(query.order_by(QcResult.id.desc()).limit(limit + 1)).unique().scalars())
-    page = rows[:limit]
-    _with_dins(session, page)
-    return page, (page[-1].id if len(rows) > limit else None)
+    session: Session,
+    actor: Actor,
+    filters: QcFilter,
+    *,
+    limit: int = paging.LIMIT_DEFAULT,
+    after: str | None = None,
+) -> paging.Page[QcResult]:
+    """QC results, newest first, a keyset page at a time (R-SCL-4), each with its batch's DIN."""
+    found = paging.page(
+        session, qc_filtered(session, actor, filters), QcResult.id, limit=limit, after=after, unique=True
+    )
+    _with_dins(session, found.items)
+    return found
 
 
 def _with_dins(session: Session, results: list[QcResult]) -> list[QcResult]:

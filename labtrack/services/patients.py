@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, clinic_scope, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
-from labtrack.models import Patient
+from labtrack.models import PATIENT_SEARCH_COLUMNS, Patient
 from labtrack.services import paging, scope
 from labtrack.services.reference import clinic_by_code
 
@@ -69,7 +69,7 @@ def matching(text: str) -> Select[tuple[int]]:
         born = date.fromisoformat(text)
     except ValueError:
         pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        fields = (Patient.family_name, Patient.given_name, Patient.mrn)
+        fields = (getattr(Patient, name) for name in PATIENT_SEARCH_COLUMNS)  # ix_patients_search_trgm on PostgreSQL
         return select(Patient.id).where(or_(*(func.lower(f).like(pattern, escape="\\") for f in fields)))
     return select(Patient.id).where(Patient.birth_date == born)
 

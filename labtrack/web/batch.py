@@ -50,7 +50,7 @@ from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError, ValidationFailed
 from labtrack.domain.lifecycle import Status, allowed_actions
 from labtrack.domain.process import PROCESSES, DataField, Performer, StepDefinition, TissueSource
-from labtrack.domain.qc import ALL_TESTS, NUMERIC_TESTS, STERILITY, STERILITY_PENDING, TEXT_TESTS
+from labtrack.domain.qc import ALL_TESTS, NUMERIC_TESTS, STERILITY, STERILITY_PENDING, TEXT_TESTS, spec_tests
 from labtrack.domain.release import BEFORE_RELEASE, Blocker
 from labtrack.models import Batch, Equipment, QcResult, ReagentLot, User
 from labtrack.services import (
@@ -190,7 +190,7 @@ def _step_form(session: Session, who: Actor, definition: StepDefinition, decisio
 def _qc_rows(session: Session, who: Actor, batch: Batch, facts: BatchFacts, panel_open: bool) -> list[QcRow]:
     results = qc.results(session, batch)
     rows = []
-    for test, rule in batch.specification.body["tests"].items():
+    for test, rule in spec_tests(batch.specification.body):
         mine = [r for r in results if r.test == test]
         final: tuple[str, ...] = ()
         if test == STERILITY and can(who, Action.QC_ENTRY, batch.clinic_id):

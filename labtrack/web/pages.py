@@ -31,6 +31,7 @@ from labtrack.web.forms import NO_FAILURE, Failure, given, load_form, parse_numb
 
 # The glossary's words, units and DIN display, for every template (R-WEB wording: codes stay in the API).
 bp.app_template_filter("words")(glossary.words)
+bp.app_template_filter("label")(glossary.label)
 bp.app_template_filter("quantity")(glossary.quantity)
 bp.app_template_filter("limit")(glossary.limit)
 bp.app_template_filter("sentence")(glossary.sentence)

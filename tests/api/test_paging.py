@@ -19,6 +19,18 @@ def test_r_scl_4_lists_page_by_keyset_newest_first_with_an_opaque_cursor(lab):
     assert [p["mrn"] for p in rest["items"]] == ["MRN-1", "MRN-0"]
 
 
+def test_r_scl_4_qc_results_page_like_every_other_list(lab):
+    din = lab.processed()
+    entered = [lab.ok(lab.qc(din, test, value))["id"] for test, value in (("viability_pct", 88), ("cd34_pct", 3.1))]
+    first = lab.ok(lab.get("qa", "/qc-results", limit=1), 200)
+    assert [r["id"] for r in first["items"]] == [entered[1]]
+    assert isinstance(first["next"], str)  # the same opaque cursor as the other lists, not a row id
+    second = lab.ok(lab.get("qa", "/qc-results", limit=1, after=first["next"]), 200)
+    assert ([r["id"] for r in second["items"]], second["next"]) == ([entered[0]], None)
+    problem = assert_problem(lab.get("qa", "/qc-results", after=str(entered[1])), 422, "validation_error")
+    assert set(problem["errors"]) == {"after"}
+
+
 def test_r_scl_4_limit_bounds_and_a_forged_cursor_are_422(lab):
     lab.batch()
     assert_problem(lab.get("tech", "/batches", limit=201), 422, "validation_error")

@@ -13,15 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from labtrack.domain.din import Din
 from labtrack.glossary import words
 from tests.e2e.conftest import Person
 from tests.helpers import PASSWORD
-
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 MAX_TABS = 120
@@ -110,7 +107,6 @@ def _record(name: str, *people: Keyboard) -> dict[str, int]:
     return total
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_keyboard_journeys_receipt_to_release_to_administration(people, lab):
     din = lab.batch("adipose")
     lab.ok(lab.harvest(din))

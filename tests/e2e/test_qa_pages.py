@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from labtrack.domain.din import Din
 from tests.helpers import GOOD_RESULTS, PASSWORD
-
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
 
 def _panel(lab, din: str, by: str = "tech") -> list[dict]:
@@ -156,7 +153,6 @@ def test_r_qc_6_a_specification_change_proposed_compared_and_approved_with_a_sig
     assert registered["specification_version"] == 2  # batches registered afterwards
 
 
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_r_acc_2_admin_confirms_deactivation_edits_and_resets_a_password(people, lab, live_server):
     admin = people("admin")
     page = admin.page

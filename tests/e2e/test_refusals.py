@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from labtrack.domain.din import Din
 
-MERGED_2026_12_02 = "fails since the merge of issues 13-19 on 2026-12-02; see that session's note (to fix next)"
 
-
-@pytest.mark.xfail(reason=MERGED_2026_12_02, strict=False)
 def test_r_coi_3_wrong_patient_bedside_scan_is_refused_with_a_clear_message(people, lab):
     din = lab.delivered()
     clinic = people("clinic")
@@ -32,7 +28,7 @@ def test_r_coi_3_wrong_patient_bedside_scan_is_refused_with_a_clear_message(peop
     expect(mrn).to_have_attribute("aria-invalid", "true")
     expect(mrn).to_be_focused()  # the refused field takes the focus, for the keyboard
     expect(page.locator(".field.has-error .field-error")).to_have_text(
-        ["The patient identifiers (patient_mrn) do not match the batch's patient."]
+        ["The patient identifiers (Patient MRN) do not match the batch's patient."]  # the glossary's words
     )
     expect(page.locator("[data-role=status]")).to_have_text("delivered")
     assert lab.sql("SELECT count(*) FROM batch_events WHERE type = 'identity_mismatch'")[0][0] == 1

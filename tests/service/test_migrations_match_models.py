@@ -4,6 +4,7 @@ drop or alter, on SQLite and on PostgreSQL alike."""
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
@@ -30,6 +31,9 @@ def _include(obj, name, type_, reflected, compare_to) -> bool:
     return not (reflected and type_ == "index" and _partition(getattr(obj, "table", None)))
 
 
+# The trigram index of patient search is PostgreSQL's only (``ddl_if``): SQLite never has it, and Alembic,
+# unable to reflect an expression index from SQLite, leaves it out of the comparison there (and says so).
+@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
 def test_autogenerate_finds_nothing_between_the_migrations_and_the_models(database_url):
     engine = create_engine(normalise_url(database_url))  # the test's database, made by the migrations
     try:

@@ -81,6 +81,9 @@ def test_numbers_carry_units_and_sensible_precision():
     assert quantity("no_growth") == "no growth"
     assert limit("≥ 1e+07", "cells") == "≥ 1 × 10⁷ cells"
     assert limit("final result no_growth") == "final result no growth"
+    # a number that says its own unit keeps it: the endotoxin limit is a dose, not a concentration
+    assert limit("total dose 4 EU ≤ 5 EU/kg × 80 kg = 400 EU", "EU/mL") == "total dose 4 EU ≤ 5 EU/kg × 80 kg = 400 EU"
+    assert limit("≥ 70 and ≤ 100", "%") == "≥ 70 % and ≤ 100 %"
 
 
 def test_messages_become_sentences():

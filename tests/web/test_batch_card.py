@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from labtrack.domain.din import Din
+from labtrack.domain.qc import ALL_TESTS
 from tests.helpers import LAB_STEPS, now
 from tests.web.support import error_beside
 
@@ -136,6 +137,17 @@ def test_r_coi_1_every_in_hand_form_asks_for_the_scanned_din(lab, sign_in):
     )
     assert response.status_code == 422
     assert error_beside(response.text, "qc_panel", "scanned_din") == "This is required."
+
+
+def test_qc_panel_and_release_blockers_follow_the_worksheet_order_on_every_database(lab, sign_in):
+    # A specification's body is stored as JSON; PostgreSQL's jsonb keeps its keys ordered by length, so a page
+    # that followed the stored order showed CD34 first there and cost the keyboard extra Tabs.
+    din = lab.processed()
+    page = sign_in("tech").get(f"/batches/{din}").text
+    fields = re.findall(r'id="qc_panel-value-([a-z0-9_]+)"', page)
+    assert fields == list(ALL_TESTS)
+    blockers = re.findall(r'data-code="qc_missing:([a-z0-9_]+)"', sign_in("qa").get(f"/batches/{din}").text)
+    assert blockers == list(ALL_TESTS)
 
 
 def test_r_sig_1_wrong_password_in_the_signature_dialog_is_refused_and_recorded(lab, sign_in):
