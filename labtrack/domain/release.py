@@ -93,6 +93,13 @@ def status_after_qc(status: Status, required: list[str], results: list[QcView]) 
     return status
 
 
+def _not_yet(state: BatchState, stage: str) -> Blocker:
+    """The batch has not reached ``stage``: said as a stage still to come, never as news that reads as good."""
+    return Blocker(
+        f"not_ready:{state.status.value}", f"The batch is {state.status.value.replace('_', ' ')}, not yet {stage}."
+    )
+
+
 def release_blockers(
     state: BatchState,
     *,
@@ -105,9 +112,7 @@ def release_blockers(
     """Every reason QA may not release now (R-REL-1), all at once."""
     blockers: list[Blocker] = []
     if state.status != Status.AWAITING_RELEASE:
-        blockers.append(
-            Blocker(f"not_ready:{state.status.value}", f"The batch is {state.status.value.replace('_', ' ')}.")
-        )
+        blockers.append(_not_yet(state, "awaiting release"))
     blockers.extend(qc_blockers(required, results))
     blockers.extend(_deviation_blockers(open_deviation_ids))
     if state.custodian_side != Performer.LAB or state.transfer is not None:
@@ -125,9 +130,7 @@ def readiness_blockers(
     """Why a batch is not ready for the clinic; empty means ready (R-RDY-1)."""
     blockers: list[Blocker] = []
     if state.status not in READY_STATUSES:
-        blockers.append(
-            Blocker(f"not_ready:{state.status.value}", f"The batch is {state.status.value.replace('_', ' ')}.")
-        )
+        blockers.append(_not_yet(state, "released"))
     if state.status in BEFORE_RELEASE:
         blockers.extend(qc_blockers(required, results))
     blockers.extend(_deviation_blockers(open_deviation_ids))
