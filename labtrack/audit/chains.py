@@ -32,6 +32,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Integer,
     Result,
     Row,
     Select,
@@ -39,7 +40,6 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
-    or_,
     select,
     type_coerce,
 )
@@ -48,6 +48,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from labtrack.audit import checkpoints, tree
+from labtrack.audit.rowset import rowset
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
@@ -178,6 +179,8 @@ def _links_hold(rows: list[Row]) -> bool:
 
 
 PREFETCH_ROWS = 5000
+EXTEND_CHUNK = 5000  # batches whose new events one statement reads in incremental verification
+_FROM = {"batch_id": Integer(), "seq": Integer()}
 SPLIT_FROM_EVENTS = 50_000
 """A full run on PostgreSQL over at least this many events (by the batches' heads) scans them on two
 connections; below it, the second connection's set-up is not worth it."""
@@ -542,7 +545,7 @@ class _Run:
         heads = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).where(Batch.id.in_(recent)).order_by(Batch.id)
         self.heads = {row.id: row for row in self.session.execute(heads)}
         self.anchor.leaves = checkpoints.leaves_for(self.session, base, [head.din for head in self.heads.values()])
-        for chunk in _chunks(list(self.heads.values()), 500):
+        for chunk in _chunks(list(self.heads.values()), EXTEND_CHUNK):
             self._extend(chunk)
         self._admin_chain()
         return self._done()
@@ -550,9 +553,10 @@ class _Run:
     def _extend(self, heads: list[Row]) -> None:
         """These batches' events from the head the base signed for each (from seq 1 for a batch it did not)."""
         starts = {head.id: getattr(self.anchor.leaves.get(head.din), "seq", 1) for head in heads}
-        after = or_(*(and_(BatchEvent.batch_id == batch_id, BatchEvent.seq >= seq) for batch_id, seq in starts.items()))
+        given = rowset(self.session.connection(), _FROM, list(starts.items()))  # joined, not a long OR to plan
+        after = self._events().join(given, and_(BatchEvent.batch_id == given.c.batch_id, BatchEvent.seq >= given.c.seq))
         rows_by_batch: dict[int, list[Row]] = {batch_id: [] for batch_id in starts}
-        for row in self.session.execute(self._events().where(after)):
+        for row in self.session.execute(after):
             rows_by_batch[row.batch_id].append(row)
         for batch_id, rows in rows_by_batch.items():
             head = self.heads[batch_id]
