@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import frozen_at, utcnow
 from labtrack.domain.followup import BASELINE, VisitStatus
+from labtrack.domain.operations import OutboxStatus
 from labtrack.models import Equipment, FollowUpVisit, OutboxMessage, ReagentLot
 from labtrack.services import batches, custody, followups, patients, qc, reference, release, steps
 from labtrack.services.auth import actor_of
@@ -72,7 +73,11 @@ def load(session: Session, facility: str, password: str) -> int:
     session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.created_at < utcnow() - timedelta(days=1))
-        .values(status="delivered", delivered_at=OutboxMessage.created_at, notified_at=OutboxMessage.created_at)
+        .values(
+            status=OutboxStatus.DELIVERED.value,
+            delivered_at=OutboxMessage.created_at,
+            notified_at=OutboxMessage.created_at,
+        )
     )
     return made
 

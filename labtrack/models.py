@@ -39,7 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Role
+from labtrack.domain.actors import AuthEventKind, AuthOutcome, Role
+from labtrack.domain.decisions import LabelKind
 from labtrack.domain.deviations import DeviationKind, DeviationStatus
 from labtrack.domain.followup import PlanStatus, VisitStatus
 from labtrack.domain.investigations import (
@@ -55,6 +56,7 @@ from labtrack.domain.investigations import (
 )
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.materials import EquipmentStatus, LotStatus
+from labtrack.domain.operations import LabelPrintStatus, OutboxStatus, VerificationKind, VerificationStatus
 from labtrack.domain.process import TissueSource
 from labtrack.domain.spc import Metric, Rule
 from labtrack.domain.specifications import ProposalStatus
@@ -120,7 +122,7 @@ class User(Base):
     __tablename__ = "users"
     __table_args__ = (
         CheckConstraint(_in("role", Role), name="role"),
-        CheckConstraint("(role = 'clinic') = (clinic_id IS NOT NULL)", name="clinic_users_only_have_clinic"),
+        CheckConstraint(f"(role = '{Role.CLINIC}') = (clinic_id IS NOT NULL)", name="clinic_users_only_have_clinic"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -394,9 +396,6 @@ class SignatureFailure(Base):
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
 
 
-AUTH_EVENTS = ("sign_in", "sign_out", "lockout")
-
-
 class AuthEvent(Base):
     """Who signed in, failed to, signed out or was locked out, from where (append-only, migration 0004).
 
@@ -405,8 +404,8 @@ class AuthEvent(Base):
 
     __tablename__ = "auth_events"
     __table_args__ = (
-        CheckConstraint(_in("event", AUTH_EVENTS), name="event"),
-        CheckConstraint(_in("outcome", ("success", "failure")), name="outcome"),
+        CheckConstraint(_in("event", AuthEventKind), name="event"),
+        CheckConstraint(_in("outcome", AuthOutcome), name="outcome"),
         Index("ix_auth_events_user_at", "user_id", "at"),
         Index("ix_auth_events_at", "at"),
     )
@@ -427,7 +426,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        CheckConstraint(_in("status", ("pending", "delivered", "failed")), name="status"),
+        CheckConstraint(_in("status", OutboxStatus), name="status"),
         Index("ix_outbox_status_next", "status", "next_attempt_at"),
         Index("ix_outbox_batch_topic", "batch_id", "topic"),
         Index("ix_outbox_status_delivered", "status", "delivered_at"),
@@ -437,7 +436,7 @@ class OutboxMessage(Base):
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
     clinic_id: Mapped[int | None] = mapped_column(ForeignKey("clinics.id"))
     payload: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(12), default="pending")
+    status: Mapped[str] = mapped_column(String(12), default=OutboxStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -554,25 +553,26 @@ class CheckpointNode(Base):
     hash: Mapped[str] = mapped_column(String(64))  # hex
 
 
-VERIFICATION_STATUSES = ("queued", "running", "done", "failed")
-
-
 class AuditVerification(Base):
     """A verification run (R-SCL-2): a full one in the background (progress, resumable) or the incremental
     one after each checkpoint; ``result`` is its report."""
 
     __tablename__ = "audit_verifications"
     __table_args__ = (
-        CheckConstraint(_in("status", VERIFICATION_STATUSES), name="status"),
-        CheckConstraint(_in("kind", ("full", "incremental")), name="kind"),
+        CheckConstraint(_in("status", VerificationStatus), name="status"),
+        CheckConstraint(_in("kind", VerificationKind), name="kind"),
         Index("ix_audit_verifications_status", "status", "id"),
-        _partial("ix_audit_verifications_verified", "status = 'done' AND checkpoint_id IS NOT NULL", "checkpoint_id"),
+        _partial(
+            "ix_audit_verifications_verified",
+            f"status = '{VerificationStatus.DONE}' AND checkpoint_id IS NOT NULL",
+            "checkpoint_id",
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(12), default="full")
+    kind: Mapped[str] = mapped_column(String(12), default=VerificationKind.FULL.value)
     # A run that found nothing wrong vouches for this checkpoint: incremental runs start from the newest such.
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoints.id"))
-    status: Mapped[str] = mapped_column(String(12), default="queued")
+    status: Mapped[str] = mapped_column(String(12), default=VerificationStatus.QUEUED.value)
     requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     requested_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
@@ -595,15 +595,19 @@ class SpecificationProposal(Base):
     __table_args__ = (
         CheckConstraint(_in("tissue_source", TissueSource), name="tissue_source"),
         CheckConstraint(_in("status", ProposalStatus), name="status"),
-        CheckConstraint("(status = 'approved') = (version IS NOT NULL AND signature IS NOT NULL)", name="approved"),
-        CheckConstraint("status = 'proposed' OR decided_by_id IS NOT NULL", name="decided"),
-        CheckConstraint("status <> 'approved' OR decided_by_id <> proposed_by_id", name="second_person"),
+        CheckConstraint(
+            f"(status = '{ProposalStatus.APPROVED}') = (version IS NOT NULL AND signature IS NOT NULL)", name="approved"
+        ),
+        CheckConstraint(f"status = '{ProposalStatus.PROPOSED}' OR decided_by_id IS NOT NULL", name="decided"),
+        CheckConstraint(
+            f"status <> '{ProposalStatus.APPROVED}' OR decided_by_id <> proposed_by_id", name="second_person"
+        ),
         Index(
             "uq_specification_proposals_open",
             "tissue_source",
             unique=True,
-            sqlite_where=text("status = 'proposed'"),
-            postgresql_where=text("status = 'proposed'"),
+            sqlite_where=text(f"status = '{ProposalStatus.PROPOSED}'"),
+            postgresql_where=text(f"status = '{ProposalStatus.PROPOSED}'"),
         ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -611,7 +615,7 @@ class SpecificationProposal(Base):
     base_version: Mapped[int] = mapped_column(Integer)  # the version in force when proposed
     body: Mapped[dict[str, Any]]
     reason: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    status: Mapped[str] = mapped_column(String(16), default=ProposalStatus.PROPOSED.value)
     proposed_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     proposed_at: Mapped[datetime]
     record_hash: Mapped[str] = mapped_column(String(64))  # the proposal's admin event: what a signature binds
@@ -630,24 +634,22 @@ class SpecificationProposal(Base):
 
 # --- Interoperability (issue 16): label print jobs, temperature-logger records (migration 0009) ---
 
-LABEL_PRINT_STATUSES = ("queued", "sending", "printed", "failed")
-
 
 class LabelPrint(Base):
     """A request to send a ZPL label to a thermal printer; the print itself is the ``label_printed`` event."""
 
     __tablename__ = "label_prints"
     __table_args__ = (
-        CheckConstraint(_in("kind", ("product", "collection")), name="kind"),
-        CheckConstraint(_in("status", LABEL_PRINT_STATUSES), name="status"),
-        CheckConstraint("(status = 'printed') = (event_seq IS NOT NULL)", name="printed_has_event"),
+        CheckConstraint(_in("kind", LabelKind), name="kind"),
+        CheckConstraint(_in("status", LabelPrintStatus), name="status"),
+        CheckConstraint(f"(status = '{LabelPrintStatus.PRINTED}') = (event_seq IS NOT NULL)", name="printed_has_event"),
         Index("ix_label_prints_batch", "batch_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(BigId, ForeignKey("batches.id"))
     kind: Mapped[str] = mapped_column(String(16))
     printer: Mapped[str] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(12), default="queued")
+    status: Mapped[str] = mapped_column(String(12), default=LabelPrintStatus.QUEUED.value)
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     requested_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
@@ -734,7 +736,7 @@ class FollowUpVisit(Base):
     window_from: Mapped[date] = mapped_column(Date)
     window_to: Mapped[date] = mapped_column(Date)
     closes_on: Mapped[date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(8), default="due")
+    status: Mapped[str] = mapped_column(String(8), default=VisitStatus.DUE.value)
     measured_on: Mapped[date | None] = mapped_column(Date)
     measurement: Mapped[dict[str, Any] | None]
     late: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -866,7 +868,7 @@ class AdverseReaction(Base):
         CheckConstraint("reportable = false OR serious = true", name="reportable_is_serious"),
         CheckConstraint("(report_due_on IS NOT NULL) = reportable", name="due_when_reportable"),
         CheckConstraint(
-            "status = 'open' OR reportable = false OR reported_to_authority_on IS NOT NULL",
+            f"status = '{ReactionStatus.OPEN}' OR reportable = false OR reported_to_authority_on IS NOT NULL",
             name="reported_if_reportable",
         ),
         Index("ix_adverse_reactions_batch", "batch_id"),
@@ -891,7 +893,7 @@ class AdverseReaction(Base):
     serious: Mapped[bool] = mapped_column(Boolean)
     reportable: Mapped[bool] = mapped_column(Boolean)
     report_due_on: Mapped[date | None] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(String(8), default="open")
+    status: Mapped[str] = mapped_column(String(8), default=ReactionStatus.OPEN.value)
     lookback_id: Mapped[int | None] = mapped_column(ForeignKey("lookbacks.id"))
     due_warned_at: Mapped[datetime | None]
     overdue_told_at: Mapped[datetime | None]
@@ -919,7 +921,7 @@ class Lookback(Base):
         Index("ix_lookbacks_status", "status", "id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(8), default="open")
+    status: Mapped[str] = mapped_column(String(8), default=LookbackStatus.OPEN.value)
     reason: Mapped[str] = mapped_column(Text)
     seed_kind: Mapped[str] = mapped_column(String(16))
     seed_value: Mapped[str] = mapped_column(String(64))  # lot id, equipment code, username or DIN, as given

@@ -20,6 +20,7 @@ from labtrack.api.common import (
 )
 from labtrack.api.errors import refusals
 from labtrack.api.schemas import UTC, PasswordChangeSchema, Problem, TokenCreateSchema, TokenSchema
+from labtrack.domain.actors import AuthEventKind, AuthOutcome
 from labtrack.security import client
 from labtrack.services import auth
 
@@ -29,8 +30,8 @@ PROBLEM = "application/problem+json"
 
 class AuthEventSchema(Schema):
     at = UTC()
-    event = fields.String(metadata={"description": "sign_in, sign_out or lockout"})
-    outcome = fields.String(metadata={"description": "success or failure"})
+    event = fields.String(metadata={"description": ", ".join(AuthEventKind)})
+    outcome = fields.String(metadata={"description": ", ".join(AuthOutcome)})
     reason = fields.String(
         allow_none=True,
         metadata={"description": "why a sign-in failed: unknown_user, wrong_password, deactivated, account_locked"},

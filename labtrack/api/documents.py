@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from flask import Response, current_app
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 from labtrack.api.common import actor, authenticate, database, read_session, write
 from labtrack.api.errors import refusals
-from labtrack.api.schemas import UTC, UserSummarySchema
+from labtrack.api.schemas import UTC, UserSummarySchema, one_of
 from labtrack.audit import keys, records
 from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.documents.zpl import render_zpl
-from labtrack.domain.decisions import LABEL_KINDS
+from labtrack.domain.decisions import LabelKind
 from labtrack.extensions import send_label_print
 from labtrack.services import documents, labels
 
@@ -24,11 +24,11 @@ blp.before_request(authenticate)
 
 
 class LabelQueryArgsSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
+    kind = fields.String(load_default=LabelKind.PRODUCT.value, validate=one_of(LabelKind))
 
 
 class LabelPrintCreateSchema(Schema):
-    kind = fields.String(load_default="product", validate=validate.OneOf(LABEL_KINDS))
+    kind = fields.String(load_default=LabelKind.PRODUCT.value, validate=one_of(LabelKind))
 
 
 class LabelPrintSchema(Schema):

@@ -52,6 +52,7 @@ from labtrack.audit.rowset import rowset
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
+from labtrack.domain.operations import VerificationKind
 from labtrack.models import AdminEvent, Batch, BatchEvent, Checkpoint, User
 from labtrack.services import batches
 from labtrack.services.streams import ADMIN_STREAM
@@ -63,7 +64,7 @@ class Report:
     events_checked: int = 0
     failures: list[dict[str, object]] = field(default_factory=list)
     checkpoint: dict[str, object] | None = None
-    mode: str = "full"  # or "incremental" (R-SCL-2)
+    mode: str = VerificationKind.FULL.value  # or incremental (R-SCL-2)
     since_checkpoint: int | None = None  # an incremental run's base
 
     @property
@@ -667,7 +668,7 @@ def verify_recent(session: Session, actor: Actor | None = None, *, public_key: E
             with _own_session(session) as own:
                 base = runs.verified_checkpoint(own)
                 report = _Run(own, trusted, in_database=in_database).recent(base)
-                report.mode = "incremental"
+                report.mode = VerificationKind.INCREMENTAL.value
                 report.since_checkpoint = base.id if base is not None else None
                 return report
         except DataError:

@@ -19,6 +19,19 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class AuthEventKind(StrEnum):
+    """What an authentication event records (``auth_events``, R-SIG-1)."""
+
+    SIGN_IN = "sign_in"
+    SIGN_OUT = "sign_out"
+    LOCKOUT = "lockout"
+
+
+class AuthOutcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
 @dataclass(frozen=True)
 class Actor:
     id: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from labtrack.domain.actors import Action, Actor, Role, can
@@ -37,7 +38,15 @@ from labtrack.domain.qc import STERILITY, STERILITY_PENDING
 from labtrack.domain.release import BEFORE_RELEASE, READY_STATUSES, Blocker, QcView, release_blockers
 
 QC_ENTRY_STATUSES = frozenset({Status.PROCESSED, Status.AWAITING_RELEASE})
-LABEL_KINDS = ("product", "collection")
+
+
+class LabelKind(StrEnum):
+    """A batch's labels: the product label of a released batch, the collection label before it leaves the clinic."""
+
+    PRODUCT = "product"
+    COLLECTION = "collection"
+
+
 # Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
 PARTICIPATION_WORDS = {
     "qc_recorded": "entered QC results",
@@ -238,12 +247,12 @@ def check_qc_panel(state: BatchState) -> None:
 
 def check_label(status: Status, kind: str) -> None:
     """A product label only for a released batch; a collection label before the batch leaves the clinic."""
-    if kind == "product" and status not in READY_STATUSES:
+    if kind == LabelKind.PRODUCT and status not in READY_STATUSES:
         raise InvalidTransition(
             f"A product label is printed only for a released batch; the batch is {status.value.replace('_', ' ')}.",
-            allowed=["label:collection"] if status in (Status.REGISTERED, Status.COLLECTED) else [],
+            allowed=[f"label:{LabelKind.COLLECTION}"] if status in (Status.REGISTERED, Status.COLLECTED) else [],
         )
-    if kind == "collection" and status not in (Status.REGISTERED, Status.COLLECTED):
+    if kind == LabelKind.COLLECTION and status not in (Status.REGISTERED, Status.COLLECTED):
         raise InvalidTransition("A collection label is printed before the batch leaves the clinic.", allowed=[])
 
 
@@ -382,7 +391,7 @@ def decide(actor: Actor, facts: BatchFacts) -> list[Decision]:
         found.append(decide_reject(actor, facts))
         deviation = _role("open_deviation", actor, Action.OPEN_DEVIATION, state.clinic_id, WHO["open_deviation"])
         found.append(deviation or Decision("open_deviation", True))
-    found.extend(decide_label(actor, facts, kind) for kind in LABEL_KINDS)
+    found.extend(decide_label(actor, facts, kind) for kind in LabelKind)
     record = _role("record", actor, Action.READ_RECORD, state.clinic_id, WHO["record"])
     found.append(record or Decision("record", True))
     return found

@@ -7,6 +7,7 @@ from datetime import date
 from enum import StrEnum
 
 from labtrack.domain.errors import (
+    Conflict,
     EquipmentNotUsable,
     ReagentNotUsable,
     ValidationFailed,
@@ -23,6 +24,32 @@ class LotStatus(StrEnum):
 
 # What an admin sets a lot to: only a recall (R-LBK-5, labtrack.services.lookbacks) makes a lot recalled.
 SETTABLE_LOT_STATUSES = tuple(status for status in LotStatus if status != LotStatus.RECALLED)
+
+
+def check_settable_lot_status(
+    lot_number: str, current: LotStatus | None, new: str, *, recall_reason: str | None = None
+) -> LotStatus:
+    """The status ``new`` a lot may be given now (R-LBK-5), from ``current`` (None for a lot being registered).
+
+    A lot is registered or edited to one of ``SETTABLE_LOT_STATUSES``; only a recall, which gives its reason
+    (``recall_reason``), makes it recalled, and a recalled lot keeps that status for good.
+    """
+    try:
+        status = LotStatus(new)
+    except ValueError:
+        raise ValidationFailed({"status": [f"must be one of: {', '.join(SETTABLE_LOT_STATUSES)}"]}) from None
+    if current == LotStatus.RECALLED:
+        if recall_reason is not None:
+            raise Conflict(f"Reagent lot {lot_number} is already recalled.")
+        if status != current:
+            raise Conflict(f"Reagent lot {lot_number} was recalled; a recall is not undone (R-LBK-5).")
+        return status
+    if status == LotStatus.RECALLED:
+        if recall_reason is None:
+            raise ValidationFailed({"status": ["a lot is recalled by its recall, which gives the reason"]})
+        if not recall_reason.strip():
+            raise ValidationFailed({"reason": ["is required"]})
+    return status
 
 
 class EquipmentStatus(StrEnum):

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.domain.lifecycle import TERMINAL, Status
+from labtrack.domain.operations import OutboxStatus
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.models import Batch, BatchEvent, Checkpoint, Deviation, OutboxMessage
 
@@ -155,14 +156,18 @@ class DatabaseFigures(Collector):
     def _figures(self, session: Session) -> Iterator[Metric]:
         now = utcnow()
         backlog = session.execute(
-            select(func.count(), func.min(OutboxMessage.created_at)).where(OutboxMessage.status == "pending")
+            select(func.count(), func.min(OutboxMessage.created_at)).where(
+                OutboxMessage.status == OutboxStatus.PENDING.value
+            )
         ).one()
         yield _gauge("labtrack_outbox_backlog", "Outbox rows waiting for delivery.", backlog[0])
         oldest = (now - backlog[1]).total_seconds() if backlog[1] is not None else 0.0
         yield _gauge(
             "labtrack_outbox_oldest_age_seconds", "Age of the oldest undelivered outbox row (0: none).", oldest
         )
-        failed = session.execute(select(func.count()).where(OutboxMessage.status == "failed")).scalar_one()
+        failed = session.execute(
+            select(func.count()).where(OutboxMessage.status == OutboxStatus.FAILED.value)
+        ).scalar_one()
         yield _gauge("labtrack_outbox_failed", "Outbox rows given up on after 24 h of retries.", failed)
         by_status = GaugeMetricFamily(
             "labtrack_batches", "Batches not yet in a final state, by status.", labels=["status"]

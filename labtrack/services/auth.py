@@ -18,7 +18,7 @@ from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.domain.actors import Action, Actor, Role, require
+from labtrack.domain.actors import Action, Actor, AuthEventKind, AuthOutcome, Role, require
 from labtrack.domain.errors import (
     AccountLocked,
     DomainError,
@@ -103,8 +103,8 @@ LOCKED_NOW_DETAIL = (
 
 def record_event(
     session: Session,
-    event: str,
-    outcome: str,
+    event: AuthEventKind,
+    outcome: AuthOutcome,
     client: Client,
     *,
     username: str,
@@ -115,8 +115,8 @@ def record_event(
     session.add(
         AuthEvent(
             at=utcnow(),
-            event=event,
-            outcome=outcome,
+            event=event.value,
+            outcome=outcome.value,
             reason=reason,
             username=username[:64],
             user_id=user_id,
@@ -142,7 +142,7 @@ def recent_password_failures(session: Session, user: User) -> int:
     signatures = select(func.count()).where(SignatureFailure.user_id == user.id, SignatureFailure.at > since)
     sign_ins = select(func.count()).where(
         AuthEvent.user_id == user.id,
-        AuthEvent.event == "sign_in",
+        AuthEvent.event == AuthEventKind.SIGN_IN.value,
         AuthEvent.reason == "wrong_password",
         AuthEvent.at > since,
     )
@@ -167,7 +167,15 @@ def lock_account(session: Session, user_id: int, client: Client) -> None:
         "user_locked",
         {"key": user.username, "reason": "five wrong passwords (sign-in or signature)"},
     )
-    record_event(session, "lockout", "failure", client, username=user.username, user_id=user.id, reason="password")
+    record_event(
+        session,
+        AuthEventKind.LOCKOUT,
+        AuthOutcome.FAILURE,
+        client,
+        username=user.username,
+        user_id=user.id,
+        reason="password",
+    )
 
 
 def issue_token(
@@ -199,7 +207,7 @@ def issue_token(
     elif user.must_change_password:
         raise _refused(session, username, user, client, "password_change_required")
     token, expires_at = new_token(session, user, lifetime)
-    record_event(session, "sign_in", "success", client, username=username, user_id=user.id)
+    record_event(session, AuthEventKind.SIGN_IN, AuthOutcome.SUCCESS, client, username=username, user_id=user.id)
     return token, expires_at, user
 
 
@@ -240,7 +248,9 @@ def _refused(session: Session, username: str, user: User | None, client: Client,
     user_id = user.id if user is not None else None
 
     def record(unit: Session) -> None:
-        record_event(unit, "sign_in", "failure", client, username=username, user_id=user_id, reason=reason)
+        record_event(
+            unit, AuthEventKind.SIGN_IN, AuthOutcome.FAILURE, client, username=username, user_id=user_id, reason=reason
+        )
         if lock and user_id is not None:
             lock_account(unit, user_id, client)
 
@@ -281,7 +291,9 @@ def revoke_token(session: Session, token: str, client: Client = INTERNAL) -> Non
     row.revoked_at = utcnow()
     user = session.get(User, row.user_id)
     if user is not None:
-        record_event(session, "sign_out", "success", client, username=user.username, user_id=user.id)
+        record_event(
+            session, AuthEventKind.SIGN_OUT, AuthOutcome.SUCCESS, client, username=user.username, user_id=user.id
+        )
 
 
 def revoke_user_tokens(session: Session, user_id: int) -> None:

@@ -12,7 +12,7 @@ from labtrack.documents.labels import LabelView
 from labtrack.documents.record import RecordView
 from labtrack.domain import stages as stepper
 from labtrack.domain.actors import Action, Actor, require
-from labtrack.domain.decisions import check_label
+from labtrack.domain.decisions import LabelKind, check_label
 from labtrack.domain.din import Din
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.specifications import transport_range
@@ -40,7 +40,7 @@ def label_view(batch: Batch, actor: Actor, *, kind: str, facility: str, zone: st
     code = Din(batch.din)
     low, high = transport_range(batch.specification.body)
     patient = batch.patient
-    product = kind == "product"
+    product = kind == LabelKind.PRODUCT
     return LabelView(
         kind=kind,
         din=batch.din,

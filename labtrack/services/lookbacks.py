@@ -36,7 +36,7 @@ from labtrack.domain.investigations import (
     check_window,
 )
 from labtrack.domain.lifecycle import Status
-from labtrack.domain.materials import LotStatus
+from labtrack.domain.materials import LotStatus, check_settable_lot_status
 from labtrack.domain.signatures import Meaning
 from labtrack.models import (
     Batch,
@@ -512,13 +512,10 @@ def recall_lot(session: Session, actor: Actor, lot_id: int, *, reason: str) -> t
     lot = session.get(ReagentLot, lot_id, with_for_update=True)
     if lot is None:
         raise NotFound(f"No reagent lot {lot_id}.")
-    if lot.status == LotStatus.RECALLED:
-        raise Conflict(f"Reagent lot {lot.lot_number} is already recalled.")
+    status = check_settable_lot_status(lot.lot_number, LotStatus(lot.status), LotStatus.RECALLED, recall_reason=reason)
     reason = reason.strip()
-    if not reason:
-        raise ValidationFailed({"reason": ["is required"]})
     old = {"status": lot.status}
-    lot.status = LotStatus.RECALLED.value
+    lot.status = status.value
     new = {"status": lot.status, "reason": reason}
     append_admin_event(session, actor.username, "reagent_lot_recalled", {"key": str(lot.id), "old": old, "new": new})
     lookback = open_lookback(

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.db import after_commit
+from labtrack.domain.operations import OutboxStatus
 from labtrack.models import Batch, Clinic, OutboxDelivery, OutboxMessage
 from labtrack.ops import logs
 from labtrack.services import notifications
@@ -212,7 +213,7 @@ def claim(session: Session, settings: Settings, ids: Sequence[int] | None, limit
     due = (
         select(OutboxMessage.id)
         .where(
-            OutboxMessage.status == "pending",
+            OutboxMessage.status == OutboxStatus.PENDING.value,
             OutboxMessage.next_attempt_at <= now,
             or_(OutboxMessage.locked_until.is_(None), OutboxMessage.locked_until < now),
         )
@@ -248,7 +249,7 @@ def claim(session: Session, settings: Settings, ids: Sequence[int] | None, limit
                 text = notifications.describe(message.topic, message.payload)
                 email = Email(addresses, f"LabTrack: {text[:120]}", text)
         if webhook is None and email is None:
-            message.status = "delivered"
+            message.status = OutboxStatus.DELIVERED.value
             message.delivered_at = now
             message.locked_until = message.locked_by = None
             _log_row(message, logging.INFO, "delivered (in-app only)")
@@ -351,14 +352,14 @@ def record(session: Session, settings: Settings, jobs: list[Job], attempts: list
         message.locked_until = message.locked_by = None
         failures = [r for r in results if not r.ok]
         if not failures:
-            message.status = "delivered"
+            message.status = OutboxStatus.DELIVERED.value
             message.delivered_at = now
             _log_row(message, logging.INFO, f"delivered ({', '.join(r.channel for r in results)})")
             continue
         message.attempts += 1
         message.last_error = "; ".join(f"{r.channel}: {r.error}" for r in failures)
         if now - message.created_at >= RETRY_WINDOW:
-            message.status = "failed"
+            message.status = OutboxStatus.FAILED.value
             _log_row(message, logging.ERROR, f"gave up after {message.attempts} attempts: {message.last_error}")
         else:
             message.next_attempt_at = now + backoff(settings.retry_base, message.attempts)

@@ -17,7 +17,7 @@ from labtrack.domain.actors import Action, Actor, Role, require
 from labtrack.domain.errors import Conflict, NotFound, ValidationFailed
 from labtrack.domain.hashing import jsonable
 from labtrack.domain.lifecycle import TERMINAL
-from labtrack.domain.materials import LotStatus
+from labtrack.domain.materials import LotStatus, check_settable_lot_status
 from labtrack.models import Batch, Clinic, Equipment, ReagentLot, User
 from labtrack.services.auth import MIN_PASSWORD_LENGTH, hash_password, revoke_user_tokens
 from labtrack.services.streams import append_admin_event
@@ -216,10 +216,12 @@ def _move_to_clinic(session: Session, user: User, code: str) -> None:
 def create_lot(
     session: Session, actor: Actor, *, kind: str, name: str, lot_number: str, expires_on: date, status: str
 ) -> ReagentLot:
-    """Register a reagent lot (admin); refuses a malformed kind or lot number and a lot already registered."""
+    """Register a reagent lot (admin); refuses a malformed kind or lot number, a status a lot may not be registered
+    with (R-LBK-5: never recalled) and a lot already registered."""
     require(actor, Action.MANAGE_REFERENCE)
     formats.KIND.check("kind", kind)
     formats.LOT_NUMBER.check("lot_number", lot_number)
+    status = check_settable_lot_status(lot_number, None, status).value
     if session.execute(
         select(ReagentLot.id).where(ReagentLot.kind == kind, ReagentLot.lot_number == lot_number)
     ).first():
@@ -232,13 +234,15 @@ def create_lot(
 
 
 def update_lot(session: Session, actor: Actor, lot_id: int, changes: dict[str, Any]) -> ReagentLot:
-    """Change a lot's name, expiry or status (admin); a recalled lot's status never changes (R-LBK-5)."""
+    """Change a lot's name, expiry or status (admin); only a recall makes a lot recalled, and a recalled lot's
+    status never changes (R-LBK-5)."""
     require(actor, Action.MANAGE_REFERENCE)
     lot = session.get(ReagentLot, lot_id)
     if lot is None:
         raise NotFound(f"No reagent lot {lot_id}.")
-    if lot.status == LotStatus.RECALLED and changes.get("status", lot.status) != lot.status:
-        raise Conflict(f"Reagent lot {lot.lot_number} was recalled; a recall is not undone (R-LBK-5).")
+    if "status" in changes:
+        status = check_settable_lot_status(lot.lot_number, LotStatus(lot.status), changes["status"])
+        changes = changes | {"status": status.value}
     return _apply(session, actor, lot, changes, LOT_FIELDS, "reagent_lot_updated", str(lot.id))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labtrack.domain.actors import Actor
+from labtrack.domain.actors import Actor, AuthEventKind, AuthOutcome
 from labtrack.domain.errors import AccountLocked, Conflict, DomainError, InvalidCredentials, ValidationFailed
 from labtrack.models import User
 from labtrack.services import auth
@@ -62,7 +62,9 @@ def sign_in(
     if reason is not None:
         raise _refused(reason, claim, value, user, client)
     token, expires_at = auth.new_token(session, user, lifetime)
-    auth.record_event(session, "sign_in", "success", client, username=user.username, user_id=user.id)
+    auth.record_event(
+        session, AuthEventKind.SIGN_IN, AuthOutcome.SUCCESS, client, username=user.username, user_id=user.id
+    )
     return token, expires_at, user
 
 
@@ -72,7 +74,9 @@ def _refused(reason: str, claim: str, value: str, user: User | None, client: aut
     username, user_id = (user.username if user else value or "-"), (user.id if user else None)
 
     def record(unit: Session) -> None:
-        auth.record_event(unit, "sign_in", "failure", client, username=username, user_id=user_id, reason=reason)
+        auth.record_event(
+            unit, AuthEventKind.SIGN_IN, AuthOutcome.FAILURE, client, username=username, user_id=user_id, reason=reason
+        )
 
     error.record = record
     return error
@@ -80,7 +84,9 @@ def _refused(reason: str, claim: str, value: str, user: User | None, client: aut
 
 def rejected(session: Session, client: auth.Client, reason: str) -> None:
     """Record a sign-in the provider's answer did not prove (bad state, token refused by validation)."""
-    auth.record_event(session, "sign_in", "failure", client, username="-", user_id=None, reason=reason[:32])
+    auth.record_event(
+        session, AuthEventKind.SIGN_IN, AuthOutcome.FAILURE, client, username="-", user_id=None, reason=reason[:32]
+    )
 
 
 def needs_signing_password(session: Session, actor: Actor) -> bool:

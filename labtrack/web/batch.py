@@ -38,9 +38,9 @@ from labtrack.documents.labels import render_label
 from labtrack.documents.record import render_record
 from labtrack.domain.actors import Action, Actor, Role, can
 from labtrack.domain.decisions import (
-    LABEL_KINDS,
     BatchFacts,
     Decision,
+    LabelKind,
     blockers_for,
     check_qc_entry,
     decide,
@@ -169,7 +169,7 @@ def card_view(session: Session, who: Actor, din: str) -> Card:
         dispositions={d.subject: d for d in found if d.action == "dispose" and d.subject is not None},
         open_deviation=allowed.get("open_deviation"),
         readiness=release.readiness(session, batch),
-        label_kinds=[kind for kind in LABEL_KINDS if f"label:{kind}" in allowed],
+        label_kinds=[kind for kind in LabelKind if f"label:{kind}" in allowed],
         can_read_record="record" in allowed,
         corrections=corrections.correctable(who, batch, stream),
         corrections_made=[e for e in stream if e.type == "correction"],
@@ -409,7 +409,7 @@ def _open_deviation(who: Actor, din: str, form: MultiDict) -> str:
 
 def _label(who: Actor, din: str, form: MultiDict) -> Response:
     kind = form.get("kind", "")
-    if kind not in LABEL_KINDS:
+    if kind not in tuple(LabelKind):
         raise BadRequest("Unknown label kind.")
     config = current_app.config
     view = database().write(

@@ -23,6 +23,7 @@ from labtrack.api.schemas import BatchQueryArgsSchema, DeviationQueryArgsSchema
 from labtrack.db import database, read_session
 from labtrack.domain.actors import Action, Actor, can
 from labtrack.domain.errors import DomainError, ValidationFailed
+from labtrack.domain.operations import UNFINISHED_PRINT, LabelPrintStatus
 from labtrack.extensions import send_label_print
 from labtrack.models import Batch, LabelPrint
 from labtrack.services import batches, exports, labels, temperatures
@@ -93,12 +94,12 @@ def send_label(who: Actor, din: str, form: MultiDict) -> str | Response:
     )
     deadline = time.monotonic() + PRINT_WAIT_S
     status, error = job.status, None
-    while status in ("queued", "sending") and time.monotonic() < deadline:
+    while status in UNFINISHED_PRINT and time.monotonic() < deadline:
         time.sleep(0.25)
         status, error = _job_state(job.id)
-    if status == "failed":
+    if status == LabelPrintStatus.FAILED:
         raise PrintFailed(f"The label was not printed: {error}. Check the printer and send it again.")
-    if status == "printed":
+    if status == LabelPrintStatus.PRINTED:
         return f"The {job.kind} label was sent to the printer at {job.printer} and recorded."
     flash(
         f"The {job.kind} label is waiting for a worker to send it to {job.printer}; its outcome shows below.", "warning"
@@ -110,7 +111,7 @@ def _job_state(job_id: int) -> tuple[str, str | None]:
     session = database().reader()
     try:
         job = session.get(LabelPrint, job_id)
-        return (job.status, job.error) if job else ("failed", "the job is gone")
+        return (job.status, job.error) if job else (LabelPrintStatus.FAILED.value, "the job is gone")
     finally:
         session.close()
 

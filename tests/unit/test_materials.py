@@ -1,4 +1,4 @@
-"""Reagent lots and equipment used in a step (R-MAT-1..3)."""
+"""Reagent lots and equipment used in a step (R-MAT-1..3), and the statuses a lot may be given (R-LBK-5)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ from datetime import date, timedelta
 
 import pytest
 
-from labtrack.domain.errors import EquipmentNotUsable, ReagentNotUsable, ValidationFailed
-from labtrack.domain.materials import EquipmentState, EquipmentStatus, Lot, LotStatus, check_materials
+from labtrack.domain.errors import Conflict, EquipmentNotUsable, ReagentNotUsable, ValidationFailed
+from labtrack.domain.materials import (
+    SETTABLE_LOT_STATUSES,
+    EquipmentState,
+    EquipmentStatus,
+    Lot,
+    LotStatus,
+    check_materials,
+    check_settable_lot_status,
+)
 from labtrack.domain.process import PROCESSES, TissueSource
 
 STEP_DATE = date(2026, 3, 1)
@@ -123,3 +131,41 @@ def test_r_mat_3_required_kinds_per_step_match_the_spec(tissue, step_name):
                 step, [lot for lot in lots if lot.kind != missing], [i for i in items if i.kind != missing], STEP_DATE
             )
         assert missing in " ".join(m for messages in refused.value.errors.values() for m in messages)
+
+
+# --- R-LBK-5: the statuses a lot may be given -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", SETTABLE_LOT_STATUSES)
+def test_r_lbk_5_a_lot_is_registered_with_any_status_but_recalled(status):
+    assert check_settable_lot_status("COL-42", None, status.value) is status
+
+
+@pytest.mark.parametrize("current", [None, LotStatus.QUARANTINED, LotStatus.RELEASED, LotStatus.REJECTED])
+def test_r_lbk_5_only_a_recall_with_its_reason_makes_a_lot_recalled(current):
+    with pytest.raises(ValidationFailed) as refused:
+        check_settable_lot_status("COL-42", current, "recalled")
+    assert list(refused.value.errors) == ["status"]
+    with pytest.raises(ValidationFailed) as blank:
+        check_settable_lot_status("COL-42", current, LotStatus.RECALLED, recall_reason="  ")
+    assert blank.value.errors == {"reason": ["is required"]}
+    recalled = check_settable_lot_status("COL-42", current, LotStatus.RECALLED, recall_reason="Supplier notice")
+    assert recalled is LotStatus.RECALLED
+
+
+@pytest.mark.parametrize("status", SETTABLE_LOT_STATUSES)
+def test_r_lbk_5_a_recalled_lot_never_goes_back(status):
+    with pytest.raises(Conflict, match="a recall is not undone"):
+        check_settable_lot_status("COL-42", LotStatus.RECALLED, status.value)
+
+
+def test_r_lbk_5_a_recalled_lot_keeps_its_status_and_is_not_recalled_twice():
+    assert check_settable_lot_status("COL-42", LotStatus.RECALLED, "recalled") is LotStatus.RECALLED
+    with pytest.raises(Conflict, match="COL-42 is already recalled"):
+        check_settable_lot_status("COL-42", LotStatus.RECALLED, LotStatus.RECALLED, recall_reason="again")
+
+
+def test_r_lbk_5_an_unknown_status_is_refused_with_the_settable_ones():
+    with pytest.raises(ValidationFailed) as refused:
+        check_settable_lot_status("COL-42", LotStatus.RELEASED, "lost")
+    assert refused.value.errors == {"status": ["must be one of: quarantined, released, rejected"]}
