@@ -3,20 +3,21 @@
 The API keeps its codes (clients act on them); pages, PDFs, notifications and e-mails
 print ``words(code)``. One table, so a status reads the same on the bench card, in the
 batch record and in the clinic's e-mail. Also here: numbers with their units and a
-sensible precision (``quantity``), DINs shown one way (``din_parts``), and the
-validation messages of the input schemas as sentences (``sentence``).
+sensible precision (``quantity``, ``limit``: ``labtrack.domain.quantities`` with word results in
+words), DINs shown one way (``din_parts``), and the validation messages of the input schemas as
+sentences (``sentence``).
 
 Plain Python: no Flask, no database, usable by the documents and the workers too.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from labtrack.domain import quantities
 from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.followup import BASELINE
@@ -354,7 +355,6 @@ ACTIONS: dict[str, str] = {
     "acknowledge_lookback": "acknowledge lookbacks",
 }
 
-SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 CODE = re.compile(r"^[a-z][a-z0-9]*(?:[_.][a-z0-9]+)+$")
 
 
@@ -394,52 +394,14 @@ def codes_in(text: str) -> list[str]:
     return sorted(code for code in tokens if is_code(code)) + MACHINE_NUMBERS.findall(text)
 
 
-def scientific(value: float, digits: int = 2) -> str:
-    """36000000 → "3.6 × 10⁷" (two significant digits by default), 450 → "450"."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    exponent = math.floor(math.log10(abs(value)))
-    if -2 <= exponent < 4:
-        return number(value)
-    mantissa = round(value / 10**exponent, digits - 1)
-    if abs(mantissa) >= 10:
-        mantissa, exponent = mantissa / 10, exponent + 1
-    text = f"{mantissa:.{digits - 1}f}".rstrip("0").rstrip(".")
-    return f"{text} × 10{str(exponent).translate(SUPERSCRIPT)}"
-
-
-def number(value: Any) -> str:
-    """A measured number without float noise: 6.0 → "6", 37.25 → "37.25", 0.123456 → "0.1235"."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return words(value)
-    if isinstance(value, int) or float(value).is_integer():
-        return f"{int(value):,}".replace(",", " ") if abs(value) >= 10_000 else str(int(value))
-    return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
-
-
 def quantity(value: Any, unit: str | None = None) -> str:
-    """A value with its unit: cell counts in powers of ten (3.6 × 10⁷ cells), percentages as 85 %,
-    word results in words."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return words(value)
-    if unit == "cells":
-        return f"{scientific(float(value))} cells"
-    text = scientific(float(value)) if abs(value) >= 10_000 else number(value)
-    return f"{text} {unit}" if unit else text
-
-
-# A compared number without a unit of its own ("≥ 1e+07"; not "≤ 5 EU/kg", which says its unit already).
-LIMIT = re.compile(
-    r"(?P<op>[≥≤<>=]+)\s*(?P<num>[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?)(?!\d|\.\d|e[-+]?\d|\s*(?!and\b|or\b)[A-Za-z%µ])",
-    re.IGNORECASE,
-)
+    """``quantities.quantity`` for people: a word result in words ("no growth")."""
+    return quantities.quantity(value, unit) if quantities.is_number(value) else words(value)
 
 
 def limit(text: str | None, unit: str | None = None) -> str:
     """A specification limit as stored ("≥ 1e+07", "final result no_growth") in words and units."""
-    if not text:
-        return "—"
-    out = LIMIT.sub(lambda m: f"{m['op']} {quantity(float(m['num']), unit)}", text)
+    out = quantities.limit(text, unit)
     return " ".join(words(part) if CODE.match(part) else part for part in out.split(" "))
 
 

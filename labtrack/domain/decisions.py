@@ -68,6 +68,8 @@ class ResultFacts:
     verified_by_id: int | None
     record_hash: str
     covered_by_accepted_deviation: bool = False
+    unit: str | None = None
+    limit: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -75,7 +77,14 @@ class ResultFacts:
 
     def view(self) -> QcView:
         return QcView(
-            self.id, self.test, self.value, self.within_spec, self.verified, self.covered_by_accepted_deviation
+            self.id,
+            self.test,
+            self.value,
+            self.within_spec,
+            self.verified,
+            self.covered_by_accepted_deviation,
+            self.unit,
+            self.limit,
         )
 
 

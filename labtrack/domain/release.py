@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from labtrack.domain import quantities
 from labtrack.domain.lifecycle import BatchState, Status
 from labtrack.domain.process import Performer
 from labtrack.domain.qc import STERILITY, STERILITY_PENDING
@@ -46,6 +47,8 @@ class QcView:
     within_spec: bool
     verified: bool
     covered_by_accepted_deviation: bool = False
+    unit: str | None = None
+    limit: str | None = None  # the limit it was judged by, as stored ("≥ 70 and ≤ 100")
 
 
 def release_result(results: list[QcView], test: str) -> QcView | None:
@@ -64,12 +67,19 @@ def qc_blockers(required: list[str], results: list[QcView]) -> list[Blocker]:
             blockers.append(Blocker(f"qc_missing:{test}", f"No {test} result has been recorded."))
             continue
         if not result.within_spec and not result.covered_by_accepted_deviation:
-            blockers.append(Blocker(f"qc_out_of_spec:{test}", f"The {test} result {result.value} is out of spec."))
+            blockers.append(Blocker(f"qc_out_of_spec:{test}", _out_of_spec(result)))
         if not result.verified:
             blockers.append(
                 Blocker(f"qc_unverified:{test}", f"The {test} result awaits a second person's verification.")
             )
     return blockers
+
+
+def _out_of_spec(result: QcView) -> str:
+    """The result and the limit it misses: "The cd34_pct result 1.2 % is out of spec (limit ≥ 2 %)."."""
+    said = quantities.quantity(result.value, result.unit)
+    missed = f" (limit {quantities.limit(result.limit, result.unit)})" if result.limit else ""
+    return f"The {result.test} result {said} is out of spec{missed}."
 
 
 def all_required_verified(required: list[str], results: list[QcView]) -> bool:

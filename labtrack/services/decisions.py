@@ -33,13 +33,15 @@ def qc_facts(session: Session, batch: Batch) -> tuple[ResultFacts, ...]:
             QcResult.verified_by_id,
             QcResult.record_hash,
             covered,
+            QcResult.unit,
+            QcResult.limit,
         )
         .where(QcResult.batch_id == batch.id)
         .order_by(QcResult.id)
     )
     return tuple(
-        ResultFacts(id_, test, value["v"], within, entered, verified, record_hash, bool(is_covered))
-        for id_, test, value, within, entered, verified, record_hash, is_covered in rows
+        ResultFacts(id_, test, value["v"], within, entered, verified, record_hash, bool(is_covered), unit, limit)
+        for id_, test, value, within, entered, verified, record_hash, is_covered, unit, limit in rows
     )
 
 

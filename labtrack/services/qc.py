@@ -55,14 +55,21 @@ def view_query(batch: Batch) -> Select:
     """The columns release reads of each QC result, and whether an accepted deviation covers it."""
     covered = covered_by_accepted_deviation()
     return select(
-        QcResult.id, QcResult.test, QcResult.value, QcResult.within_spec, QcResult.verified_by_id.is_not(None), covered
+        QcResult.id,
+        QcResult.test,
+        QcResult.value,
+        QcResult.within_spec,
+        QcResult.verified_by_id.is_not(None),
+        covered,
+        QcResult.unit,
+        QcResult.limit,
     ).where(QcResult.batch_id == batch.id)
 
 
 def view_of(row: Row) -> QcView:
     """A QC result row as the release rules read it."""
-    id_, test, value, within_spec, verified, covered = row
-    return QcView(id_, test, value["v"], within_spec, verified, covered)
+    id_, test, value, within_spec, verified, covered, unit, limit = row
+    return QcView(id_, test, value["v"], within_spec, verified, covered, unit, limit)
 
 
 def views(session: Session, batch: Batch) -> list[QcView]:
@@ -275,6 +282,8 @@ def result_facts(result: QcResult) -> ResultFacts:
         result.entered_by_id,
         result.verified_by_id,
         result.record_hash,
+        unit=result.unit,
+        limit=result.limit,
     )
 
 

@@ -37,7 +37,7 @@ def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
 def qc_and_open_deviations(session: Session, batch: Batch) -> tuple[list[QcView], list[int]]:
     """``qc.views`` and ``open_deviation_ids`` in one round trip: a UNION ALL whose deviation rows
     carry only their id (a QC result always has a test)."""
-    open_deviations = select(Deviation.id, null(), null(), null(), null(), null()).where(
+    open_deviations = select(Deviation.id, null(), null(), null(), null(), null(), null(), null()).where(
         Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value
     )
     both = union_all(qc.view_query(batch), open_deviations)

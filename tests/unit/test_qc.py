@@ -1,10 +1,10 @@
-"""QC rules the services apply after an entry or a verification (R-QC-2, R-QC-4, R-QC-5, R-REL-2)."""
+"""QC rules the services apply after an entry or a verification (R-QC-2, R-QC-4, R-QC-5, R-REL-1, R-REL-2)."""
 
 from __future__ import annotations
 
 from labtrack.domain.lifecycle import Status
 from labtrack.domain.qc import out_of_spec
-from labtrack.domain.release import QcView, status_after_qc, sterility_cleared
+from labtrack.domain.release import QcView, qc_blockers, status_after_qc, sterility_cleared
 
 REQUIRED = ["viability_pct", "sterility_culture"]
 
@@ -42,3 +42,25 @@ def test_r_rel_2_a_release_is_conditional_until_a_negative_final_culture_is_veri
     assert not sterility_cleared([view("sterility_culture", "growth", within_spec=False)])
     assert not sterility_cleared([view("viability_pct", 91.0)])
     assert sterility_cleared([view("sterility_culture", "pending"), view("sterility_culture", "no_growth", id_=2)])
+
+
+def test_r_rel_1_an_out_of_spec_blocker_names_the_value_with_its_unit_and_the_limit_it_misses():
+    results = [
+        QcView(1, "tnc_total", 1.2e6, False, True, unit="cells", limit="≥ 2e+06"),
+        QcView(2, "viability_pct", 62.0, False, True, unit="%", limit="≥ 70 and ≤ 100"),
+        QcView(
+            3, "endotoxin_eu_per_ml", 0.9, False, True, unit="EU/mL", limit="total dose 9 EU ≤ 5 EU/kg × 1 kg = 5 EU"
+        ),
+        QcView(4, "sterility_culture", "growth", False, True, limit="final result no_growth"),
+        QcView(5, "cd34_pct", 0.5, False, True, unit="%"),  # no limit stored: the value still has its unit
+    ]
+    required = ["tnc_total", "viability_pct", "endotoxin_eu_per_ml", "sterility_culture", "cd34_pct"]
+    assert [b.detail for b in qc_blockers(required, results)] == [
+        "The tnc_total result 1.2 × 10⁶ cells is out of spec (limit ≥ 2 × 10⁶ cells).",
+        "The viability_pct result 62 % is out of spec (limit ≥ 70 % and ≤ 100 %).",
+        "The endotoxin_eu_per_ml result 0.9 EU/mL is out of spec (limit total dose 9 EU ≤ 5 EU/kg × 1 kg = 5 EU).",
+        "The sterility_culture result growth is out of spec (limit final result no_growth).",
+        "The cd34_pct result 0.5 % is out of spec.",
+    ]
+    covered = QcView(1, "tnc_total", 1.2e6, False, True, True, "cells", "≥ 2e+06")  # an accepted deviation
+    assert qc_blockers(["tnc_total"], [covered]) == []
