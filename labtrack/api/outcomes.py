@@ -1,4 +1,4 @@
-"""Follow-up visits and photos, follow-up plans, the outcomes report and quality trends (SPEC §11)."""
+"""Follow-up visits and photos, follow-up plans, the outcomes report and quality trends (requirements §11)."""
 
 from __future__ import annotations
 
