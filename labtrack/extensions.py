@@ -99,7 +99,7 @@ def beat_schedule(sweep_seconds: float, checkpoint_seconds: float = 600.0) -> di
 
 
 def celery_init_app(app: Flask) -> Celery:
-    """Flask's Celery pattern: tasks run inside the app context; settings from the spec (§6)."""
+    """Flask's Celery pattern: tasks run inside the app context; settings from the requirements (requirements §6)."""
 
     class FlaskTask(Task):
         def __call__(self, *args: object, **kwargs: object) -> object:

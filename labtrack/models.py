@@ -712,6 +712,7 @@ class FollowUpPlan(Base):
     status: Mapped[str] = mapped_column(String(12))
     proposed_by: Mapped[str] = mapped_column(String(64))
     proposed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it changes (R-QC-6); none for the default version 1
     approved_by: Mapped[str | None] = mapped_column(String(64))
     approved_at: Mapped[datetime | None]
     signature: Mapped[dict[str, Any] | None]

@@ -22,6 +22,12 @@ class PlanBodySchema(Schema):
     visits = fields.List(fields.Nested(PlanVisitSchema), required=True, validate=validate.Length(min=1, max=12))
 
 
+class PlanProposalSchema(PlanBodySchema):
+    """A proposed plan version (R-OUT-1 under R-QC-6's change control): the plan, and why it changes."""
+
+    reason = nonempty_text(4000, multiline=True, required=True)
+
+
 class PlanSchema(Schema):
     tissue_source = fields.String()
     version = fields.Integer()
@@ -29,6 +35,7 @@ class PlanSchema(Schema):
     body = fields.Nested(PlanBodySchema)
     proposed_by = fields.String()
     proposed_at = UTC()
+    reason = fields.String(allow_none=True, metadata={"description": "why it changed; none for the default"})
     approved_by = fields.String(allow_none=True)
     approved_at = UTC(allow_none=True)
     signature = fields.Dict(allow_none=True)

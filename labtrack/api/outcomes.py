@@ -1,4 +1,4 @@
-"""Follow-up visits and photos, follow-up plans, the outcomes report and quality trends (SPEC §11)."""
+"""Follow-up visits and photos, follow-up plans, the outcomes report and quality trends (requirements §11)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from labtrack.api.outcome_schemas import (
     FollowUpSchema,
     OutcomesQueryArgsSchema,
     OutcomesSchema,
-    PlanBodySchema,
+    PlanProposalSchema,
     PlanSchema,
     TrendBaselineSchema,
     TrendSchema,
@@ -56,12 +56,13 @@ def list_plans():
 
 
 @blp.post("/follow-up-plans/<string:tissue_source>")
-@blp.arguments(PlanBodySchema)
+@blp.arguments(PlanProposalSchema)
 @blp.response(201, PlanSchema)
 @refusals(blp, 403, 404, 409, 413)
 def propose_plan(body: dict, tissue_source: str):
-    """An admin proposes the next version of a plan; it is in force once QA approves it."""
-    return write(lambda s: followups.propose_plan(s, actor(), tissue_source, body), PlanSchema())
+    """An admin proposes the next version of a plan with a reason; it is in force once QA approves it."""
+    reason = body.pop("reason")
+    return write(lambda s: followups.propose_plan(s, actor(), tissue_source, body, reason=reason), PlanSchema())
 
 
 @blp.post("/follow-up-plans/<string:tissue_source>/<int:version>/approve")

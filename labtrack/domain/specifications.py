@@ -81,28 +81,24 @@ class ProposalFacts:
 
 @dataclass(frozen=True)
 class ChangeControl:
-    """What is changed under R-QC-6's control: who may propose, who approves, whether a reason is asked."""
+    """What is changed under R-QC-6's control: who may propose and who approves."""
 
     thing: str
     propose: Action
     approve: Action
-    needs_reason: bool = True
 
 
 SPECIFICATION = ChangeControl("specification", Action.PROPOSE_SPECIFICATION, Action.APPROVE_SPECIFICATION)
 # R-OUT-1: follow-up plans are versioned like specifications; an admin proposes, QA approves
-FOLLOW_UP_PLAN = ChangeControl(
-    "follow-up plan", Action.MANAGE_REFERENCE, Action.APPROVE_FOLLOW_UP_PLAN, needs_reason=False
-)
+FOLLOW_UP_PLAN = ChangeControl("follow-up plan", Action.MANAGE_REFERENCE, Action.APPROVE_FOLLOW_UP_PLAN)
 
 
 def check_proposal(
     actor: Actor, reason: str, open_proposal_id: int | None, control: ChangeControl = SPECIFICATION
 ) -> None:
-    """A proposal is made by whom ``control`` names, with a reason (where asked), while none is open for the
-    tissue source."""
+    """A proposal is made by whom ``control`` names, with a reason, while none is open for the tissue source."""
     require(actor, control.propose)
-    if control.needs_reason and not reason.strip():
+    if not reason.strip():
         raise ValidationFailed({"reason": [f"say why the {control.thing} changes"]})
     if open_proposal_id is not None:
         raise Conflict(

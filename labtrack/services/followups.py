@@ -115,21 +115,24 @@ def _facts(session: Session, plan: FollowUpPlan) -> ProposalFacts:
     return ProposalFacts(plan.id, plan.status, proposer or 0, plan.version - 1, in_force)
 
 
-def propose_plan(session: Session, actor: Actor, tissue_source: str, body: dict[str, Any]) -> FollowUpPlan:
-    """An admin proposes the next version, under specifications' change control (R-QC-6): one open proposal per
-    tissue source, not in force until QA approves it."""
+def propose_plan(
+    session: Session, actor: Actor, tissue_source: str, body: dict[str, Any], *, reason: str
+) -> FollowUpPlan:
+    """An admin proposes the next version with a reason, under specifications' change control (R-QC-6): one
+    open proposal per tissue source, not in force until QA approves it."""
     require(actor, FOLLOW_UP_PLAN.propose)
     source = source_of(tissue_source)
     clean = followup.validate_plan(body)
     current_plan(session, source)
     latest = _latest(session, source)
-    check_proposal(actor, "", latest.id if latest.status == PlanStatus.PROPOSED.value else None, FOLLOW_UP_PLAN)
+    check_proposal(actor, reason, latest.id if latest.status == PlanStatus.PROPOSED.value else None, FOLLOW_UP_PLAN)
     plan = FollowUpPlan(
         tissue_source=source,
         version=latest.version + 1,
         body=clean,
         status=PlanStatus.PROPOSED.value,
         proposed_by=actor.username,
+        reason=reason.strip(),
     )
     session.add(plan)
     session.flush()
@@ -137,7 +140,11 @@ def propose_plan(session: Session, actor: Actor, tissue_source: str, body: dict[
         session,
         actor.username,
         "follow_up_plan_proposed",
-        {"key": source, "old": {"version": latest.version}, "new": {"version": plan.version, "body": clean}},
+        {
+            "key": source,
+            "old": {"version": latest.version},
+            "new": {"version": plan.version, "body": clean, "reason": plan.reason},
+        },
     )
     return plan
 

@@ -264,7 +264,7 @@ def print_job(w: World, _user: str | None) -> Call:
     return Call(f"/batches/{w.din['registered']}/label/prints/{w.print_id}")
 
 
-PLAN = {"baseline_window_days": 14, "visits": [{"months": 6, "window_days": 21}]}
+PLAN = {"baseline_window_days": 14, "visits": [{"months": 6, "window_days": 21}], "reason": "protocol amendment"}
 BASELINE_VISIT = {
     "measured_on": datetime.now(UTC).date().isoformat(),
     "hair_density_per_cm2": 110,

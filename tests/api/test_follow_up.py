@@ -50,10 +50,15 @@ def test_r_out_1_default_plan_and_a_new_version_proposed_by_admin_approved_by_qa
         ("bone_marrow", 1, ["m3", "m6", "m12"]),
     ]
     assert all(p["body"]["baseline_window_days"] == 14 and p["body"]["visits"][0]["window_days"] == 14 for p in plans)
-    body = {"baseline_window_days": 7, "visits": [{"months": 1, "window_days": 7}, {"months": 6, "window_days": 21}]}
+    plan = {"baseline_window_days": 7, "visits": [{"months": 1, "window_days": 7}, {"months": 6, "window_days": 21}]}
+    body = plan | {"reason": "Earlier first visit, as the protocol amendment asks"}
     assert lab.post("qa", "/follow-up-plans/adipose", body).status_code == 403
+    for unexplained in (plan, plan | {"reason": "  "}):  # versioned like a specification: a change says why
+        refused = lab.post("admin", "/follow-up-plans/adipose", unexplained)
+        assert (refused.status_code, list(refused.get_json()["errors"])) == (422, ["reason"])
     proposed = lab.ok(lab.post("admin", "/follow-up-plans/adipose", body))
     assert (proposed["version"], proposed["status"]) == (2, "proposed")
+    assert proposed["reason"] == "Earlier first visit, as the protocol amendment asks"
     assert lab.post("admin", "/follow-up-plans/adipose", body).status_code == 409  # one proposal at a time
     # not in force until approved: administration still schedules version 1
     first = administered(lab, "MRN-1")
@@ -75,17 +80,14 @@ def test_r_out_1_default_plan_and_a_new_version_proposed_by_admin_approved_by_qa
 
 def test_r_out_1_bad_plans_are_refused_and_write_nothing(lab):
     before = lab.sql("SELECT COUNT(*) FROM follow_up_plans")
+    why = {"reason": "protocol amendment"}
     for body in (
         {"baseline_window_days": 14, "visits": []},
         {"baseline_window_days": 14, "visits": [{"months": 0, "window_days": 14}]},
     ):
-        assert lab.post("admin", "/follow-up-plans/adipose", body).status_code == 422
-    assert (
-        lab.post(
-            "admin", "/follow-up-plans/kidney", {"baseline_window_days": 1, "visits": [{"months": 1, "window_days": 1}]}
-        ).status_code
-        == 404
-    )
+        assert lab.post("admin", "/follow-up-plans/adipose", body | why).status_code == 422
+    kidney = {"baseline_window_days": 1, "visits": [{"months": 1, "window_days": 1}]} | why
+    assert lab.post("admin", "/follow-up-plans/kidney", kidney).status_code == 404
     assert lab.sql("SELECT COUNT(*) FROM follow_up_plans") == before
 
 

@@ -1,4 +1,4 @@
-"""The everyday page behaviour a technician, QA and a clinic rely on, in Chromium (SPEC §7, §8).
+"""The everyday page behaviour a technician, QA and a clinic rely on, in Chromium (requirements §7, §8).
 
 Every page that matters is checked at 390, 1024 and 1440 px (no sideways scrolling, no code shown).
 """

@@ -1,4 +1,4 @@
-"""Every everyday page at 390, 1024 and 1440 px: no sideways scrolling, no code where people read (SPEC §7)."""
+"""Every everyday page at 390, 1024 and 1440 px: no sideways scrolling, no code where people read (requirements §7)."""
 
 from __future__ import annotations
 

@@ -234,12 +234,14 @@ def test_r_qc_6_another_qa_user_approves_a_proposal_on_the_version_in_force():
 
 
 def test_r_out_1_follow_up_plans_change_under_the_specifications_rules_admin_proposes_qa_approves():
-    check_proposal(ADMIN, "", None, FOLLOW_UP_PLAN)  # a plan asks no reason
+    check_proposal(ADMIN, "Shorter first window after the audit", None, FOLLOW_UP_PLAN)
+    with pytest.raises(ValidationFailed):
+        check_proposal(ADMIN, "  ", None, FOLLOW_UP_PLAN)  # a plan says why it changes, as a specification does
     for refused, error in ((QA, Forbidden), (TECH, Forbidden)):
         with pytest.raises(error):
-            check_proposal(refused, "", None, FOLLOW_UP_PLAN)
+            check_proposal(refused, "why", None, FOLLOW_UP_PLAN)
     with pytest.raises(Conflict):
-        check_proposal(ADMIN, "", 7, FOLLOW_UP_PLAN)  # one open proposal per tissue source
+        check_proposal(ADMIN, "why", 7, FOLLOW_UP_PLAN)  # one open proposal per tissue source
     proposed = ProposalFacts(7, "proposed", ADMIN.id, base_version=1, version_in_force=1)
     check_approval(QA, proposed, FOLLOW_UP_PLAN)
     with pytest.raises(Forbidden):
