@@ -22,6 +22,7 @@ from labtrack.domain.din import Din, parse_din
 from labtrack.domain.errors import DomainError
 from labtrack.domain.hashing import iso_utc
 from labtrack.domain.lifecycle import ContainerCondition, Status
+from labtrack.domain.operations import LabelPrintStatus, VerificationKind, VerificationStatus
 from labtrack.domain.process import PROCESSES, TissueSource
 from labtrack.domain.signatures import Meaning
 from labtrack.services import batches, notifications, paging
@@ -127,8 +128,10 @@ def zone_name() -> str:
     return current_app.config["LABTRACK_TIMEZONE"]
 
 
-# The domain's value sets a form offers or submits, for the templates: the values are never typed out there.
-for _enum in (ContainerCondition, Disposition, Meaning, TissueSource):
+# The domain's value sets a form offers or submits or a page reports, for the templates: the values are never
+# typed out there.
+for _enum in (ContainerCondition, Disposition, LabelPrintStatus, Meaning, TissueSource, VerificationKind,
+              VerificationStatus):  # fmt: skip
     bp.add_app_template_global(_enum, _enum.__name__)
 
 
