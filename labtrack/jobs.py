@@ -24,6 +24,7 @@ from labtrack.clock import utcnow
 from labtrack.db import Database
 from labtrack.documents import printer
 from labtrack.domain.errors import DomainError
+from labtrack.domain.investigations import DueNotice
 from labtrack.domain.process import TissueSource
 from labtrack.domain.spc import Metric
 from labtrack.services import followup_watch as visits
@@ -110,7 +111,7 @@ def reaction_due_watch(database: Database, *, zone: str, now: datetime | None = 
             lambda s, reaction_id=reaction_id: investigation_watchers.tell_due(s, reaction_id, today, now)
         )
         if notice is not None:
-            (told.overdue if notice == investigation_watchers.DueNotice.OVERDUE else told.due_soon).append(reaction_id)
+            (told.overdue if notice == DueNotice.OVERDUE else told.due_soon).append(reaction_id)
     return told
 
 

@@ -5,11 +5,11 @@ now (the same rules as the PDF label), writes a ``queued`` job naming the printe
 asks a worker to send it once the request has committed. The task's job
 (``labtrack.jobs.print_label``) claims the job and renders the label again (``claim_job``),
 sends it over raw TCP and, only if the printer took it, appends the ``label_printed``
-event (``record_print``), each step in a unit of work of its own. A printer that does not answer fails the job
-with the reason, and no event is appended. A job is sent at most once: a task delivered
-twice finds the job claimed and sends nothing, since two labels for one product are a
-hazard and a missing one is visible; a job not sent within ``STALE_AFTER`` fails
-instead of printing long after someone asked for it.
+event (``record_print``), each step in a unit of work of its own. A printer that does
+not answer fails the job (``fail_job``) with the reason, and no event is appended. A job
+is sent at most once: a task delivered twice finds the job claimed and sends nothing,
+since two labels for one product are a hazard and a missing one is visible; a job not
+sent within ``STALE_AFTER`` fails instead of printing long after someone asked for it.
 """
 
 from __future__ import annotations
