@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, g
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Row, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -209,13 +209,17 @@ class Database:
                 session.close()
         raise Conflict("Too many concurrent changes to the same record; nothing was recorded. Try again.")
 
-    def scalars(self, query: Any) -> list[Any]:
-        """A plain read of one column's values, in a read session of its own (what a job finds due)."""
+    def rows(self, query: Any) -> list[Row[Any]]:
+        """A plain read, in a read session of its own (what a job finds due)."""
         session = self.reader()
         try:
-            return list(session.execute(query).scalars())
+            return list(session.execute(query))
         finally:
             session.close()
+
+    def scalars(self, query: Any) -> list[Any]:
+        """A plain read of one column's values (``rows``' first column)."""
+        return [row[0] for row in self.rows(query)]
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -53,7 +53,7 @@ def outcomes_report(app: Flask, actor: Actor, **filters: object) -> dict:
     may load scipy (the web process may not), and waited for up to LABTRACK_STATISTICS_WAIT_SECONDS."""
     celery = app.extensions["celery"]
     return outcomes.with_statistics(
-        app.extensions["labtrack.db"],
+        app.extensions["labtrack.db"].reader,
         actor,
         lambda inputs: celery.send_task(TASK_OUTCOME_STATISTICS, args=[inputs], retry=False),
         float(app.config["LABTRACK_STATISTICS_WAIT_SECONDS"]),

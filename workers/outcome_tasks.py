@@ -1,23 +1,24 @@
-"""Celery tasks for follow-up, outcomes and trends (R-OUT-4, R-OUT-5, R-SPC-2): thin adapters over the services."""
+"""Celery tasks for follow-up, outcomes and trends (R-OUT-4, R-OUT-5, R-SPC-2): thin adapters over jobs and services."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from flask import current_app
 
+from labtrack import jobs
 from labtrack.extensions import TASK_FOLLOWUP_WATCH, TASK_OUTCOME_STATISTICS, TASK_TREND_WATCH
-from labtrack.services import followup_watch, outcomes, trends
+from labtrack.services import outcomes
 
 
 @shared_task(name=TASK_FOLLOWUP_WATCH)
 def follow_up_watch() -> dict[str, list[str]]:
-    outcome = followup_watch.followup_watch(current_app.extensions["labtrack.db"])
+    outcome = jobs.followup_watch(current_app.extensions["labtrack.db"])
     return {"reminded": outcome.reminded, "missed": outcome.missed}
 
 
 @shared_task(name=TASK_TREND_WATCH)
 def trend_watch() -> list[str]:
-    return trends.trend_watch(current_app.extensions["labtrack.db"])
+    return jobs.trend_watch(current_app.extensions["labtrack.db"])
 
 
 @shared_task(name=TASK_OUTCOME_STATISTICS)

@@ -17,7 +17,7 @@ from celery import shared_task
 from flask import current_app
 
 from labtrack import extensions, jobs
-from labtrack.audit import checkpoints, keys, partitions, runs
+from labtrack.audit import checkpoints, keys, partitions
 from labtrack.db import database
 from labtrack.extensions import (
     TASK_CHECKPOINT,
@@ -86,7 +86,7 @@ def make_checkpoint() -> int:
     checkpoint = database().write(lambda session: checkpoints.create(session, key, origin))
     log.info("checkpoint %s: %s stream(s), root %s", checkpoint.id, checkpoint.tree_size, checkpoint.root)
     # R-SCL-2: the next routine check starts from here
-    report = runs.record_incremental(database(), keys.trusted_public_key(current_app.config))
+    report = jobs.record_incremental(database(), keys.trusted_public_key(current_app.config))
     if not report.ok:
         log.error("incremental verification after checkpoint %s: %s failure(s)", checkpoint.id, len(report.failures))
     return checkpoint.id
@@ -95,13 +95,13 @@ def make_checkpoint() -> int:
 @shared_task(name=TASK_VERIFY)
 def verify_full(run_id: int) -> str:
     """A full verification run (R-SCL-2), from where it stopped if it had started."""
-    return runs.run_full(database(), run_id, keys.trusted_public_key(current_app.config))
+    return jobs.verify_full(database(), run_id, keys.trusted_public_key(current_app.config))
 
 
 @shared_task(name=TASK_RESUME_VERIFICATIONS)
 def resume_verifications() -> list[int]:
     """Hand out again the full runs left queued (broker down) or abandoned (their worker died)."""
-    stalled = runs.stalled(database())
+    stalled = jobs.stalled_verifications(database())
     for run_id in stalled:
         extensions.hand_to_worker(current_app, run_id)
     return stalled
@@ -119,6 +119,6 @@ def make_partitions() -> int:
 @shared_task(name=TASK_HOUSEKEEPING)
 def nightly_housekeeping() -> dict[str, int]:
     """R-OPS-6: delete expired operational rows in small batches; never history."""
-    outcome = housekeeping.run(database(), housekeeping.Retention(idempotency=housekeeping.IDEMPOTENCY_WINDOW))
+    outcome = jobs.housekeeping(database(), housekeeping.Retention(idempotency=housekeeping.IDEMPOTENCY_WINDOW))
     log.info("housekeeping: %s row(s) deleted %s", outcome.total, outcome.deleted)
     return outcome.deleted

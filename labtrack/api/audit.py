@@ -126,7 +126,7 @@ def public_key():
 def audit_export(din: str):
     """A batch's events with their canonical bytes, the newest signed checkpoint and the inclusion proof
     (QA; clinic: own). 409 ``not_checkpointed_yet`` while no checkpoint covers the batch."""
-    lines = export.export(database(), actor(), din)
+    lines = export.export(database().reader, actor(), din)
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

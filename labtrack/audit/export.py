@@ -20,10 +20,12 @@ next one (every 10 minutes, or ``POST /audit/checkpoints``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 
 from labtrack.audit import checkpoints
 from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.din import Din
 from labtrack.domain.errors import Conflict, NotFound
@@ -41,9 +43,10 @@ def _line(record: str, body: dict[str, object]) -> str:
     return json.dumps({"record": record} | body, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def export(database: Database, actor: Actor, din: str) -> list[str]:
-    """The export's lines for one batch the actor may read (QA; a clinic its own batches)."""
-    session = database.reader()
+def export(reader: Callable[[], Session], actor: Actor, din: str) -> list[str]:
+    """The export's lines for one batch the actor may read (QA; a clinic its own batches), read in one snapshot
+    of a session of its own (``reader``: the Database's ``reader``)."""
+    session = reader()
     try:
         if session.get_bind().dialect.name == "postgresql":  # the checkpoint, its tree and the events: one snapshot
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})

@@ -7,7 +7,8 @@ and the last batch id done, so a run whose worker died is taken up where it stop
 (``resume_stalled``, on beat): a run is claimed under a lease renewed at every chunk, so
 two workers never run the same one. Each chunk reads one snapshot; a batch is always
 checked whole within a chunk. Last come the admin chain, the streams the checkpoint
-signed that are gone, and the result.
+signed that are gone, and the result. The job (``labtrack.jobs.verify_full``) gives the
+claim, each chunk and the result a unit of work of its own; this module never commits.
 
 A run that finds nothing wrong vouches for the newest checkpoint it was checked against:
 the incremental verification (``chains.verify_recent``) starts from the newest such
@@ -18,22 +19,17 @@ check costs the events of the last interval.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from labtrack.audit import chains
 from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
 from labtrack.models import AuditVerification, Batch, Checkpoint
-
-log = logging.getLogger(__name__)
 
 CHUNK_BATCHES = 2000
 LEASE = timedelta(minutes=2)
@@ -111,7 +107,7 @@ def as_dict(run: AuditVerification) -> dict[str, object]:
     }
 
 
-def _claim(session: Session, run_id: int, now: datetime) -> bool:
+def claim(session: Session, run_id: int, now: datetime) -> bool:
     """Take the run's lease: it is queued, or its last holder has not renewed it within ``LEASE``."""
     claimed = session.execute(
         update(AuditVerification)
@@ -125,35 +121,38 @@ def _claim(session: Session, run_id: int, now: datetime) -> bool:
     return claimed.rowcount == 1
 
 
-def _chunk(database: Database, run_id: int, verifier: chains.Chunked) -> bool:
-    """Check the next chunk of batches and store the progress; False when none were left."""
-
-    def work(session: Session) -> bool:
-        run = session.get(AuditVerification, run_id, with_for_update=True)
-        assert run is not None
-        checked = verifier.batches_after(run.after_batch_id, CHUNK_BATCHES)
-        if checked is None:
-            return False
-        run.after_batch_id = checked.last_batch_id
-        run.batches_done += checked.batches
-        run.events_done += checked.events
-        run.failures = [*run.failures, *checked.failures]
-        run.heartbeat_at = utcnow()
-        return True
-
-    return database.write(work)
+def record_chunk(session: Session, run_id: int, verifier: chains.Chunked) -> bool:
+    """Check the next chunk of batches and store the progress (renewing the lease); False when none were left."""
+    run = session.get(AuditVerification, run_id, with_for_update=True)
+    assert run is not None
+    checked = verifier.batches_after(run.after_batch_id, CHUNK_BATCHES)
+    if checked is None:
+        return False
+    run.after_batch_id = checked.last_batch_id
+    run.batches_done += checked.batches
+    run.events_done += checked.events
+    run.failures = [*run.failures, *checked.failures]
+    run.heartbeat_at = utcnow()
+    return True
 
 
-def _finish(database: Database, run_id: int, verifier: chains.Chunked) -> None:
-    def work(session: Session) -> None:
-        run = session.get(AuditVerification, run_id, with_for_update=True)
-        assert run is not None
-        report = verifier.finish(run.failures, run.batches_done, run.events_done)
-        run.status, run.finished_at, run.heartbeat_at = "done", utcnow(), utcnow()
-        run.result = _stored(report)
-        run.checkpoint_id = _vouched(report)
+def finish(session: Session, run_id: int, verifier: chains.Chunked) -> None:
+    """Store the run's result: its chunks' findings with the checks made last, and the checkpoint it vouches for."""
+    run = session.get(AuditVerification, run_id, with_for_update=True)
+    assert run is not None
+    report = verifier.finish(run.failures, run.batches_done, run.events_done)
+    run.status, run.finished_at, run.heartbeat_at = "done", utcnow(), utcnow()
+    run.result = _stored(report)
+    run.checkpoint_id = _vouched(report)
 
-    database.write(work)
+
+def fail(session: Session, run_id: int, message: str) -> None:
+    """Mark the run failed with ``message`` (the error that stopped it)."""
+    session.execute(
+        update(AuditVerification)
+        .where(AuditVerification.id == run_id)
+        .values(status="failed", error=message, finished_at=utcnow())
+    )
 
 
 def _stored(report: chains.Report) -> dict[str, object]:
@@ -169,66 +168,30 @@ def _vouched(report: chains.Report) -> int | None:
     return int(checkpoint["id"]) if report.ok and checkpoint is not None and checkpoint.get("ok") else None  # type: ignore[arg-type]
 
 
-def run_full(database: Database, run_id: int, public_key: Ed25519PublicKey) -> str:
-    """The task's work: claim the run, check chunk after chunk from where it stopped, store the result."""
-    if not database.write(lambda s: _claim(s, run_id, utcnow())):
-        return "taken"
-    try:
-        with chains.Chunked(database.engine, public_key) as verifier:
-            while _chunk(database, run_id, verifier):
-                pass
-            _finish(database, run_id, verifier)
-    except Exception as error:
-        log.exception("verification run %s failed", run_id)
-        message = f"{type(error).__name__}: {error}"[:2000]
-        database.write(
-            lambda s: s.execute(
-                update(AuditVerification)
-                .where(AuditVerification.id == run_id)
-                .values(status="failed", error=message, finished_at=utcnow())
-            )
-        )
-        raise
-    return "done"
-
-
-def stalled(database: Database, now: datetime | None = None) -> list[int]:
+def stalled(now: datetime) -> Select[tuple[int]]:
     """Full runs that are queued or whose lease lapsed (their worker died): the beat task hands them out again."""
-    now = now or utcnow()
-
-    def work(session: Session) -> list[int]:
-        lapsed = or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE)
-        query = select(AuditVerification.id).where(
-            AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE), lapsed
-        )
-        return list(session.execute(query).scalars())
-
-    return database.write(work)
+    lapsed = or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE)
+    return select(AuditVerification.id).where(
+        AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE), lapsed
+    )
 
 
-def record_incremental(database: Database, public_key: Ed25519PublicKey) -> chains.Report:
-    """After a checkpoint: verify what was appended since the last verified one and store the outcome."""
-    with Session(database.engine) as session:
-        report = chains.verify_recent(session, public_key=public_key)
+def add_incremental(session: Session, report: chains.Report) -> None:
+    """Store an incremental verification's outcome (``chains.verify_recent``, made after a checkpoint)."""
     now = utcnow()
-
-    def work(session: Session) -> None:
-        session.add(
-            AuditVerification(
-                kind="incremental",
-                status="done",
-                requested_at=now,
-                started_at=now,
-                finished_at=now,
-                batches_total=report.batches_checked,
-                batches_done=report.batches_checked,
-                events_done=report.events_checked,
-                after_batch_id=0,
-                failures=report.failures,
-                result=_stored(report),
-                checkpoint_id=_vouched(report),
-            )
+    session.add(
+        AuditVerification(
+            kind="incremental",
+            status="done",
+            requested_at=now,
+            started_at=now,
+            finished_at=now,
+            batches_total=report.batches_checked,
+            batches_done=report.batches_checked,
+            events_done=report.events_checked,
+            after_batch_id=0,
+            failures=report.failures,
+            result=_stored(report),
+            checkpoint_id=_vouched(report),
         )
-
-    database.write(work)
-    return report
+    )

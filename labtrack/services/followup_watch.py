@@ -3,9 +3,12 @@
 It reminds the batch's clinic 7 days before a visit is due and marks a visit
 ``missed`` when its window closes unrecorded, telling the clinic and QA; the miss is
 a ``follow_up_missed`` event in the batch's chain. Like the other watchers
-(``labtrack.services.watchers``) it finds candidates with a plain read, then handles
-each visit in a unit of work of its own that locks the batch row and re-checks under
-the lock, so two workers running it at once remind and mark each visit once.
+(``labtrack.services.watchers``) it is queries of candidates (``due_to_miss``,
+``due_to_remind``) and functions that handle one visit in the caller's transaction,
+locking the batch row and re-checking under the lock; this module never commits. The
+job (``labtrack/jobs.py``) reads the candidates with a plain read and gives each visit a
+unit of work of its own, so two workers running it at once remind and mark each visit
+once.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain import followup
 from labtrack.domain.followup import BASELINE, VisitStatus
 from labtrack.models import Batch, FollowUpVisit
@@ -38,14 +40,6 @@ class WatchReport:
     missed: list[str] = field(default_factory=list)
 
 
-def _candidates(database: Database, query) -> list[tuple[int, int]]:
-    session = database.reader()
-    try:
-        return [(row[0], row[1]) for row in session.execute(query)]
-    finally:
-        session.close()
-
-
 def _locked(session: Session, batch_id: int, visit_id: int) -> tuple[Batch, FollowUpVisit] | None:
     batch = session.execute(select(Batch).where(Batch.id == batch_id).with_for_update(of=Batch)).unique().scalar_one()
     visit = session.get(FollowUpVisit, visit_id, populate_existing=True)
@@ -61,7 +55,8 @@ def _payload(visit: FollowUpVisit) -> dict[str, str]:
     }
 
 
-def _remind(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+def remind(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+    """Remind the batch's clinic of the visit, once, 7 days before it is due; False when not due or told."""
     found = _locked(session, batch_id, visit_id)
     if found is None or found[1].reminded_at is not None or not followup.reminder_due(scheduled(found[1]), today):
         return False
@@ -71,7 +66,8 @@ def _remind(session: Session, batch_id: int, visit_id: int, today: date) -> bool
     return True
 
 
-def _miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+def miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
+    """Mark the visit missed once its window has closed unrecorded, telling the clinic and QA; False if not."""
     found = _locked(session, batch_id, visit_id)
     if found is None or not followup.missed(scheduled(found[1]), today):
         return False
@@ -84,21 +80,20 @@ def _miss(session: Session, batch_id: int, visit_id: int, today: date) -> bool:
     return True
 
 
-def followup_watch(database: Database, *, today: date | None = None) -> WatchReport:
-    """Remind each visit's clinic once, 7 days before it is due; mark visits missed when their window closes."""
-    today = today or utcnow().date()
-    outcome = WatchReport()
-    due = select(FollowUpVisit.batch_id, FollowUpVisit.id).where(FollowUpVisit.status == VisitStatus.DUE.value)
-    for batch_id, visit_id in _candidates(database, due.where(FollowUpVisit.closes_on < today)):
-        if database.write(lambda s, b=batch_id, v=visit_id: _miss(s, b, v, today)):
-            outcome.missed.append(f"{batch_id}:{visit_id}")
-    soon = due.where(
+def _due() -> Select[tuple[int, int]]:
+    return select(FollowUpVisit.batch_id, FollowUpVisit.id).where(FollowUpVisit.status == VisitStatus.DUE.value)
+
+
+def due_to_miss(today: date) -> Select[tuple[int, int]]:
+    """The (batch id, visit id) of due visits whose window closed before ``today``."""
+    return _due().where(FollowUpVisit.closes_on < today)
+
+
+def due_to_remind(today: date) -> Select[tuple[int, int]]:
+    """The (batch id, visit id) of due visits, baselines aside, within the reminder days and not reminded yet."""
+    return _due().where(
         FollowUpVisit.reminded_at.is_(None),
         FollowUpVisit.visit != BASELINE,
         FollowUpVisit.due_on <= today + timedelta(days=followup.REMINDER_DAYS),
         FollowUpVisit.window_to >= today,
     )
-    for batch_id, visit_id in _candidates(database, soon):
-        if database.write(lambda s, b=batch_id, v=visit_id: _remind(s, b, v, today)):
-            outcome.reminded.append(f"{batch_id}:{visit_id}")
-    return outcome

@@ -1,6 +1,7 @@
 """Nightly housekeeping (R-OPS-6): what is only operational goes, in small batches; history never.
 
-Deleted, each in batches of ``BATCH`` rows, one short transaction per batch:
+Deleted, each in batches of ``BATCH`` rows, one short transaction per batch (the job,
+``labtrack.jobs.housekeeping``, gives each batch a unit of work; this module never commits):
 
 - ``Idempotency-Key`` records past their replay window;
 - bearer tokens (and web sessions) past their expiry: they answer 401 already;
@@ -21,12 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.orm import Session
 
-from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.models import ApiToken, IdempotencyRecord, Notification, OutboxDelivery, OutboxMessage
 
 # How long an Idempotency-Key replays its first answer (requirements §3): the API honours it, housekeeping
@@ -56,48 +56,46 @@ class Purged:
         return sum(self.deleted.values())
 
 
-def _purge(database: Database, model, due: ColumnElement[bool], before: Callable[[Session, list[int]], None] | None):
-    """Delete ``model`` rows matching ``due``, ``BATCH`` at a time; how many went."""
-    deleted = 0
+@dataclass(frozen=True)
+class Purge:
+    """One nightly purge: the ``model`` rows matching ``due``, kept as ``table`` in the counts; ``before``
+    deletes what points at a batch of them first."""
 
-    def one_batch(session: Session) -> int:
-        ids = list(
-            session.execute(
-                select(model.id).where(due).order_by(model.id).limit(BATCH).with_for_update(skip_locked=True)
-            ).scalars()
-        )
-        if ids:
-            if before is not None:
-                before(session, ids)
-            session.execute(delete(model).where(model.id.in_(ids)))
-        return len(ids)
-
-    while True:
-        count = database.write(one_batch)
-        deleted += count
-        if count < BATCH:
-            return deleted
+    table: str
+    model: Any
+    due: ColumnElement[bool]
+    before: Callable[[Session, list[int]], None] | None = None
 
 
-def _delivery_log(session: Session, outbox_ids: list[int]) -> None:
-    session.execute(delete(OutboxDelivery).where(OutboxDelivery.outbox_id.in_(outbox_ids)))
-
-
-def run(database: Database, retention: Retention, now: datetime | None = None) -> Purged:
-    """Delete what has outlived its use (see the module's docstring); safe to run at any time, twice at once too."""
-    now = now or utcnow()
-    outcome = Purged()
-    outcome.deleted["idempotency_keys"] = _purge(
-        database, IdempotencyRecord, IdempotencyRecord.created_at < now - retention.idempotency, None
-    )
-    outcome.deleted["api_tokens"] = _purge(database, ApiToken, ApiToken.expires_at < now, None)
-    outcome.deleted["notifications"] = _purge(
-        database, Notification, Notification.read_at < now - retention.notifications, None
-    )
+def purges(retention: Retention, now: datetime) -> list[Purge]:
+    """What has outlived its use at ``now`` (see the module's docstring), purge by purge, in order."""
     old_delivered = (
         (OutboxMessage.status == "delivered")
         & (OutboxMessage.delivered_at < now - retention.outbox)
         & ~exists().where(Notification.outbox_id == OutboxMessage.id)
     )
-    outcome.deleted["outbox"] = _purge(database, OutboxMessage, old_delivered, _delivery_log)
-    return outcome
+    return [
+        Purge("idempotency_keys", IdempotencyRecord, IdempotencyRecord.created_at < now - retention.idempotency),
+        Purge("api_tokens", ApiToken, ApiToken.expires_at < now),
+        Purge("notifications", Notification, Notification.read_at < now - retention.notifications),
+        Purge("outbox", OutboxMessage, old_delivered, _delivery_log),
+    ]
+
+
+def purge_batch(session: Session, purge: Purge) -> int:
+    """Delete up to ``BATCH`` rows of ``purge``, skipping those another worker holds; how many went."""
+    model = purge.model
+    ids = list(
+        session.execute(
+            select(model.id).where(purge.due).order_by(model.id).limit(BATCH).with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if ids:
+        if purge.before is not None:
+            purge.before(session, ids)
+        session.execute(delete(model).where(model.id.in_(ids)))
+    return len(ids)
+
+
+def _delivery_log(session: Session, outbox_ids: list[int]) -> None:
+    session.execute(delete(OutboxDelivery).where(OutboxDelivery.outbox_id.in_(outbox_ids)))

@@ -1,10 +1,12 @@
 """Investigation watchers run by Celery beat: reports due (R-ADV-2) and unanswered lookbacks (R-LBK-3).
 
-Like ``labtrack.services.watchers``, each finds candidates with a plain indexed read, then
-handles each in a unit of work of its own that locks the row it changes (``FOR UPDATE`` on
-PostgreSQL; SQLite writers are serial) and decides again under the lock. The notice sent
-and the column saying so are written in the same transaction, so two workers running the
-same watcher at once send each notice once.
+Like ``labtrack.services.watchers``, each is a query of candidates (``due_reactions``,
+``waiting_lookbacks``) and a function that handles one in the caller's transaction, locking
+the row it changes (``FOR UPDATE`` on PostgreSQL; SQLite writers are serial) and deciding
+again under the lock; this module never commits. The job (``labtrack/jobs.py``) reads the
+candidates with a plain indexed read and gives each a unit of work of its own. The notice
+sent and the column saying so are written in the same transaction, so two workers running
+the same watcher at once send each notice once.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, lazyload
 
-from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain.investigations import (
     ESCALATE_AFTER,
     REMIND_AFTER,
@@ -30,7 +30,6 @@ from labtrack.domain.investigations import (
 )
 from labtrack.models import AdverseReaction, Batch, Lookback, LookbackClinic
 from labtrack.services import lookbacks, outbox
-from labtrack.services.adverse_reactions import today_in
 
 
 @dataclass
@@ -44,7 +43,8 @@ class Told:
 # --- reports due (R-ADV-2) --------------------------------------------------------------------
 
 
-def _tell_due(session: Session, reaction_id: int, today: date, now: datetime) -> DueNotice | None:
+def tell_due(session: Session, reaction_id: int, today: date, now: datetime) -> DueNotice | None:
+    """Tell QA that the reaction's report is due soon, or overdue, if it is and QA has not been told yet."""
     reaction = session.execute(
         select(AdverseReaction)
         .options(lazyload("*"))
@@ -70,12 +70,9 @@ def _tell_due(session: Session, reaction_id: int, today: date, now: datetime) ->
     return notice
 
 
-def reaction_due_watch(database: Database, *, zone: str, now: datetime | None = None) -> Told:
-    """Tell QA of each reportable reaction 5 days before its report is due, and once it is overdue."""
-    now = now or utcnow()
-    today = today_in(zone, now)
-    told = Told()
-    due = (
+def due_reactions(today: date) -> Select[tuple[int]]:
+    """The ids of open reactions whose report is due within the warning days or overdue, and not told yet."""
+    return (
         select(AdverseReaction.id)
         .where(
             AdverseReaction.status == ReactionStatus.OPEN.value,
@@ -87,17 +84,13 @@ def reaction_due_watch(database: Database, *, zone: str, now: datetime | None = 
         )
         .order_by(AdverseReaction.report_due_on)
     )
-    for reaction_id in database.scalars(due):
-        notice = database.write(lambda s, reaction_id=reaction_id: _tell_due(s, reaction_id, today, now))
-        if notice is not None:
-            (told.overdue if notice == DueNotice.OVERDUE else told.due_soon).append(reaction_id)
-    return told
 
 
 # --- unanswered lookbacks (R-LBK-3) -----------------------------------------------------------
 
 
-def _chase(session: Session, lookback_id: int, now: datetime) -> Told:
+def chase(session: Session, lookback_id: int, now: datetime) -> Told:
+    """Remind each clinic of the lookback silent for 24 h, once; after 72 h tell QA which still are."""
     told = Told()
     lookback = session.execute(
         select(Lookback).options(lazyload("*")).where(Lookback.id == lookback_id).with_for_update()
@@ -134,11 +127,9 @@ def _chase(session: Session, lookback_id: int, now: datetime) -> Told:
     return told
 
 
-def lookback_watch(database: Database, *, now: datetime | None = None) -> Told:
-    """Remind each clinic that has not acknowledged after 24 h; after 72 h tell QA which have not."""
-    now = now or utcnow()
-    told = Told()
-    waiting = (
+def waiting_lookbacks(now: datetime) -> Select[tuple[int]]:
+    """The ids of open lookbacks with a clinic due a reminder or an escalation."""
+    return (
         select(LookbackClinic.lookback_id)
         .join(Lookback, Lookback.id == LookbackClinic.lookback_id)
         .where(
@@ -153,8 +144,3 @@ def lookback_watch(database: Database, *, now: datetime | None = None) -> Told:
         .distinct()
         .order_by(LookbackClinic.lookback_id)
     )
-    for lookback_id in database.scalars(waiting):
-        attempt = database.write(lambda s, lookback_id=lookback_id: _chase(s, lookback_id, now))
-        told.reminded += attempt.reminded
-        told.escalated += attempt.escalated
-    return told

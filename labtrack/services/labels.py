@@ -2,18 +2,18 @@
 
 ``request_print`` checks, in the request's unit of work, that the label may be printed
 now (the same rules as the PDF label), writes a ``queued`` job naming the printer, and
-asks a worker to send it once the request has committed. ``send_job`` (the task) claims
-the job, renders the label again, sends it over raw TCP and, only if the printer took
-it, appends the ``label_printed`` event. A printer that does not answer fails the job
-with the reason, and no event is appended. A job is sent at most once: a task delivered
-twice finds the job claimed and sends nothing, since two labels for one product are a
-hazard and a missing one is visible; a job not sent within ``STALE_AFTER`` fails
-instead of printing long after someone asked for it.
+asks a worker to send it once the request has committed. The task's job
+(``labtrack.jobs.print_label``) claims the job and renders the label again (``claim_job``),
+sends it over raw TCP and, only if the printer took it, appends the ``label_printed``
+event (``record_print``), each step in a unit of work of its own. A printer that does
+not answer fails the job (``fail_job``) with the reason, and no event is appended. A job
+is sent at most once: a task delivered twice finds the job claimed and sends nothing,
+since two labels for one product are a hazard and a missing one is visible; a job not
+sent within ``STALE_AFTER`` fails instead of printing long after someone asked for it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,17 +22,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import Database, after_commit
-from labtrack.documents import printer
+from labtrack.db import after_commit
 from labtrack.documents.zpl import render_zpl
 from labtrack.domain.actors import Actor
-from labtrack.domain.errors import Conflict, DomainError, NotFound
+from labtrack.domain.errors import Conflict, NotFound
 from labtrack.models import Batch, LabelPrint, User
 from labtrack.services import batches, documents
 from labtrack.services.auth import actor_of
 from labtrack.services.streams import append_batch_event
 
-log = logging.getLogger(__name__)
 TASK_PRINT_LABEL = "labtrack.labels.print"
 STALE_AFTER = timedelta(minutes=5)
 
@@ -96,72 +94,45 @@ def recent_jobs(session: Session, batch_id: int, limit: int = 5) -> list[LabelPr
     )
 
 
-def _claim(session: Session, job_id: int) -> bool:
+class Stale(Exception):
+    """The job waited longer than ``STALE_AFTER`` for a worker: it fails instead of printing."""
+
+
+def claim_job(session: Session, job_id: int, settings: LabelSettings) -> tuple[str, str, bytes] | str:
+    """Take a queued job and render its label again: (printer, DIN, ZPL), or the status of a job already taken
+    (``missing`` if there is none). Raises ``Stale`` for a job too old to print and the rules' refusal for
+    a batch that moved on since the request."""
+    job = session.get(LabelPrint, job_id)
+    if job is None:
+        return "missing"
     claimed = session.execute(
         update(LabelPrint).where(LabelPrint.id == job_id, LabelPrint.status == "queued").values(status="sending")
     )
-    return claimed.rowcount == 1
+    if claimed.rowcount != 1:
+        return job.status
+    if utcnow() - job.requested_at > STALE_AFTER:
+        raise Stale(f"not sent: no worker took it within {int(STALE_AFTER.total_seconds() // 60)} minutes")
+    who = actor_of(session.get(User, job.requested_by_id))
+    batch = batches.get(session, who, _din_of(session, job))
+    view = documents.label_view(batch, who, kind=job.kind, facility=settings.facility, zone=settings.zone)
+    return job.printer, batch.din, render_zpl(view).encode("ascii")
 
 
-def _fail(database: Database, job_id: int, reason: str) -> None:
-    def work(session: Session) -> None:
-        session.execute(
-            update(LabelPrint)
-            .where(LabelPrint.id == job_id, LabelPrint.status.in_(("queued", "sending")))
-            .values(status="failed", error=reason, finished_at=utcnow())
-        )
-
-    database.write(work)
-    log.warning("label print %s failed: %s", job_id, reason)
-
-
-def send_job(database: Database, job_id: int, settings: LabelSettings) -> str:
-    """The worker's part: claim, render, send over TCP, then record the print (or the failure)."""
-
-    def claim(session: Session) -> tuple[str, str, bytes] | str:
-        job = session.get(LabelPrint, job_id)
-        if job is None:
-            return "missing"
-        if not _claim(session, job_id):
-            return job.status
-        if utcnow() - job.requested_at > STALE_AFTER:
-            raise _Stale(f"not sent: no worker took it within {int(STALE_AFTER.total_seconds() // 60)} minutes")
-        who = actor_of(session.get(User, job.requested_by_id))
-        batch = batches.get(session, who, _din_of(session, job))
-        view = documents.label_view(batch, who, kind=job.kind, facility=settings.facility, zone=settings.zone)
-        return job.printer, batch.din, render_zpl(view).encode("ascii")
-
-    try:
-        claimed = database.write(claim)
-    except _Stale as stale:
-        _fail(database, job_id, str(stale))
-        return "failed"
-    except DomainError as refused:  # the batch moved on since the request (e.g. it left the clinic)
-        _fail(database, job_id, f"not sent: {refused.detail}")
-        return "failed"
-    if isinstance(claimed, str):
-        log.info("label print %s: already %s, not sent again", job_id, claimed)
-        return claimed
-    address, din, payload = claimed
-    try:
-        printer.send(address, payload)
-    except printer.PrinterUnreachable as unreachable:
-        _fail(database, job_id, str(unreachable))
-        return "failed"
-    database.write(lambda session: _record(session, job_id, din))
-    log.info("label print %s: %s label of %s taken by the printer at %s", job_id, "ZPL", din, address)
-    return "printed"
-
-
-class _Stale(Exception):
-    pass
+def fail_job(session: Session, job_id: int, reason: str) -> None:
+    """Mark the job failed with ``reason``, unless it has finished already."""
+    session.execute(
+        update(LabelPrint)
+        .where(LabelPrint.id == job_id, LabelPrint.status.in_(("queued", "sending")))
+        .values(status="failed", error=reason, finished_at=utcnow())
+    )
 
 
 def _din_of(session: Session, job: LabelPrint) -> str:
     return session.execute(select(Batch.din).where(Batch.id == job.batch_id)).scalar_one()
 
 
-def _record(session: Session, job_id: int, din: str) -> None:
+def record_print(session: Session, job_id: int, din: str) -> None:
+    """The printer took the job's label: append ``label_printed`` to the batch and mark the job printed."""
     job = session.get(LabelPrint, job_id)
     assert job is not None
     who = actor_of(session.get(User, job.requested_by_id))

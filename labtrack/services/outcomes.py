@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labtrack.db import Database
 from labtrack.domain import outcomes
 from labtrack.domain.actors import Action, Actor, clinic_scope, require
 from labtrack.domain.followup import BASELINE, VisitStatus
@@ -64,13 +63,16 @@ def report(
     return document
 
 
-def with_statistics(db: Database, actor: Actor, ask: Ask, wait_seconds: float, **filters: Any) -> dict[str, Any]:
-    """``report``, with the pending statistics asked of a worker and waited for up to ``wait_seconds``.
+def with_statistics(
+    reader: Callable[[], Session], actor: Actor, ask: Ask, wait_seconds: float, **filters: Any
+) -> dict[str, Any]:
+    """``report``, with the pending statistics asked of a worker and waited for up to ``wait_seconds``; each
+    read in a session of its own from ``reader`` (the Database's ``reader``).
 
     Whatever has not come by then stays ``pending`` (the page says so and reloads); a broker
     that cannot take the request is logged and leaves them pending too.
     """
-    with db.reader() as session:
+    with reader() as session:
         document = report(session, actor, **filters)
     missing = pending(document)
     if not missing:
@@ -83,7 +85,7 @@ def with_statistics(db: Database, actor: Actor, ask: Ask, wait_seconds: float, *
     deadline = time.monotonic() + wait_seconds
     while pending(document) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-        with db.reader() as session:  # a fresh snapshot each time: the worker's commit shows
+        with reader() as session:  # a fresh snapshot each time: the worker's commit shows
             fill(session, document)
     return document
 

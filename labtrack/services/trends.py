@@ -4,7 +4,8 @@ Points are released batches in order of release. Viability and endotoxin are the
 results (the latest entry per test, corrections applied by the projection); TNC per
 mL harvested is the total nucleated count over the harvested volume. A baseline
 reset by QA (signed, with its reason) starts the next 20 points afresh; flags are
-kept per baseline, so QA is told of each new one once (``trend_watch``).
+kept per baseline, so QA is told of each new one once (``record_flags``, run per chart by
+``labtrack.jobs.trend_watch``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import Database
 from labtrack.domain import spc
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound, ValidationFailed
@@ -243,7 +243,8 @@ def reset_baseline(
 # --- the watcher: a QA notification for each new flag (R-SPC-2) -----------------------------------
 
 
-def _record_flags(session: Session, tissue_source: str, metric: Metric) -> list[str]:
+def record_flags(session: Session, tissue_source: str, metric: Metric) -> list[str]:
+    """Record the chart's new Nelson flags and tell QA once per flagged point; the flags, as ``din:metric:rules``."""
     found = build(session, tissue_source, metric.value)
     known = set(
         session.execute(
@@ -287,13 +288,4 @@ def _record_flags(session: Session, tissue_source: str, metric: Metric) -> list[
         )
         new.append(f"{point.din}:{metric.value}:{','.join(r.value for r in fresh)}")
     session.flush()  # two watchers racing collide on the flag's unique key; the loser's unit re-runs
-    return new
-
-
-def trend_watch(database: Database) -> list[str]:
-    """Record every new Nelson flag of every chart and tell QA once per flagged point; idempotent."""
-    new: list[str] = []
-    for source in TissueSource:
-        for metric in Metric:
-            new += database.write(lambda s, source=source.value, metric=metric: _record_flags(s, source, metric))
     return new

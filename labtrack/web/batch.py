@@ -485,7 +485,7 @@ def record_pdf(din: str):
 @bp.get("/batches/<din>/audit-export")
 def audit_export(din: str):
     """The offline-verifiable export (R-AUD-4), as the API serves it, for the signed-in user."""
-    lines = export.export(database(), actor(), din)
+    lines = export.export(database().reader, actor(), din)
     name = f"audit-export-{parse_din(din).value}.jsonl"
     return Response(
         "\n".join(lines) + "\n",

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from labtrack import jobs
 from labtrack.domain.spc import limits_of
 from labtrack.models import OutboxMessage, TrendFlag
-from labtrack.services import outbox, trends
+from labtrack.services import outbox
 from tests.conftest import ON_POSTGRES, fresh_database, make_app
 from tests.helpers import GOOD_RESULTS, Lab, signature
 from tests.outcome_support import released
@@ -83,8 +83,8 @@ def flags_and_alerts(lab: Lab) -> tuple[int, int]:
 def test_r_spc_2_a_new_flag_notifies_qa_once_as_a_trend_alert(world):
     lab, dins = world
     held_before = lab.sql("SELECT COUNT(*) FROM deviations")
-    assert trends.trend_watch(lab.db) == [f"{dins[20]}:viability_pct:nelson_1"]
-    assert trends.trend_watch(lab.db) == []
+    assert jobs.trend_watch(lab.db) == [f"{dins[20]}:viability_pct:nelson_1"]
+    assert jobs.trend_watch(lab.db) == []
     assert flags_and_alerts(lab) == (1, 1)
     assert lab.sql("SELECT COUNT(*) FROM deviations") == held_before  # neither a deviation...
     assert lab.ok(lab.get("qa", f"/batches/{dins[20]}"), 200)["held"] is False  # ...nor a hold
@@ -109,7 +109,7 @@ def test_r_spc_2_two_watchers_at_once_record_each_flag_once(world):
 
     def run() -> None:
         start.wait()
-        results.append(trends.trend_watch(lab.db))
+        results.append(jobs.trend_watch(lab.db))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:

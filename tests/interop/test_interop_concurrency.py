@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from labtrack import jobs
 from labtrack.services import labels
 from tests.helpers import Lab
 from tests.interop.printer import Printer
@@ -68,7 +69,7 @@ def test_r_zpl_1_a_print_job_delivered_to_two_workers_at_once_is_sent_once(app, 
         din = lab.batch()
         job = lab.ok(lab.post("clinic", f"/batches/{din}/label/print", {"kind": "collection"}), 202)
         settings = labels.LabelSettings.of(app.config)
-        outcomes = _race(4, lambda _i: labels.send_job(lab.db, job["id"], settings))
+        outcomes = _race(4, lambda _i: jobs.print_label(lab.db, job["id"], settings))
         assert outcomes.count("printed") == 1
         assert wait_until(lambda: printer.received, 5)
         assert len(printer.received) == 1

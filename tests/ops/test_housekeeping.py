@@ -114,7 +114,7 @@ def test_r_ops_6_two_housekeepers_at_once_share_the_work(lab: Lab):
 
     def housekeeper() -> None:
         try:
-            results.append(housekeeping.run(lab.db, retention).deleted["idempotency_keys"])
+            results.append(jobs.housekeeping(lab.db, retention).deleted["idempotency_keys"])
         except BaseException as error:
             errors.append(error)
 

@@ -11,7 +11,6 @@ import pytest
 
 from labtrack import jobs
 from labtrack.services import outbox
-from labtrack.services.followup_watch import followup_watch
 from tests.conftest import ON_POSTGRES
 from tests.outcome_support import administered
 
@@ -32,9 +31,9 @@ def due_date(visit: dict) -> tuple[date, date]:
 def test_r_out_4_the_clinic_is_reminded_once_7_days_before_a_visit(lab):
     din = administered(lab, "MRN-1")
     due, _ = due_date(visits(lab, din)["m3"])
-    assert followup_watch(lab.db, today=due - timedelta(days=8)).reminded == []
-    assert len(followup_watch(lab.db, today=due - timedelta(days=7)).reminded) == 1
-    assert followup_watch(lab.db, today=due - timedelta(days=6)).reminded == []
+    assert jobs.followup_watch(lab.db, today=due - timedelta(days=8)).reminded == []
+    assert len(jobs.followup_watch(lab.db, today=due - timedelta(days=7)).reminded) == 1
+    assert jobs.followup_watch(lab.db, today=due - timedelta(days=6)).reminded == []
     sent = topics(lab, "follow_up.due")
     assert len(sent) == 1
     assert sent[0]["visit"] == "m3"
@@ -52,9 +51,9 @@ def test_r_out_4_a_visit_is_missed_when_its_window_closes_telling_clinic_and_qa(
         "measured_on": visits(lab, din)["baseline"]["due_on"], "hair_density_per_cm2": 90,
         "patient_global_assessment": 0, "investigator_global_assessment": 0, "adverse_reaction": False,
     }))  # fmt: skip
-    assert followup_watch(lab.db, today=closes).missed == []
-    assert len(followup_watch(lab.db, today=closes + timedelta(days=1)).missed) == 1
-    assert followup_watch(lab.db, today=closes + timedelta(days=2)).missed == []
+    assert jobs.followup_watch(lab.db, today=closes).missed == []
+    assert len(jobs.followup_watch(lab.db, today=closes + timedelta(days=1)).missed) == 1
+    assert jobs.followup_watch(lab.db, today=closes + timedelta(days=2)).missed == []
     now = visits(lab, din)
     assert (now["baseline"]["status"], now["m3"]["status"], now["m6"]["status"]) == ("done", "missed", "due")
     events = lab.ok(lab.get("qa", f"/batches/{din}/events"), 200)
@@ -78,7 +77,7 @@ def test_r_out_4_two_watchers_at_once_remind_and_mark_each_visit_once(lab):
 
     def run() -> None:
         start.wait()
-        found.append(followup_watch(lab.db, today=closes + timedelta(days=1)))
+        found.append(jobs.followup_watch(lab.db, today=closes + timedelta(days=1)))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:

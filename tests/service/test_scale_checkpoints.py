@@ -7,7 +7,8 @@ import random
 
 from sqlalchemy import event, select, update
 
-from labtrack.audit import chains, checkpoints, keys, runs, tree
+from labtrack import jobs
+from labtrack.audit import chains, checkpoints, keys, tree
 from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves, verify_inclusion
 from labtrack.models import BatchEvent, CheckpointHead
 from tests.api.test_audit_trail import triggers_bypassed
@@ -116,7 +117,7 @@ def test_r_scl_2_incremental_verification_reads_only_what_came_after_the_verifie
     assert lab.ok(lab.get("qa", "/audit/verify"), 200)["since_checkpoint"] is None  # nothing verified: all
     make_checkpoint(lab)
     with app.app_context():
-        recorded = runs.record_incremental(db, keys.trusted_public_key(app.config))
+        recorded = jobs.record_incremental(db, keys.trusted_public_key(app.config))
     assert recorded.ok
     assert recorded.mode == "incremental"
     base = lab.sql("SELECT max(checkpoint_id) FROM audit_verifications WHERE status = 'done'")[0][0]
@@ -136,7 +137,7 @@ def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
     din = lab.batch()
     make_checkpoint(lab)
     with app.app_context():
-        assert runs.record_incremental(db, keys.trusted_public_key(app.config)).ok
+        assert jobs.record_incremental(db, keys.trusted_public_key(app.config)).ok
     lab.ok(lab.harvest(din))
     with triggers_bypassed(lab) as connection:
         batch_id = connection.execute(select(BatchEvent.batch_id).where(BatchEvent.seq == 2)).scalar_one()

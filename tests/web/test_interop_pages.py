@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from pypdf import PdfReader
 
+from labtrack import jobs as background
 from labtrack.services import labels
 from tests.web.support import error_beside
 from tests.workers.support import free_port
@@ -85,7 +86,7 @@ def test_r_zpl_1_the_card_offers_the_printer_when_one_is_set_and_shows_a_failed_
     app.config["LABTRACK_LABEL_PRINTER"] = silent
     assert f"Send collection label to the printer ({silent})" in clinic.get(f"/batches/{din}").text
     job = lab.ok(lab.post("clinic", f"/batches/{din}/label/print", {"kind": "collection"}), 202)
-    assert labels.send_job(lab.db, job["id"], labels.LabelSettings.of(app.config)) == "failed"  # the task's work
+    assert background.print_label(lab.db, job["id"], labels.LabelSettings.of(app.config)) == "failed"  # the task's work
     jobs = re.search(r'<ul class="print-jobs">.*?</ul>', clinic.get(f"/batches/{din}").text, re.S).group(0)
     assert '<span class="bad">not printed: the printer at' in jobs
     assert "refused the connection" in jobs

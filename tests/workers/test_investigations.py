@@ -54,7 +54,7 @@ def at_noon(day: date) -> datetime:
 def test_r_adv_2_qa_is_told_five_days_before_the_due_day_and_when_overdue_once_each(lab, made, app, db):
     reported = reportable(made)
     due = date.fromisoformat(reported["report_due_on"])
-    watch = investigation_watchers.reaction_due_watch
+    watch = jobs.reaction_due_watch
     assert watch(db, zone=ZONE, now=at_noon(due - timedelta(days=6))).due_soon == []
     assert watch(db, zone=ZONE, now=at_noon(due - timedelta(days=5))).due_soon == [reported["id"]]
     assert watch(db, zone=ZONE, now=at_noon(due - timedelta(days=1))).due_soon == []
@@ -77,14 +77,14 @@ def test_r_adv_2_a_closed_or_unreportable_reaction_is_not_chased(lab, made, db):
     }
     lab.ok(lab.post("qa", f"/adverse-reactions/{reported['id']}/close", body), 200)
     later = at_noon(date.fromisoformat(reported["report_due_on"]) + timedelta(days=1))
-    assert investigation_watchers.reaction_due_watch(db, zone=ZONE, now=later) == investigation_watchers.Told()
+    assert jobs.reaction_due_watch(db, zone=ZONE, now=later) == investigation_watchers.Told()
 
 
 @pytest.mark.postgres
 def test_r_adv_2_two_watches_at_once_tell_qa_once(lab, made, db):
     reported = [reportable(made) for _ in range(2)]
     overdue = at_noon(date.fromisoformat(reported[-1]["report_due_on"]) + timedelta(days=1))
-    told = at_once(2, lambda: investigation_watchers.reaction_due_watch(db, zone=ZONE, now=overdue))
+    told = at_once(2, lambda: jobs.reaction_due_watch(db, zone=ZONE, now=overdue))
     assert sorted(i for t in told for i in t.overdue) == sorted(m["id"] for m in reported)
     assert sorted(n["reaction_id"] for n in notices(lab, "adverse_reaction.overdue")) == sorted(
         m["id"] for m in reported
@@ -148,7 +148,7 @@ def test_r_lbk_3_a_reminder_at_24_hours_and_qa_told_at_72_which_clinics_have_not
     lookback, _ours, theirs = lookback_of_two_clinics(made)
     lab.ok(lab.post("clinic", f"/lookbacks/{lookback['id']}/acknowledge"), 200)
     opened = datetime.fromisoformat(lookback["opened_at"])
-    watch = investigation_watchers.lookback_watch
+    watch = jobs.lookback_watch
     assert watch(db, now=opened + timedelta(hours=23)) == investigation_watchers.Told()
     assert watch(db, now=opened + timedelta(hours=25)).reminded == [(lookback["id"], "C2")]
     assert watch(db, now=opened + timedelta(hours=30)) == investigation_watchers.Told()
@@ -173,7 +173,7 @@ def test_r_lbk_3_a_reminder_at_24_hours_and_qa_told_at_72_which_clinics_have_not
 def test_r_lbk_3_two_watches_at_once_remind_and_escalate_once(lab, made, db):
     lookback, _ours, _theirs = lookback_of_two_clinics(made)
     later = datetime.fromisoformat(lookback["opened_at"]) + timedelta(hours=80)
-    told = at_once(2, lambda: investigation_watchers.lookback_watch(db, now=later))
+    told = at_once(2, lambda: jobs.lookback_watch(db, now=later))
     assert sorted(r for t in told for r in t.reminded) == [(lookback["id"], "C1"), (lookback["id"], "C2")]
     assert sorted(e for t in told for e in t.escalated) == [(lookback["id"], "C1"), (lookback["id"], "C2")]
     assert len(notices(lab, "lookback.reminder")) == 2

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from labtrack import jobs
 from labtrack.audit import chains, keys, runs
 from labtrack.clock import utcnow
 from tests.api.test_audit_trail import triggers_bypassed
@@ -49,11 +50,11 @@ def test_r_scl_2_a_run_whose_worker_died_is_resumed_where_it_stopped(app, lab, d
     total_events = lab.sql("SELECT count(*) FROM batch_events")[0][0]
     run_id = start(lab)["id"]  # no worker: it stays queued
     with app.app_context():
-        assert runs.stalled(db) == [run_id]
-        assert db.write(lambda s: runs._claim(s, run_id, utcnow()))
+        assert jobs.stalled_verifications(db) == [run_id]
+        assert db.write(lambda s: runs.claim(s, run_id, utcnow()))
         with chains.Chunked(db.engine, keys.trusted_public_key(app.config)) as verifier:
-            assert runs._chunk(db, run_id, verifier)  # one chunk, then the worker dies
-        assert runs.stalled(db) == []  # its lease still runs
+            assert db.write(lambda s: runs.record_chunk(s, run_id, verifier))  # one chunk, then the worker dies
+        assert jobs.stalled_verifications(db) == []  # its lease still runs
         progress = lab.ok(lab.get("qa", f"/audit/verifications/{run_id}"), 200)
         assert (progress["status"], progress["progress"]["batches_done"], progress["progress"]["percent"]) == (
             "running",
@@ -62,9 +63,9 @@ def test_r_scl_2_a_run_whose_worker_died_is_resumed_where_it_stopped(app, lab, d
         )
         lapsed = utcnow() - runs.LEASE - timedelta(seconds=1)
         lab.sql("UPDATE audit_verifications SET heartbeat_at = :at", at=lapsed)
-        assert runs.stalled(db) == [run_id]
-        assert runs.run_full(db, run_id, keys.trusted_public_key(app.config)) == "done"
-        assert runs.run_full(db, run_id, keys.trusted_public_key(app.config)) == "taken"  # done: nobody runs it again
+        assert jobs.stalled_verifications(db) == [run_id]
+        assert jobs.verify_full(db, run_id, keys.trusted_public_key(app.config)) == "done"
+        assert jobs.verify_full(db, run_id, keys.trusted_public_key(app.config)) == "taken"  # done: nobody runs it
     done = lab.ok(lab.get("qa", f"/audit/verifications/{run_id}"), 200)
     assert done["progress"]["batches_done"] == 5  # not 7: the first chunk was not read again
     assert done["result"]["ok"] is True
