@@ -25,6 +25,7 @@ from labtrack.db import Database
 from labtrack.documents import printer
 from labtrack.domain.errors import DomainError
 from labtrack.domain.investigations import DueNotice
+from labtrack.domain.operations import LabelPrintStatus, VerificationStatus
 from labtrack.domain.process import TissueSource
 from labtrack.domain.spc import Metric
 from labtrack.services import followup_watch as visits
@@ -183,13 +184,13 @@ def print_label(database: Database, job_id: int, settings: labels.LabelSettings)
         return _print_failed(database, job_id, str(unreachable))
     database.write(lambda s: labels.record_print(s, job_id, din))
     log.info("label print %s: %s label of %s taken by the printer at %s", job_id, "ZPL", din, address)
-    return "printed"
+    return LabelPrintStatus.PRINTED
 
 
 def _print_failed(database: Database, job_id: int, reason: str) -> str:
     database.write(lambda s: labels.fail_job(s, job_id, reason))
     log.warning("label print %s failed: %s", job_id, reason)
-    return "failed"
+    return LabelPrintStatus.FAILED
 
 
 def verify_full(database: Database, run_id: int, public_key: Ed25519PublicKey) -> str:
@@ -207,7 +208,7 @@ def verify_full(database: Database, run_id: int, public_key: Ed25519PublicKey) -
         message = f"{type(error).__name__}: {error}"[:2000]
         database.write(lambda s: runs.fail(s, run_id, message))
         raise
-    return "done"
+    return VerificationStatus.DONE
 
 
 def stalled_verifications(database: Database, now: datetime | None = None) -> list[int]:

@@ -29,18 +29,19 @@ from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import iso_utc
+from labtrack.domain.operations import VerificationKind, VerificationStatus
 from labtrack.models import AuditVerification, Batch, Checkpoint
 
 CHUNK_BATCHES = 2000
 LEASE = timedelta(minutes=2)
-ACTIVE = ("queued", "running")
+ACTIVE = (VerificationStatus.QUEUED, VerificationStatus.RUNNING)
 
 
 def verified_checkpoint(session: Session) -> Checkpoint | None:
     """The newest checkpoint a run (full or incremental) found everything consistent with."""
     newest = (
         select(func.max(AuditVerification.checkpoint_id))
-        .where(AuditVerification.status == "done", AuditVerification.checkpoint_id.is_not(None))
+        .where(AuditVerification.status == VerificationStatus.DONE, AuditVerification.checkpoint_id.is_not(None))
         .scalar_subquery()
     )
     return session.execute(select(Checkpoint).where(Checkpoint.id == newest)).scalar_one_or_none()
@@ -51,7 +52,7 @@ def request_full(session: Session, actor: Actor) -> tuple[AuditVerification, boo
     require(actor, Action.AUDIT)
     active = session.execute(
         select(AuditVerification)
-        .where(AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE))
+        .where(AuditVerification.kind == VerificationKind.FULL, AuditVerification.status.in_(ACTIVE))
         .order_by(AuditVerification.id)
         .limit(1)
     ).scalar_one_or_none()
@@ -59,8 +60,8 @@ def request_full(session: Session, actor: Actor) -> tuple[AuditVerification, boo
         return active, False
     total = session.execute(select(func.count()).select_from(Batch)).scalar_one()
     run = AuditVerification(
-        kind="full",
-        status="queued",
+        kind=VerificationKind.FULL,
+        status=VerificationStatus.QUEUED,
         requested_by_id=actor.id,
         requested_at=utcnow(),
         batches_total=total,
@@ -77,14 +78,22 @@ def request_full(session: Session, actor: Actor) -> tuple[AuditVerification, boo
 def get(session: Session, actor: Actor, run_id: int) -> AuditVerification:
     require(actor, Action.AUDIT)
     run = session.get(AuditVerification, run_id)
-    if run is None or run.kind != "full":
+    if run is None or run.kind != VerificationKind.FULL:
         raise NotFound("No such verification run.")
     return run
 
 
+def _finished_percent(run: AuditVerification) -> float:
+    """The progress of a run with nothing to check: all of it once done, none before."""
+    return 100.0 if run.status == VerificationStatus.DONE else 0.0
+
+
 def latest_full(session: Session) -> AuditVerification | None:
     return session.execute(
-        select(AuditVerification).where(AuditVerification.kind == "full").order_by(AuditVerification.id.desc()).limit(1)
+        select(AuditVerification)
+        .where(AuditVerification.kind == VerificationKind.FULL)
+        .order_by(AuditVerification.id.desc())
+        .limit(1)
     ).scalar_one_or_none()
 
 
@@ -100,7 +109,7 @@ def as_dict(run: AuditVerification) -> dict[str, object]:
             "batches_done": run.batches_done,
             "batches_total": total,
             "events_done": run.events_done,
-            "percent": round(100 * run.batches_done / total, 1) if total else (100.0 if run.status == "done" else 0.0),
+            "percent": round(100 * run.batches_done / total, 1) if total else _finished_percent(run),
         },
         "result": run.result,
         "error": run.error,
@@ -116,7 +125,11 @@ def claim(session: Session, run_id: int, now: datetime) -> bool:
             AuditVerification.status.in_(ACTIVE),
             or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE),
         )
-        .values(status="running", heartbeat_at=now, started_at=func.coalesce(AuditVerification.started_at, now))
+        .values(
+            status=VerificationStatus.RUNNING,
+            heartbeat_at=now,
+            started_at=func.coalesce(AuditVerification.started_at, now),
+        )
     )
     return claimed.rowcount == 1
 
@@ -141,7 +154,7 @@ def finish(session: Session, run_id: int, verifier: chains.Chunked) -> None:
     run = session.get(AuditVerification, run_id, with_for_update=True)
     assert run is not None
     report = verifier.finish(run.failures, run.batches_done, run.events_done)
-    run.status, run.finished_at, run.heartbeat_at = "done", utcnow(), utcnow()
+    run.status, run.finished_at, run.heartbeat_at = VerificationStatus.DONE, utcnow(), utcnow()
     run.result = _stored(report)
     run.checkpoint_id = _vouched(report)
 
@@ -151,7 +164,7 @@ def fail(session: Session, run_id: int, message: str) -> None:
     session.execute(
         update(AuditVerification)
         .where(AuditVerification.id == run_id)
-        .values(status="failed", error=message, finished_at=utcnow())
+        .values(status=VerificationStatus.FAILED, error=message, finished_at=utcnow())
     )
 
 
@@ -172,7 +185,7 @@ def stalled(now: datetime) -> Select[tuple[int]]:
     """Full runs that are queued or whose lease lapsed (their worker died): the beat task hands them out again."""
     lapsed = or_(AuditVerification.heartbeat_at.is_(None), AuditVerification.heartbeat_at < now - LEASE)
     return select(AuditVerification.id).where(
-        AuditVerification.kind == "full", AuditVerification.status.in_(ACTIVE), lapsed
+        AuditVerification.kind == VerificationKind.FULL, AuditVerification.status.in_(ACTIVE), lapsed
     )
 
 
@@ -181,8 +194,8 @@ def add_incremental(session: Session, report: chains.Report) -> None:
     now = utcnow()
     session.add(
         AuditVerification(
-            kind="incremental",
-            status="done",
+            kind=VerificationKind.INCREMENTAL,
+            status=VerificationStatus.DONE,
             requested_at=now,
             started_at=now,
             finished_at=now,

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.orm import Session
 
+from labtrack.domain.operations import OutboxStatus
 from labtrack.models import ApiToken, IdempotencyRecord, Notification, OutboxDelivery, OutboxMessage
 
 # How long an Idempotency-Key replays its first answer (requirements §3): the API honours it, housekeeping
@@ -70,7 +71,7 @@ class Purge:
 def purges(retention: Retention, now: datetime) -> list[Purge]:
     """What has outlived its use at ``now`` (see the module's docstring), purge by purge, in order."""
     old_delivered = (
-        (OutboxMessage.status == "delivered")
+        (OutboxMessage.status == OutboxStatus.DELIVERED)
         & (OutboxMessage.delivered_at < now - retention.outbox)
         & ~exists().where(Notification.outbox_id == OutboxMessage.id)
     )

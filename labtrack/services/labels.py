@@ -26,6 +26,7 @@ from labtrack.db import after_commit
 from labtrack.documents.zpl import render_zpl
 from labtrack.domain.actors import Actor
 from labtrack.domain.errors import Conflict, NotFound
+from labtrack.domain.operations import UNFINISHED_PRINT, LabelPrintStatus
 from labtrack.models import Batch, LabelPrint, User
 from labtrack.services import batches, documents
 from labtrack.services.auth import actor_of
@@ -62,8 +63,8 @@ def request_print(
             "No label printer is configured (LABTRACK_LABEL_PRINTER=host:port); download the label instead."
         )
     job = LabelPrint(
-        batch_id=batch.id, kind=kind, printer=settings.printer, status="queued", requested_by_id=actor.id,
-        requested_at=utcnow(),
+        batch_id=batch.id, kind=kind, printer=settings.printer, status=LabelPrintStatus.QUEUED,
+        requested_by_id=actor.id, requested_at=utcnow(),
     )  # fmt: skip
     session.add(job)
     session.flush()
@@ -106,7 +107,9 @@ def claim_job(session: Session, job_id: int, settings: LabelSettings) -> tuple[s
     if job is None:
         return "missing"
     claimed = session.execute(
-        update(LabelPrint).where(LabelPrint.id == job_id, LabelPrint.status == "queued").values(status="sending")
+        update(LabelPrint)
+        .where(LabelPrint.id == job_id, LabelPrint.status == LabelPrintStatus.QUEUED)
+        .values(status=LabelPrintStatus.SENDING)
     )
     if claimed.rowcount != 1:
         return job.status
@@ -122,8 +125,8 @@ def fail_job(session: Session, job_id: int, reason: str) -> None:
     """Mark the job failed with ``reason``, unless it has finished already."""
     session.execute(
         update(LabelPrint)
-        .where(LabelPrint.id == job_id, LabelPrint.status.in_(("queued", "sending")))
-        .values(status="failed", error=reason, finished_at=utcnow())
+        .where(LabelPrint.id == job_id, LabelPrint.status.in_(UNFINISHED_PRINT))
+        .values(status=LabelPrintStatus.FAILED, error=reason, finished_at=utcnow())
     )
 
 
@@ -141,4 +144,4 @@ def record_print(session: Session, job_id: int, din: str) -> None:
     event = append_batch_event(
         session, batch, who, "label_printed", {"kind": job.kind, "format": "zpl", "printer": job.printer, "job": job.id}
     )
-    job.status, job.event_seq, job.finished_at = "printed", event.seq, utcnow()
+    job.status, job.event_seq, job.finished_at = LabelPrintStatus.PRINTED, event.seq, utcnow()
