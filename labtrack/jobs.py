@@ -26,11 +26,12 @@ from labtrack.documents import printer
 from labtrack.domain.errors import DomainError
 from labtrack.domain.investigations import DueNotice
 from labtrack.domain.operations import LabelPrintStatus, VerificationStatus
+from labtrack.domain.outcomes import Inputs
 from labtrack.domain.process import TissueSource
 from labtrack.domain.spc import Metric
 from labtrack.services import followup_watch as visits
 from labtrack.services import housekeeping as purges
-from labtrack.services import investigation_watchers, labels, outbox, trends, watchers
+from labtrack.services import investigation_watchers, labels, outbox, outcomes, trends, watchers
 from labtrack.services.adverse_reactions import today_in
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,11 @@ def followup_watch(database: Database, *, today: date | None = None) -> visits.W
         reminded=[f"{batch_id}:{visit_id}" for batch_id, visit_id in reminded],
         missed=[f"{batch_id}:{visit_id}" for batch_id, visit_id in missed],
     )
+
+
+def outcome_statistics(database: Database, inputs: list[Inputs]) -> list[str]:
+    """R-OUT-5: compute and keep each cohort's statistics, one unit of work per cohort; the keys kept."""
+    return [database.write(lambda s, values=values: outcomes.store(s, values)) for values in inputs]
 
 
 def trend_watch(database: Database) -> list[str]:

@@ -7,7 +7,6 @@ from flask import current_app
 
 from labtrack import jobs
 from labtrack.extensions import TASK_FOLLOWUP_WATCH, TASK_OUTCOME_STATISTICS, TASK_TREND_WATCH
-from labtrack.services import outcomes
 
 
 @shared_task(name=TASK_FOLLOWUP_WATCH)
@@ -24,5 +23,4 @@ def trend_watch() -> list[str]:
 @shared_task(name=TASK_OUTCOME_STATISTICS)
 def outcome_statistics(inputs: list[dict]) -> list[str]:
     """Compute and store the statistics of each cohort's inputs (scipy is loaded here, in the worker only)."""
-    db = current_app.extensions["labtrack.db"]
-    return [db.write(lambda session, values=values: outcomes.store(session, values)) for values in inputs]
+    return jobs.outcome_statistics(current_app.extensions["labtrack.db"], inputs)
