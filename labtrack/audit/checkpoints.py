@@ -80,6 +80,8 @@ def current_heads(session: Session, since: datetime | None = None) -> list[Leaf]
 
 
 def leaves_of(session: Session, checkpoint_id: int) -> list[Leaf]:
+    """The leaves checkpoint ``checkpoint_id`` signed, each stream's newest leaf row up to it: O(streams), for
+    proving against an older checkpoint and for the full run, never for the newest."""
     newest = (
         select(CheckpointLeaf.stream, func.max(CheckpointLeaf.checkpoint_id).label("checkpoint_id"))
         .where(CheckpointLeaf.checkpoint_id <= checkpoint_id)
@@ -96,6 +98,7 @@ def leaves_of(session: Session, checkpoint_id: int) -> list[Leaf]:
 
 
 def latest(session: Session) -> Checkpoint | None:
+    """The newest checkpoint, or None before the first."""
     return session.execute(select(Checkpoint).order_by(Checkpoint.id.desc()).limit(1)).scalar_one_or_none()
 
 
@@ -236,6 +239,7 @@ def create(session: Session, key: LabKey, origin: str, actor: Actor | None = Non
 
 
 def listing(session: Session, actor: Actor, limit: int = 50) -> list[Checkpoint]:
+    """The newest ``limit`` checkpoints, newest first, for an auditor (R-AUD-4)."""
     require(actor, Action.AUDIT)
     return list(session.execute(select(Checkpoint).order_by(Checkpoint.id.desc()).limit(limit)).scalars())
 
@@ -280,6 +284,7 @@ def _latest_id(session: Session) -> int | None:
 
 
 def as_dict(checkpoint: Checkpoint) -> dict[str, object]:
+    """A checkpoint as the API and the export publish it: the signed statement with its signature and key."""
     return {
         "id": checkpoint.id,
         "created_at": checkpoint.created_at,

@@ -37,11 +37,13 @@ ALGORITHM = "Ed25519"
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """The key's id: the SHA-256, in hex, of its raw 32 public bytes."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> str:
+    """The public key as PEM (SubjectPublicKeyInfo), as the lab publishes it for offline verification."""
     return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(
         "ascii"
     )
@@ -56,6 +58,7 @@ def load_public_pem(pem: bytes) -> Ed25519PublicKey:
 
 
 def signature_valid(public_key: Ed25519PublicKey, signature_hex: str, message: bytes) -> bool:
+    """Whether ``signature_hex`` is the key's Ed25519 signature of ``message``; a malformed one is not."""
     try:
         public_key.verify(bytes.fromhex(signature_hex), message)
     except (InvalidSignature, ValueError):
@@ -104,6 +107,7 @@ def _create(path: Path) -> None:
 
 @cache
 def load_or_create(instance_path: str) -> LabKey:
+    """The lab's checkpoint signing key from the instance folder, made there on first use (mode 0600)."""
     path = Path(instance_path) / KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

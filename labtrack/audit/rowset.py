@@ -36,5 +36,6 @@ def rowset(connection: Connection, columns: dict[str, TypeEngine[Any]], rows: Se
 
 
 def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """``rows`` in slices of at most ``size``, in order: one statement's worth of parameters each."""
     for start in range(0, len(rows), size):
         yield rows[start : start + size]

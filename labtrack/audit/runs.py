@@ -76,6 +76,7 @@ def request_full(session: Session, actor: Actor) -> tuple[AuditVerification, boo
 
 
 def get(session: Session, actor: Actor, run_id: int) -> AuditVerification:
+    """A full verification run, for an auditor; an unknown one (or an incremental record) is 404."""
     require(actor, Action.AUDIT)
     run = session.get(AuditVerification, run_id)
     if run is None or run.kind != VerificationKind.FULL:
@@ -89,6 +90,7 @@ def _finished_percent(run: AuditVerification) -> float:
 
 
 def latest_full(session: Session) -> AuditVerification | None:
+    """The newest full verification run, whatever its state, or None before the first."""
     return session.execute(
         select(AuditVerification)
         .where(AuditVerification.kind == VerificationKind.FULL)
@@ -98,6 +100,7 @@ def latest_full(session: Session) -> AuditVerification | None:
 
 
 def as_dict(run: AuditVerification) -> dict[str, object]:
+    """A run as the API and the audit page show it: state, times, progress in batches and events, the report."""
     total = max(run.batches_total, run.batches_done)
     return {
         "id": run.id,

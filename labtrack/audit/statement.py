@@ -16,6 +16,7 @@ COMMIT_MARGIN = timedelta(minutes=5)
 
 
 def statement_text(origin: str, tree_size: int, root: str, created_at: str) -> str:
+    """The exact text a checkpoint signs: title, origin, tree size, root and time, one per line."""
     return f"{STATEMENT_TITLE}\n{origin}\n{tree_size}\n{root}\n{created_at}\n"
 
 

@@ -56,6 +56,7 @@ def _lengths(size: int) -> list[int]:
 
 
 def size(connection: Connection) -> int:
+    """How many leaves the kept tree has: one per stream ever signed."""
     top = connection.execute(select(func.max(CheckpointHead.position))).scalar_one_or_none()
     return 0 if top is None else top + 1
 
@@ -190,6 +191,7 @@ def departs_from(connection: Connection, checkpoint_id: int) -> bool:
 
 
 def all_leaves(connection: Connection) -> list[Leaf]:
+    """Every kept leaf in tree order: O(streams), for checking the kept tree against a rebuild."""
     rows = connection.execute(
         select(CheckpointHead.stream, CheckpointHead.seq, CheckpointHead.hash).order_by(CheckpointHead.position)
     )
@@ -278,6 +280,7 @@ def inclusion_path(connection: Connection, position: int, tree_size: int) -> lis
 
 
 def position_of(connection: Connection, stream: str) -> tuple[int, Leaf] | None:
+    """A stream's place in the kept tree and its current leaf, or None if it was never signed."""
     row = connection.execute(
         select(CheckpointHead.position, CheckpointHead.seq, CheckpointHead.hash).where(CheckpointHead.stream == stream)
     ).first()

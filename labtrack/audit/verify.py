@@ -208,6 +208,8 @@ def _check_proof(
 
 
 def verify_export(lines: list[str], public_key: Any) -> Findings:
+    """Check an export's lines offline: every event's hash and link, the head against the checkpoint, the
+    inclusion proof and the checkpoint's signature by ``public_key``."""
     outcome = Findings()
     records = _records(lines, outcome)
     header = records["header"][0] if records["header"] else {}
@@ -238,6 +240,7 @@ def verify_export(lines: list[str], public_key: Any) -> Findings:
 
 
 def report(outcome: Findings) -> str:
+    """The findings as the command prints them: each problem and warning, then OK or FAILED."""
     lines = [f"FAIL: {problem}" for problem in outcome.problems]
     lines += [f"WARNING: {warning}" for warning in outcome.warnings]
     what = f"{outcome.din or 'unknown batch'}: {outcome.events} event(s), checkpoint {outcome.checkpoint_id}"
@@ -246,6 +249,7 @@ def report(outcome: Findings) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: verify an export file (or standard input) with the lab's public key; 0 when it holds."""
     parser = argparse.ArgumentParser(
         prog="python -m labtrack.audit.verify", description="Verify a LabTrack audit export offline (R-AUD-4)."
     )
