@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -33,7 +33,6 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Integer,
-    Result,
     Row,
     Select,
     and_,
@@ -188,12 +187,12 @@ connections; below it, the second connection's set-up is not worth it."""
 
 
 @contextmanager
-def _prefetched(result: Result) -> Iterator[Iterator[Row]]:
-    """The rows of a streamed result, fetched by a reader thread a chunk ahead of the caller.
+def _prefetched(connection: Connection, statements: list[Select]) -> Iterator[Iterator[Row]]:
+    """The rows of ``statements``, one after the other, streamed by a reader thread a chunk ahead of the caller.
 
     The database builds the next chunk (the column comparison is most of its work) while
     Python hashes this one, instead of each waiting for the other. The reader starts on
-    entry, whether or not the rows are taken yet, and is stopped (and the result closed) on
+    entry, whether or not the rows are taken yet, and is stopped (and its result closed) on
     exit. The caller must not use the connection meanwhile; an error in the reader
     (``DataError`` for a canonical text that is not JSON) is raised from the rows.
     """
@@ -211,9 +210,11 @@ def _prefetched(result: Result) -> Iterator[Iterator[Row]]:
 
     def read() -> None:
         try:
-            for chunk in result.partitions(PREFETCH_ROWS):
-                if not hand_over(chunk):
-                    return
+            for statement in statements:
+                with connection.execute(statement) as result:
+                    for chunk in result.partitions(PREFETCH_ROWS):
+                        if not hand_over(chunk):
+                            return
             hand_over(None)
         except BaseException as error:  # handed to the caller's thread, which raises it
             hand_over(error)
@@ -231,7 +232,6 @@ def _prefetched(result: Result) -> Iterator[Iterator[Row]]:
     finally:
         stop.set()
         reader.join()
-        result.close()
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
@@ -262,16 +262,18 @@ def _sharing(connection: Connection) -> Iterator[Connection]:
         yield other
 
 
-def _split_point(heads: dict[int, Row], split_from: int | None) -> int | None:
-    """The batch id that best halves the events (by the batches' heads, in id order), or None when
-    one connection will do: fewer than ``split_from`` events, or a single batch."""
-    total = sum(head.seq or 0 for head in heads.values())
-    if split_from is None or total < split_from or len(heads) < 2:
+def _split_point(heads: dict[int, Row], split_from: int | None, reads: dict[int, int] | None = None) -> int | None:
+    """The batch id that best halves the events to read (in id order), or None when one connection will do:
+    fewer than ``split_from`` events, or a single batch. A batch's events to read are ``reads[batch_id]``, by
+    default its head's seq (all of them)."""
+    counts = reads if reads is not None else {batch_id: head.seq or 0 for batch_id, head in heads.items()}
+    total = sum(counts.values())
+    if split_from is None or total < split_from or len(counts) < 2:
         return None
     before, imbalance = 0, []
-    for batch_id, head in heads.items():
+    for batch_id in heads:
         imbalance.append((abs(2 * before - total), batch_id))
-        before += head.seq or 0
+        before += counts[batch_id]
     return min(imbalance[1:])[1]  # [0] would leave the first half empty
 
 
@@ -292,27 +294,37 @@ def _in_turn(streams: Iterable[Iterator[T]]) -> Iterator[T]:
 
 
 @contextmanager
-def _batches(session: Session, events: Select, split_at: int | None, *, prefetch: bool) -> Iterator[Iterator]:
+def _batches(session: Session, parts: list[list[Select]], *, prefetch: bool) -> Iterator[Iterator]:
     """``(batch_id, rows)`` for each batch with events, each batch's rows in seq order.
 
-    With ``split_at``, batches below it are read on the session's connection and the rest on a
-    second connection sharing its snapshot, each by its own reader, and handed out in turn.
+    ``parts`` are one or two lists of statements (each over batches in id order, its rows in batch and seq
+    order), a list's statements read one after the other. The first part is read on the session's
+    connection, a second on another connection sharing its snapshot, each by its own reader, and the
+    batches are handed out in turn.
     """
     connection = session.connection()
     with ExitStack() as stack:
-        parts = [(connection, events)]
-        if split_at is not None:
-            other = stack.enter_context(_sharing(connection))
-            parts = [
-                (connection, events.where(BatchEvent.batch_id < split_at)),
-                (other, events.where(BatchEvent.batch_id >= split_at)),
-            ]
+        connections = [connection]
+        if len(parts) > 1:
+            connections.append(stack.enter_context(_sharing(connection)))
         streams = []
-        for part_connection, statement in parts:
-            result = stack.enter_context(part_connection.execute(statement))
-            rows = stack.enter_context(_prefetched(result)) if prefetch else result
+        for part_connection, statements in zip(connections, parts, strict=True):
+            if prefetch:
+                rows = stack.enter_context(_prefetched(part_connection, statements))
+            else:
+                rows = (row for statement in statements for row in part_connection.execute(statement))
             streams.append((batch_id, list(group)) for batch_id, group in groupby(rows, key=lambda r: r.batch_id))
         yield _in_turn(streams)
+
+
+def _halves(events: Select, split_at: int) -> list[list[Select]]:
+    """``events`` as the two parts of ``_batches``: the batches below ``split_at``, and the rest."""
+    return [[events.where(BatchEvent.batch_id < split_at)], [events.where(BatchEvent.batch_id >= split_at)]]
+
+
+def _columns_match(rows: list[Row]) -> bool:
+    """Whether the database found each row's columns equal to its canonical text (``_fields_match_sql``)."""
+    return all(row.fields_match for row in rows)
 
 
 def _check_head(batch_seq: int, head_hash: str, links: list[StoredLink]) -> BrokenLink | None:
@@ -377,13 +389,20 @@ class _Run:
         self.report = Report()
         self.anchor = checkpoints.Anchor()
         self.heads: dict[int, Row] = {}
-        self.suspects: list[list[Row]] = []
+        self.one_snapshot = False  # whether the run began the session's transaction in its snapshot
 
     def fail(self, stream: str, broken: BrokenLink) -> None:
         self.report.failures.append({"din": stream, "seq": broken.seq, "reason": broken.reason})
 
+    def begin(self) -> bool:
+        """Begin the run's snapshot unless it has begun (``_begin_snapshot``), before its first read: whether
+        the run reads in one REPEATABLE READ snapshot that a second connection can share."""
+        if not self.session.in_transaction():
+            self.one_snapshot = _begin_snapshot(self.session)
+        return self.one_snapshot
+
     def full(self, actor: Actor | None, din: str | None, split_from: int | None, *, anchored: bool = False) -> Report:
-        one_snapshot = _begin_snapshot(self.session)
+        one_snapshot = self.begin()
         if not anchored:
             self.anchor = checkpoints.anchor(self.session, self.public_key)
         self._checkpoint_failures()
@@ -398,7 +417,7 @@ class _Run:
         if din is not None:
             events = events.where(BatchEvent.batch_id.in_(list(self.heads)))
         split_at = _split_point(self.heads, split_from) if self.in_database and one_snapshot else None
-        seen = self._scan(events, split_at)
+        seen = self._scan([[events]] if split_at is None else _halves(events, split_at))
         for batch_id, head in self.heads.items():
             if batch_id not in seen:
                 self.report.batches_checked += 1
@@ -411,13 +430,13 @@ class _Run:
     def batches_after(self, after_id: int, limit: int) -> int | None:
         """A chunk of a full run: the next ``limit`` batches by id after ``after_id``; the last one's id
         (None: none left). The findings are in ``report``."""
-        _begin_snapshot(self.session)
+        self.begin()
         heads = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).where(Batch.id > after_id)
         self.heads = {row.id: row for row in self.session.execute(heads.order_by(Batch.id).limit(limit))}
         if not self.heads:
             return None
         last = max(self.heads)
-        seen = self._scan(self._events().where(BatchEvent.batch_id > after_id, BatchEvent.batch_id <= last), None)
+        seen = self._scan([[self._events().where(BatchEvent.batch_id > after_id, BatchEvent.batch_id <= last)]])
         for batch_id, head in self.heads.items():
             if batch_id not in seen:
                 self.report.batches_checked += 1
@@ -450,23 +469,31 @@ class _Run:
             events = _event_columns()
         return events.order_by(BatchEvent.batch_id, BatchEvent.seq).execution_options(yield_per=PREFETCH_ROWS)
 
-    def _scan(self, events: Select, split_at: int | None) -> set[int]:
-        """Check each batch's chain as its rows arrive (Core rows: the ORM's row processing cost more than
-        the hashing); batches in doubt are re-checked link by link after the scan."""
-        seen: set[int] = set()
-        with _batches(self.session, events, split_at, prefetch=self.in_database) as scanned:
-            for batch_id, rows in scanned:
-                seen.add(batch_id)
-                self.report.batches_checked += 1
-                self.report.events_checked += len(rows)
+    def _each_batch(self, parts: list[list[Select]], sure: Callable[[list[Row]], bool]) -> Iterator[tuple[list, bool]]:
+        """Each batch's rows (``_batches``) as they arrive (Core rows: the ORM's row processing cost more than
+        the hashing), with whether ``sure`` found them sound, so that they can serve as links. On PostgreSQL
+        batches in doubt come after the scan, when the connection is free for ``_expected`` to re-read
+        their columns."""
+        doubtful: list[list[Row]] = []
+        with _batches(self.session, parts, prefetch=self.in_database) as scanned:
+            for _batch_id, rows in scanned:
                 if not self.in_database:
-                    self.check(rows, sound=False)
-                elif _links_hold(rows):
-                    self.check(rows, sound=True)
+                    yield rows, False
+                elif sure(rows):
+                    yield rows, True
                 else:
-                    self.suspects.append(rows)  # after the scan, when the connection is free to re-read the columns
-        for rows in self.suspects:
-            self.check(rows, sound=False)
+                    doubtful.append(rows)
+        for rows in doubtful:
+            yield rows, False
+
+    def _scan(self, parts: list[list[Select]]) -> set[int]:
+        """Check each batch's whole chain as its rows arrive; the ids of the batches with events."""
+        seen: set[int] = set()
+        for rows, sound in self._each_batch(parts, _links_hold):
+            seen.add(rows[0].batch_id)
+            self.report.batches_checked += 1
+            self.report.events_checked += len(rows)
+            self.check(rows, sound=sound)
         return seen
 
     def check(self, rows: list, *, sound: bool) -> None:
@@ -521,7 +548,7 @@ class _Run:
     def one(self, actor: Actor | None, din: str) -> Report:
         """One batch's whole chain against the newest checkpoint's kept leaf for it: no tree rebuilt (R-SCL-3).
         Should the newest checkpoint not be sound, the full anchor (``checkpoints.anchor``) is taken instead."""
-        _begin_snapshot(self.session)
+        self.begin()
         self.anchor = checkpoints.anchor_on(self.session, self.public_key, checkpoints.latest(self.session))
         if self.anchor.problem is not None:
             self.anchor = checkpoints.anchor(self.session, self.public_key)
@@ -533,12 +560,14 @@ class _Run:
 
     # --- incremental (R-SCL-2) -------------------------------------------------------------------
 
-    def recent(self, base: Checkpoint | None) -> Report:
+    def recent(self, base: Checkpoint | None, split_from: int | None) -> Report:
         """The events of every batch with one recorded since ``base`` (every batch without one), each chain
-        checked from the head ``base`` signed for it, which must still be there; then the admin chain's."""
+        checked from the head ``base`` signed for it, which must still be there; then the admin chain's.
+        Over ``split_from`` events to read or more (on PostgreSQL), the batches are read on two connections
+        sharing the run's snapshot, which must have begun (``begin``) before ``base`` was read."""
         if base is None:  # nothing verified yet: everything was appended since, and is read against every checkpoint
-            return self.full(None, None, SPLIT_FROM_EVENTS)
-        _begin_snapshot(self.session)
+            return self.full(None, None, split_from)
+        one_snapshot = self.begin()
         self.anchor = checkpoints.anchor_on(self.session, self.public_key, base)
         self._checkpoint_failures()
         since = base.created_at - checkpoints.COMMIT_MARGIN
@@ -546,34 +575,46 @@ class _Run:
         heads = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).where(Batch.id.in_(recent)).order_by(Batch.id)
         self.heads = {row.id: row for row in self.session.execute(heads)}
         self.anchor.leaves = checkpoints.leaves_for(self.session, base, [head.din for head in self.heads.values()])
-        for chunk in _chunks(list(self.heads.values()), EXTEND_CHUNK):
-            self._extend(chunk)
+        starts = {head.id: getattr(self.anchor.leaves.get(head.din), "seq", 1) for head in self.heads.values()}
+        reads = {batch_id: max(self.heads[batch_id].seq - start + 1, 0) for batch_id, start in starts.items()}
+        split_at = _split_point(self.heads, split_from, reads) if self.in_database and one_snapshot else None
+        halves = [list(starts.items())]
+        if split_at is not None:
+            halves = [[s for s in halves[0] if s[0] < split_at], [s for s in halves[0] if s[0] >= split_at]]
+        seen: set[int] = set()
+        for rows, _sound in self._each_batch([self._extensions(half) for half in halves], _columns_match):
+            seen.add(rows[0].batch_id)
+            self._extend(rows[0].batch_id, rows)
+        for batch_id in sorted(self.heads.keys() - seen):
+            self._extend(batch_id, [])
         self._admin_chain()
         return self._done()
 
-    def _extend(self, heads: list[Row]) -> None:
-        """These batches' events from the head the base signed for each (from seq 1 for a batch it did not)."""
-        starts = {head.id: getattr(self.anchor.leaves.get(head.din), "seq", 1) for head in heads}
-        given = rowset(self.session.connection(), _FROM, list(starts.items()))  # joined, not a long OR to plan
-        after = self._events().join(given, and_(BatchEvent.batch_id == given.c.batch_id, BatchEvent.seq >= given.c.seq))
-        rows_by_batch: dict[int, list[Row]] = {batch_id: [] for batch_id in starts}
-        for row in self.session.execute(after):
-            rows_by_batch[row.batch_id].append(row)
-        for batch_id, rows in rows_by_batch.items():
-            head = self.heads[batch_id]
-            leaf = self.anchor.leaves.get(head.din)
-            signed = leaf is not None and bool(rows) and rows[0].seq == leaf.seq
-            new = rows[1:] if signed else rows
-            self.report.batches_checked += 1
-            self.report.events_checked += len(new)
-            first, prev = (leaf.seq + 1, leaf.hash) if leaf is not None else (1, GENESIS_HASH)
-            broken = (
-                _anchored(self.anchor, head.din, rows, rows)
-                or verify_links(_batch_links(self.session, new), first=first, prev_hash=prev)
-                or _check_head(head.seq, head.head_hash, rows)
-            )
-            if broken:
-                self.fail(head.din, broken)
+    def _extensions(self, starts: list[tuple[int, int]]) -> list[Select]:
+        """The statements reading these batches' events from each one's start seq, ``EXTEND_CHUNK`` batches each."""
+        statements = []
+        for chunk in _chunks(starts, EXTEND_CHUNK):
+            given = rowset(self.session.connection(), _FROM, chunk)  # joined, not a long OR to plan
+            on = and_(BatchEvent.batch_id == given.c.batch_id, BatchEvent.seq >= given.c.seq)
+            statements.append(self._events().join(given, on))
+        return statements
+
+    def _extend(self, batch_id: int, rows: list[Row]) -> None:
+        """One batch's events from the head the base signed for it (from seq 1 for a batch it did not)."""
+        head = self.heads[batch_id]
+        leaf = self.anchor.leaves.get(head.din)
+        signed = leaf is not None and bool(rows) and rows[0].seq == leaf.seq
+        new = rows[1:] if signed else rows
+        self.report.batches_checked += 1
+        self.report.events_checked += len(new)
+        first, prev = (leaf.seq + 1, leaf.hash) if leaf is not None else (1, GENESIS_HASH)
+        broken = (
+            _anchored(self.anchor, head.din, rows, rows)
+            or verify_links(_batch_links(self.session, new), first=first, prev_hash=prev)
+            or _check_head(head.seq, head.head_hash, rows)
+        )
+        if broken:
+            self.fail(head.din, broken)
 
 
 class Chunked:
@@ -649,14 +690,22 @@ def verify_batch(session: Session, actor: Actor | None, din: str, public_key: Ed
         return _Run(own, trusted, in_database=False).one(actor, din)
 
 
-def verify_recent(session: Session, actor: Actor | None = None, *, public_key: Ed25519PublicKey) -> Report:
+def verify_recent(
+    session: Session,
+    actor: Actor | None = None,
+    *,
+    public_key: Ed25519PublicKey,
+    split_from: int | None = SPLIT_FROM_EVENTS,
+) -> Report:
     """Incremental verification (R-SCL-2): what was appended since the newest verified checkpoint.
 
     The base is the newest checkpoint a verification run vouched for (``labtrack.audit.runs``), or
     none yet, when every chain is read. Its signature and kept tree are checked (O(log n)); each batch
     with an event recorded since it must still hold the head it signed, and its later events must
     extend that head link by link; the admin chain is read whole (it is small). Cost: the new events,
-    not the history. Rewrites of events before the base are the full run's to find.
+    not the history. Rewrites of events before the base are the full run's to find. On PostgreSQL the
+    run reads in one snapshot, begun before the base is read, and over ``split_from`` new events or more
+    it reads them on two connections sharing it (None: always one); the report is the same either way.
     """
     if actor is not None:
         require(actor, Action.AUDIT)
@@ -666,8 +715,10 @@ def verify_recent(session: Session, actor: Actor | None = None, *, public_key: E
     for in_database in (True, False) if session.get_bind().dialect.name == "postgresql" else (False,):
         try:
             with _own_session(session) as own:
+                run = _Run(own, trusted, in_database=in_database)
+                run.begin()  # the base is read in the run's snapshot
                 base = runs.verified_checkpoint(own)
-                report = _Run(own, trusted, in_database=in_database).recent(base)
+                report = run.recent(base, split_from)
                 report.mode = VerificationKind.INCREMENTAL.value
                 report.since_checkpoint = base.id if base is not None else None
                 return report

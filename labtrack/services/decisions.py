@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, literal, literal_column, null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -19,62 +19,64 @@ from labtrack.services import qc
 PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
 
 
-def qc_facts(session: Session, batch: Batch) -> tuple[ResultFacts, ...]:
-    """The batch's QC results as the decisions read them, each marked when an accepted deviation covers it
-    (one query)."""
-    covered = qc.covered_by_accepted_deviation()
-    rows = session.execute(
-        select(
-            QcResult.id,
-            QcResult.test,
-            QcResult.value,
-            QcResult.within_spec,
-            QcResult.entered_by_id,
-            QcResult.verified_by_id,
-            QcResult.record_hash,
-            covered,
-            QcResult.unit,
-            QcResult.limit,
-        )
-        .where(QcResult.batch_id == batch.id)
-        .order_by(QcResult.id)
-    )
-    return tuple(
-        ResultFacts(id_, test, value["v"], within, entered, verified, record_hash, bool(is_covered), unit, limit)
-        for id_, test, value, within, entered, verified, record_hash, is_covered, unit, limit in rows
-    )
-
-
-def participation(session: Session, batch: Batch) -> dict[int, frozenset[str]]:
-    """Who performed or verified a step or result on the batch, and how (user id -> event types)."""
-    rows = session.execute(
-        select(BatchEvent.actor_id, BatchEvent.type)
-        .where(BatchEvent.batch_id == batch.id, BatchEvent.type.in_(PARTICIPATION))
-        .distinct()
-    )
-    found: dict[int, set[str]] = {}
-    for actor_id, type_ in rows:
-        found.setdefault(actor_id, set()).add(type_)
-    return {actor_id: frozenset(types) for actor_id, types in found.items()}
-
-
 def facts(session: Session, batch: Batch) -> BatchFacts:
-    """Everything the decisions about ``batch`` read, now."""
-    open_ids = session.execute(
-        select(Deviation.id)
-        .where(Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value)
-        .order_by(Deviation.id)
-    ).scalars()
+    """Everything the decisions about ``batch`` read, now (one query: ``_facts_query``)."""
+    results, open_ids, found = [], [], {}
+    for row in session.execute(_facts_query(batch)):
+        kind, id_, name, value, within, entered, verified, record_hash, covered, unit, limit = row
+        if kind == _RESULT:
+            results.append(
+                ResultFacts(id_, name, value["v"], within, entered, verified, record_hash, bool(covered), unit, limit)
+            )
+        elif kind == _OPEN:
+            open_ids.append(id_)
+        else:
+            found.setdefault(id_, set()).add(name)
     return BatchFacts(
         state=state_of(batch),
         now=utcnow(),
         required=tuple(required_tests(batch.specification.body)),
-        results=qc_facts(session, batch),
+        results=tuple(results),
         open_deviation_ids=tuple(open_ids),
-        participation=participation(session, batch),
+        participation={actor_id: frozenset(types) for actor_id, types in found.items()},
         custodian_name=_name(batch.custodian),
         recipient_name=_name(batch.transfer_to),
     )
+
+
+_RESULT, _OPEN, _TOOK_PART = "result", "open deviation", "took part"
+
+
+def _facts_query(batch: Batch) -> CompoundSelect:
+    """The batch's QC results (each marked when an accepted deviation covers it), its open deviations and who
+    performed or verified a step or result on it, and how, as the rows of one statement, tagged by kind
+    (``_RESULT``: the result's columns; ``_OPEN``: the deviation's id; ``_TOOK_PART``: the user id and the event
+    type), in id order. One round trip instead of three for every batch card and detail."""
+    results = select(
+        literal(_RESULT).label("kind"),
+        QcResult.id.label("id"),
+        QcResult.test,
+        QcResult.value,
+        QcResult.within_spec,
+        QcResult.entered_by_id,
+        QcResult.verified_by_id,
+        QcResult.record_hash,
+        qc.covered_by_accepted_deviation(),
+        QcResult.unit,
+        QcResult.limit,
+    ).where(QcResult.batch_id == batch.id)
+    unused = [null()] * 9  # the result's columns after its id
+    open_ = select(literal(_OPEN), Deviation.id, *unused).where(
+        Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value
+    )
+    took_part = (
+        select(BatchEvent.actor_id, BatchEvent.type)
+        .where(BatchEvent.batch_id == batch.id, BatchEvent.type.in_(PARTICIPATION))
+        .distinct()
+        .subquery()
+    )
+    participants = select(literal(_TOOK_PART), took_part.c.actor_id, took_part.c.type, *unused[1:])
+    return union_all(results, open_, participants).order_by(literal_column("id"))
 
 
 def _name(user) -> str | None:

@@ -1,5 +1,6 @@
 """A full verification over many events on PostgreSQL scans them on two connections that share one
-exported snapshot, each half of the batches by its own reader (R-AUD-3, performance issue 7).
+exported snapshot, each half of the batches by its own reader (R-AUD-3, performance issue 7); so does
+an incremental one over many new events (R-SCL-2), whose snapshot is begun before its base is read.
 
 ``split_from=0`` forces the split on a few batches. The report must be exactly the one a single
 connection gives, intact or tampered in either half, and both halves must see one snapshot: events
@@ -13,8 +14,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from labtrack.audit import chains, keys
+from labtrack.audit import chains, keys, runs
 from tests.api.test_audit_trail import batch_id, change_data, change_hash, set_event, triggers_bypassed
+from tests.helpers import PROCESS_ORDER
 from tests.service.test_audit_verify_streaming import EVENTS, at_lab, processed, readers
 from tests.workers.test_checkpoints import make_checkpoint, rewrite_consistently
 
@@ -22,16 +24,28 @@ SHARE_SNAPSHOT = "SET TRANSACTION SNAPSHOT"
 SPLIT, ONE_CONNECTION = 0, None  # split_from: always split, never split
 
 
-def run(lab, split_from: int | None) -> dict:
-    """``chains.verify`` as the CLI runs it: a fresh reader session, closed afterwards."""
+def run(lab, split_from: int | None, verifier=chains.verify) -> dict:
+    """``chains.verify`` (or ``verify_recent``) as the CLI runs it: a fresh reader session, closed afterwards."""
     session = lab.db.reader()
     try:
         with lab.app.app_context():
-            return chains.verify(
-                session, public_key=keys.trusted_public_key(lab.app.config), split_from=split_from
-            ).as_dict()
+            trusted = keys.trusted_public_key(lab.app.config)
+            return verifier(session, public_key=trusted, split_from=split_from).as_dict()
     finally:
         session.close()
+
+
+def recent(lab, split_from: int | None) -> dict:
+    return run(lab, split_from, chains.verify_recent)
+
+
+def verified_at_lab(lab, count: int) -> list[str]:
+    """``count`` batches at the lab (four events each), checkpointed, the checkpoint vouched for by a run."""
+    dins = at_lab(lab, count)
+    make_checkpoint(lab)
+    with lab.app.app_context():
+        assert runs.record_incremental(lab.db, keys.trusted_public_key(lab.app.config)).ok
+    return dins
 
 
 @pytest.fixture
@@ -167,3 +181,66 @@ def test_r_aud_3_the_split_point_halves_the_events(seqs, split_at):
     assert chains._split_point(heads, split_from=sum(seqs) + 1) is None
     assert chains._split_point(heads, split_from=None) is None
     assert chains._split_point({1: Head(100)}, split_from=0) is None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("split_from", [SPLIT, ONE_CONNECTION], ids=["split", "one-connection"])
+def test_r_scl_2_incremental_verification_reads_its_base_and_the_events_in_one_snapshot(lab, statements, split_from):
+    """Once the base (the newest vouched-for checkpoint) is read, another transaction appends an event:
+    the run must not see it. At READ COMMITTED (the snapshot begun after the base's read) it would."""
+    first, second = verified_at_lab(lab, 2)
+    lab.ok(lab.step(first, "digestion"))
+    unseen = recent(lab, split_from)
+    written: list[str] = []
+
+    def write_meanwhile(_connection, _cursor, statement, *_args) -> None:
+        if "audit_verifications" in statement and not written:
+            lab.ok(lab.step(second, "digestion"))
+            written.append(second)
+
+    event.listen(lab.db.engine, "after_cursor_execute", write_meanwhile)
+    try:
+        report = recent(lab, split_from)
+    finally:
+        event.remove(lab.db.engine, "after_cursor_execute", write_meanwhile)
+    assert written, "the base was not read"
+    assert report == unseen
+    assert (report["ok"], report["mode"]) == (True, "incremental"), report["failures"]
+    assert split_runs(statements) == (2 if split_from == SPLIT else 0)
+    seen = recent(lab, split_from)  # a new snapshot sees it
+    assert seen["ok"] is True, seen["failures"]
+    assert seen["events_checked"] == unseen["events_checked"] + 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("victim_index", [0, 3], ids=["first-half", "second-half"])
+@pytest.mark.parametrize(
+    ("tamper", "seq", "reason"), [(change_data, 5, "canonical text"), (change_hash, 4, "rewritten")]
+)
+def test_r_scl_2_a_split_incremental_run_reports_what_one_connection_reports(
+    lab, statements, monkeypatch, victim_index, tamper, seq, reason
+):
+    """Over many new events the incremental run reads them on two connections sharing its snapshot, a
+    statement per ``EXTEND_CHUNK`` batches on each; intact or broken in either half, the report is the same."""
+    monkeypatch.setattr(chains, "PREFETCH_ROWS", 3)  # every chain straddles chunks
+    monkeypatch.setattr(chains, "EXTEND_CHUNK", 1)  # a statement per batch: two on each connection
+    dins = verified_at_lab(lab, 4)
+    for din in dins:
+        for name in PROCESS_ORDER["adipose"]:
+            lab.ok(lab.step(din, name))
+    intact = recent(lab, SPLIT)
+    assert split_runs(statements) == 1
+    assert intact == recent(lab, ONE_CONNECTION)
+    assert split_runs(statements) == 1
+    assert (intact["ok"], intact["batches_checked"]) == (True, 4), intact["failures"]
+    assert intact["events_checked"] == 4 * 3 + lab.sql("SELECT count(*) FROM admin_events")[0][0]
+    victim = dins[victim_index]
+    with triggers_bypassed(lab) as connection:
+        tamper(connection, batch_id(lab, victim))
+    split = recent(lab, SPLIT)
+    assert split_runs(statements) == 2
+    assert split == recent(lab, ONE_CONNECTION)
+    assert [(f["din"], f["seq"]) for f in split["failures"]] == [(victim, seq)]
+    assert reason in split["failures"][0]["reason"]
+    assert readers() == []
+    assert lab.db.engine.pool.checkedout() == 0

@@ -91,7 +91,7 @@ def test_the_reader_stops_when_the_caller_stops_early(lab, small_chunks):
     processed(lab, 2)
     with lab.db.engine.connect() as connection:
         query = select(BatchEvent.batch_id, BatchEvent.seq).order_by(BatchEvent.batch_id, BatchEvent.seq)
-        with chains._prefetched(connection.execute(query.execution_options(yield_per=chains.PREFETCH_ROWS))) as rows:
+        with chains._prefetched(connection, [query.execution_options(yield_per=chains.PREFETCH_ROWS)]) as rows:
             assert next(rows).seq == 1
         # the caller gave up after one row: the reader must not stay blocked on the queue
         assert readers() == []

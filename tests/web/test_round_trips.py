@@ -24,10 +24,11 @@ BUDGETS = {
     "step": 9,
     # pre-ping, token, batch ⋈ custodian ⋈ specification, QC ∪ open deviations, the connection's reset
     "readiness": 5,
-    # the same connection as the token (autocommit_read): batch ⋈ custodian ⋈ specification ⋈ patient ⋈ clinic,
-    # deviations, QC results (11 before: a second checkout, its BEGIN and ROLLBACK, three lazy loads), and the
-    # facts behind the actor's decisions (signed results, who took part, open deviations: +3 with the card's policy)
-    "detail": 9,
+    # the same connection as the token (autocommit_read): pre-ping, token, batch ⋈ custodian ⋈ specification ⋈
+    # patient ⋈ clinic, deviations, QC results, the facts behind the actor's decisions in one statement (signed
+    # results ∪ open deviations ∪ who took part: 3 before), the connection's reset (11 before round 4: a second
+    # checkout, its BEGIN and ROLLBACK, three lazy loads)
+    "detail": 7,
     # autocommit_read, one checkout for the page: pre-ping, session's token and user, batch ⋈ custodian ⋈ specification
     # ⋈ patient ⋈ clinic; the chain on its own snapshot connection (pre-ping, newest checkpoint, its anchor, tree size,
     # root, leaves, heads ×2, the batch, its head, its events, reset: labtrack.audit); the newest checkpoint, events ⋈
