@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from labtrack.audit import chains, keys, runs
+from labtrack import jobs
+from labtrack.audit import chains, keys
 from tests.api.test_audit_trail import batch_id, change_data, change_hash, set_event, triggers_bypassed
 from tests.helpers import PROCESS_ORDER
 from tests.service.test_audit_verify_streaming import EVENTS, at_lab, processed, readers
@@ -44,7 +45,7 @@ def verified_at_lab(lab, count: int) -> list[str]:
     dins = at_lab(lab, count)
     make_checkpoint(lab)
     with lab.app.app_context():
-        assert runs.record_incremental(lab.db, keys.trusted_public_key(lab.app.config)).ok
+        assert jobs.record_incremental(lab.db, keys.trusted_public_key(lab.app.config)).ok
     return dins
 
 
