@@ -37,7 +37,7 @@ import datagen
 import run as bench_run
 from outbox_bench import fresh_database
 from psycopg.types.json import Jsonb
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
 from labtrack.audit import chains, checkpoints, keys, records, runs
@@ -260,6 +260,35 @@ def _in_process(bench: bench_run.Bench, rng: random.Random, dins: list[str], cou
     return times
 
 
+def explain_lookback(bench: bench_run.Bench, rng: random.Random) -> list[str]:
+    """The plan, with timings and buffers, of each statement the technician's 30-day lookback runs: where its
+    time goes at each size."""
+    statements: list[tuple[str, object]] = []
+
+    def record(_conn, _cursor, statement, parameters, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    with bench.db.engine.connect() as connection:
+        span = connection.execute(text("SELECT min(occurred_at), max(occurred_at) FROM batch_uses")).one()
+    day = span[0] + (span[1] - span[0] - timedelta(days=31)) * rng.random()
+    session = bench.db.reader()
+    event.listen(bench.db.engine, "before_cursor_execute", record)
+    try:
+        seed = lookbacks.resolve_seed(session, SeedKind.OPERATOR, "tech")
+        statements.clear()
+        lookbacks.find_affected(session, seed, Window(day, day + timedelta(days=30)))
+    finally:
+        event.remove(bench.db.engine, "before_cursor_execute", record)
+        session.close()
+    plans = []
+    with bench.db.engine.connect() as connection:
+        for statement, parameters in statements:
+            rows = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters).scalars()
+            plans.append("\n".join(rows))
+    return plans
+
+
 def _p(values: list[float], percentile: int) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * percentile / 100))], 2)
@@ -288,6 +317,9 @@ def history_bench(
                 for kind, values in _in_process(bench, rng, dins[name], requests // 100).items():
                     timings[name].setdefault(kind, []).extend(values)
         figures: dict[str, object] = {"load_before": before, "load_after": load()}
+        for name, bench in benches.items():
+            figures[f"lookback_30_days_plan_{name}"] = explain_lookback(bench, rng)
+            print(f"lookback plan, {name}:", *figures[f"lookback_30_days_plan_{name}"], sep="\n", flush=True)
         for name, bench in benches.items():
             figures[name] = bench.results | {"readiness": readiness[name]} | {
                 kind: {"p50_ms": _p(values, 50), "p99_ms": _p(values, 99), "n": len(values)}

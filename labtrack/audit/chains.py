@@ -46,7 +46,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from labtrack.audit import checkpoints, tree
+from labtrack.audit import checkpoints
 from labtrack.audit.rowset import rowset
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
@@ -549,11 +549,10 @@ class _Run:
         """One batch's whole chain against the newest checkpoint's kept leaf for it: no tree rebuilt (R-SCL-3).
         Should the newest checkpoint not be sound, the full anchor (``checkpoints.anchor``) is taken instead."""
         self.begin()
-        self.anchor = checkpoints.anchor_on(self.session, self.public_key, checkpoints.latest(self.session))
+        newest = checkpoints.latest(self.session)
+        self.anchor = checkpoints.anchor_on(self.session, self.public_key, newest, streams=[din])
         if self.anchor.problem is not None:
             self.anchor = checkpoints.anchor(self.session, self.public_key)
-        elif self.anchor.trusted is not None:
-            self.anchor.leaves = tree.heads_of(self.session.connection(), [din])
         report = self.full(actor, din, None, anchored=True)
         report.mode = "batch"
         return report

@@ -57,7 +57,7 @@ from labtrack.clock import utcnow
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.hashing import iso_utc
-from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves
+from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves, verify_inclusion
 from labtrack.models import AdminEvent, Batch, BatchEvent, Checkpoint, CheckpointLeaf
 from labtrack.services.streams import ADMIN_STREAM
 
@@ -184,16 +184,44 @@ def _signable_heads(session: Session, previous: Checkpoint | None) -> list[Leaf]
     return [leaf for leaf in heads if leaf.stream not in kept and before.get(leaf.stream) != leaf]
 
 
+_KEPT_ALTERED = "the current leaves kept for it no longer produce its signed root: checkpoint data was altered"
+
+
 def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
     """Whether the kept leaves and tree (``labtrack.audit.tree``) still give the checkpoint's signed root (O(log n)),
     and the leaf rows it wrote itself still equal the kept ones (O(streams it changed), one statement)."""
     connection = session.connection()
     size = tree.size(connection)
     if size != checkpoint.tree_size or tree.root(connection, size).hex() != checkpoint.root:
-        return "the current leaves kept for it no longer produce its signed root: checkpoint data was altered"
+        return _KEPT_ALTERED
     if tree.departs_from(connection, checkpoint.id):
         return "its stored leaves no longer produce the signed root: checkpoint data was altered"
     return None
+
+
+def _proven_leaves(session: Session, checkpoint: Checkpoint, streams: Iterable[str]) -> dict[str, Leaf] | None:
+    """These streams' leaves in the newest checkpoint, each proven against its signed root: the leaf row it
+    stands on (``leaves_for``) equals the kept leaf, whose audit path from the kept tree leads to the root
+    (RFC 9162 §2.1.3.2). O(log n) rows a stream, whatever the number of streams the checkpoint wrote. None
+    when the kept tree no longer proves one of them; a stream never signed has no leaf and nothing to prove."""
+    connection = session.connection()
+    if tree.size(connection) != checkpoint.tree_size:
+        return None
+    signed = leaves_for(session, checkpoint, streams)
+    proven: dict[str, Leaf] = {}
+    for stream in streams:
+        placed = tree.position_of(connection, stream)
+        if placed is None and stream not in signed:
+            continue
+        if placed is None or placed[1] != signed.get(stream):
+            return None
+        position, leaf = placed
+        path = tree.inclusion_path(connection, position, checkpoint.tree_size)
+        root = bytes.fromhex(checkpoint.root)
+        if path is None or not verify_inclusion(leaf.data, position, checkpoint.tree_size, path, root):
+            return None
+        proven[stream] = leaf
+    return proven
 
 
 def sign_root(root: str, tree_size: int, key: LabKey, origin: str) -> Checkpoint:
@@ -270,6 +298,11 @@ def inclusion_proof(session: Session, checkpoint: Checkpoint, stream: str) -> In
             raise NotFound(f"Checkpoint {checkpoint.id} does not cover {stream}.")
         position, leaf = placed
         path = tree.inclusion_path(connection, position, checkpoint.tree_size)
+        if path is None:
+            raise Conflict(
+                f"The kept tree of checkpoint {checkpoint.id} lacks a node on {stream}'s audit path: "
+                "checkpoint data was altered; run a full verification."
+            )
         return InclusionProof(position, checkpoint.tree_size, leaf, [node.hex() for node in path])
     leaves = leaves_of(session, checkpoint.id)
     index = next((i for i, leaf in enumerate(leaves) if leaf.stream == stream), None)
@@ -397,11 +430,15 @@ def anchor(session: Session, public_key: Ed25519PublicKey) -> Anchor:
     return found
 
 
-def anchor_on(session: Session, public_key: Ed25519PublicKey, base: Checkpoint | None) -> Anchor:
+def anchor_on(
+    session: Session, public_key: Ed25519PublicKey, base: Checkpoint | None, streams: Iterable[str] | None = None
+) -> Anchor:
     """The anchor of an incremental verification (R-SCL-2): ``base``, a checkpoint already verified, and every
     newer one checked by key, signature and statement, the newest also by its kept tree (O(log n) rows).
 
-    The leaves are left for the caller to fill for the streams it reads (``leaves_for``).
+    The leaves are left for the caller to fill for the streams it reads (``leaves_for``). Given ``streams``
+    (one batch's record), the newest checkpoint is checked for those streams only, each leaf by its inclusion
+    proof (``_proven_leaves``), and the anchor carries their leaves.
     """
     found = Anchor()
     newer = select(Checkpoint).order_by(Checkpoint.id.desc())
@@ -410,7 +447,12 @@ def anchor_on(session: Session, public_key: Ed25519PublicKey, base: Checkpoint |
     for checkpoint in session.execute(newer.limit(1000)).scalars():
         problem = _signed_soundness(checkpoint, public_key)
         if problem is None and found.checkpoint is None:
-            problem = _tree_soundness(session, checkpoint)
+            if streams is None:
+                problem = _tree_soundness(session, checkpoint)
+            else:
+                proven = _proven_leaves(session, checkpoint, list(streams))
+                problem = _KEPT_ALTERED if proven is None else None
+                found.leaves = proven or {}
         if found.checkpoint is None:
             found.checkpoint, found.problem = checkpoint, problem
         if problem is not None:

@@ -267,8 +267,9 @@ def apply(connection: Connection, leaves: Iterable[Leaf]) -> int:
     return tree_size
 
 
-def inclusion_path(connection: Connection, position: int, tree_size: int) -> list[bytes]:
-    """RFC 6962's audit path for the leaf at ``position`` from the stored nodes: O(log n) rows, one query."""
+def inclusion_path(connection: Connection, position: int, tree_size: int) -> list[bytes] | None:
+    """RFC 6962's audit path for the leaf at ``position`` from the stored nodes: O(log n) rows, one query.
+    None when a node on it is missing (the kept tree was altered)."""
     keys = []
     index = position
     for level, length in enumerate(_lengths(tree_size)[:-1]):
@@ -276,6 +277,8 @@ def inclusion_path(connection: Connection, position: int, tree_size: int) -> lis
             keys.append((level, index ^ 1))
         index >>= 1
     found = _nodes(connection, keys)
+    if len(found) != len(keys):
+        return None
     return [found[key] for key in keys]
 
 

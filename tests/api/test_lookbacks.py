@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from labtrack.domain.investigations import SeedKind, Window
 from labtrack.services import lookbacks, reference
 from labtrack.services.auth import actor_of
 from tests.helpers import LAB_STEPS, Lab, iso, now, signature
@@ -306,3 +307,21 @@ def test_r_lbk_2_opening_costs_the_same_round_trips_for_one_held_batch_as_for_fi
         # are inserted one by one, calls into the library in process; the other statements stay the same
         per_row = Counter(INSERT=3 * (len(five) - 1) + 1)  # and the second clinic's notice
         assert many.kinds == one.kinds + per_row, (one.statements, many.statements)
+
+
+def test_r_lbk_1_the_batches_found_are_read_by_id_in_slices_and_all_come_back_in_id_order(lab, made, monkeypatch):
+    """A large finding is read by primary key a slice at a time (never hashed against every batch recorded):
+    with slices of two, five batches still come back whole and in the order they are locked in."""
+    monkeypatch.setattr(lookbacks, "_BY_ID", 2)
+    dins = [made.at_lab() for _ in range(5)]
+    for din in dins:
+        lab.ok(lab.step(din, "digestion"))
+    session = lab.db.reader()
+    try:
+        seed = lookbacks.resolve_seed(session, SeedKind.REAGENT_LOT, str(lab.lot("collagenase")))
+        found = lookbacks.find_affected(session, seed, Window(None, None))
+    finally:
+        session.close()
+    assert [row[1] for row in found] == dins
+    assert [row[0] for row in found] == sorted(row[0] for row in found)
+    assert affected(lab.ok(open_lookback(lab, "reagent_lot", lab.lot("collagenase")))) == dict.fromkeys(dins, "held")

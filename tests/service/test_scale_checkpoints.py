@@ -148,3 +148,39 @@ def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
         report = chains.verify_recent(db.reader(), public_key=keys.trusted_public_key(app.config))
     assert [(f["din"], f["seq"]) for f in report.failures] == [(din, 2)]
     assert "canonical" in report.failures[0]["reason"]
+
+
+def test_r_scl_3_one_batch_proves_its_leaf_by_inclusion_not_by_reading_the_newest_checkpoints_leaves(lab, db):
+    """The record's check stands on the batch's own leaf: its kept leaf equals the row the newest checkpoint
+    signed for it and its audit path leads to the signed root. The other streams' leaf rows are not read, so
+    the cost does not grow with the streams that checkpoint wrote."""
+    dins = [lab.batch(mrn=f"MRN-{i}") for i in range(5)]
+    make_checkpoint(lab)  # the first checkpoint writes every stream
+    seen, stop = count_statements(db)
+    try:
+        report = lab.ok(lab.get("qa", "/audit/verify", din=dins[3]), 200)
+    finally:
+        stop()
+    assert (report["ok"], report["mode"], report["checkpoint"]["ok"]) == (True, "batch", True)
+    assert not any("checkpoint_leaves" in s and "checkpoint_heads" in s for s in seen)  # no leaf-by-leaf comparison
+
+
+def test_r_scl_3_one_batch_whose_kept_leaf_was_altered_is_anchored_on_the_signed_leaves(lab, db):
+    """Altering the batch's kept leaf breaks its inclusion proof: the check falls back to the checkpoint's
+    signed leaves, reports the kept tree, and a rewrite under the signed head is still named."""
+    dins = [lab.batch(mrn=f"MRN-{i}") for i in range(3)]
+    make_checkpoint(lab)
+    rewrite_consistently(db, dins[1], 1, {"note": "forged"})
+    with triggers_bypassed(lab) as connection:
+        forged = lab.sql(
+            "SELECT hash FROM batch_events e JOIN batches b ON b.id = e.batch_id WHERE b.din = :d", d=dins[1]
+        )
+        connection.execute(update(CheckpointHead).where(CheckpointHead.stream == dins[1]).values(hash=forged[-1][0]))
+    report = lab.ok(lab.get("qa", "/audit/verify", din=dins[1]), 200)
+    assert report["ok"] is False
+    reasons = {(f["din"], f["seq"]): f["reason"] for f in report["failures"]}
+    assert sorted(reasons) == sorted([(dins[1], 1), ("checkpoint", 1)]), reasons
+    assert "rewritten" in reasons[(dins[1], 1)]
+    assert "kept for it differ" in reasons[("checkpoint", 1)]
+    untouched = lab.ok(lab.get("qa", "/audit/verify", din=dins[0]), 200)
+    assert untouched["failures"] == []  # another batch's leaf still proves: the scope is the one batch
