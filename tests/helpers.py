@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -14,6 +16,7 @@ from sqlalchemy import text
 from labtrack.db import Database
 from labtrack.services import reference
 
+T = TypeVar("T")
 PASSWORD = "correct-horse-battery"
 USERS = {
     "admin": ("Ada Admin", "admin", None),
@@ -35,6 +38,22 @@ def iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
+def remembered(helper: Callable[..., T]) -> Callable[..., T]:
+    """A journey helper whose database the run keeps when it is a test's first write (``Lab.journeys``, the
+    conftest's ``JourneyStates``): later tests asking for the same journey get those rows put back instead of
+    making them again. Calls within it, and every later call in the test, run as written."""
+
+    @functools.wraps(helper)
+    def journey(self: Lab, *args: Any, **kwargs: Any) -> T:
+        journeys, self.journeys = self.journeys, None
+        if journeys is None:
+            return helper(self, *args, **kwargs)
+        key = repr((helper.__name__, args, sorted(kwargs.items())))
+        return journeys.reach(self, key, lambda: helper(self, *args, **kwargs))
+
+    return journey
+
+
 @dataclass
 class Lab:
     app: Flask
@@ -42,6 +61,7 @@ class Lab:
     db: Database
     tokens: dict[str, str] = field(default_factory=dict)
     lots: dict[str, int] = field(default_factory=dict)
+    journeys: Any = None  # the run's kept journeys, until the test's first journey helper
 
     @classmethod
     def build(cls, app: Flask, client: FlaskClient) -> Lab:
@@ -122,10 +142,12 @@ class Lab:
 
     # --- the journey ------------------------------------------------------------------------
 
+    @remembered
     def patient(self, mrn: str = "MRN-1", *, by: str = "clinic", birth_date: str = "1980-05-17", **extra: Any) -> dict:
         body = {"mrn": mrn, "family_name": "Doe", "given_name": "Jane", "birth_date": birth_date} | extra
         return self.ok(self.post(by, "/patients", body))
 
+    @remembered
     def batch(self, tissue_source: str = "adipose", *, mrn: str = "MRN-1", by: str = "clinic") -> str:
         patient = self.patient(mrn, by=by) if by == "clinic" else self.patient(mrn, by=by, clinic="C1")
         return self.ok(self.post(by, "/batches", {"patient_id": patient["id"], "tissue_source": tissue_source}))["din"]
@@ -172,6 +194,7 @@ class Lab:
     def step(self, din: str, step: str, *, by: str = "tech", **body: Any):
         return self.post(by, f"/batches/{din}/steps", {"step": step, "scanned_din": din} | LAB_STEPS[step] | body)
 
+    @remembered
     def at_lab(self, tissue_source: str = "adipose") -> str:
         """A batch harvested, handed to the lab and received by ``tech``."""
         din = self.batch(tissue_source)
@@ -180,6 +203,7 @@ class Lab:
         self.ok(self.receive(din))
         return din
 
+    @remembered
     def processed(self, tissue_source: str = "adipose") -> str:
         din = self.at_lab(tissue_source)
         for name in PROCESS_ORDER[tissue_source]:
@@ -195,6 +219,7 @@ class Lab:
     def release(self, din: str, *, by: str = "qa", password: str = PASSWORD):
         return self.post(by, f"/batches/{din}/release", {"signature": signature("approved", password)})
 
+    @remembered
     def awaiting_release(self, tissue_source: str = "adipose", results: dict[str, Any] | None = None) -> str:
         """A processed batch with every required QC result entered by tech and verified by tech2."""
         din = self.processed(tissue_source)
@@ -203,11 +228,13 @@ class Lab:
             self.ok(self.verify(din, entered["id"]), 200)
         return din
 
+    @remembered
     def released(self, tissue_source: str = "adipose") -> str:
         din = self.awaiting_release(tissue_source)
         self.ok(self.release(din), 200)
         return din
 
+    @remembered
     def delivered(self, tissue_source: str = "adipose") -> str:
         """Released, dispatched by tech to the clinic user and received at the clinic."""
         din = self.released(tissue_source)

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,7 +33,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.conftest import LabState, SharedApp, lab_database
+from tests.conftest import LabState, SharedApp, fresh_test_database
 from tests.helpers import GOOD_RESULTS, LAB_STEPS, PASSWORD, PROCESS_ORDER, USERS, signature
 
 TISSUES = ("adipose", "bone_marrow")
@@ -359,10 +358,10 @@ BATCH_ACTIONS = tuple(DUE)
 class LifecycleMachine(RuleBasedStateMachine):
     """Each step is one action, mostly on a batch where it is due and by a user who may do it."""
 
-    def __init__(self, shared: SharedApp, state: LabState, template: str, tmp: pytest.TempPathFactory) -> None:
+    def __init__(self, shared: SharedApp, state: LabState, fresh: Callable[[], str]) -> None:
         super().__init__()
         self.shared = shared  # conftest's app, on a fresh database of Lab.build's for each run
-        self.app = shared.lend(lab_database(template, state, tmp.mktemp("lifecycle")))
+        self.app = shared.lend(fresh())
         self.lab = state.lab(self.app, self.app.test_client())
         for username in ALL_USERS:
             self.lab.headers(username)  # a token each, while nobody is locked
@@ -701,6 +700,10 @@ def test_r_rel_1_r_seq_1_r_aud_3_random_users_and_actions_keep_the_lifecycle_law
     """Random actions by random users through the API never answer 5xx, and after every step
     a released batch met every R-REL-1 condition, no step was skipped (R-SEQ-1) and the
     chain verifies (R-AUD-3)."""
-    # conftest's app, migrated database and Lab.build state, made once per run
-    shared, state, template = (request.getfixturevalue(name) for name in ("_shared_app", "_lab_state", "_template"))
-    run_state_machine_as_test(lambda: LifecycleMachine(shared, state, template, tmp_path_factory), settings=SETTINGS)
+    # conftest's app and Lab.build state, made once per run; each run of the machine on the test database made fresh
+    shared, state = request.getfixturevalue("_shared_app"), request.getfixturevalue("_lab_state")
+
+    def fresh() -> str:
+        return fresh_test_database(request, state, tmp_path_factory.mktemp("lifecycle"))
+
+    run_state_machine_as_test(lambda: LifecycleMachine(shared, state, fresh), settings=SETTINGS)
