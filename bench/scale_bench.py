@@ -13,8 +13,9 @@ adds the 20,000,000-event history: one database of 1,000,000 batches × 20 event
 lookback's finding (``lookbacks.find_affected`` for a lot, a centrifuge over a day, a technician over 30
 days) are measured on the two in alternation, the plans of the technician's lookback are printed, then
 incremental verification of 100,000 new events over 1,000,000 events and over the big history, in
-alternation, twice (``incremental_pair``: the best of each, so both meet the same load). Every database is a scratch one (created, migrated, seeded as ``bench/run.py`` does, dropped at
-the end). The load average before each measurement is printed with it.
+alternation, twice (``incremental_pair``: the best of each, so both meet the same load). Every database
+is a scratch one (created, migrated, seeded as ``bench/run.py`` does, dropped at the end). The load
+average before each measurement is printed with it.
 """
 
 from __future__ import annotations
