@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from flask import current_app, g
-from sqlalchemy import Engine, Row, create_engine, event
+from sqlalchemy import Engine, Row, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,7 +33,24 @@ WRITE_OPTION = "labtrack_write"
 MAX_ATTEMPTS = 8
 AFTER_COMMIT = "labtrack_after_commit"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # requests that write nothing
+ROWS_PER_STATEMENT = 50_000  # rows handed to one statement as parameters (the first build of a large tree)
+IDS_PER_STATEMENT = 1000  # ids per statement reading rows by primary key
 log = logging.getLogger(__name__)
+
+
+def chunks(rows: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> Iterator[Sequence[Any]]:
+    """``rows`` in slices of at most ``size``, in order: one statement's worth of parameters each."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def rows_by_id(session: Session, statement: Callable[[Sequence[int]], Select], ids: Sequence[int]) -> Iterator[Row]:
+    """The rows of ``statement(part)`` for each slice of ``ids``, ``IDS_PER_STATEMENT`` at a time, in turn.
+
+    A finding taken from an index (the ids first) reaches its rows by primary key, so the cost follows the
+    rows found; joined in one statement, they would be hashed against a scan of the whole table."""
+    for part in chunks(ids, IDS_PER_STATEMENT):
+        yield from session.execute(statement(part))
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:

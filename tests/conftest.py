@@ -120,10 +120,13 @@ PUBLIC_TABLES = (
     "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
 )
+SQLITE_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
 
 
 def _public_tables(connection) -> list[str]:
-    return [row[0] for row in connection.execute(text(PUBLIC_TABLES)) if row[0] not in KEEP_TABLES]
+    """The application's tables (not the migrations' bookkeeping), on either database."""
+    listed = SQLITE_TABLES if connection.dialect.name == "sqlite" else PUBLIC_TABLES
+    return [row[0] for row in connection.execute(text(listed)) if row[0] not in KEEP_TABLES]
 
 
 def _reset_postgres(url: str, snapshot: dict[str, int] | None = None, schema: str = SNAPSHOT_SCHEMA) -> None:
@@ -290,11 +293,7 @@ class JourneyStates:
 
     def _counts(self, database: Database) -> tuple[int, ...]:
         with database.engine.connect() as connection:
-            if database.is_sqlite:
-                listed = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-                tables = sorted(row[0] for row in connection.exec_driver_sql(listed) if row[0] not in KEEP_TABLES)
-            else:
-                tables = sorted(_public_tables(connection))
+            tables = sorted(_public_tables(connection))
             counts = ", ".join(f'(SELECT count(*) FROM "{table}")' for table in tables)
             return tuple(connection.exec_driver_sql(f"SELECT {counts}").one())
 

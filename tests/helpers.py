@@ -197,7 +197,10 @@ class Lab:
     @remembered
     def at_lab(self, tissue_source: str = "adipose") -> str:
         """A batch harvested, handed to the lab and received by ``tech``."""
-        din = self.batch(tissue_source)
+        return self.bring_in(self.batch(tissue_source), tissue_source)
+
+    def bring_in(self, din: str, tissue_source: str = "adipose") -> str:
+        """Harvest the registered batch ``din``, hand it to the lab and receive it as ``tech``."""
         self.ok(self.harvest(din, tissue_source))
         self.ok(self.handoff(din))
         self.ok(self.receive(din))
@@ -205,7 +208,10 @@ class Lab:
 
     @remembered
     def processed(self, tissue_source: str = "adipose") -> str:
-        din = self.at_lab(tissue_source)
+        return self.process(self.at_lab(tissue_source), tissue_source)
+
+    def process(self, din: str, tissue_source: str = "adipose") -> str:
+        """Every processing step of ``din``, received at the lab, in order."""
         for name in PROCESS_ORDER[tissue_source]:
             self.ok(self.step(din, name))
         return din
@@ -222,7 +228,10 @@ class Lab:
     @remembered
     def awaiting_release(self, tissue_source: str = "adipose", results: dict[str, Any] | None = None) -> str:
         """A processed batch with every required QC result entered by tech and verified by tech2."""
-        din = self.processed(tissue_source)
+        return self.pass_qc(self.processed(tissue_source), tissue_source, results)
+
+    def pass_qc(self, din: str, tissue_source: str = "adipose", results: dict[str, Any] | None = None) -> str:
+        """Every required QC result of the processed ``din`` entered by tech and verified by tech2."""
         for test, value in (GOOD_RESULTS[tissue_source] | (results or {})).items():
             entered = self.ok(self.qc(din, test, value))
             self.ok(self.verify(din, entered["id"]), 200)
@@ -237,7 +246,10 @@ class Lab:
     @remembered
     def delivered(self, tissue_source: str = "adipose") -> str:
         """Released, dispatched by tech to the clinic user and received at the clinic."""
-        din = self.released(tissue_source)
+        return self.deliver(self.released(tissue_source))
+
+    def deliver(self, din: str) -> str:
+        """The released ``din`` dispatched by tech to the clinic user and received at the clinic."""
         self.ok(self.handoff(din, by="tech", to="clinic", seal="SEAL-2"))
         self.ok(self.receive(din, by="clinic", seal="SEAL-2"))
         return din

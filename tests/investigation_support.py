@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from labtrack.web.investigations import FLAGS
-from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, Lab, iso, now
+from tests.helpers import Lab, iso, now
 
 
 class Batches:
@@ -20,37 +20,22 @@ class Batches:
         return self.lab.ok(self.lab.post("clinic", "/batches", body))["din"]
 
     def at_lab(self, tissue_source: str = "adipose") -> str:
-        din = self.registered(tissue_source)
-        self.lab.ok(self.lab.harvest(din, tissue_source))
-        self.lab.ok(self.lab.handoff(din))
-        self.lab.ok(self.lab.receive(din))
-        return din
+        return self.lab.bring_in(self.registered(tissue_source), tissue_source)
 
     def processed(self, tissue_source: str = "adipose") -> str:
-        din = self.at_lab(tissue_source)
-        for name in PROCESS_ORDER[tissue_source]:
-            self.lab.ok(self.lab.step(din, name))
-        return din
+        return self.lab.process(self.at_lab(tissue_source), tissue_source)
 
     def awaiting_release(self, tissue_source: str = "adipose") -> str:
-        din = self.processed(tissue_source)
-        for test, value in GOOD_RESULTS[tissue_source].items():
-            entered = self.lab.ok(self.lab.qc(din, test, value))
-            self.lab.ok(self.lab.verify(din, entered["id"]), 200)
-        return din
+        return self.lab.pass_qc(self.processed(tissue_source), tissue_source)
 
     def administered(self, tissue_source: str = "adipose") -> str:
         return self.finish(self.processed(tissue_source), tissue_source)
 
     def finish(self, din: str, tissue_source: str = "adipose") -> str:
         """A processed batch's QC, release, dispatch, receipt at the clinic and administration."""
-        for test, value in GOOD_RESULTS[tissue_source].items():
-            entered = self.lab.ok(self.lab.qc(din, test, value))
-            self.lab.ok(self.lab.verify(din, entered["id"]), 200)
+        self.lab.pass_qc(din, tissue_source)
         self.lab.ok(self.lab.release(din), 200)
-        self.lab.ok(self.lab.handoff(din, by="tech", to="clinic", seal="SEAL-2"))
-        self.lab.ok(self.lab.receive(din, by="clinic", seal="SEAL-2"))
-        self.lab.ok(self.lab.administration(din))
+        self.lab.ok(self.lab.administration(self.lab.deliver(din)))
         return din
 
 

@@ -48,7 +48,8 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from labtrack.audit import checkpoints
-from labtrack.audit.rowset import chunks, rowset
+from labtrack.audit.rowset import rowset
+from labtrack.db import chunks, rows_by_id
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import NotFound
 from labtrack.domain.hashing import GENESIS_HASH, BrokenLink, StoredLink, canonical_body, link_hash, verify_links
@@ -181,7 +182,6 @@ def _links_hold(rows: list[Row]) -> bool:
 
 PREFETCH_ROWS = 5000
 EXTEND_CHUNK = 5000  # batches whose new events one statement reads in incremental verification
-HEADS_BY_ID = 1000  # batch ids per statement reading the heads of the batches that moved
 _FROM = {"batch_id": Integer(), "seq": Integer()}
 SPLIT_FROM_EVENTS = 50_000
 """A full run on PostgreSQL over at least this many events (by the batches' heads) scans them on two
@@ -591,16 +591,12 @@ class _Run:
 
     def _heads_since(self, since: datetime) -> dict[int, Row]:
         """The projection heads of the batches with an event recorded since ``since``, by id: the ids first
-        (the ``recorded_at`` index), then those batches by primary key a slice at a time, so the cost follows
-        the batches that moved. Joined in one statement, the batches would be hashed against a scan of every
-        batch ever recorded."""
+        (the ``recorded_at`` index), then those batches by primary key (``rows_by_id``), so the cost follows
+        the batches that moved."""
         recent = select(BatchEvent.batch_id).where(BatchEvent.recorded_at >= since).distinct()
         ids = sorted(self.session.execute(recent).scalars())
-        heads: dict[int, Row] = {}
-        for part in chunks(ids, HEADS_BY_ID):
-            rows = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).where(Batch.id.in_(part)).order_by(Batch.id)
-            heads.update({row.id: row for row in self.session.execute(rows)})
-        return heads
+        heads = select(Batch.id, Batch.din, Batch.seq, Batch.head_hash).order_by(Batch.id)
+        return {row.id: row for row in rows_by_id(self.session, lambda part: heads.where(Batch.id.in_(part)), ids)}
 
     def _extensions(self, starts: list[tuple[int, int]]) -> list[Select]:
         """The statements reading these batches' events from each one's start seq, ``EXTEND_CHUNK`` batches each."""

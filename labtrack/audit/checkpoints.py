@@ -51,9 +51,10 @@ from sqlalchemy.orm import Session, aliased
 
 from labtrack.audit import tree
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
-from labtrack.audit.rowset import chunks, rowset
+from labtrack.audit.rowset import rowset
 from labtrack.audit.statement import COMMIT_MARGIN, parse_statement, statement_text
 from labtrack.clock import utcnow
+from labtrack.db import chunks
 from labtrack.domain.actors import Action, Actor, require
 from labtrack.domain.errors import Conflict, NotFound
 from labtrack.domain.hashing import iso_utc
@@ -199,7 +200,7 @@ def _tree_soundness(session: Session, checkpoint: Checkpoint) -> str | None:
     return None
 
 
-def _proven_leaves(session: Session, checkpoint: Checkpoint, streams: Iterable[str]) -> dict[str, Leaf] | None:
+def _proven_leaves(session: Session, checkpoint: Checkpoint, streams: list[str]) -> dict[str, Leaf] | None:
     """These streams' leaves in the newest checkpoint, each proven against its signed root: the leaf row it
     stands on (``leaves_for``) equals the kept leaf, whose audit path from the kept tree leads to the root
     (RFC 9162 §2.1.3.2). O(log n) rows a stream, whatever the number of streams the checkpoint wrote. None

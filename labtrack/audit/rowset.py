@@ -8,14 +8,12 @@ are one statement and one round trip, not a thousand, nor a long ``OR`` to plan.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Subquery, bindparam, func, select, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
-
-CHUNK = 50_000  # rows per statement: the first build of a large tree goes in several
 
 
 def rowset(connection: Connection, columns: dict[str, TypeEngine[Any]], rows: Sequence[Sequence[Any]]) -> Subquery:
@@ -33,9 +31,3 @@ def rowset(connection: Connection, columns: dict[str, TypeEngine[Any]], rows: Se
             for i, (name, kind) in enumerate(columns.items())
         )
     ).subquery()
-
-
-def chunks(rows: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
-    """``rows`` in slices of at most ``size``, in order: one statement's worth of parameters each."""
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]

@@ -42,7 +42,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeEngine
 
-from labtrack.audit.rowset import chunks, rowset
+from labtrack.audit.rowset import rowset
+from labtrack.db import chunks
 from labtrack.domain.merkle import EMPTY_ROOT, Leaf, leaf_hash, node_hash, sort_leaves
 from labtrack.models import CheckpointHead, CheckpointLeaf, CheckpointNode
 

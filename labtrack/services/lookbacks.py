@@ -19,6 +19,7 @@ from sqlalchemy import Select, and_, insert, or_, select
 from sqlalchemy.orm import Session, joinedload, lazyload
 
 from labtrack.clock import utcnow
+from labtrack.db import rows_by_id
 from labtrack.domain.actors import Action, Actor, clinic_scope, require, sees_clinic
 from labtrack.domain.din import parse_din
 from labtrack.domain.errors import Conflict, InvalidDin, NotFound, ValidationFailed
@@ -151,24 +152,15 @@ def affected_query(session: Session, seed: Seed, window: Window) -> Select:
     return select(use.batch_id).where(*linked).distinct()
 
 
-_BY_ID = 1000  # batch ids per statement reading the batches found
-
-
 def find_affected(session: Session, seed: Seed, window: Window) -> list[tuple[int, str, int, str]]:
     """(id, DIN, clinic id, status) of every affected batch, in id order (the order they are locked in).
 
-    The ids come first (an index-only scan of ``batch_uses``), then those batches by primary key: the cost
-    follows the batches found. Joined in one statement, a large finding (a technician's month) would be
-    hashed against a scan of every batch ever recorded."""
+    The ids come first (an index-only scan of ``batch_uses``), then those batches by primary key
+    (``rows_by_id``): the cost follows the batches found, even for a large finding (a technician's month)."""
     ids = sorted(session.execute(affected_query(session, seed, window)).scalars())
-    found: list[tuple[int, str, int, str]] = []
-    for start in range(0, len(ids), _BY_ID):
-        wanted = ids[start : start + _BY_ID]
-        rows = session.execute(
-            select(Batch.id, Batch.din, Batch.clinic_id, Batch.status).where(Batch.id.in_(wanted)).order_by(Batch.id)
-        )
-        found.extend((row.id, row.din, row.clinic_id, row.status) for row in rows)
-    return found
+    found = select(Batch.id, Batch.din, Batch.clinic_id, Batch.status).order_by(Batch.id)
+    rows = rows_by_id(session, lambda part: found.where(Batch.id.in_(part)), ids)
+    return [(row.id, row.din, row.clinic_id, row.status) for row in rows]
 
 
 def open_lookback(

@@ -43,7 +43,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
-from labtrack.db import after_commit
+from labtrack.db import after_commit, chunks
 from labtrack.domain.operations import OutboxStatus
 from labtrack.models import Batch, Clinic, OutboxDelivery, OutboxMessage
 from labtrack.ops import logs
@@ -95,8 +95,8 @@ def request_dispatch(ids: list[int], send: Send) -> None:
 def publish(send: Send, ids: list[int]) -> bool:
     """Send the dispatch tasks for ``ids``; False (logged) when the broker cannot take them."""
     try:
-        for start in range(0, len(ids), CHUNK):  # a burst is shared out among the workers
-            send(ids[start : start + CHUNK])
+        for part in chunks(ids, CHUNK):  # a burst is shared out among the workers
+            send(list(part))
     except Exception as error:  # any broker failure: the sweep delivers these rows later
         log.warning("outbox %s: broker unavailable (%s); the sweep will deliver them", ids, error)
         return False

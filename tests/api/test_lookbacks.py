@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from labtrack import db as db_module
 from labtrack.domain.investigations import SeedKind, Window
 from labtrack.services import lookbacks, reference
 from labtrack.services.auth import actor_of
@@ -312,7 +313,7 @@ def test_r_lbk_2_opening_costs_the_same_round_trips_for_one_held_batch_as_for_fi
 def test_r_lbk_1_the_batches_found_are_read_by_id_in_slices_and_all_come_back_in_id_order(lab, made, monkeypatch):
     """A large finding is read by primary key a slice at a time (never hashed against every batch recorded):
     with slices of two, five batches still come back whole and in the order they are locked in."""
-    monkeypatch.setattr(lookbacks, "_BY_ID", 2)
+    monkeypatch.setattr(db_module, "IDS_PER_STATEMENT", 2)
     dins = [made.at_lab() for _ in range(5)]
     for din in dins:
         lab.ok(lab.step(din, "digestion"))
