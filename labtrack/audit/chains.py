@@ -36,6 +36,8 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
+    Subquery,
     and_,
     cast,
     func,
@@ -84,24 +86,26 @@ class Report:
         }
 
 
-def _event_columns() -> Select:
-    return (
-        select(
-            BatchEvent.batch_id,
-            Batch.din,
-            BatchEvent.seq,
-            BatchEvent.type,
-            BatchEvent.occurred_at,
-            BatchEvent.recorded_at,
-            User.username,
-            BatchEvent.data,
-            BatchEvent.prev_hash,
-            BatchEvent.hash,
-            BatchEvent.canonical,
-        )
-        .join(Batch, Batch.id == BatchEvent.batch_id)
-        .join(User, User.id == BatchEvent.actor_id)
-    )
+def _event_columns(din: ColumnElement) -> list[ColumnElement]:
+    """What the Python check reads of an event, in the order ``_expected`` and the links take it; ``din`` the
+    batch's DIN (its column, or the one a joined set of batches carries)."""
+    return [
+        BatchEvent.batch_id,
+        din.label("din"),
+        BatchEvent.seq,
+        BatchEvent.type,
+        BatchEvent.occurred_at,
+        BatchEvent.recorded_at,
+        User.username,
+        BatchEvent.data,
+        BatchEvent.prev_hash,
+        BatchEvent.hash,
+        BatchEvent.canonical,
+    ]
+
+
+def _with_actors(columns: list[ColumnElement]) -> Select:
+    return select(*columns).select_from(BatchEvent).join(User, User.id == BatchEvent.actor_id)
 
 
 def _iso_utc_sql(column: ColumnElement) -> ColumnElement:
@@ -111,8 +115,8 @@ def _iso_utc_sql(column: ColumnElement) -> ColumnElement:
     )
 
 
-def _fields_match_sql() -> ColumnElement:
-    """On PostgreSQL: does the stored canonical text hold exactly the event's columns?
+def _fields_match_sql(din: ColumnElement) -> ColumnElement:
+    """On PostgreSQL: does the stored canonical text hold exactly the event's columns (``din`` its batch's)?
 
     jsonb equality (same members, same values, whatever the order) compares them in
     the database, so a full verification does not re-serialise RFC 8785 in Python for
@@ -121,7 +125,7 @@ def _fields_match_sql() -> ColumnElement:
     Python (``_expected``), which has the last word.
     """
     body = func.jsonb_build_object(
-        literal_column("'batch'::text"), Batch.din,
+        literal_column("'batch'::text"), din,
         literal_column("'seq'::text"), BatchEvent.seq,
         literal_column("'type'::text"), BatchEvent.type,
         literal_column("'occurred_at'::text"), _iso_utc_sql(BatchEvent.occurred_at),
@@ -138,7 +142,8 @@ def _expected(session: Session, row) -> str | None:
         return None
     if not hasattr(row, "data"):
         where = (BatchEvent.batch_id == row.batch_id, BatchEvent.seq == row.seq)
-        row = session.execute(_event_columns().where(*where)).one()
+        columns = _with_actors(_event_columns(Batch.din)).join(Batch, Batch.id == BatchEvent.batch_id)
+        row = session.execute(columns.where(*where)).one()
     return canonical_body(
         stream_key=row.din,
         seq=row.seq,
@@ -182,7 +187,7 @@ def _links_hold(rows: list[Row]) -> bool:
 
 PREFETCH_ROWS = 5000
 EXTEND_CHUNK = 5000  # batches whose new events one statement reads in incremental verification
-_FROM = {"batch_id": Integer(), "seq": Integer()}
+_FROM = {"batch_id": Integer(), "seq": Integer(), "din": String()}
 SPLIT_FROM_EVENTS = 50_000
 """A full run on PostgreSQL over at least this many events (by the batches' heads) scans them on two
 connections; below it, the second connection's set-up is not worth it."""
@@ -450,11 +455,14 @@ class _Run:
         for checkpoint_id, problem in self.anchor.rejected:
             self.fail("checkpoint", BrokenLink(checkpoint_id, f"checkpoint {checkpoint_id}: {problem}"))
 
-    def _events(self) -> Select:
-        """Every event's columns as the chain check reads them, in batch and seq order."""
+    def _events(self, given: Subquery | None = None) -> Select:
+        """Every event's columns as the chain check reads them, in batch and seq order. Joined to ``given``
+        (rows of batch id, start seq and DIN: ``_extensions``), each of its batches' events from its start,
+        the batches' DINs taken from it; else the batches are joined for them."""
+        din = Batch.din if given is None else given.c.din
         if self.in_database:
-            events = (
-                select(  # in the order _links_hold unpacks
+            events = _with_actors(
+                [  # in the order _links_hold unpacks
                     BatchEvent.batch_id,
                     BatchEvent.seq,
                     # The driver's aware datetime as is: the checkpoint comparison needs no UTC conversion.
@@ -462,13 +470,15 @@ class _Run:
                     BatchEvent.prev_hash,
                     BatchEvent.hash,
                     BatchEvent.canonical,
-                    _fields_match_sql(),
-                )
-                .join(Batch, Batch.id == BatchEvent.batch_id)
-                .join(User, User.id == BatchEvent.actor_id)
+                    _fields_match_sql(din),
+                ]
             )
         else:
-            events = _event_columns()
+            events = _with_actors(_event_columns(din))
+        if given is None:
+            events = events.join(Batch, Batch.id == BatchEvent.batch_id)
+        else:
+            events = events.join(given, and_(BatchEvent.batch_id == given.c.batch_id, BatchEvent.seq >= given.c.seq))
         return events.order_by(BatchEvent.batch_id, BatchEvent.seq).execution_options(yield_per=PREFETCH_ROWS)
 
     def _each_batch(self, parts: list[list[Select]], sure: Callable[[list[Row]], bool]) -> Iterator[tuple[list, bool]]:
@@ -599,12 +609,17 @@ class _Run:
         return {row.id: row for row in rows_by_id(self.session, lambda part: heads.where(Batch.id.in_(part)), ids)}
 
     def _extensions(self, starts: list[tuple[int, int]]) -> list[Select]:
-        """The statements reading these batches' events from each one's start seq, ``EXTEND_CHUNK`` batches each."""
+        """The statements reading these batches' events from each one's start seq, ``EXTEND_CHUNK`` batches each.
+
+        Each statement is driven by its batches (id, start, DIN) by index, never by the batches table, and
+        bounded by their ids, so that the planner keeps only the partitions that hold them: its cost is the
+        new events', whatever the history."""
         statements = []
         for chunk in chunks(starts, EXTEND_CHUNK):
-            given = rowset(self.session.connection(), _FROM, chunk)  # joined, not a long OR to plan
-            on = and_(BatchEvent.batch_id == given.c.batch_id, BatchEvent.seq >= given.c.seq)
-            statements.append(self._events().join(given, on))
+            rows = [(batch_id, seq, self.heads[batch_id].din) for batch_id, seq in chunk]
+            given = rowset(self.session.connection(), _FROM, rows)  # joined, not a long OR to plan
+            ids = [batch_id for batch_id, _seq in chunk]
+            statements.append(self._events(given).where(BatchEvent.batch_id.between(min(ids), max(ids))))
         return statements
 
     def _extend(self, batch_id: int, rows: list[Row]) -> None:

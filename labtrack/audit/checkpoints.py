@@ -47,7 +47,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Integer, String, and_, func, insert, literal, select, text
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from labtrack.audit import tree
 from labtrack.audit.keys import ALGORITHM, LabKey, key_id_of, signature_valid
@@ -467,22 +467,21 @@ def anchor_on(
 
 def leaves_for(session: Session, checkpoint: Checkpoint | None, streams: Iterable[str]) -> dict[str, Leaf]:
     """These streams' leaves in ``checkpoint`` (from the append-only delta rows, by index: O(streams × log n)),
-    in one statement joined against the streams."""
+    in one statement over the streams: each stream's newest row up to ``checkpoint``, read backwards on the
+    primary key. Joined to ``checkpoint_leaves`` instead, the planner hashes every leaf ever signed."""
     found: dict[str, Leaf] = {}
     if checkpoint is None:
         return found
-    earlier = aliased(CheckpointLeaf)
     for part in chunks(sorted(set(streams))):
         given = rowset(session.connection(), {"stream": String()}, [(stream,) for stream in part])
-        newest = (
-            select(func.max(earlier.checkpoint_id))
-            .where(earlier.stream == given.c.stream, earlier.checkpoint_id <= checkpoint.id)
+        newest = [
+            select(column)
+            .where(CheckpointLeaf.stream == given.c.stream, CheckpointLeaf.checkpoint_id <= checkpoint.id)
+            .order_by(CheckpointLeaf.checkpoint_id.desc())
+            .limit(1)
             .scalar_subquery()
-        )
-        rows = session.execute(
-            select(CheckpointLeaf.stream, CheckpointLeaf.seq, CheckpointLeaf.hash)
-            .join(given, CheckpointLeaf.stream == given.c.stream)
-            .where(CheckpointLeaf.checkpoint_id == newest)
-        )
-        found.update({row.stream: Leaf(row.stream, row.seq, row.hash) for row in rows})
+            for column in (CheckpointLeaf.seq, CheckpointLeaf.hash)
+        ]
+        rows = session.execute(select(given.c.stream, newest[0].label("seq"), newest[1].label("hash")))
+        found.update({row.stream: Leaf(row.stream, row.seq, row.hash) for row in rows if row.seq is not None})
     return found

@@ -4,7 +4,9 @@ O(changed streams + log n); R-SCL-2: incremental verification from the newest ve
 from __future__ import annotations
 
 import random
+import re
 
+import pytest
 from sqlalchemy import event, select, update
 
 from labtrack import jobs
@@ -12,6 +14,7 @@ from labtrack.audit import chains, checkpoints, keys, tree
 from labtrack.domain.merkle import Leaf, MerkleTree, sort_leaves, verify_inclusion
 from labtrack.models import BatchEvent, CheckpointHead
 from tests.api.test_audit_trail import triggers_bypassed
+from tests.service.test_scale_indexes import plans_of
 from tests.workers.test_checkpoints import make_checkpoint, rewrite_consistently
 
 
@@ -148,6 +151,36 @@ def test_r_scl_2_a_forged_event_after_the_signed_head_is_named(app, lab, db):
         report = chains.verify_recent(db.reader(), public_key=keys.trusted_public_key(app.config))
     assert [(f["din"], f["seq"]) for f in report.failures] == [(din, 2)]
     assert "canonical" in report.failures[0]["reason"]
+
+
+@pytest.mark.postgres
+def test_r_scl_2_incremental_verification_reads_by_index_what_moved_never_every_batch_or_leaf(app, lab, db):
+    """Its cost is the new events', whatever the history. Each moved stream's signed leaf is read backwards
+    on the primary key (joined, the planner hashed every leaf ever signed); the new events are driven by the
+    batches that moved, their DINs carried in (joined to the batches table, the planner sorted every batch
+    ever registered), from the partitions that hold those batches only."""
+    dins = [lab.batch(mrn=f"MRN-{i}") for i in range(3)]
+    make_checkpoint(lab)
+    key = keys.trusted_public_key(app.config)
+    with app.app_context():
+        assert jobs.record_incremental(db, key).ok
+    lab.ok(lab.harvest(dins[1], patient_mrn="MRN-1"))
+    session = db.reader()
+    try:
+        plans = plans_of(db, lambda: chains.verify_recent(session, public_key=key), ("unnest",), seqscan=True)
+    finally:
+        session.close()
+    leaves = [plan for statement, plan in plans if "checkpoint_leaves" in statement]
+    events = [plan for statement, plan in plans if "batch_events" in statement]
+    assert len(leaves) == len(events) == 1, plans
+    assert "Hash" not in leaves[0], leaves[0]
+    assert "Seq Scan on checkpoint_leaves" not in leaves[0], leaves[0]
+    assert "Index Scan Backward using pk_checkpoint_leaves" in leaves[0], leaves[0]
+    assert " on batches" not in events[0], events[0]
+    (holding,) = lab.sql("SELECT DISTINCT tableoid::regclass::text FROM batch_events WHERE seq = 2")[0]
+    partitions = lab.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'batch_events'::regclass")[0][0]
+    assert partitions > 1
+    assert set(re.findall(r" on (batch_events_\w+)", events[0])) == {holding}, events[0]
 
 
 def test_r_scl_3_one_batch_proves_its_leaf_by_inclusion_not_by_reading_the_newest_checkpoints_leaves(lab, db):
