@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Exists, Row, Select, select
+from sqlalchemy import Exists, Row, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -51,8 +51,9 @@ def covered_by_accepted_deviation() -> Exists:
     )
 
 
-def view_query(batch: Batch) -> Select:
-    """The columns release reads of each QC result, and whether an accepted deviation covers it."""
+def view_query() -> Select:
+    """The columns release reads of each QC result, and whether an accepted deviation covers it, of the batch
+    whose id is bound as ``batch_id``."""
     covered = covered_by_accepted_deviation()
     return select(
         QcResult.id,
@@ -63,7 +64,10 @@ def view_query(batch: Batch) -> Select:
         covered,
         QcResult.unit,
         QcResult.limit,
-    ).where(QcResult.batch_id == batch.id)
+    ).where(QcResult.batch_id == bindparam("batch_id"))
+
+
+_VIEWS = view_query().order_by(QcResult.id)  # built once: building it per request cost more than running it
 
 
 def view_of(row: Row) -> QcView:
@@ -75,7 +79,7 @@ def view_of(row: Row) -> QcView:
 def views(session: Session, batch: Batch) -> list[QcView]:
     """QC results as release sees them, out-of-spec ones marked when an accepted deviation covers them
     (one query of the columns release reads: no result rows, no joined users)."""
-    return [view_of(row) for row in session.execute(view_query(batch).order_by(QcResult.id))]
+    return [view_of(row) for row in session.execute(_VIEWS, {"batch_id": batch.id})]
 
 
 def evaluate_for(session: Session, batch: Batch, test: str, value: float | str) -> Evaluation:

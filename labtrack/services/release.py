@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import null, select, union_all
+from sqlalchemy import CompoundSelect, bindparam, null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -34,14 +34,21 @@ def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
     )
 
 
+def _qc_and_open_deviations() -> CompoundSelect:
+    open_deviations = select(Deviation.id, null(), null(), null(), null(), null(), null(), null()).where(
+        Deviation.batch_id == bindparam("batch_id"), Deviation.status == DeviationStatus.OPEN.value
+    )
+    both = union_all(qc.view_query(), open_deviations)
+    return both.order_by(both.selected_columns.id)
+
+
+_QC_AND_OPEN = _qc_and_open_deviations()  # built once, as ``qc.views``'s statement
+
+
 def qc_and_open_deviations(session: Session, batch: Batch) -> tuple[list[QcView], list[int]]:
     """``qc.views`` and ``open_deviation_ids`` in one round trip: a UNION ALL whose deviation rows
     carry only their id (a QC result always has a test)."""
-    open_deviations = select(Deviation.id, null(), null(), null(), null(), null(), null(), null()).where(
-        Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value
-    )
-    both = union_all(qc.view_query(batch), open_deviations)
-    rows = session.execute(both.order_by(both.selected_columns.id)).all()
+    rows = session.execute(_QC_AND_OPEN, {"batch_id": batch.id}).all()
     return [qc.view_of(row) for row in rows if row.test is not None], [row.id for row in rows if row.test is None]
 
 
