@@ -308,6 +308,7 @@ class JourneyStates:
         if self._counts(lab.db) != self.pristine:
             return run()
         key += repr(sorted(lab.app.config.items()))  # what the app is told (a FIN, a shelf life) shapes the rows
+        key += utcnow().date().isoformat()  # and the day: follow-up windows count from the harvest's
         kept = self.kept.get(key)
         if kept is not None and time.monotonic() - kept.made < JOURNEY_MAX_AGE_S:
             self._restore(lab.db, kept.where)

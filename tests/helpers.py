@@ -34,6 +34,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def harvest_end(moment: datetime) -> datetime:
+    """When a test's harvest ended, seen at ``moment``: ten minutes before, but the same day (UTC, the tests' lab
+    zone), since the follow-up windows count from the harvest's day and the tests expect them to count from today."""
+    return max(moment - timedelta(minutes=10), moment.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
 def iso(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -153,7 +159,7 @@ class Lab:
         return self.ok(self.post(by, "/batches", {"patient_id": patient["id"], "tissue_source": tissue_source}))["din"]
 
     def harvest_data(self, tissue_source: str = "adipose", **overrides: Any) -> dict:
-        ended = now() - timedelta(minutes=10)
+        ended = harvest_end(now())
         data = {
             "patient_mrn": "MRN-1",
             "patient_birth_date": "1980-05-17",

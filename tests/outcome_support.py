@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 from labtrack.clock import utcnow
-from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, Lab
+from tests.helpers import GOOD_RESULTS, PROCESS_ORDER, Lab, harvest_end
 
 
 def released(lab: Lab, mrn: str, results: dict[str, Any] | None = None, tissue_source: str = "adipose") -> str:
     """A batch for a new patient ``mrn``, harvested now, processed, QC'd, verified and released."""
     din = lab.batch(tissue_source, mrn=mrn)
-    ended = utcnow() - timedelta(minutes=10)
+    ended = harvest_end(utcnow())
     lab.ok(
         lab.harvest(
             din,
