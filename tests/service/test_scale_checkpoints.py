@@ -177,10 +177,11 @@ def test_r_scl_2_incremental_verification_reads_by_index_what_moved_never_every_
     assert "Seq Scan on checkpoint_leaves" not in leaves[0], leaves[0]
     assert "Index Scan Backward using pk_checkpoint_leaves" in leaves[0], leaves[0]
     assert " on batches" not in events[0], events[0]
-    (holding,) = lab.sql("SELECT DISTINCT tableoid::regclass::text FROM batch_events WHERE seq = 2")[0]
+    # the run reads the three batches (each with an event within the commit margin of the base)
+    holding = {row[0] for row in lab.sql("SELECT DISTINCT tableoid::regclass::text FROM batch_events")}
     partitions = lab.sql("SELECT count(*) FROM pg_inherits WHERE inhparent = 'batch_events'::regclass")[0][0]
-    assert partitions > 1
-    assert set(re.findall(r" on (batch_events_\w+)", events[0])) == {holding}, events[0]
+    assert partitions > len(holding)  # made ahead, holding none of them
+    assert set(re.findall(r" on (batch_events_\w+)", events[0])) == holding, events[0]
 
 
 def test_r_scl_3_one_batch_proves_its_leaf_by_inclusion_not_by_reading_the_newest_checkpoints_leaves(lab, db):
