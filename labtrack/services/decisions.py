@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import CompoundSelect, bindparam, literal, literal_column, null, select, union_all
+from sqlalchemy import CompoundSelect, literal, literal_column, null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
 from labtrack.domain.actors import Actor
 from labtrack.domain.decisions import BatchFacts, Decision, ResultFacts, decide
-from labtrack.domain.deviations import DeviationStatus
 from labtrack.domain.lifecycle import state_of
 from labtrack.domain.process import ALL_STEP_NAMES
 from labtrack.domain.qc import required_tests
 from labtrack.models import Batch, BatchEvent, Deviation, QcResult
-from labtrack.services import qc
+from labtrack.services import deviations, qc
 
 # Events whose actor "performed or verified a step or result" (segregation of duties, R-REL-1).
 PARTICIPATION = (*ALL_STEP_NAMES, "qc_recorded", "qc_verified", "correction")
@@ -51,9 +50,9 @@ def _facts_query() -> CompoundSelect:
     """The batch's QC results (each marked when an accepted deviation covers it), its open deviations and who
     performed or verified a step or result on it, and how, as the rows of one statement, tagged by kind
     (``_RESULT``: the result's columns; ``_OPEN``: the deviation's id; ``_TOOK_PART``: the user id and the event
-    type), in id order, for the batch id bound as ``batch_id``. One round trip instead of three for every batch
-    card and detail."""
-    batch_id = bindparam("batch_id")
+    type), in id order, for the batch id bound as ``deviations.BATCH_ID``. One round trip instead of three for
+    every batch card and detail."""
+    batch_id = deviations.BATCH_ID
     results = select(
         literal(_RESULT).label("kind"),
         QcResult.id.label("id"),
@@ -68,9 +67,7 @@ def _facts_query() -> CompoundSelect:
         QcResult.limit,
     ).where(QcResult.batch_id == batch_id)
     unused = [null()] * 9  # the result's columns after its id
-    open_ = select(literal(_OPEN), Deviation.id, *unused).where(
-        Deviation.batch_id == batch_id, Deviation.status == DeviationStatus.OPEN.value
-    )
+    open_ = select(literal(_OPEN), Deviation.id, *unused).where(deviations.is_open_on(batch_id))
     took_part = (
         select(BatchEvent.actor_id, BatchEvent.type)
         .where(BatchEvent.batch_id == batch_id, BatchEvent.type.in_(PARTICIPATION))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from labtrack.domain.actors import Action, Actor, require
@@ -84,6 +84,14 @@ def open_manual(session: Session, actor: Actor, din: str, *, kind: str, descript
     if not description.strip():
         raise ValidationFailed({"description": ["is required"]})
     return open_on(session, batch, actor, kind, description.strip())
+
+
+BATCH_ID = bindparam("batch_id")  # the batch of a statement built once, bound when it runs
+
+
+def is_open_on(batch_id: ColumnElement | int) -> ColumnElement:
+    """SQL: the deviation is open and on the batch ``batch_id`` (an id, or ``BATCH_ID``)."""
+    return and_(Deviation.batch_id == batch_id, Deviation.status == DeviationStatus.OPEN.value)
 
 
 def for_batch(session: Session, batch_id: int) -> list[Deviation]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Exists, Row, Select, bindparam, select
+from sqlalchemy import Exists, Row, Select, select
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -53,7 +53,7 @@ def covered_by_accepted_deviation() -> Exists:
 
 def view_query() -> Select:
     """The columns release reads of each QC result, and whether an accepted deviation covers it, of the batch
-    whose id is bound as ``batch_id``."""
+    whose id is bound as ``deviations.BATCH_ID``."""
     covered = covered_by_accepted_deviation()
     return select(
         QcResult.id,
@@ -64,7 +64,7 @@ def view_query() -> Select:
         covered,
         QcResult.unit,
         QcResult.limit,
-    ).where(QcResult.batch_id == bindparam("batch_id"))
+    ).where(QcResult.batch_id == deviations.BATCH_ID)
 
 
 _VIEWS = view_query().order_by(QcResult.id)  # built once: building it per request cost more than running it

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CompoundSelect, bindparam, null, select, union_all
+from sqlalchemy import CompoundSelect, null, select, union_all
 from sqlalchemy.orm import Session
 
 from labtrack.clock import utcnow
@@ -19,25 +19,20 @@ from labtrack.domain.qc import required_tests
 from labtrack.domain.release import QcView, readiness_blockers, sterility_cleared
 from labtrack.domain.signatures import Meaning
 from labtrack.models import Batch, BatchEvent, Deviation
-from labtrack.services import batches, decisions, outbox, qc, signatures
+from labtrack.services import batches, decisions, deviations, outbox, qc, signatures
 from labtrack.services.streams import append_batch_event
 
 
 def open_deviation_ids(session: Session, batch: Batch) -> list[int]:
     """The ids of the batch's open deviations, oldest first."""
     return list(
-        session.execute(
-            select(Deviation.id)
-            .where(Deviation.batch_id == batch.id, Deviation.status == DeviationStatus.OPEN.value)
-            .order_by(Deviation.id)
-        ).scalars()
+        session.execute(select(Deviation.id).where(deviations.is_open_on(batch.id)).order_by(Deviation.id)).scalars()
     )
 
 
 def _qc_and_open_deviations() -> CompoundSelect:
-    open_deviations = select(Deviation.id, null(), null(), null(), null(), null(), null(), null()).where(
-        Deviation.batch_id == bindparam("batch_id"), Deviation.status == DeviationStatus.OPEN.value
-    )
+    unused = [null()] * 7  # the QC view's columns after its id
+    open_deviations = select(Deviation.id, *unused).where(deviations.is_open_on(deviations.BATCH_ID))
     both = union_all(qc.view_query(), open_deviations)
     return both.order_by(both.selected_columns.id)
 
